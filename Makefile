@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make localnet` and `make test`.
+# Both install whatever is missing first (CometBFT, Kubo, the Python venv);
+# installs are cached outside the clone, so a second run is quick.
+
+PY := .venv/bin/python
+GRADCHAIN := .venv/bin/gradchain
+PYTEST_ARGS ?=
+
+.PHONY: install install-go install-python proto localnet localnet-status localnet-stop localnet-reset test test-unit test-e2e bench clean
+
+install: install-go install-python
+
+install-go:
+	@cometbft/install.sh
+	@ipfs/install.sh
+
+install-python:
+	@scripts/venv.sh >/dev/null
+
+# Regenerate abci_app/pb from proto/ (tests/unit/test_proto.py checks it is current).
+proto: install-python
+	$(PY) proto/generate.py
+
+localnet: install
+	$(GRADCHAIN) localnet start
+
+localnet-status: install-python
+	$(GRADCHAIN) localnet status
+
+localnet-stop: install-python
+	$(GRADCHAIN) localnet stop
+
+localnet-reset: install-python
+	$(GRADCHAIN) localnet reset
+
+# The whole suite: unit tests, then e2e tests against the real binaries.
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install-python
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: install
+	$(PY) bench/tps.py
+
+clean:
+	rm -rf bin .venv .pytest_cache build *.egg-info

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Creates (once) the project's virtual environment in the cache, keyed by the
+# dependency list in pyproject.toml, so later clones and CI reuse it instead
+# of reinstalling; then installs this clone into it (editable, no deps: fast).
+# Prints the venv path on the last line.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+python="${PYTHON:-python3}"
+key="$( { "$python" --version; sed -n '/^dependencies/,/^\[project.scripts\]/p' "$REPO_ROOT/pyproject.toml"; } | sha256sum | cut -c1-16)"
+venv="$GRADCHAIN_CACHE/venv-$key"
+if [ ! -f "$venv/.complete" ]; then
+  echo "creating virtual environment $venv ..." >&2
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip >&2
+  "$venv/bin/pip" install -q -e "$REPO_ROOT[dev]" >&2
+  touch "$venv/.complete"
+fi
+"$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$REPO_ROOT" >&2
+ln -sfn "$venv" "$REPO_ROOT/.venv"
+echo "$venv"
