@@ -12,7 +12,7 @@ if [ ! -f "$venv/.complete" ]; then
   echo "creating virtual environment $venv ..." >&2
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install -q --upgrade pip >&2
+  "$venv/bin/pip" install -q --upgrade pip "setuptools>=77" wheel >&2
   "$venv/bin/pip" install -q -e "$REPO_ROOT[dev]" >&2
   touch "$venv/.complete"
 fi

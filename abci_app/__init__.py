@@ -1,0 +1,1 @@
+"""GradientChain: a Python ABCI 2.0 application that trains a language model."""

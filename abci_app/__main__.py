@@ -1,0 +1,33 @@
+"""Run the ABCI application: `python -m abci_app --home DIR --addr tcp://127.0.0.1:26658`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from abci_app.abci.server import Server
+from abci_app.app import Application
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m abci_app", description="GradientChain ABCI application")
+    parser.add_argument("--home", required=True, help="directory for the app's state (state.sqlite)")
+    parser.add_argument("--addr", default="tcp://127.0.0.1:26658", help="tcp://HOST:PORT or unix:///PATH (CometBFT's proxy_app)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    app = Application(args.home)
+    try:
+        asyncio.run(Server(app, args.addr).serve_forever())
+    except Exception as exc:
+        logging.getLogger("app").critical("halting: %s", exc)
+        return 1
+    finally:
+        app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The ABCI Application: maps CometBFT's calls onto the runtime and the store.
+
+Methods appear in lifecycle order. FinalizeBlock executes on a block overlay
+and returns the app hash; Commit only persists; Info reports what was
+persisted, so CometBFT's handshake replays whatever we lost in a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import rlp
+
+from abci_app import runtime
+from abci_app.context import Context, ModuleError
+from abci_app.pb.tendermint.abci import types_pb2 as abci
+from abci_app.pb.tendermint.crypto import proof_pb2
+from abci_app.state import Overlay, Store
+
+log = logging.getLogger("app")
+
+APP_VERSION = 1
+PROOF_OP_TYPE = "gradchain:mpt"
+
+
+def _exec_result(result: runtime.TxResult) -> abci.ExecTxResult:
+    return abci.ExecTxResult(code=result.code, codespace=result.codespace, log=result.log, events=_abci_events(result.events))
+
+
+def _abci_events(events) -> list[abci.Event]:
+    return [
+        abci.Event(type=e.type, attributes=[abci.EventAttribute(key=k, value=v, index=True) for k, v in e.attributes.items()])
+        for e in events
+    ]
+
+
+class Application:
+    def __init__(self, home: str | Path):
+        Path(home).mkdir(parents=True, exist_ok=True)
+        self.store = Store(Path(home) / "state.sqlite")
+        # InitChain's writes stay uncommitted until block 1 commits (if we crash
+        # before that, CometBFT calls InitChain again), so later calls build on it.
+        self._genesis: Overlay | None = None
+        self._block: Overlay | None = None  # executed by FinalizeBlock, awaiting Commit
+        self._block_height = 0
+        self._check_state = self._base()  # mempool view: committed state + accepted txs
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _base(self) -> Overlay:
+        """A fresh overlay over the latest state a new block would start from."""
+        return self._genesis.child() if self._genesis is not None else self.store.begin_block()
+
+    # --- Info: on connect, and for CometBFT's handshake after a restart ---------
+
+    def info(self, req: abci.RequestInfo) -> abci.ResponseInfo:
+        height = self.store.height
+        return abci.ResponseInfo(
+            data="gradchain",
+            version="0.1.0",
+            app_version=APP_VERSION,
+            last_block_height=height,
+            last_block_app_hash=self.store.app_hash if height else b"",
+        )
+
+    # --- InitChain: once, before the first block --------------------------------
+
+    def init_chain(self, req: abci.RequestInitChain) -> abci.ResponseInitChain:
+        app_state = json.loads(req.app_state_bytes or b"{}")
+        genesis = self.store.begin_block()
+        runtime.genesis(genesis, req.chain_id, app_state)
+        self._genesis = genesis
+        self._check_state = self._base()
+        log.info("InitChain: chain %s, %d genesis validators", req.chain_id, len(req.validators))
+        return abci.ResponseInitChain(app_hash=genesis.app_hash())
+
+    # --- CheckTx: the mempool asks whether a tx may enter (and re-asks after commits)
+
+    def check_tx(self, req: abci.RequestCheckTx) -> abci.ResponseCheckTx:
+        try:
+            signed = runtime.ante(self._check_state, req.tx, nonce_window=runtime.auth.NONCE_WINDOW)
+        except ModuleError as exc:
+            return abci.ResponseCheckTx(code=exc.code, codespace=exc.codespace, log=exc.log)
+        if signed.body.nonce == runtime.auth.get_nonce(self._check_state, signed.signer):
+            # The next tx in sequence: run it for real on the mempool view so that
+            # a send beyond the balance is refused now, not after a block.
+            ctx = Context(self._check_state.child(), runtime.chain_id(self._check_state), self.store.height + 1, 0)
+            result = runtime.execute(ctx, req.tx)
+            if result.code:
+                return abci.ResponseCheckTx(code=result.code, codespace=result.codespace, log=result.log)
+            ctx.state.write()
+        return abci.ResponseCheckTx(code=0, gas_wanted=1)
+
+    # --- PrepareProposal: we are the proposer and may reorder or drop txs -------
+
+    def prepare_proposal(self, req: abci.RequestPrepareProposal) -> abci.ResponsePrepareProposal:
+        scratch = Context(self._base(), "", req.height, req.time.ToNanoseconds())
+        chosen, size = [], 0
+        for raw in runtime.order_by_nonce(list(req.txs)):
+            if size + len(raw) > req.max_tx_bytes:
+                break
+            try:
+                runtime.ante(scratch.state, raw)
+            except ModuleError:
+                continue  # would fail before paying a fee: leave it out of the block
+            runtime.execute(scratch, raw)
+            chosen.append(raw)
+            size += len(raw)
+        return abci.ResponsePrepareProposal(txs=chosen)
+
+    # --- ProcessProposal: another validator proposed; the same validity check ---
+
+    def process_proposal(self, req: abci.RequestProcessProposal) -> abci.ResponseProcessProposal:
+        base = self._base()
+        for raw in req.txs:
+            try:
+                runtime.decode_and_verify(base, raw)
+            except ModuleError as exc:
+                log.warning("rejecting proposal at height %d: %s", req.height, exc.log)
+                return abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.REJECT)
+        return abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.ACCEPT)
+
+    # --- FinalizeBlock: execute the decided block, return results and app hash --
+
+    def finalize_block(self, req: abci.RequestFinalizeBlock) -> abci.ResponseFinalizeBlock:
+        block = self._genesis if self._genesis is not None else self.store.begin_block()
+        ctx = Context(block, runtime.chain_id(block), req.height, req.time.ToNanoseconds())
+        runtime.begin_block(ctx)
+        results = [_exec_result(runtime.execute(ctx, raw)) for raw in req.txs]
+        runtime.end_block(ctx)
+        self._block, self._block_height = block, req.height
+        return abci.ResponseFinalizeBlock(tx_results=results, events=_abci_events(ctx.events), app_hash=block.app_hash())
+
+    # --- Commit: persist what FinalizeBlock executed ----------------------------
+
+    def commit(self, req: abci.RequestCommit) -> abci.ResponseCommit:
+        assert self._block is not None, "Commit without FinalizeBlock"
+        app_hash = self.store.commit(self._block, self._block_height)
+        log.info("committed height %d app hash %s", self._block_height, app_hash.hex().upper())
+        self._genesis, self._block = None, None
+        self._check_state = self.store.begin_block()  # CheckTx(RECHECK) rebuilds the mempool view
+        return abci.ResponseCommit(retain_height=0)
+
+    # --- Query: read committed state, at a height, with a Merkle proof ----------
+
+    def query(self, req: abci.RequestQuery) -> abci.ResponseQuery:
+        if req.path.strip("/") == "app/params":
+            return abci.ResponseQuery(value=runtime.all_params(self.store.begin_block()), height=self.store.height)
+        try:
+            key = runtime.query_key(req.path, req.data)
+        except ModuleError as exc:
+            return abci.ResponseQuery(code=exc.code, codespace=exc.codespace, log=exc.log)
+        try:
+            result = self.store.query(key, height=req.height, prove=req.prove)
+        except KeyError:
+            return abci.ResponseQuery(code=runtime.BadQuery.code, codespace="runtime", log=f"no committed state at height {req.height} (latest is {self.store.height})")
+        response = abci.ResponseQuery(key=key, value=result.value or b"", height=result.height)
+        if result.proof is not None:
+            op = proof_pb2.ProofOp(type=PROOF_OP_TYPE, key=key, data=rlp.encode(result.proof))
+            response.proof_ops.ops.append(op)
+        return response

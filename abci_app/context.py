@@ -1,0 +1,67 @@
+"""What a module call sees: the state of its tx, the block, and an event sink.
+
+Shared by every module so that storage, events and errors look the same
+everywhere: a module error carries (codespace, code, log) straight into the
+ABCI result, an event becomes an ABCI event that `tx_search` can find.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from abci_app.state import Overlay
+
+
+class ModuleError(Exception):
+    """A user's tx broke a module rule. Subclasses set codespace and code once."""
+
+    codespace: ClassVar[str] = "runtime"
+    code: ClassVar[int] = 1
+
+    def __init__(self, log: str):
+        super().__init__(log)
+        self.log = log
+
+
+@dataclass(frozen=True)
+class Event:
+    """A past-tense fact, e.g. Event("transfer", {"sender": ..., "amount": "5"})."""
+
+    type: str
+    attributes: dict[str, str]
+
+
+@dataclass
+class Context:
+    state: Overlay
+    chain_id: str
+    height: int
+    time_unix_ns: int  # the block header's time: never the wall clock
+    events: list[Event] = field(default_factory=list)
+
+    def emit(self, type_: str, **attributes: str | int) -> None:
+        self.events.append(Event(type_, {k: str(v) for k, v in attributes.items()}))
+
+    def child(self) -> "Context":
+        """A context for one tx (or one message) whose writes and events can be dropped."""
+        return Context(self.state.child(), self.chain_id, self.height, self.time_unix_ns)
+
+    def merge(self, child: "Context") -> None:
+        """Keep a child's writes and events: the tx (or message) succeeded."""
+        child.state.write()
+        self.events.extend(child.events)
+
+
+# --- canonical encodings of state values ---------------------------------------
+# Integers as decimal ASCII: unbounded, readable in `abci_query` output, and
+# one canonical form per value (no leading zeros), so the app hash is stable.
+
+
+def encode_int(value: int) -> bytes:
+    assert value >= 0, "state integers are never negative"
+    return str(value).encode()
+
+
+def decode_int(raw: bytes | None) -> int:
+    return 0 if raw is None else int(raw)

@@ -1,0 +1,62 @@
+"""auth: per-account nonces, checked and bumped by the runtime for every tx.
+
+Nonces are strictly sequential, so a signed tx can be applied at most once.
+"""
+
+from __future__ import annotations
+
+from abci_app import crypto
+from abci_app.context import ModuleError, decode_int, encode_int
+from abci_app.state import Overlay
+
+# --- Params ---------------------------------------------------------------------
+
+NONCE_WINDOW = 16  # CheckTx admits nonces this far ahead; the proposer orders them
+
+# --- Storage --------------------------------------------------------------------
+
+PREFIX = b"auth/"
+
+
+def nonce_key(address: str) -> bytes:
+    """auth/nonce/<20-byte address> -> next nonce (decimal)."""
+    return PREFIX + b"nonce/" + crypto.bech32_decode(address)[1]
+
+
+def get_nonce(state: Overlay, address: str) -> int:
+    """The nonce the account's next tx must carry (0 for a new account)."""
+    return decode_int(state.get(nonce_key(address)))
+
+
+def bump_nonce(state: Overlay, address: str) -> None:
+    state.set(nonce_key(address), encode_int(get_nonce(state, address) + 1))
+
+
+# --- Errors ---------------------------------------------------------------------
+
+
+class BadNonce(ModuleError):
+    """The tx's nonce is not the account's next nonce."""
+
+    codespace = "runtime"
+    code = 5
+
+
+def check_nonce(state: Overlay, address: str, nonce: int, window: int = 0) -> None:
+    """Raise BadNonce unless expected <= nonce <= expected + window."""
+    expected = get_nonce(state, address)
+    if nonce < expected:
+        raise BadNonce(f"bad nonce: {nonce} already used, account {address} expects {expected}")
+    if nonce > expected + window:
+        raise BadNonce(f"bad nonce: got {nonce}, account {address} expects {expected}")
+
+
+# --- Queries --------------------------------------------------------------------
+
+
+def query_nonce(data: bytes) -> bytes:
+    """/auth/nonce ADDRESS -> next nonce (decimal; empty = 0)."""
+    return nonce_key(crypto.parse_address(data.decode()))
+
+
+QUERIES = {"nonce": query_nonce}

@@ -1,0 +1,210 @@
+"""bank: balances, transfers, fees, mint and burn.
+
+Other modules move tokens only through the public functions below
+(transfer, mint, burn, balance), never through bank's storage keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+
+from abci_app import crypto
+from abci_app.context import Context, ModuleError, decode_int, encode_int
+from abci_app.state import Overlay
+from abci_app.tx import MsgSend
+
+# --- Params ---------------------------------------------------------------------
+
+DENOM = "ugrad"
+
+
+@dataclass(frozen=True)
+class Params:
+    min_fee: int = 1  # every tx pays at least this, so spam costs something
+
+
+def module_address(name: str) -> str:
+    """A keyless account owned by a module: no private key can sign for it."""
+    return crypto.bech32_encode(crypto.ADDRESS_HRP, hashlib.sha256(b"module/" + name.encode()).digest()[:20])
+
+
+FEE_COLLECTOR = module_address("fee_collector")
+
+# --- Storage --------------------------------------------------------------------
+
+PREFIX = b"bank/"
+SUPPLY_KEY = PREFIX + b"supply"  # total tokens in existence
+PARAMS_KEY = PREFIX + b"params"  # Params as canonical JSON
+
+
+def balance_key(address: str) -> bytes:
+    """bank/balance/<20-byte address> -> amount (decimal); absent means 0."""
+    return PREFIX + b"balance/" + crypto.bech32_decode(address)[1]
+
+
+def balance(state: Overlay, address: str) -> int:
+    return decode_int(state.get(balance_key(address)))
+
+
+def _set_balance(state: Overlay, address: str, amount: int) -> None:
+    # Zero balances are deleted so an emptied account leaves no trace in the app hash.
+    if amount == 0:
+        state.delete(balance_key(address))
+    else:
+        state.set(balance_key(address), encode_int(amount))
+
+
+def supply(state: Overlay) -> int:
+    return decode_int(state.get(SUPPLY_KEY))
+
+
+def get_params(state: Overlay) -> Params:
+    raw = state.get(PARAMS_KEY)
+    return Params(**json.loads(raw)) if raw else Params()
+
+
+# --- Events ---------------------------------------------------------------------
+# transfer(sender, recipient, amount)  tokens moved between accounts
+# fee_paid(payer, amount)              a tx's fee went to the fee collector
+# minted(recipient, amount)            new tokens were created
+# burned(account, amount)              tokens were destroyed
+
+# --- Errors ---------------------------------------------------------------------
+
+
+class BankError(ModuleError):
+    codespace = "bank"
+
+
+class InsufficientBalance(BankError):
+    """The sender's balance is below the amount it tries to move."""
+
+    code = 1
+
+
+class InvalidAddress(BankError):
+    """The recipient is not a valid gc1… address."""
+
+    code = 2
+
+
+class InvalidAmount(BankError):
+    """Amounts are positive integers in the smallest unit."""
+
+    code = 3
+
+
+class CannotPayFee(ModuleError):
+    """The signer cannot cover the tx's fee (a runtime code: fees are checked before any msg)."""
+
+    codespace = "runtime"
+    code = 7
+
+
+# --- Public API for other modules ---------------------------------------------------
+
+
+def transfer(ctx: Context, sender: str, recipient: str, amount: int) -> None:
+    """Move `amount` from sender to recipient, or raise without writing anything."""
+    if amount <= 0:
+        raise InvalidAmount(f"invalid amount {amount}: must be a positive integer of {DENOM}")
+    available = balance(ctx.state, sender)
+    if available < amount:
+        raise InsufficientBalance(f"insufficient balance: {sender} has {available}{DENOM}, needs {amount}{DENOM}")
+    _set_balance(ctx.state, sender, available - amount)
+    _set_balance(ctx.state, recipient, balance(ctx.state, recipient) + amount)
+    ctx.emit("transfer", sender=sender, recipient=recipient, amount=amount)
+
+
+def mint(ctx: Context, recipient: str, amount: int) -> None:
+    assert amount > 0
+    _set_balance(ctx.state, recipient, balance(ctx.state, recipient) + amount)
+    ctx.state.set(SUPPLY_KEY, encode_int(supply(ctx.state) + amount))
+    ctx.emit("minted", recipient=recipient, amount=amount)
+
+
+def burn(ctx: Context, account: str, amount: int) -> None:
+    available = balance(ctx.state, account)
+    if available < amount:
+        raise InsufficientBalance(f"insufficient balance: {account} has {available}{DENOM}, cannot burn {amount}{DENOM}")
+    _set_balance(ctx.state, account, available - amount)
+    ctx.state.set(SUPPLY_KEY, encode_int(supply(ctx.state) - amount))
+    ctx.emit("burned", account=account, amount=amount)
+
+
+def charge_fee(ctx: Context, payer: str, fee: int) -> None:
+    """Move a tx's fee to the fee collector (the runtime calls this before the msg)."""
+    available = balance(ctx.state, payer)
+    if available < fee:
+        raise CannotPayFee(f"insufficient funds for fee: {payer} has {available}{DENOM}, fee is {fee}{DENOM}")
+    if fee:
+        _set_balance(ctx.state, payer, available - fee)
+        _set_balance(ctx.state, FEE_COLLECTOR, balance(ctx.state, FEE_COLLECTOR) + fee)
+        ctx.emit("fee_paid", payer=payer, amount=fee)
+
+
+# --- Calls ------------------------------------------------------------------------
+
+
+def send(ctx: Context, signer: str, msg: MsgSend) -> None:
+    """MsgSend: the signer pays `amount` to `recipient`."""
+    try:
+        recipient = crypto.parse_address(msg.recipient)
+    except crypto.AddressError as exc:
+        raise InvalidAddress(f"invalid recipient address '{msg.recipient}': {exc}") from None
+    transfer(ctx, signer, recipient, msg.amount)
+
+
+CALLS = {"send": send}  # TxBody oneof field -> call
+
+# --- Genesis ----------------------------------------------------------------------
+
+
+def genesis(state: Overlay, config: dict) -> None:
+    """bank genesis: {"params": {...}, "balances": [{"address", "amount"}]}."""
+    params = Params(**config.get("params", {}))
+    if params.min_fee < 0:
+        raise ValueError("bank.params.min_fee must be >= 0")
+    state.set(PARAMS_KEY, _canonical_json(asdict(params)))
+    total = 0
+    seen: set[str] = set()
+    for entry in config.get("balances", []):
+        address = crypto.parse_address(entry["address"])
+        amount = entry["amount"]
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise ValueError(f"genesis balance of {address} must be a positive integer, got {amount!r}")
+        if address in seen:
+            raise ValueError(f"genesis lists {address} twice")
+        seen.add(address)
+        _set_balance(state, address, amount)
+        total += amount
+    state.set(SUPPLY_KEY, encode_int(total))
+
+
+def _canonical_json(value) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+# --- Queries ----------------------------------------------------------------------
+# Each query maps its argument to one state key; the app reads the value at the
+# asked height from the store, with a Merkle proof when asked.
+
+
+def query_balance(data: bytes) -> bytes:
+    """/bank/balance ADDRESS -> amount (decimal; empty = 0)."""
+    return balance_key(crypto.parse_address(data.decode()))
+
+
+def query_supply(data: bytes) -> bytes:
+    """/bank/supply -> total supply (decimal)."""
+    return SUPPLY_KEY
+
+
+def query_params(data: bytes) -> bytes:
+    """/bank/params -> Params as JSON."""
+    return PARAMS_KEY
+
+
+QUERIES = {"balance": query_balance, "supply": query_supply, "params": query_params}

@@ -1,0 +1,166 @@
+"""A small client for CometBFT's JSON-RPC over HTTP (GET with query params).
+
+Used by the CLI, the workers, the localnet and the tests. Every failure is a
+RpcError with one line that says what went wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+
+import httpx
+
+DEFAULT_NODE = "http://127.0.0.1:26657"
+
+
+class RpcError(Exception):
+    """The node could not be reached, or answered with an error."""
+
+
+@dataclass(frozen=True)
+class BroadcastResult:
+    hash: str  # upper-case hex, as CometBFT prints it
+    code: int
+    log: str
+    codespace: str
+
+
+@dataclass(frozen=True)
+class TxResult:
+    hash: str
+    height: int
+    code: int
+    log: str
+    codespace: str
+    events: list[dict]
+
+
+@dataclass(frozen=True)
+class AbciQueryResult:
+    code: int
+    log: str
+    key: bytes
+    value: bytes
+    height: int
+    proof_ops: list[dict]
+    codespace: str
+
+
+class RpcClient:
+    def __init__(self, node: str = DEFAULT_NODE, timeout: float = 10.0):
+        self.node = node.rstrip("/")
+        if "://" not in self.node:
+            self.node = "http://" + self.node
+        self._http = httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "RpcClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def call(self, method: str, **params) -> dict:
+        """One JSON-RPC call; returns its `result` object."""
+        query = {k: _param(v) for k, v in params.items() if v is not None}
+        try:
+            response = self._http.get(f"{self.node}/{method}", params=query)
+        except httpx.TimeoutException:
+            raise RpcError(f"node {self.node} timed out on {method}") from None
+        except httpx.HTTPError:
+            raise RpcError(f"node not running at {self.node} (start one with `make localnet`, or pass --node)") from None
+        try:
+            body = response.json()
+        except ValueError:
+            raise RpcError(f"node {self.node} answered {method} with HTTP {response.status_code}, not JSON") from None
+        if "error" in body:
+            error = body["error"]
+            detail = error.get("data") or error.get("message") or str(error)
+            raise RpcError(f"{method} failed: {detail}")
+        return body["result"]
+
+    # --- typed helpers ------------------------------------------------------
+
+    def status(self) -> dict:
+        return self.call("status")
+
+    def latest_height(self) -> int:
+        return int(self.status()["sync_info"]["latest_block_height"])
+
+    def chain_id(self) -> str:
+        return self.status()["node_info"]["network"]
+
+    def validators(self, height: int | None = None) -> list[dict]:
+        return self.call("validators", height=height, per_page=100)["validators"]
+
+    def header(self, height: int) -> dict:
+        return self.call("header", height=height)["header"]
+
+    def broadcast_tx_sync(self, tx: bytes) -> BroadcastResult:
+        r = self.call("broadcast_tx_sync", tx="0x" + tx.hex())
+        return BroadcastResult(hash=r["hash"], code=int(r["code"]), log=r.get("log", ""), codespace=r.get("codespace", ""))
+
+    def tx(self, tx_hash: str) -> TxResult | None:
+        """The committed result of a tx, or None while it is not in a block."""
+        try:
+            r = self.call("tx", hash="0x" + tx_hash)
+        except RpcError as exc:
+            if "not found" in str(exc):
+                return None
+            raise
+        result = r["tx_result"]
+        return TxResult(
+            hash=r["hash"],
+            height=int(r["height"]),
+            code=int(result.get("code", 0)),
+            log=result.get("log", ""),
+            codespace=result.get("codespace", ""),
+            events=result.get("events", []),
+        )
+
+    def wait_for_tx(self, tx_hash: str, timeout: float = 30.0, poll: float = 0.2) -> TxResult:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.tx(tx_hash)
+            if result is not None:
+                return result
+            if time.monotonic() > deadline:
+                raise RpcError(f"tx {tx_hash} not committed within {timeout:.0f}s (it may still be in the mempool)")
+            time.sleep(poll)
+
+    def wait_for_height(self, height: int, timeout: float = 30.0, poll: float = 0.2) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                current = self.latest_height()
+                if current >= height:
+                    return current
+            except RpcError:
+                if time.monotonic() > deadline:
+                    raise
+            if time.monotonic() > deadline:
+                raise RpcError(f"node {self.node} did not reach height {height} within {timeout:.0f}s")
+            time.sleep(poll)
+
+    def abci_query(self, path: str, data: bytes = b"", height: int = 0, prove: bool = False) -> AbciQueryResult:
+        r = self.call("abci_query", path=f'"{path}"', data="0x" + data.hex(), height=height or None, prove=prove)["response"]
+        return AbciQueryResult(
+            code=int(r.get("code", 0)),
+            log=r.get("log", ""),
+            key=base64.b64decode(r.get("key") or ""),
+            value=base64.b64decode(r.get("value") or ""),
+            height=int(r.get("height", 0)),
+            proof_ops=(r.get("proofOps") or {}).get("ops") or [],
+            codespace=r.get("codespace", ""),
+        )
+
+
+def _param(value) -> str:
+    """CometBFT's URI params: bools lower-case, everything else as text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

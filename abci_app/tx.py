@@ -1,0 +1,86 @@
+"""Transaction envelope: build, sign, encode and decode.
+
+The runtime decodes and verifies; clients (CLI, workers, tests) build and sign
+with the same code, so both sides agree on the signed bytes by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError, Message
+
+from abci_app import crypto
+from abci_app.pb.gradchain.tx.v1 import tx_pb2
+
+MAX_TX_BYTES = 64 * 1024  # far below CometBFT's 1 MiB mempool limit; weights never go on chain
+
+Tx = tx_pb2.Tx
+TxBody = tx_pb2.TxBody
+MsgSend = tx_pb2.MsgSend
+
+
+class TxDecodeError(ValueError):
+    """Bytes that are not a well-formed GradientChain transaction."""
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    """A decoded, not yet verified transaction."""
+
+    body: TxBody
+    body_bytes: bytes
+    pubkey: bytes
+    signature: bytes
+
+    @property
+    def signer(self) -> str:
+        return crypto.address_of(self.pubkey)
+
+    @property
+    def msg_name(self) -> str | None:
+        return self.body.WhichOneof("msg")
+
+    @property
+    def msg(self) -> Message:
+        return getattr(self.body, self.msg_name)
+
+    def signature_valid(self) -> bool:
+        message = crypto.sign_bytes(self.body.chain_id, self.body_bytes)
+        return crypto.verify(self.pubkey, message, self.signature)
+
+
+def build(key: crypto.PrivateKey, chain_id: str, nonce: int, fee: int, msg: Message, memo: str = "") -> bytes:
+    """Sign `msg` with `key` and return the wire bytes."""
+    body = TxBody(chain_id=chain_id, nonce=nonce, fee=fee, memo=memo)
+    field = _msg_field(msg)
+    getattr(body, field).CopyFrom(msg)
+    body_bytes = body.SerializeToString(deterministic=True)
+    signature = key.sign(crypto.sign_bytes(chain_id, body_bytes))
+    return Tx(body=body_bytes, pubkey=key.pubkey, signature=signature).SerializeToString(deterministic=True)
+
+
+def decode(raw: bytes) -> SignedTx:
+    """Parse wire bytes; raise TxDecodeError on anything malformed."""
+    if len(raw) > MAX_TX_BYTES:
+        raise TxDecodeError(f"tx is {len(raw)} bytes, limit is {MAX_TX_BYTES}")
+    try:
+        envelope = Tx.FromString(raw)
+        body = TxBody.FromString(envelope.body)
+    except DecodeError as exc:
+        raise TxDecodeError(f"malformed tx: {exc}") from None
+    if len(envelope.pubkey) != crypto.PUBKEY_BYTES:
+        raise TxDecodeError(f"pubkey must be {crypto.PUBKEY_BYTES} bytes, got {len(envelope.pubkey)}")
+    if len(envelope.signature) != crypto.SIGNATURE_BYTES:
+        raise TxDecodeError(f"signature must be {crypto.SIGNATURE_BYTES} bytes, got {len(envelope.signature)}")
+    if body.WhichOneof("msg") is None:
+        raise TxDecodeError("tx carries no message")
+    return SignedTx(body=body, body_bytes=envelope.body, pubkey=envelope.pubkey, signature=envelope.signature)
+
+
+def _msg_field(msg: Message) -> str:
+    """The TxBody oneof field that carries messages of msg's type."""
+    for field in TxBody.DESCRIPTOR.oneofs_by_name["msg"].fields:
+        if field.message_type is msg.DESCRIPTOR:
+            return field.name
+    raise TypeError(f"{type(msg).__name__} is not a transaction message")
