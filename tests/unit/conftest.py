@@ -1,0 +1,67 @@
+"""An in-process chain: drives abci_app.app.Application the way CometBFT does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from abci_app import crypto, tx
+from abci_app.app import Application
+from abci_app.pb.tendermint.abci import types_pb2 as abci
+
+CHAIN_ID = "test-chain"
+
+
+def fixed_key(i: int) -> crypto.PrivateKey:
+    return crypto.PrivateKey(bytes([i]) * 32)
+
+
+class Chain:
+    def __init__(self, home, balances: dict[str, int], min_fee: int = 1):
+        self.app = Application(home)
+        self.height = 0
+        self.nonces: dict[str, int] = {}
+        app_state = {"bank": {"params": {"min_fee": min_fee}, "balances": [{"address": a, "amount": n} for a, n in balances.items()]}}
+        self.genesis_hash = self.app.init_chain(
+            abci.RequestInitChain(chain_id=CHAIN_ID, app_state_bytes=json.dumps(app_state).encode(), initial_height=1)
+        ).app_hash
+        self.block([])  # queries read committed state: commit genesis as block 1
+
+    def send_tx(self, key, recipient, amount, fee=1, nonce=None, chain_id=CHAIN_ID) -> bytes:
+        nonce = self.nonces.get(key.address, 0) if nonce is None else nonce
+        self.nonces[key.address] = nonce + 1
+        return tx.build(key, chain_id, nonce, fee, tx.MsgSend(recipient=recipient, amount=amount))
+
+    def block(self, txs: list[bytes]) -> abci.ResponseFinalizeBlock:
+        self.height += 1
+        time = Timestamp(seconds=1_700_000_000 + self.height)
+        response = self.app.finalize_block(abci.RequestFinalizeBlock(txs=txs, height=self.height, time=time))
+        self.app.commit(abci.RequestCommit())
+        return response
+
+    def check(self, raw: bytes, recheck: bool = False) -> abci.ResponseCheckTx:
+        kind = abci.CheckTxType.RECHECK if recheck else abci.CheckTxType.NEW
+        return self.app.check_tx(abci.RequestCheckTx(tx=raw, type=kind))
+
+    def balance(self, address: str) -> int:
+        return int(self.query("/bank/balance", address).value or b"0")
+
+    def nonce(self, address: str) -> int:
+        return int(self.query("/auth/nonce", address).value or b"0")
+
+    def query(self, path: str, data: str = "", height: int = 0, prove: bool = False) -> abci.ResponseQuery:
+        return self.app.query(abci.RequestQuery(path=path, data=data.encode(), height=height, prove=prove))
+
+
+@pytest.fixture
+def keys():
+    return [fixed_key(i) for i in range(1, 5)]
+
+
+@pytest.fixture
+def chain(tmp_path, keys):
+    c = Chain(tmp_path / "app", {keys[0].address: 1_000, keys[1].address: 500})
+    yield c
+    c.app.close()
