@@ -1,0 +1,143 @@
+"""Block and transaction write-sets over committed state, and the trie work that hashes them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+import rlp
+from trie import HexaryTrie
+from trie.constants import NODE_TYPE_BRANCH, NODE_TYPE_EXTENSION
+from trie.utils.nodes import get_node_type
+
+_UNSET = object()
+
+
+class Committed(Protocol):
+    """The read side of committed state that a block overlay falls through to."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+    def node(self, node_hash: bytes) -> bytes: ...  # raises KeyError when absent
+
+
+class NodeBuffer:
+    """HexaryTrie node db: nodes made in this block stay in memory, reads fall through to committed nodes."""
+
+    def __init__(self, committed: Committed) -> None:
+        self.committed = committed
+        self.new: dict[bytes, bytes] = {}
+
+    def __getitem__(self, node_hash: bytes) -> bytes:
+        node = self.new.get(node_hash)
+        return node if node is not None else self.committed.node(node_hash)
+
+    def __setitem__(self, node_hash: bytes, node: bytes) -> None:
+        self.new[node_hash] = node
+
+    def reachable_new(self, root: bytes) -> list[tuple[bytes, bytes]]:
+        """New nodes reachable from root: the trie also makes nodes that later edits orphan, and those are not worth storing."""
+        found: dict[bytes, bytes] = {}
+        todo = [root]
+        while todo:
+            node_hash = todo.pop()
+            node = self.new.get(node_hash)
+            if node is None or node_hash in found:
+                continue  # committed already, and so is everything below it
+            found[node_hash] = node
+            todo.extend(_child_hashes(rlp.decode(node)))
+        return sorted(found.items())
+
+
+def _child_hashes(node: list) -> list[bytes]:
+    """Children stored by hash; children under 32 bytes are embedded in the parent and need no lookup."""
+    node_type = get_node_type(node)
+    refs = node[:16] if node_type == NODE_TYPE_BRANCH else [node[1]] if node_type == NODE_TYPE_EXTENSION else []
+    return [ref for ref in refs if isinstance(ref, bytes) and len(ref) == 32]
+
+
+class Overlay:
+    """The write-set of a block (over committed state), or of one tx nested in a block."""
+
+    def __init__(self, committed: Committed, root: bytes, height: int, parent: Overlay | None = None) -> None:
+        self._committed = committed
+        self._parent = parent
+        self._base_root = root  # committed app hash this block builds on
+        self._base_height = height  # committed height this block builds on; commit checks it is still current
+        self._writes: dict[bytes, bytes | None] = {}  # None = delete
+        # Block overlays only: the trie is kept between app_hash() calls so each call only applies what changed since.
+        self._nodes = NodeBuffer(committed)
+        self._trie: HexaryTrie | None = None
+        self._hashed: dict[bytes, bytes | None] = {}  # writes already applied to self._trie
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self._writes:
+            return self._writes[key]
+        return self._parent.get(key) if self._parent is not None else self._committed.get(key)
+
+    def set(self, key: bytes, value: bytes) -> None:
+        assert type(key) is bytes and type(value) is bytes, "state keys and values are bytes"
+        assert value, "empty value would mean delete in the trie"
+        self._writes[key] = value
+
+    def delete(self, key: bytes) -> None:
+        assert type(key) is bytes, "state keys are bytes"
+        self._writes[key] = None
+
+    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Merged view sorted by key bytes; own writes are snapshotted now, so writing while iterating is safe."""
+        own = sorted((k, v) for k, v in self._writes.items() if k.startswith(prefix))
+        below = self._parent.iter_prefix(prefix) if self._parent is not None else self._committed.iter_prefix(prefix)
+        return _merge(below, own)
+
+    def child(self) -> Overlay:
+        return Overlay(self._committed, self._base_root, self._base_height, parent=self)
+
+    def write(self) -> None:
+        """Merge this child's writes into its parent; the child stays usable and starts empty."""
+        assert self._parent is not None, "write() merges a tx overlay into its block; commit a block with Store.commit"
+        self._parent._writes.update(self._writes)
+        self._writes = {}
+
+    def app_hash(self) -> bytes:
+        """Root the state would have if this block were committed; persists nothing."""
+        assert self._parent is None, "app_hash() is for block overlays; write() the tx first"
+        if self._trie is None:
+            self._trie = HexaryTrie(self._nodes, self._base_root)
+        for key, value in sorted(self._writes.items()):
+            if self._hashed.get(key, _UNSET) != value:
+                if value is None:
+                    self._trie.delete(key)
+                else:
+                    self._trie.set(key, value)
+                self._hashed[key] = value
+        return self._trie.root_hash
+
+    def writes(self) -> list[tuple[bytes, bytes | None]]:
+        return sorted(self._writes.items())
+
+    def _staged(self) -> tuple[bytes, list[tuple[bytes, bytes | None]], list[tuple[bytes, bytes]]]:
+        """For Store.commit: (root, sorted writes, new trie nodes to store)."""
+        root = self.app_hash()
+        return root, self.writes(), self._nodes.reachable_new(root)
+
+
+def _merge(
+    below: Iterable[tuple[bytes, bytes]], own: list[tuple[bytes, bytes | None]]
+) -> Iterator[tuple[bytes, bytes]]:
+    """Merge two key-sorted streams; own entries win, and own deletes (None) hide the key."""
+    i = 0
+    for key, value in below:
+        while i < len(own) and own[i][0] < key:
+            if own[i][1] is not None:
+                yield own[i]  # type: ignore[misc]
+            i += 1
+        if i < len(own) and own[i][0] == key:
+            if own[i][1] is not None:
+                yield own[i]  # type: ignore[misc]
+            i += 1
+        else:
+            yield key, value
+    for key, value in own[i:]:
+        if value is not None:
+            yield key, value
