@@ -14,9 +14,10 @@ from pathlib import Path
 import rlp
 
 from abci_app import runtime
-from abci_app.context import Context, ModuleError
+from abci_app.context import BlockInfo, Context, Misbehavior, ModuleError, Vote
 from abci_app.pb.tendermint.abci import types_pb2 as abci
-from abci_app.pb.tendermint.crypto import proof_pb2
+from abci_app.pb.tendermint.crypto import keys_pb2, proof_pb2
+from abci_app.pb.tendermint.types import validator_pb2
 from abci_app.state import Overlay, Store
 
 log = logging.getLogger("app")
@@ -34,6 +35,23 @@ def _abci_events(events) -> list[abci.Event]:
         abci.Event(type=e.type, attributes=[abci.EventAttribute(key=k, value=v, index=True) for k, v in e.attributes.items()])
         for e in events
     ]
+
+
+def _validator_updates(ctx: Context) -> list[abci.ValidatorUpdate]:
+    return [abci.ValidatorUpdate(pub_key=keys_pb2.PublicKey(ed25519=u.pubkey), power=u.power) for u in ctx.validator_updates]
+
+
+_MISBEHAVIOR_KINDS = {abci.DUPLICATE_VOTE: "duplicate_vote", abci.LIGHT_CLIENT_ATTACK: "light_client_attack"}
+
+
+def _block_info(req: abci.RequestFinalizeBlock) -> BlockInfo:
+    """The parts of FinalizeBlock that modules may act on: proposer, last commit, evidence."""
+    return BlockInfo(
+        proposer=req.proposer_address,
+        # BLOCK_ID_FLAG_ABSENT is a missed signature; COMMIT and NIL votes show the validator was online.
+        votes=tuple(Vote(v.validator.address, v.validator.power, v.block_id_flag != validator_pb2.BLOCK_ID_FLAG_ABSENT) for v in req.decided_last_commit.votes),
+        misbehavior=tuple(Misbehavior(_MISBEHAVIOR_KINDS.get(m.type, "unknown"), m.validator.address, m.height) for m in req.misbehavior),
+    )
 
 
 class Application:
@@ -71,11 +89,13 @@ class Application:
     def init_chain(self, req: abci.RequestInitChain) -> abci.ResponseInitChain:
         app_state = json.loads(req.app_state_bytes or b"{}")
         genesis = self.store.begin_block()
-        runtime.genesis(genesis, req.chain_id, app_state)
+        ctx = Context(genesis, req.chain_id, 0, req.time.ToNanoseconds())
+        runtime.genesis(ctx, app_state)
         self._genesis = genesis
         self._check_state = self._base()
-        log.info("InitChain: chain %s, %d genesis validators", req.chain_id, len(req.validators))
-        return abci.ResponseInitChain(app_hash=genesis.app_hash())
+        # An empty list keeps CometBFT's genesis validators; ours replace them when staking has any.
+        log.info("InitChain: chain %s, %d validators from staking genesis", req.chain_id, len(ctx.validator_updates))
+        return abci.ResponseInitChain(app_hash=genesis.app_hash(), validators=_validator_updates(ctx))
 
     # --- CheckTx: the mempool asks whether a tx may enter (and re-asks after commits)
 
@@ -127,12 +147,17 @@ class Application:
 
     def finalize_block(self, req: abci.RequestFinalizeBlock) -> abci.ResponseFinalizeBlock:
         block = self._genesis if self._genesis is not None else self.store.begin_block()
-        ctx = Context(block, runtime.chain_id(block), req.height, req.time.ToNanoseconds())
+        ctx = Context(block, runtime.chain_id(block), req.height, req.time.ToNanoseconds(), _block_info(req))
         runtime.begin_block(ctx)
         results = [_exec_result(runtime.execute(ctx, raw)) for raw in req.txs]
         runtime.end_block(ctx)
         self._block, self._block_height = block, req.height
-        return abci.ResponseFinalizeBlock(tx_results=results, events=_abci_events(ctx.events), app_hash=block.app_hash())
+        return abci.ResponseFinalizeBlock(
+            tx_results=results,
+            events=_abci_events(ctx.events),
+            validator_updates=_validator_updates(ctx),
+            app_hash=block.app_hash(),
+        )
 
     # --- Commit: persist what FinalizeBlock executed ----------------------------
 
@@ -147,12 +172,12 @@ class Application:
     # --- Query: read committed state, at a height, with a Merkle proof ----------
 
     def query(self, req: abci.RequestQuery) -> abci.ResponseQuery:
-        if req.path.strip("/") == "app/params":
-            return abci.ResponseQuery(value=runtime.all_params(self.store.begin_block()), height=self.store.height)
         try:
-            key = runtime.query_key(req.path, req.data)
+            key, view = runtime.resolve_query(req.path, req.data, self.store.begin_block())
         except ModuleError as exc:
             return abci.ResponseQuery(code=exc.code, codespace=exc.codespace, log=exc.log)
+        if key is None:  # a computed view of the latest state: no proof, no history
+            return abci.ResponseQuery(value=view, height=self.store.height)
         try:
             result = self.store.query(key, height=req.height, prove=req.prove)
         except KeyError:

@@ -7,6 +7,7 @@ ABCI result, an event becomes an ABCI event that `tx_search` can find.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -32,20 +33,55 @@ class Event:
     attributes: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Vote:
+    """One validator's part in the last block's commit (from FinalizeBlock)."""
+
+    validator: bytes  # CometBFT consensus address: sha256(pubkey)[:20]
+    power: int
+    signed: bool
+
+
+@dataclass(frozen=True)
+class Misbehavior:
+    """Evidence CometBFT hands over: e.g. a double sign at `height`."""
+
+    kind: str  # "duplicate_vote" or "light_client_attack"
+    validator: bytes
+    height: int
+
+
+@dataclass(frozen=True)
+class BlockInfo:
+    """What CometBFT tells us about the block being executed, beyond its txs."""
+
+    proposer: bytes = b""
+    votes: tuple[Vote, ...] = ()
+    misbehavior: tuple[Misbehavior, ...] = ()
+
+
+@dataclass(frozen=True)
+class ValidatorUpdate:
+    pubkey: bytes  # ed25519, 32 bytes
+    power: int  # 0 removes the validator
+
+
 @dataclass
 class Context:
     state: Overlay
     chain_id: str
     height: int
     time_unix_ns: int  # the block header's time: never the wall clock
+    block: BlockInfo = field(default_factory=BlockInfo)
     events: list[Event] = field(default_factory=list)
+    validator_updates: list[ValidatorUpdate] = field(default_factory=list)
 
     def emit(self, type_: str, **attributes: str | int) -> None:
         self.events.append(Event(type_, {k: str(v) for k, v in attributes.items()}))
 
     def child(self) -> "Context":
         """A context for one tx (or one message) whose writes and events can be dropped."""
-        return Context(self.state.child(), self.chain_id, self.height, self.time_unix_ns)
+        return Context(self.state.child(), self.chain_id, self.height, self.time_unix_ns, self.block)
 
     def merge(self, child: "Context") -> None:
         """Keep a child's writes and events: the tx (or message) succeeded."""
@@ -65,3 +101,12 @@ def encode_int(value: int) -> bytes:
 
 def decode_int(raw: bytes | None) -> int:
     return 0 if raw is None else int(raw)
+
+
+def encode_json(value) -> bytes:
+    """Canonical JSON for records in state: sorted keys, no spaces, ints only."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_json(raw: bytes | None):
+    return None if raw is None else json.loads(raw)

@@ -15,16 +15,18 @@ from google.protobuf.message import Message
 
 from abci_app import tx as txcodec
 from abci_app.context import Context, Event, ModuleError
-from abci_app.modules import auth, bank
+from abci_app.modules import auth, bank, staking
 from abci_app.state import Overlay
 
 # Module name -> module, in the fixed order genesis and block hooks run.
-MODULES = {"auth": auth, "bank": bank}
+MODULES = {"auth": auth, "bank": bank, "staking": staking}
 
 # TxBody oneof field -> (module name, call). Field numbers in tx.proto are the
 # stable call indices.
 CALLS: dict[str, tuple[str, Callable[[Context, str, Message], None]]] = {
-    name: ("bank", call) for name, call in bank.CALLS.items()
+    name: (module_name, call)
+    for module_name, module in MODULES.items()
+    for name, call in getattr(module, "CALLS", {}).items()
 }
 
 CHAIN_ID_KEY = b"runtime/chain_id"
@@ -88,15 +90,15 @@ class TxResult:
 # --- Genesis --------------------------------------------------------------------
 
 
-def genesis(state: Overlay, chain_id: str, app_state: dict) -> None:
+def genesis(ctx: Context, app_state: dict) -> None:
     """Write every module's genesis; unknown sections are an error, not silently ignored."""
     unknown = sorted(set(app_state) - set(MODULES))
     if unknown:
         raise ValueError(f"genesis app_state has unknown modules: {', '.join(unknown)}")
-    state.set(CHAIN_ID_KEY, chain_id.encode())
+    ctx.state.set(CHAIN_ID_KEY, ctx.chain_id.encode())
     for name, module in MODULES.items():
         if hasattr(module, "genesis"):
-            module.genesis(state, app_state.get(name, {}))
+            module.genesis(ctx, app_state.get(name, {}))
 
 
 def chain_id(state: Overlay) -> str:
@@ -215,15 +217,20 @@ class BadQuery(ModuleError):
     code = 10
 
 
-def query_key(path: str, data: bytes) -> bytes:
-    """Map `/module/name` + argument to the one state key that answers it."""
+def resolve_query(path: str, data: bytes, state: Overlay) -> tuple[bytes | None, bytes | None]:
+    """Answer `/module/name` + argument: (state key, None) for a provable single-key
+    query (QUERIES: the caller reads the key at the asked height), or (None, value)
+    for a computed view of the latest state (VIEWS, e.g. lists)."""
     parts = path.strip("/").split("/")
+    if parts == ["app", "params"]:
+        return None, all_params(state)
     module = MODULES.get(parts[0]) if len(parts) == 2 else None
-    handler = getattr(module, "QUERIES", {}).get(parts[-1]) if module else None
-    if handler is None:
-        raise UnknownQuery(f"unknown query path '{path}' (try /bank/balance, /auth/nonce, /app/params)")
+    key_query = getattr(module, "QUERIES", {}).get(parts[-1]) if module else None
+    view = getattr(module, "VIEWS", {}).get(parts[-1]) if module else None
+    if key_query is None and view is None:
+        raise UnknownQuery(f"unknown query path '{path}' (try /bank/balance, /auth/nonce, /staking/validators, /app/params)")
     try:
-        return handler(data)
+        return (key_query(data), None) if key_query else (None, view(state, data))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadQuery(f"bad query argument for {path}: {exc}") from None
 

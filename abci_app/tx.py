@@ -18,6 +18,13 @@ MAX_TX_BYTES = 64 * 1024  # far below CometBFT's 1 MiB mempool limit; weights ne
 Tx = tx_pb2.Tx
 TxBody = tx_pb2.TxBody
 MsgSend = tx_pb2.MsgSend
+MsgCreateValidator = tx_pb2.MsgCreateValidator
+MsgDelegate = tx_pb2.MsgDelegate
+MsgUndelegate = tx_pb2.MsgUndelegate
+MsgEditValidator = tx_pb2.MsgEditValidator
+MsgUnjail = tx_pb2.MsgUnjail
+MsgBondTrainer = tx_pb2.MsgBondTrainer
+MsgUnbondTrainer = tx_pb2.MsgUnbondTrainer
 
 
 class TxDecodeError(ValueError):

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from abci_app import crypto
-from abci_app.context import Context, ModuleError, decode_int, encode_int
+from abci_app.context import Context, ModuleError, decode_int, encode_int, encode_json
 from abci_app.state import Overlay
 from abci_app.tx import MsgSend
 
@@ -162,12 +162,13 @@ CALLS = {"send": send}  # TxBody oneof field -> call
 # --- Genesis ----------------------------------------------------------------------
 
 
-def genesis(state: Overlay, config: dict) -> None:
+def genesis(ctx: Context, config: dict) -> None:
     """bank genesis: {"params": {...}, "balances": [{"address", "amount"}]}."""
+    state = ctx.state
     params = Params(**config.get("params", {}))
     if params.min_fee < 0:
         raise ValueError("bank.params.min_fee must be >= 0")
-    state.set(PARAMS_KEY, _canonical_json(asdict(params)))
+    state.set(PARAMS_KEY, encode_json(asdict(params)))
     total = 0
     seen: set[str] = set()
     for entry in config.get("balances", []):
@@ -180,11 +181,7 @@ def genesis(state: Overlay, config: dict) -> None:
         seen.add(address)
         _set_balance(state, address, amount)
         total += amount
-    state.set(SUPPLY_KEY, encode_int(total))
-
-
-def _canonical_json(value) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    state.set(SUPPLY_KEY, encode_int(supply(state) + total))
 
 
 # --- Queries ----------------------------------------------------------------------

@@ -19,25 +19,38 @@ def fixed_key(i: int) -> crypto.PrivateKey:
 
 
 class Chain:
-    def __init__(self, home, balances: dict[str, int], min_fee: int = 1):
+    def __init__(self, home, balances: dict[str, int], min_fee: int = 1, staking: dict | None = None):
         self.app = Application(home)
         self.height = 0
         self.nonces: dict[str, int] = {}
         app_state = {"bank": {"params": {"min_fee": min_fee}, "balances": [{"address": a, "amount": n} for a, n in balances.items()]}}
-        self.genesis_hash = self.app.init_chain(
+        if staking is not None:
+            app_state["staking"] = staking
+        self.init = self.app.init_chain(
             abci.RequestInitChain(chain_id=CHAIN_ID, app_state_bytes=json.dumps(app_state).encode(), initial_height=1)
-        ).app_hash
+        )
+        self.genesis_hash = self.init.app_hash
         self.block([])  # queries read committed state: commit genesis as block 1
 
-    def send_tx(self, key, recipient, amount, fee=1, nonce=None, chain_id=CHAIN_ID) -> bytes:
+    def tx(self, key, msg, fee=1, nonce=None, chain_id=CHAIN_ID) -> bytes:
         nonce = self.nonces.get(key.address, 0) if nonce is None else nonce
         self.nonces[key.address] = nonce + 1
-        return tx.build(key, chain_id, nonce, fee, tx.MsgSend(recipient=recipient, amount=amount))
+        return tx.build(key, chain_id, nonce, fee, msg)
 
-    def block(self, txs: list[bytes]) -> abci.ResponseFinalizeBlock:
+    def send_tx(self, key, recipient, amount, fee=1, nonce=None, chain_id=CHAIN_ID) -> bytes:
+        return self.tx(key, tx.MsgSend(recipient=recipient, amount=amount), fee=fee, nonce=nonce, chain_id=chain_id)
+
+    def block(self, txs: list[bytes], proposer: bytes = b"", votes=(), misbehavior=()) -> abci.ResponseFinalizeBlock:
+        """votes: (consensus address, signed) pairs; misbehavior: consensus addresses that double-signed."""
         self.height += 1
         time = Timestamp(seconds=1_700_000_000 + self.height)
-        response = self.app.finalize_block(abci.RequestFinalizeBlock(txs=txs, height=self.height, time=time))
+        commit = abci.CommitInfo(votes=[
+            abci.VoteInfo(validator=abci.Validator(address=a, power=1), block_id_flag=2 if signed else 1) for a, signed in votes
+        ])
+        evidence = [abci.Misbehavior(type=abci.DUPLICATE_VOTE, validator=abci.Validator(address=a, power=1), height=self.height - 1) for a in misbehavior]
+        response = self.app.finalize_block(abci.RequestFinalizeBlock(
+            txs=txs, height=self.height, time=time, proposer_address=proposer, decided_last_commit=commit, misbehavior=evidence,
+        ))
         self.app.commit(abci.RequestCommit())
         return response
 
