@@ -8,6 +8,7 @@ ABCI result, an event becomes an ABCI event that `tx_search` can find.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -110,3 +111,18 @@ def encode_json(value) -> bytes:
 
 def decode_json(raw: bytes | None):
     return None if raw is None else json.loads(raw)
+
+
+# --- content references: what datasets and model versions point at -------------
+
+_CID_V1_BASE32 = re.compile(r"^b[a-z2-7]{58}$")  # CIDv1, sha2-256, base32: 59 characters
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_cid(text: str) -> bool:
+    """A CIDv1 in base32 with a sha2-256 multihash, as `ipfs add --cid-version=1` prints it."""
+    return bool(_CID_V1_BASE32.match(text))
+
+
+def is_sha256_hex(text: str) -> bool:
+    return bool(_SHA256_HEX.match(text))

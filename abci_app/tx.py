@@ -25,6 +25,8 @@ MsgEditValidator = tx_pb2.MsgEditValidator
 MsgUnjail = tx_pb2.MsgUnjail
 MsgBondTrainer = tx_pb2.MsgBondTrainer
 MsgUnbondTrainer = tx_pb2.MsgUnbondTrainer
+MsgRegisterDataset = tx_pb2.MsgRegisterDataset
+MsgRegisterVersion = tx_pb2.MsgRegisterVersion
 
 
 class TxDecodeError(ValueError):

@@ -19,13 +19,15 @@ def fixed_key(i: int) -> crypto.PrivateKey:
 
 
 class Chain:
-    def __init__(self, home, balances: dict[str, int], min_fee: int = 1, staking: dict | None = None):
+    def __init__(self, home, balances: dict[str, int], min_fee: int = 1, staking: dict | None = None, **modules: dict):
+        """modules: extra app_state sections, e.g. registry={...}."""
         self.app = Application(home)
         self.height = 0
         self.nonces: dict[str, int] = {}
         app_state = {"bank": {"params": {"min_fee": min_fee}, "balances": [{"address": a, "amount": n} for a, n in balances.items()]}}
         if staking is not None:
             app_state["staking"] = staking
+        app_state.update(modules)
         self.init = self.app.init_chain(
             abci.RequestInitChain(chain_id=CHAIN_ID, app_state_bytes=json.dumps(app_state).encode(), initial_height=1)
         )

@@ -1,0 +1,180 @@
+"""What every command shares: the --home/--node/--output flags, output, argument parsing, errors.
+
+The flags are declared once here (like the Cosmos SDK's persistent flags) and
+added to each leaf command by `shared_flags`, which hands the command a `Cli`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from abci_app import crypto
+from abci_app.keyring import NAME_PATTERN, Keyring, KeyringError
+from abci_app.rpc import DEFAULT_NODE, AbciQueryResult, RpcClient
+
+DEFAULT_HOME = "~/.gradchain"
+DENOM = "ugrad"  # the smallest unit; every amount on chain is an integer of it
+DEBUG_ENV = "GRADCHAIN_DEBUG"
+
+
+class CliError(Exception):
+    """A failure the user can act on; main() prints it as one `error: ...` line."""
+
+
+@dataclass(frozen=True)
+class Cli:
+    """The shared flags of one invocation."""
+
+    home: Path
+    node: str
+    output: str  # "text" or "json"
+
+    @property
+    def keyring(self) -> Keyring:
+        return Keyring(self.home)
+
+    def rpc(self) -> RpcClient:
+        return RpcClient(self.node)
+
+    def emit(self, data: Any, text: str) -> None:
+        """Print `text`, or `data` as one JSON document with --output json."""
+        click.echo(json.dumps(data) if self.output == "json" else text)
+
+
+# --- shared flags ------------------------------------------------------------
+
+_home = click.option(
+    "--home", envvar="GRADCHAIN_HOME", default=DEFAULT_HOME, show_default=True, metavar="DIR",
+    help="Directory with the keyring (DIR/keyring) [env: GRADCHAIN_HOME].",
+)
+_node = click.option(
+    "--node", envvar="GRADCHAIN_NODE", default=DEFAULT_NODE, show_default=True, metavar="URL",
+    help="CometBFT RPC endpoint [env: GRADCHAIN_NODE].",
+)
+_output = click.option(
+    "--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format.",
+)
+
+
+def shared_flags(node: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add --home, --output (and --node unless the command never talks to a node); pass a `Cli` first."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def wrapper(*, home: str, output: str, node: str = DEFAULT_NODE, **kwargs: Any) -> Any:
+            return command(Cli(Path(home).expanduser(), node, output), **kwargs)
+
+        flags = [_home, _node, _output] if node else [_home, _output]
+        for flag in reversed(flags):
+            wrapper = flag(wrapper)
+        return wrapper
+
+    return decorate
+
+
+# --- argument types ----------------------------------------------------------
+
+
+class AmountType(click.ParamType):
+    """An integer number of ugrad, written `1000` or `1000ugrad`; never a float."""
+
+    name = "amount"
+
+    def __init__(self, minimum: int = 1):
+        self.minimum = minimum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        match = re.fullmatch(r"([0-9]+)([A-Za-z]*)", text)
+        if not match:
+            self.fail(f"'{text}' is not a whole number of {DENOM} (no signs, decimals or exponents)", param, ctx)
+        if match[2] and match[2] != DENOM:
+            self.fail(f"unknown denomination '{match[2]}' in '{text}': amounts are integers of {DENOM}", param, ctx)
+        amount = int(match[1])
+        if amount < self.minimum:
+            self.fail(f"'{text}' must be at least {self.minimum} {DENOM}", param, ctx)
+        return amount
+
+
+AMOUNT = AmountType(minimum=1)
+FEE = AmountType(minimum=0)
+
+
+# --- keys and addresses ------------------------------------------------------
+
+
+def _address_problem(text: str) -> str | None:
+    """Why `text` is not a valid address, if it was evidently meant as one; None otherwise."""
+    try:
+        crypto.parse_address(text)
+        return None
+    except crypto.AddressError as exc:
+        reason = str(exc)
+    try:
+        crypto.bech32_decode(text)
+        return reason  # well-formed bech32: another chain's prefix, or the wrong length
+    except crypto.AddressError:
+        pass
+    meant_as_address = text.lower().startswith(crypto.ADDRESS_HRP + "1") or (len(text) >= 30 and "1" in text)
+    return reason if meant_as_address else None
+
+
+def resolve_address(keyring: Keyring, text: str) -> str:
+    """An address given directly, or the address of a key in the keyring."""
+    if crypto.is_address(text):
+        return crypto.parse_address(text)
+    if NAME_PATTERN.match(text) and text in keyring.names():
+        return keyring.get(text).address
+    problem = _address_problem(text)
+    if problem:
+        raise crypto.AddressError(f"invalid address '{text}': {problem}")
+    raise KeyringError(f"'{text}' is neither an address nor a key in {keyring.dir} (see `gradchain keys list`)")
+
+
+def signer_key(keyring: Keyring, text: str) -> crypto.PrivateKey:
+    """The key to sign with, named by key name or by its address."""
+    if crypto.is_address(text):
+        address = crypto.parse_address(text)
+        for name in keyring.names():
+            key = keyring.get(name)
+            if key.address == address:
+                return key
+        raise KeyringError(f"no key for address {address} in {keyring.dir} (see `gradchain keys list`)")
+    return keyring.get(text)
+
+
+# --- queries -----------------------------------------------------------------
+
+
+def result_code(codespace: str, code: int) -> str:
+    return f"({codespace} code {code})" if codespace else f"(code {code})"
+
+
+def abci_query(rpc: RpcClient, path: str, data: str = "", height: int = 0, prove: bool = False) -> AbciQueryResult:
+    """An ABCI query whose non-zero code becomes a CliError carrying the app's log."""
+    result = rpc.abci_query(path, data.encode(), height=height, prove=prove)
+    if result.code != 0:
+        raise CliError(f"query {path} failed {result_code(result.codespace, result.code)}: {result.log or 'no log'}")
+    return result
+
+
+def decimal_value(result: AbciQueryResult, path: str) -> int:
+    """The value of a query that answers in decimal ASCII (balances, nonces)."""
+    try:
+        return int(result.value.decode() or "0")
+    except (UnicodeDecodeError, ValueError):
+        raise CliError(f"query {path} returned {result.value[:32]!r}, not a decimal number") from None
+
+
+def query_int(rpc: RpcClient, path: str, data: str = "") -> int:
+    return decimal_value(abci_query(rpc, path, data), path)

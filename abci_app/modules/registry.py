@@ -1,0 +1,250 @@
+"""registry: model versions and their lineage.
+
+Each version points at a safetensors checkpoint on IPFS (CID + sha256) and
+records its parent, model family and config (hashed, so a downloader can
+check that the file's config matches), the datasets it was trained on, who
+registered it and when. Version 0 comes from genesis. Until training rounds
+register versions themselves, only the `authority` in params may add one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+from abci_app import crypto
+from abci_app.context import Context, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_sha256_hex
+from abci_app.modules import datasets
+from abci_app.state import Overlay
+from abci_app.tx import tx_pb2
+
+# --- Params ---------------------------------------------------------------------
+
+MAX_FAMILY = 32
+MAX_CONFIG_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Params:
+    authority: str = ""  # the only address allowed to register versions by tx ("" = nobody)
+
+
+# --- Storage --------------------------------------------------------------------
+
+PREFIX = b"registry/"
+PARAMS_KEY = PREFIX + b"params"
+COUNT_KEY = PREFIX + b"count"  # number of versions; ids are 0..count-1, the latest is count-1
+VERSION_PREFIX = PREFIX + b"version/"  # <id 8 BE> -> ModelVersion JSON
+BY_SHA256_PREFIX = PREFIX + b"sha256/"  # <digest 32> -> id
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    id: int
+    parent: int | None  # None only for version 0
+    cid: str
+    sha256: str
+    bytes: int
+    family: str
+    config_json: str  # canonical JSON (sorted keys); its sha256 is config_hash
+    config_hash: str
+    dataset_ids: list[int]
+    licence: str
+    creator: str
+    height: int
+    round: int | None = None  # the training round that produced it, if any
+    metrics: dict[str, int] = field(default_factory=dict)  # integers only, e.g. held_out_loss_micro
+    note: str = ""
+
+
+def version_key(version_id: int) -> bytes:
+    return VERSION_PREFIX + version_id.to_bytes(8, "big")
+
+
+def get_params(state: Overlay) -> Params:
+    raw = decode_json(state.get(PARAMS_KEY))
+    return Params(**raw) if raw else Params()
+
+
+def get(state: Overlay, version_id: int) -> ModelVersion | None:
+    raw = decode_json(state.get(version_key(version_id)))
+    return ModelVersion(**raw) if raw else None
+
+
+def count(state: Overlay) -> int:
+    return decode_int(state.get(COUNT_KEY))
+
+
+def latest(state: Overlay) -> ModelVersion | None:
+    n = count(state)
+    return get(state, n - 1) if n else None
+
+
+def history(state: Overlay) -> list[ModelVersion]:
+    return [ModelVersion(**decode_json(v)) for _, v in state.iter_prefix(VERSION_PREFIX)]
+
+
+def config_hash(config_json: str) -> str:
+    """sha256 of the canonical JSON of a model config."""
+    return hashlib.sha256(config_json.encode()).hexdigest()
+
+
+def canonical_config(text: str) -> str:
+    config = json.loads(text)
+    if not isinstance(config, dict):
+        raise ValueError("model config must be a JSON object")
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+# --- Events ---------------------------------------------------------------------
+# version_registered(id, parent, cid, sha256, family, creator)
+
+# --- Errors ---------------------------------------------------------------------
+
+
+class RegistryError(ModuleError):
+    codespace = "registry"
+
+
+class Unauthorized(RegistryError):
+    """Only the registry authority may register versions by tx."""
+
+    code = 1
+
+
+class InvalidVersion(RegistryError):
+    """A field is missing or malformed (CID, sha256, family, config)."""
+
+    code = 2
+
+
+class UnknownParent(RegistryError):
+    """The parent version does not exist."""
+
+    code = 3
+
+
+class UnknownDataset(RegistryError):
+    """A listed dataset id is not registered."""
+
+    code = 4
+
+
+class DuplicateVersion(RegistryError):
+    """A version with the same checkpoint sha256 exists."""
+
+    code = 5
+
+
+# --- Public API for other modules (training) ------------------------------------------
+
+
+def register(
+    ctx: Context, *, parent: int | None, cid: str, sha256: str, size: int, family: str, config_json: str,
+    dataset_ids: list[int], licence: str, creator: str, round: int | None = None,
+    metrics: dict[str, int] | None = None, note: str = "",
+) -> ModelVersion:
+    """Check every field, then record the next version; raises a RegistryError on bad input."""
+    if not is_cid(cid):
+        raise InvalidVersion(f"invalid CID '{cid}': expected a CIDv1 in base32")
+    if not is_sha256_hex(sha256):
+        raise InvalidVersion(f"invalid sha256 '{sha256}': expected 64 lower-case hex digits")
+    if not 1 <= len(family) <= MAX_FAMILY:
+        raise InvalidVersion(f"invalid model family {family!r}")
+    if size == 0:
+        raise InvalidVersion("a checkpoint cannot be empty (bytes = 0)")
+    if len(config_json) > MAX_CONFIG_BYTES:
+        raise InvalidVersion(f"model config is over {MAX_CONFIG_BYTES} bytes")
+    try:
+        config_text = canonical_config(config_json)
+    except ValueError as exc:
+        raise InvalidVersion(f"invalid model config: {exc}") from None
+    n = count(ctx.state)
+    if n and (parent is None or get(ctx.state, parent) is None):
+        raise UnknownParent(f"unknown parent version {parent} (latest is {n - 1})")
+    missing = [d for d in dataset_ids if not datasets.exists(ctx.state, d)]
+    if missing:
+        raise UnknownDataset(f"unknown dataset ids {missing} (see `gradchain dataset list`)")
+    digest_key = BY_SHA256_PREFIX + bytes.fromhex(sha256)
+    if ctx.state.get(digest_key) is not None:
+        raise DuplicateVersion(f"checkpoint {sha256} is already version {decode_int(ctx.state.get(digest_key))}")
+    version = ModelVersion(
+        id=n, parent=parent if n else None, cid=cid, sha256=sha256, bytes=size, family=family,
+        config_json=config_text, config_hash=config_hash(config_text), dataset_ids=list(dataset_ids),
+        licence=licence, creator=creator, height=ctx.height, round=round, metrics=dict(sorted((metrics or {}).items())), note=note,
+    )
+    ctx.state.set(version_key(n), encode_json(asdict(version)))
+    ctx.state.set(digest_key, encode_int(n))
+    ctx.state.set(COUNT_KEY, encode_int(n + 1))
+    ctx.emit("version_registered", id=n, parent="" if version.parent is None else version.parent, cid=cid, sha256=sha256, family=family, creator=creator)
+    return version
+
+
+# --- Calls ------------------------------------------------------------------------
+
+
+def register_version(ctx: Context, signer: str, msg: tx_pb2.MsgRegisterVersion) -> None:
+    """MsgRegisterVersion: the authority registers a new version."""
+    authority = get_params(ctx.state).authority
+    if signer != authority:
+        who = f"the registry authority {authority}" if authority else "no account (registration by tx is disabled)"
+        raise Unauthorized(f"{signer} may not register model versions: only {who} may")
+    register(
+        ctx, parent=msg.parent, cid=msg.cid, sha256=msg.sha256, size=msg.bytes, family=msg.family,
+        config_json=msg.config_json, dataset_ids=list(msg.dataset_ids), licence=msg.licence, creator=signer, note=msg.note,
+    )
+
+
+CALLS = {"register_version": register_version}
+
+# --- Genesis ----------------------------------------------------------------------
+
+
+def genesis(ctx: Context, config: dict) -> None:
+    """registry genesis: {"params": {"authority"}, "versions": [{cid, sha256, bytes, family, config_json|config, dataset_ids, licence, ...}]}."""
+    params = Params(**config.get("params", {}))
+    if params.authority:
+        crypto.parse_address(params.authority)
+    ctx.state.set(PARAMS_KEY, encode_json(asdict(params)))
+    for entry in config.get("versions", []):
+        config_json = entry.get("config_json") or json.dumps(entry.get("config", {}))
+        try:
+            register(
+                ctx, parent=entry.get("parent"), cid=entry["cid"], sha256=entry["sha256"], size=entry["bytes"],
+                family=entry["family"], config_json=config_json, dataset_ids=entry.get("dataset_ids", []),
+                licence=entry.get("licence", ""), creator=entry.get("creator", "genesis"), metrics=entry.get("metrics"),
+                note=entry.get("note", "genesis"),
+            )
+        except ModuleError as exc:
+            raise ValueError(f"genesis model version: {exc.log}") from None
+
+
+# --- Queries ----------------------------------------------------------------------
+
+
+def query_version(data: bytes) -> bytes:
+    """/registry/version ID -> ModelVersion JSON."""
+    return version_key(int(data.decode()))
+
+
+def query_params(data: bytes) -> bytes:
+    """/registry/params -> Params JSON."""
+    return PARAMS_KEY
+
+
+QUERIES = {"version": query_version, "params": query_params}
+
+
+def view_latest(state: Overlay, data: bytes) -> bytes:
+    """/registry/latest -> the newest ModelVersion (null before genesis registers one)."""
+    version = latest(state)
+    return encode_json(asdict(version) if version else None)
+
+
+def view_history(state: Overlay, data: bytes) -> bytes:
+    """/registry/history -> every version, oldest first."""
+    return encode_json([asdict(v) for v in history(state)])
+
+
+VIEWS = {"latest": view_latest, "history": view_history}

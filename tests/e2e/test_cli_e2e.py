@@ -1,0 +1,119 @@
+"""The `gradchain` CLI, run as a subprocess, against a real 4-validator localnet.
+
+Sends with `tx bank send`, reads back with `query` on other nodes, checks
+`--prove` against the app hash in a committed header, and checks that the
+chain's rejections reach the user as one `error:` line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from abci_app import crypto
+from abci_app.localnet import Network
+from tests.e2e.helpers import balance
+
+pytestmark = pytest.mark.e2e
+
+GRADCHAIN = shutil.which("gradchain", path=str(Path(sys.executable).parent)) or "gradchain"
+
+
+def gradchain(net: Network, *args: str, node: int = 0) -> subprocess.CompletedProcess:
+    """Run the CLI with the network's keyring and node `node`, as a user would from a shell."""
+    env = {**os.environ, "GRADCHAIN_HOME": str(net.keyring_home), "GRADCHAIN_NODE": net.rpc_url(node)}
+    env.pop("GRADCHAIN_DEBUG", None)
+    return subprocess.run([GRADCHAIN, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode != 0, result.stdout
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def json_out(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def wait_for_height(net: Network, node: int, height: int) -> None:
+    """Every node serves queries at its own latest height; wait until `node` has `height`."""
+    with net.client(node) as client:
+        client.wait_for_height(height, timeout=60)
+
+
+def test_status_shows_chain_and_validators(network: Network) -> None:
+    data = json_out(gradchain(network, "status", "-o", "json"))
+    assert data["chain_id"] == network.chain_id and data["latest_block_height"] >= 2
+    assert len(data["validators"]) == 4 and all(v["voting_power"] > 0 for v in data["validators"])
+
+
+def test_send_then_query_on_other_nodes(network: Network) -> None:
+    recipient = crypto.PrivateKey.generate().address
+    before = json_out(gradchain(network, "query", "account", "dev0", "-o", "json"))
+
+    sent = json_out(gradchain(network, "tx", "bank", "send", "dev0", recipient, "12345", "--yes", "-o", "json"))
+
+    assert sent["code"] == 0 and sent["height"] >= 2 and re.fullmatch(r"[0-9A-F]{64}", sent["hash"])
+    for node in (1, 3):
+        wait_for_height(network, node, sent["height"])
+        data = json_out(gradchain(network, "query", "bank", "balance", recipient, "-o", "json", node=node))
+        assert data["balance"] == 12345
+    after = json_out(gradchain(network, "query", "account", "dev0", "-o", "json", node=2))
+    assert after["nonce"] == before["nonce"] + 1
+    assert after["balance"] <= before["balance"] - 12345 - 1  # amount plus at least the minimum fee
+
+    text = gradchain(network, "tx", "bank", "send", "dev0", "dev1", "1", "--yes", node=1)
+    assert text.returncode == 0, text.stderr
+    assert re.search(r"^hash: +[0-9A-F]{64}\nheight: +\d+\ncode: +0$", text.stdout, re.M)
+
+
+def test_balance_proof_verifies_against_header_app_hash(network: Network) -> None:
+    recipient = crypto.PrivateKey.generate().address
+    sent = json_out(gradchain(network, "tx", "bank", "send", "dev1", recipient, "777", "--yes", "-o", "json"))
+    # The app hash changed, so CometBFT makes block height+1 whose header commits this state.
+    wait_for_height(network, 2, sent["height"] + 1)
+
+    proved = gradchain(network, "query", "bank", "balance", recipient, "--prove", node=2)
+
+    assert proved.returncode == 0, proved.stderr
+    amount, verdict = proved.stdout.splitlines()
+    match = re.fullmatch(r"proof verified against app hash ([0-9A-F]{64}) at height (\d+)", verdict)
+    assert amount == "777 ugrad" and match, proved.stdout
+    with network.client(0) as client:  # the app hash came from a header every node agrees on
+        assert client.header(int(match[2]) + 1)["app_hash"] == match[1]
+
+    absent = crypto.PrivateKey.generate().address
+    data = json_out(gradchain(network, "query", "bank", "balance", absent, "--prove", "-o", "json", node=3))
+    assert data["balance"] == 0 and data["proof"]["verified"] is True
+
+
+def test_insufficient_funds_is_one_line(network: Network) -> None:
+    with network.client(0) as client:
+        available = balance(client, network.account("dev2").address)
+    too_much = gradchain(network, "tx", "bank", "send", "dev2", "dev3", str(available + 1), "--yes")
+    # CheckTx already runs the message on the mempool's state, so this fails before any block.
+    assert_one_error_line(too_much, "tx rejected (bank code 1): insufficient balance", f"needs {available + 1}ugrad")
+
+    added = gradchain(network, "keys", "add", "e2e-broke")  # a fresh account: it cannot even pay the fee
+    assert added.returncode == 0, added.stderr
+    cannot_pay = gradchain(network, "tx", "bank", "send", "e2e-broke", "dev3", "1", "--yes")
+    assert_one_error_line(cannot_pay, "tx rejected (runtime code 7)")
+
+
+def test_errors_before_the_chain_are_one_line(network: Network) -> None:
+    good = crypto.PrivateKey.generate().address
+    bad_checksum = good[:-1] + ("q" if good[-1] != "q" else "p")
+    assert_one_error_line(gradchain(network, "tx", "bank", "send", "dev0", bad_checksum, "1", "--yes"), "bad checksum")
+    assert_one_error_line(gradchain(network, "tx", "bank", "send", "nobody", good, "1", "--yes"), "unknown key 'nobody'")
+    assert_one_error_line(gradchain(network, "tx", "bank", "send", "dev0", good, "1.5", "--yes"), "Invalid value for 'AMOUNT'")
