@@ -17,6 +17,7 @@ import click
 from abci_app.cli.common import DEBUG_ENV, CliError
 from abci_app.cli.keys import keys
 from abci_app.cli.query import query, status
+from abci_app.cli.staking import staking_query, staking_tx
 from abci_app.cli.tx import tx
 from abci_app.crypto import AddressError
 from abci_app.keyring import KeyringError
@@ -73,6 +74,8 @@ def cli() -> None:
     """
 
 
+tx.add_command(staking_tx)
+query.add_command(staking_query)
 cli.add_command(keys)
 cli.add_command(tx)
 cli.add_command(query)

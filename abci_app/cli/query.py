@@ -6,8 +6,9 @@ import base64
 
 import click
 
+from abci_app import tx as txlib
 from abci_app.cli.common import DENOM, Cli, CliError, abci_query, decimal_value, query_int, resolve_address, shared_flags
-from abci_app.rpc import AbciQueryResult, RpcClient
+from abci_app.rpc import AbciQueryResult, RpcClient, RpcError
 
 PROOF_OP_TYPE = "gradchain:mpt"
 
@@ -47,7 +48,7 @@ def proven_query(rpc: RpcClient, path: str, data: str) -> tuple[AbciQueryResult,
 
 @click.group()
 def query() -> None:
-    """Query chain state (balances, accounts)."""
+    """Query chain state (balances, accounts, staking) and committed txs."""
 
 
 @query.group()
@@ -95,6 +96,69 @@ def account(cli: Cli, address: str) -> None:
         amount = query_int(rpc, "/bank/balance", address)
     data = {"address": address, "nonce": nonce, "balance": amount}
     cli.emit(data, f"address: {address}\nnonce:   {nonce}\nbalance: {amount} {DENOM}")
+
+
+class TxHashType(click.ParamType):
+    """A tx hash as CometBFT prints it: 64 hex digits, optionally after 0x."""
+
+    name = "hash"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip().removeprefix("0x").removeprefix("0X")
+        if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+            self.fail(f"'{value}' is not a tx hash (64 hex digits)", param, ctx)
+        return text.upper()
+
+
+def _decoded_tx(raw_b64: str) -> dict:
+    """Signer, message and envelope of a committed tx; empty if it is not ours to decode."""
+    try:
+        signed = txlib.decode(base64.b64decode(raw_b64 or ""))
+    except (ValueError, txlib.TxDecodeError):
+        return {}
+    fields = {f.name: (v.hex() if isinstance(v, bytes) else v) for f, v in signed.msg.ListFields()}
+    body = signed.body
+    return {"signer": signed.signer, "message": {"type": signed.msg_name, **fields}, "fee": body.fee, "nonce": body.nonce, "memo": body.memo}
+
+
+@query.command("tx")
+@click.argument("tx_hash", metavar="HASH", type=TxHashType())
+@shared_flags()
+def tx_(cli: Cli, tx_hash: str) -> None:
+    """Show a committed tx by HASH: its message, result code and log, and events.
+
+    A non-zero code is a tx the chain rejected (its fee was still charged);
+    this command still exits 0 because it found the tx.
+
+    \b
+    Example:
+      $ gradchain query tx 5B3F...9A2C -o json
+    """
+    with cli.rpc() as rpc:
+        try:
+            found = rpc.call("tx", hash="0x" + tx_hash)
+        except RpcError as exc:
+            if "not found" in str(exc):
+                raise CliError(f"tx {tx_hash} not found on {rpc.node} (not in a block yet, or the node does not index txs)") from None
+            raise
+    result = found.get("tx_result") or {}
+    events = [
+        {"type": e.get("type", ""), "attributes": {a.get("key", ""): a.get("value", "") for a in e.get("attributes") or []}}
+        for e in result.get("events") or []
+    ]
+    data = {
+        "hash": found.get("hash", tx_hash), "height": int(found.get("height", 0)), "code": int(result.get("code", 0)),
+        "codespace": result.get("codespace", ""), "log": result.get("log", ""), **_decoded_tx(found.get("tx", "")), "events": events,
+    }
+    outcome = f"{data['code']} ({data['codespace'] or 'runtime'})" if data["code"] else "0 (ok)"
+    lines = [f"hash:    {data['hash']}", f"height:  {data['height']}", f"code:    {outcome}"]
+    lines += [f"log:     {data['log']}"] if data["log"] else []
+    if "signer" in data:
+        message = " ".join(f"{k}={v}" for k, v in data["message"].items() if k != "type")
+        lines += [f"signer:  {data['signer']}", f"message: {data['message']['type']} {message}".rstrip(),
+                  f"fee:     {data['fee']} {DENOM}, nonce {data['nonce']}" + (f", memo {data['memo']!r}" if data["memo"] else "")]
+    lines += ["events:"] + [f"  {e['type']}  " + " ".join(f"{k}={v}" for k, v in e["attributes"].items()) for e in events]
+    cli.emit(data, "\n".join(lines))
 
 
 @click.command("status")

@@ -1,0 +1,488 @@
+"""Unit tests for `gradchain tx staking`, `gradchain query staking` and `gradchain query tx`.
+
+The node is test_cli's FakeNode HTTP server, answering from the real
+Application (tests.unit.conftest.Chain) instead of its toy bank: CheckTx runs
+first, each accepted tx gets its own block, and /validators follows the
+validator updates FinalizeBlock returns (at once; CometBFT waits two blocks).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from abci_app import crypto
+from abci_app.cli.staking import consensus_address, parse_pubkey
+from abci_app.pb.tendermint.abci import types_pb2 as abci
+from tests.unit.conftest import Chain
+from tests.unit.test_cli import FakeNode, add_key, assert_one_error_line, free_port, run
+
+PARAMS = {
+    "min_self_bond": 100, "power_unit": 100, "unbonding_blocks": 3, "trainer_unbonding_blocks": 2, "jail_blocks": 5,
+    "downtime_window": 5, "downtime_max_missed": 3, "downtime_slash_bps": 1000, "double_sign_slash_bps": 500,
+    "double_sign_jail_blocks": 50, "max_validators": 10,
+}
+MIN_FEE = 2
+FUNDS = 10_000
+GENESIS_BOND = 1_000
+
+
+def cons_key(i: int) -> bytes:
+    """A CometBFT consensus pubkey (ed25519, 32 bytes)."""
+    return crypto.PrivateKey(bytes([100 + i]) * 32).pubkey
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def on_app_thread(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run on the node's one app thread: the server answers each request in a new thread,
+    and the app's SQLite connection may only be used by the thread that opened it."""
+
+    @functools.wraps(method)
+    def wrapper(self: "AppNode", *args: Any, **kwargs: Any) -> Any:
+        return self.app_thread.submit(method, self, *args, **kwargs).result()
+
+    return wrapper
+
+
+class AppNode(FakeNode):
+    """FakeNode's RPC server in front of the real Application."""
+
+    def __init__(self, app_home: Path, balances: dict[str, int], staking: dict):
+        super().__init__({})
+        self.app_thread = ThreadPoolExecutor(max_workers=1)
+        self.committed: dict[str, dict] = {}
+        self._start(app_home, balances, staking)
+
+    @on_app_thread
+    def _start(self, app_home: Path, balances: dict[str, int], staking: dict) -> None:
+        self.chain = Chain(app_home, balances, min_fee=MIN_FEE, staking=staking)
+        self.app_hashes = {1: self.chain.app.store.app_hash}
+        self.power = {u.pub_key.ed25519: u.power for u in self.chain.init.validators}
+        self._block([])  # so the state after block 1 has a successor header to prove against
+
+    @property
+    def height(self) -> int:
+        return self.chain.height
+
+    @on_app_thread
+    def block(self, txs: list[bytes], **kwargs: Any) -> abci.ResponseFinalizeBlock:
+        """Commit a block, e.g. with votes=[(consensus address, signed)] (see conftest.Chain.block)."""
+        return self._block(txs, **kwargs)
+
+    def _block(self, txs: list[bytes], **kwargs: Any) -> abci.ResponseFinalizeBlock:
+        response = self.chain.block(txs, **kwargs)
+        self.app_hashes[self.height] = response.app_hash
+        for update in response.validator_updates:
+            self.power[update.pub_key.ed25519] = update.power
+        self.power = {k: p for k, p in self.power.items() if p}
+        return response
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.app_thread.submit(self.chain.app.close).result()
+        self.app_thread.shutdown()
+
+    # --- RPC methods ------------------------------------------------------------
+
+    @on_app_thread
+    def rpc_status(self, params: dict) -> dict:
+        return {"result": {
+            "node_info": {"network": "test-chain", "moniker": "app0", "id": "cd" * 20},
+            "sync_info": {"latest_block_height": str(self.height), "latest_app_hash": self.app_hashes[self.height].hex().upper(),
+                          "latest_block_time": "2025-01-01T00:00:00Z", "catching_up": False},
+        }}
+
+    @on_app_thread
+    def rpc_validators(self, params: dict) -> dict:
+        validators = sorted(
+            ({"address": consensus_address(k), "pub_key": {"type": "tendermint/PubKeyEd25519", "value": _b64(k)},
+              "voting_power": str(p), "proposer_priority": "0"} for k, p in self.power.items()),
+            key=lambda v: (-int(v["voting_power"]), v["address"]),
+        )
+        return {"result": {"block_height": str(self.height), "validators": validators, "count": str(len(validators)), "total": str(len(validators))}}
+
+    @on_app_thread
+    def rpc_header(self, params: dict) -> dict:
+        height = int(params["height"])
+        if not 2 <= height <= self.height:
+            return {"error": {"code": -32603, "message": "Internal error", "data": f"height {height} is not available"}}
+        return {"result": {"header": {"chain_id": "test-chain", "height": str(height), "app_hash": self.app_hashes[height - 1].hex().upper()}}}
+
+    @on_app_thread
+    def rpc_abci_query(self, params: dict) -> dict:
+        request = abci.RequestQuery(
+            path=json.loads(params["path"]), data=bytes.fromhex(params.get("data", "0x")[2:]),
+            height=int(params.get("height") or 0), prove=params.get("prove") == "true",
+        )
+        r = self.chain.app.query(request)
+        response = {"code": r.code, "codespace": r.codespace, "log": r.log, "key": _b64(r.key), "value": _b64(r.value), "height": str(r.height)}
+        if r.proof_ops.ops:
+            response["proofOps"] = {"ops": [{"type": op.type, "key": _b64(op.key), "data": _b64(op.data)} for op in r.proof_ops.ops]}
+        return {"result": {"response": response}}
+
+    @on_app_thread
+    def rpc_broadcast_tx_sync(self, params: dict) -> dict:
+        raw = bytes.fromhex(params["tx"][2:])
+        tx_hash = hashlib.sha256(raw).hexdigest().upper()
+        checked = self.chain.check(raw)
+        if checked.code == 0:
+            result = self._block([raw]).tx_results[0]
+            events = [{"type": e.type, "attributes": [{"key": a.key, "value": a.value, "index": a.index} for a in e.attributes]} for e in result.events]
+            self.committed[tx_hash] = {"hash": tx_hash, "height": str(self.height), "index": 0, "tx": _b64(raw),
+                                       "tx_result": {"code": result.code, "codespace": result.codespace, "log": result.log, "events": events}}
+        return {"result": {"code": checked.code, "codespace": checked.codespace, "log": checked.log, "hash": tx_hash, "data": ""}}
+
+    @on_app_thread
+    def rpc_tx(self, params: dict) -> dict:
+        tx_hash = params["hash"][2:].upper()
+        if tx_hash not in self.committed:
+            return {"error": {"code": -32603, "message": "Internal error", "data": f"tx ({tx_hash}) not found"}}
+        return {"result": self.committed[tx_hash]}
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def node(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AppNode]:
+    """Keys alice, bob, carol (plain funded accounts) and val0 (operator of genesis validator cons_key(0));
+    a second genesis validator cons_key(1) is operated by a key outside the keyring."""
+    names = ["alice", "bob", "carol", "val0"]
+    addresses = {name: add_key(home, name) for name in names}
+    outsider = crypto.PrivateKey(bytes([9]) * 32).address
+    genesis = [
+        {"operator": addresses["val0"], "pubkey": cons_key(0).hex(), "moniker": "val0", "self_bond": GENESIS_BOND},
+        {"operator": outsider, "pubkey": _b64(cons_key(1)), "moniker": "val1", "self_bond": GENESIS_BOND},
+    ]
+    app_node = AppNode(tmp_path / "app", {a: FUNDS for a in addresses.values()}, {"params": PARAMS, "validators": genesis})
+    app_node.addresses = addresses
+    monkeypatch.setenv("GRADCHAIN_NODE", app_node.url)
+    yield app_node
+    app_node.close()
+
+
+def ok(home: Path, *args: str) -> str:
+    result = run(home, *args)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def ok_json(home: Path, *args: str) -> dict:
+    return json.loads(ok(home, *args, "-o", "json"))
+
+
+def balance(home: Path, who: str) -> int:
+    return ok_json(home, "query", "bank", "balance", who)["balance"]
+
+
+# --- pubkeys ---------------------------------------------------------------------
+
+
+def test_pubkey_forms_agree() -> None:
+    key = cons_key(7)
+    show_validator = json.dumps({"type": "tendermint/PubKeyEd25519", "value": _b64(key)})
+    assert parse_pubkey(_b64(key)) == parse_pubkey(key.hex()) == parse_pubkey(key.hex().upper()) == parse_pubkey(show_validator) == key
+    assert consensus_address(key) == hashlib.sha256(key).digest()[:20].hex().upper()
+
+
+@pytest.mark.parametrize(
+    "pubkey, why",
+    [
+        (_b64(bytes(31)), "31 bytes, expected a 32-byte ed25519 key"),
+        (_b64(bytes(33)), "33 bytes, expected a 32-byte ed25519 key"),
+        ("ab" * 31, "not base64, hex or CometBFT's JSON form"),
+        ("not a key!", "not base64, hex or CometBFT's JSON form"),
+        ("", "0 bytes"),
+        ('{"type": "tendermint/PubKeySecp256k1", "value": "AAAA"}', "holds a tendermint/PubKeySecp256k1 key"),
+        ("{nope", "not valid JSON"),
+    ],
+)
+def test_bad_pubkey(home: Path, node: AppNode, pubkey: str, why: str) -> None:
+    result = run(home, "tx", "staking", "create-validator", "alice", "--pubkey", pubkey, "--amount", "500", "-y")
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "Invalid value for '--pubkey'", why)
+    assert balance(home, "alice") == FUNDS  # nothing was sent
+
+
+def test_pubkey_source_is_exactly_one(home: Path, node: AppNode, tmp_path: Path) -> None:
+    neither = run(home, "tx", "staking", "create-validator", "alice", "--amount", "500", "-y")
+    assert neither.exit_code == 2
+    assert_one_error_line(neither.stderr, "exactly one of --pubkey KEY and --pubkey-from-home CMTHOME")
+    both = run(home, "tx", "staking", "create-validator", "alice", "--pubkey", _b64(cons_key(5)), "--pubkey-from-home", str(tmp_path), "--amount", "500", "-y")
+    assert_one_error_line(both.stderr, "exactly one of")
+    missing = run(home, "tx", "staking", "create-validator", "alice", "--pubkey-from-home", str(tmp_path / "nowhere"), "--amount", "500", "-y")
+    assert missing.exit_code == 1
+    assert_one_error_line(missing.stderr, "no CometBFT key at", "priv_validator_key.json")
+    (tmp_path / "bad" / "config").mkdir(parents=True)
+    (tmp_path / "bad" / "config" / "priv_validator_key.json").write_text(json.dumps({"pub_key": {"type": "tendermint/PubKeyEd25519", "value": _b64(bytes(5))}}))
+    corrupt = run(home, "tx", "staking", "create-validator", "alice", "--pubkey-from-home", str(tmp_path / "bad"), "--amount", "500", "-y")
+    assert_one_error_line(corrupt.stderr, "bad consensus key in", "5 bytes")
+
+
+# --- validators ------------------------------------------------------------------
+
+
+def test_validators_match_cometbft(home: Path, node: AppNode) -> None:
+    listed = ok_json(home, "query", "staking", "validators")
+    assert listed["height"] == node.height
+    assert sorted((v["moniker"], v["tokens"], v["power"], v["jailed_until"]) for v in listed["validators"]) == [
+        ("val0", GENESIS_BOND, 10, 0), ("val1", GENESIS_BOND, 10, 0),
+    ]
+    cometbft = ok_json(home, "status")["validators"]
+    assert sorted((v["consensus_address"], v["power"]) for v in listed["validators"]) == sorted((v["address"], v["voting_power"]) for v in cometbft)
+
+    table = ok(home, "query", "staking", "validators").splitlines()
+    assert table[0].split() == ["OPERATOR", "MONIKER", "TOKENS", "POWER", "JAILED", "UNTIL", "CONSENSUS", "ADDRESS"]
+    assert len(table) == 3
+    row = next(line for line in table if " val0 " in line)
+    assert row.split() == [node.addresses["val0"], "val0", "1000", "10", "-", consensus_address(cons_key(0))]
+
+
+def test_create_validator_joins_the_set(home: Path, node: AppNode) -> None:
+    out = ok_json(home, "tx", "staking", "create-validator", "alice", "--pubkey", _b64(cons_key(2)), "--amount", "500", "--moniker", "node4", "-y")
+    assert out["code"] == 0 and out["height"] == node.height
+    assert node.power[cons_key(2)] == 5
+    assert balance(home, "alice") == FUNDS - 500 - MIN_FEE
+
+    shown = ok_json(home, "query", "staking", "validator", "alice")
+    assert (shown["operator"], shown["moniker"], shown["tokens"], shown["power"]) == (node.addresses["alice"], "node4", 500, 5)
+    assert shown["consensus_address"] == consensus_address(cons_key(2)) and shown["pubkey"] == cons_key(2).hex()
+    text = ok(home, "query", "staking", "validator", node.addresses["alice"])
+    assert "moniker:           node4" in text and f"consensus_address: {consensus_address(cons_key(2))}" in text
+    cometbft = {v["address"]: v["voting_power"] for v in ok_json(home, "status")["validators"]}
+    assert cometbft[consensus_address(cons_key(2))] == 5
+
+    again = run(home, "tx", "staking", "create-validator", "alice", "--pubkey", cons_key(3).hex(), "--amount", "500", "-y")
+    assert again.exit_code == 1
+    assert_one_error_line(again.stderr, "error: tx rejected (staking code 2):", "already operates a validator")
+    taken = run(home, "tx", "staking", "create-validator", "bob", "--pubkey", _b64(cons_key(0)), "--amount", "500", "-y")
+    assert_one_error_line(taken.stderr, "error: tx rejected (staking code 3): that consensus pubkey is already used")
+    small = run(home, "tx", "staking", "create-validator", "bob", "--pubkey", _b64(cons_key(3)), "--amount", "99", "-y")
+    assert_one_error_line(small.stderr, "error: tx rejected (staking code 5): self-bond 99ugrad is below the minimum 100ugrad")
+    assert balance(home, "bob") == FUNDS  # CheckTx refused them: no fee charged
+
+
+def test_create_validator_from_cometbft_home(home: Path, node: AppNode, tmp_path: Path) -> None:
+    cmthome = tmp_path / "cometbft"
+    (cmthome / "config").mkdir(parents=True)
+    key = cons_key(4)
+    priv_validator_key = {
+        "address": consensus_address(key),
+        "pub_key": {"type": "tendermint/PubKeyEd25519", "value": _b64(key)},
+        "priv_key": {"type": "tendermint/PrivKeyEd25519", "value": _b64(bytes(64))},
+    }
+    (cmthome / "config" / "priv_validator_key.json").write_text(json.dumps(priv_validator_key))
+    (cmthome / "config" / "config.toml").write_text('proxy_app = "tcp://127.0.0.1:26658"\nmoniker = "fifth-node"\n')
+    declined = run(home, "tx", "staking", "create-validator", "carol", "--pubkey-from-home", str(cmthome), "--amount", "300", input="n\n")
+    assert declined.exit_code == 1 and f"consensus address {consensus_address(key)}" in declined.stderr
+    assert "'fifth-node'" in declined.stderr and cons_key(4) not in node.power
+
+    ok(home, "tx", "staking", "create-validator", "carol", "--pubkey-from-home", str(cmthome), "--amount", "300", "-y")
+    shown = ok_json(home, "query", "staking", "validator", "carol")
+    assert (shown["moniker"], shown["power"], shown["consensus_address"]) == ("fifth-node", 3, consensus_address(key))
+    assert node.power[key] == 3
+
+
+def test_query_validator_errors_and_proof(home: Path, node: AppNode) -> None:
+    nobody = run(home, "query", "staking", "validator", "bob")
+    assert nobody.exit_code == 1
+    assert_one_error_line(nobody.stderr, f"{node.addresses['bob']} operates no validator")
+    proven = ok_json(home, "query", "staking", "validator", "val0", "--prove")
+    assert proven["proof"]["verified"] is True and proven["power"] == 10 and proven["height"] == node.height - 1
+    assert "proof verified against app hash" in ok(home, "query", "staking", "validator", "val0", "--prove")
+
+
+def test_edit_validator(home: Path, node: AppNode) -> None:
+    ok(home, "tx", "staking", "edit-validator", "val0", "--moniker", "renamed", "-y")
+    assert ok_json(home, "query", "staking", "validator", "val0")["moniker"] == "renamed"
+    stranger = run(home, "tx", "staking", "edit-validator", "bob", "--moniker", "x", "-y")
+    assert stranger.exit_code == 1
+    assert_one_error_line(stranger.stderr, "error: tx rejected (staking code 1): unknown validator")
+    too_long = run(home, "tx", "staking", "edit-validator", "val0", "--moniker", "x" * 65, "-y")
+    assert_one_error_line(too_long.stderr, "(staking code 10): invalid moniker")
+
+
+def test_jail_shows_and_unjail_restores(home: Path, node: AppNode) -> None:
+    not_jailed = run(home, "tx", "staking", "unjail", "val0", "-y")
+    assert not_jailed.exit_code == 1
+    assert_one_error_line(not_jailed.stderr, "error: tx rejected (staking code 7): validator", "is not jailed")
+
+    missed = [(crypto.address_bytes(cons_key(0)), False)]
+    for _ in range(PARAMS["downtime_max_missed"]):
+        node.block([], votes=missed)
+    jailed_at = node.height
+    shown = ok_json(home, "query", "staking", "validator", "val0")
+    assert (shown["power"], shown["jailed_until"]) == (0, jailed_at + PARAMS["jail_blocks"])
+    row = next(line for line in ok(home, "query", "staking", "validators").splitlines() if " val0 " in line)
+    assert row.split()[3:5] == ["0", str(jailed_at + PARAMS["jail_blocks"])]
+    cometbft = [v["address"] for v in ok_json(home, "status")["validators"]]
+    assert consensus_address(cons_key(0)) not in cometbft
+
+    early = run(home, "tx", "staking", "unjail", "val0", "-y")
+    assert_one_error_line(early.stderr, "error: tx rejected (staking code 8):", f"jailed until height {jailed_at + PARAMS['jail_blocks']}")
+    while node.height + 1 < jailed_at + PARAMS["jail_blocks"]:
+        node.block([])
+    ok(home, "tx", "staking", "unjail", "val0", "-y")
+    assert ok_json(home, "query", "staking", "validator", "val0")["jailed_until"] == 0
+    assert cons_key(0) in node.power
+
+
+# --- delegations and unbondings --------------------------------------------------
+
+
+def test_delegate_undelegate_and_unbondings(home: Path, node: AppNode) -> None:
+    val0 = node.addresses["val0"]
+    empty = run(home, "query", "staking", "delegations", "bob")
+    assert empty.exit_code == 0 and empty.stdout == "" and "has no delegations" in empty.stderr
+    assert ok_json(home, "query", "staking", "delegations", "bob")["delegations"] == []
+
+    ok(home, "tx", "staking", "delegate", "bob", "val0", "300", "-y")  # validator by key name
+    assert node.power[cons_key(0)] == 13
+    listed = ok_json(home, "query", "staking", "delegations", "bob")
+    assert listed["delegator"] == node.addresses["bob"] and listed["delegations"] == [{"validator": val0, "amount": 300}]
+    assert ok(home, "query", "staking", "delegations", node.addresses["bob"]).splitlines()[-1] == "total 300 ugrad"
+
+    ok(home, "tx", "staking", "undelegate", "bob", val0, "100ugrad", "-y")  # validator by address
+    completes = node.height + PARAMS["unbonding_blocks"]
+    entries = ok_json(home, "query", "staking", "unbondings", "bob")["unbondings"]
+    assert entries == [{"owner": node.addresses["bob"], "amount": 100, "kind": "delegation", "validator": val0, "completion_height": completes}]
+    table = ok(home, "query", "staking", "unbondings").splitlines()
+    assert table[0].split() == ["OWNER", "KIND", "VALIDATOR", "AMOUNT", "COMPLETES", "AT"]
+    assert table[1].split() == [node.addresses["bob"], "delegation", val0, "100", "ugrad", str(completes)]
+    assert "no pending unbondings of" in run(home, "query", "staking", "unbondings", "carol").stderr
+
+    before = balance(home, "bob")
+    too_much = run(home, "tx", "staking", "undelegate", "bob", "val0", "201", "-y")
+    assert too_much.exit_code == 1 and too_much.stdout == ""
+    assert_one_error_line(too_much.stderr, "error: tx rejected (staking code 6): cannot undelegate 201ugrad:", "has 200ugrad delegated")
+    assert balance(home, "bob") == before
+
+
+def test_unknown_keys_and_validators(home: Path, node: AppNode) -> None:
+    mallory = run(home, "tx", "staking", "delegate", "mallory", "val0", "5", "-y")
+    assert mallory.exit_code == 1
+    assert_one_error_line(mallory.stderr, "unknown key 'mallory'")
+    nobody = run(home, "tx", "staking", "delegate", "bob", "nobody", "5", "-y")
+    assert_one_error_line(nobody.stderr, "'nobody' is neither an address nor a key")
+    stranger = crypto.PrivateKey.generate().address
+    unknown = run(home, "tx", "staking", "delegate", "bob", stranger, "5", "-y")
+    assert_one_error_line(unknown.stderr, "error: tx rejected (staking code 1): unknown validator", stranger)
+    bad = run(home, "query", "staking", "delegations", stranger[:-1] + ("q" if stranger[-1] != "q" else "p"))
+    assert_one_error_line(bad.stderr, "bad checksum")
+    no_signer = run(home, "tx", "staking", "unjail", stranger, "-y")
+    assert_one_error_line(no_signer.stderr, f"no key for address {stranger}")
+
+
+# --- trainer bonds, params ---------------------------------------------------------
+
+
+def test_trainer_bond(home: Path, node: AppNode) -> None:
+    assert ok(home, "query", "staking", "trainer-bond", "carol").strip() == "0 ugrad"
+    ok(home, "tx", "staking", "bond-trainer", "carol", "500", "-y")
+    assert ok(home, "query", "staking", "trainer-bond", "carol").strip() == "500 ugrad"
+    node.block([])  # --prove reads the latest height that has a successor header
+    proven = ok_json(home, "query", "staking", "trainer-bond", "carol", "--prove")
+    assert (proven["trainer_bond"], proven["proof"]["verified"]) == (500, True)
+
+    ok(home, "tx", "staking", "unbond-trainer", "carol", "200", "-y")
+    assert ok_json(home, "query", "staking", "trainer-bond", node.addresses["carol"])["trainer_bond"] == 300
+    (entry,) = ok_json(home, "query", "staking", "unbondings", "carol")["unbondings"]
+    assert (entry["kind"], entry["amount"], entry["completion_height"]) == ("trainer", 200, node.height + PARAMS["trainer_unbonding_blocks"])
+    too_much = run(home, "tx", "staking", "unbond-trainer", "carol", "301", "-y")
+    assert too_much.exit_code == 1
+    assert_one_error_line(too_much.stderr, "error: tx rejected (staking code 11): cannot unbond 301ugrad:", "has 300ugrad trainer bond")
+    broke = run(home, "tx", "staking", "bond-trainer", "carol", str(FUNDS), "-y")
+    assert_one_error_line(broke.stderr, "error: tx rejected (bank code")
+
+
+def test_params(home: Path, node: AppNode) -> None:
+    params = ok_json(home, "query", "staking", "params")
+    assert {k: params[k] for k in PARAMS} == PARAMS and "block_reward" in params
+    assert "power_unit:               100" in ok(home, "query", "staking", "params").splitlines()
+    proven = ok_json(home, "query", "staking", "params", "--prove")
+    assert proven["proof"]["verified"] is True and proven["power_unit"] == 100
+
+
+# --- query tx ----------------------------------------------------------------------
+
+
+def test_query_tx(home: Path, node: AppNode) -> None:
+    sent = ok_json(home, "tx", "staking", "delegate", "bob", "val0", "42", "-y", "--memo", "hello")
+    found = ok_json(home, "query", "tx", sent["hash"].lower())
+    assert (found["hash"], found["height"], found["code"], found["signer"]) == (sent["hash"], sent["height"], 0, node.addresses["bob"])
+    assert found["message"] == {"type": "delegate", "validator": node.addresses["val0"], "amount": 42}
+    assert (found["fee"], found["nonce"], found["memo"]) == (MIN_FEE, 0, "hello")
+    delegated = next(e for e in found["events"] if e["type"] == "delegated")
+    assert delegated["attributes"] == {"delegator": node.addresses["bob"], "validator": node.addresses["val0"], "amount": "42"}
+    text = ok(home, "query", "tx", "0x" + sent["hash"])
+    assert "code:    0 (ok)" in text and "message: delegate" in text and "  delegated  delegator=" in text
+
+    missing = run(home, "query", "tx", "AB" * 32)
+    assert missing.exit_code == 1
+    assert_one_error_line(missing.stderr, f"tx {'AB' * 32} not found")
+    bad = run(home, "query", "tx", "xyz")
+    assert bad.exit_code == 2
+    assert_one_error_line(bad.stderr, "'xyz' is not a tx hash")
+
+
+# --- argument and node errors ------------------------------------------------------
+
+
+@pytest.mark.parametrize("amount", ["0", "-5", "1.5", "1e3", "ten", "10atom"])
+@pytest.mark.parametrize("command", [
+    ("delegate", "alice", "alice"), ("undelegate", "alice", "alice"), ("bond-trainer", "alice"), ("unbond-trainer", "alice"),
+    ("create-validator", "alice", "--pubkey", _b64(cons_key(6)), "--amount"),
+])
+def test_bad_amount(home: Path, command: tuple[str, ...], amount: str) -> None:
+    add_key(home, "alice")
+    result = run(home, "tx", "staking", *command, amount, "-y", "--node", f"http://127.0.0.1:{free_port()}")
+    assert result.exit_code == 2
+    assert_one_error_line(result.stderr, "Invalid value for", "AMOUNT" if command[-1] != "--amount" else "'--amount'")
+
+
+def test_node_unreachable_is_one_line(home: Path) -> None:
+    add_key(home, "alice")
+    url = f"http://127.0.0.1:{free_port()}"
+    commands = [
+        ["tx", "staking", "create-validator", "alice", "--pubkey", _b64(cons_key(6)), "--amount", "500", "-y"],
+        ["tx", "staking", "delegate", "alice", "alice", "5", "-y"],
+        ["tx", "staking", "undelegate", "alice", "alice", "5", "-y"],
+        ["tx", "staking", "edit-validator", "alice", "--moniker", "m", "-y"],
+        ["tx", "staking", "unjail", "alice", "-y"],
+        ["tx", "staking", "bond-trainer", "alice", "5", "-y"],
+        ["tx", "staking", "unbond-trainer", "alice", "5", "-y"],
+        ["query", "staking", "validators"],
+        ["query", "staking", "validator", "alice"],
+        ["query", "staking", "delegations", "alice"],
+        ["query", "staking", "unbondings"],
+        ["query", "staking", "trainer-bond", "alice"],
+        ["query", "staking", "params"],
+        ["query", "tx", "AB" * 32],
+    ]
+    for args in commands:
+        result = run(home, *args, "--node", url)
+        assert result.exit_code == 1, args
+        assert_one_error_line(result.stderr, f"node not running at {url}")
+        assert result.stdout == ""
+
+
+def test_query_on_a_node_without_staking(home: Path, node: AppNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node, "rpc_abci_query", lambda params: {"result": {"response": {
+        "code": 9, "codespace": "runtime", "log": "unknown query path '/staking/validators'"}}})
+    result = run(home, "query", "staking", "validators")
+    assert result.exit_code == 1
+    assert_one_error_line(result.stderr, "query /staking/validators failed (runtime code 9): unknown query path")
