@@ -48,6 +48,7 @@ def _block_info(req: abci.RequestFinalizeBlock) -> BlockInfo:
     """The parts of FinalizeBlock that modules may act on: proposer, last commit, evidence."""
     return BlockInfo(
         proposer=req.proposer_address,
+        hash=req.hash,
         # BLOCK_ID_FLAG_ABSENT is a missed signature; COMMIT and NIL votes show the validator was online.
         votes=tuple(Vote(v.validator.address, v.validator.power, v.block_id_flag != validator_pb2.BLOCK_ID_FLAG_ABSENT) for v in req.decided_last_commit.votes),
         misbehavior=tuple(Misbehavior(_MISBEHAVIOR_KINDS.get(m.type, "unknown"), m.validator.address, m.height) for m in req.misbehavior),

@@ -57,6 +57,7 @@ class BlockInfo:
     """What CometBFT tells us about the block being executed, beyond its txs."""
 
     proposer: bytes = b""
+    hash: bytes = b""  # the decided block's hash: chain data every node agrees on, used for seeds
     votes: tuple[Vote, ...] = ()
     misbehavior: tuple[Misbehavior, ...] = ()
 

@@ -15,11 +15,11 @@ from google.protobuf.message import Message
 
 from abci_app import tx as txcodec
 from abci_app.context import Context, Event, ModuleError
-from abci_app.modules import auth, bank, datasets, registry, staking
+from abci_app.modules import auth, bank, datasets, registry, staking, training
 from abci_app.state import Overlay
 
 # Module name -> module, in the fixed order genesis and block hooks run.
-MODULES = {"auth": auth, "bank": bank, "staking": staking, "datasets": datasets, "registry": registry}
+MODULES = {"auth": auth, "bank": bank, "staking": staking, "datasets": datasets, "registry": registry, "training": training}
 
 # TxBody oneof field -> (module name, call). Field numbers in tx.proto are the
 # stable call indices.

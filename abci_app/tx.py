@@ -27,6 +27,9 @@ MsgBondTrainer = tx_pb2.MsgBondTrainer
 MsgUnbondTrainer = tx_pb2.MsgUnbondTrainer
 MsgRegisterDataset = tx_pb2.MsgRegisterDataset
 MsgRegisterVersion = tx_pb2.MsgRegisterVersion
+MsgSubmitDelta = tx_pb2.MsgSubmitDelta
+MsgAttest = tx_pb2.MsgAttest
+MsgAttestMerge = tx_pb2.MsgAttestMerge
 
 
 class TxDecodeError(ValueError):

@@ -169,6 +169,11 @@ def total_power(state: Overlay) -> int:
     return sum(p for _, p in active_set(state))
 
 
+def active_powers(state: Overlay) -> dict[str, int]:
+    """Operator -> voting power of the active set: who may attest, and with what weight."""
+    return {v.operator: p for v, p in active_set(state)}
+
+
 # --- Events ---------------------------------------------------------------------
 # validator_created(operator, pubkey, moniker, amount)
 # delegated(delegator, validator, amount)
@@ -177,7 +182,7 @@ def total_power(state: Overlay) -> int:
 # validator_edited(operator, moniker)
 # unjailed(operator)
 # trainer_bonded(trainer, amount)
-# slashed(validator, amount, reason)          reason: double_sign | downtime
+# slashed(validator, amount, reason)          reason: double_sign | downtime | training penalties
 # jailed(validator, until, reason)
 # trainer_slashed(trainer, amount, recipient)
 # rewarded(validator, amount)                 fees + block reward shared by its delegators
@@ -410,8 +415,8 @@ def unbondings(state: Overlay) -> list[dict]:
     return [decode_json(v) for _, v in state.iter_prefix(UNBONDING_PREFIX)]
 
 
-def slash_validator(ctx: Context, validator: Validator, bps: int, jail_blocks: int, reason: str) -> int:
-    """Burn `bps` of every delegation to `validator` and jail it; returns the amount burned."""
+def _burn_stake(ctx: Context, validator: Validator, bps: int, reason: str) -> int:
+    """Burn `bps` of every delegation to `validator`; returns the amount burned."""
     burned = 0
     for delegator, amount in delegations_to(ctx.state, validator.operator):
         cut = amount * bps // BPS
@@ -420,12 +425,26 @@ def slash_validator(ctx: Context, validator: Validator, bps: int, jail_blocks: i
             burned += cut
     if burned:
         bank.burn(ctx, BONDED_POOL, burned)
+        current = get_validator(ctx.state, validator.operator)
+        _put_validator(ctx.state, replace(current, tokens=current.tokens - burned))
         ctx.emit("slashed", validator=validator.operator, amount=burned, reason=reason)
+    return burned
+
+
+def slash_validator(ctx: Context, validator: Validator, bps: int, jail_blocks: int, reason: str) -> int:
+    """Burn `bps` of the validator's stake and jail it; returns the amount burned."""
+    burned = _burn_stake(ctx, validator, bps, reason)
     until = ctx.height + jail_blocks
     current = get_validator(ctx.state, validator.operator)
-    _put_validator(ctx.state, replace(current, tokens=current.tokens - burned, jailed_until=max(until, current.jailed_until)))
+    _put_validator(ctx.state, replace(current, jailed_until=max(until, current.jailed_until)))
     ctx.emit("jailed", validator=validator.operator, until=until, reason=reason)
     return burned
+
+
+def penalize(ctx: Context, operator: str, bps: int, reason: str) -> int:
+    """For the training module: a small burn without jail (e.g. a lazy or wrong verifier)."""
+    validator = get_validator(ctx.state, operator)
+    return _burn_stake(ctx, validator, bps, reason) if validator else 0
 
 
 def slash_trainer(ctx: Context, trainer: str, bps: int, recipient: str | None = None) -> int:

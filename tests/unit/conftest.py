@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -50,8 +51,10 @@ class Chain:
             abci.VoteInfo(validator=abci.Validator(address=a, power=1), block_id_flag=2 if signed else 1) for a, signed in votes
         ])
         evidence = [abci.Misbehavior(type=abci.DUPLICATE_VOTE, validator=abci.Validator(address=a, power=1), height=self.height - 1) for a in misbehavior]
+        block_hash = hashlib.sha256(b"block %d" % self.height).digest()
         response = self.app.finalize_block(abci.RequestFinalizeBlock(
             txs=txs, height=self.height, time=time, proposer_address=proposer, decided_last_commit=commit, misbehavior=evidence,
+            hash=block_hash,
         ))
         self.app.commit(abci.RequestCommit())
         return response

@@ -1,0 +1,564 @@
+"""training: rounds, delta submissions, attestations, acceptance, rewards, merged versions.
+
+Training happens off chain; this module only counts stake and checks hashes,
+so block time does not depend on model size. A round:
+
+1. opens (end_block) when training is enabled, a model version and the
+   dataset exist, and some trainer is bonded; its seed is derived from the
+   opening block's hash, so nobody picks their data;
+2. SUBMIT: bonded trainers submit one delta each (`submit_delta`) until
+   `submit_until`;
+3. VERIFY: active validators recompute each submission off chain and
+   `attest`; once validators with `quorum_bps` of the power agree, the
+   submission is accepted (reward minted to the trainer) or rejected (a share
+   of the trainer's bond slashed, part of it to the attesters who said so).
+   The phase ends at `verify_until`, or as soon as the submission window is
+   over and every submission is decided. Validators who attested against the
+   decision, or not at all, pay `verifier_penalty_bps` of their stake;
+4. MERGE: if anything was accepted, validators recompute the merge (the
+   accepted deltas averaged in submission order) and `attest_merge` its CID
+   and sha256; the aggregator chosen from the seed publishes it to IPFS. At
+   quorum on (cid, sha256) the registry records the next version; if no
+   quorum by `merge_until`, the round closes without one.
+
+Losses and errors are integers in millionths: no float enters state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field, replace
+
+from abci_app.context import Context, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_sha256_hex
+from abci_app.modules import bank, datasets, registry, staking
+from abci_app.state import Overlay
+from abci_app.tx import tx_pb2
+
+# --- Params ---------------------------------------------------------------------
+
+BPS = 10_000
+
+
+@dataclass(frozen=True)
+class Params:
+    enabled: bool = False
+    dataset_id: int = 0  # the registered dataset batches are drawn from
+    submission_blocks: int = 20
+    verification_blocks: int = 40
+    merge_blocks: int = 40
+    steps: int = 4  # k: training steps per submission
+    learning_rate_micro: int = 1_000  # lr = 1e-3, in millionths
+    batch_size: int = 8
+    seq_len: int = 64
+    tolerance_ppm: int = 100  # relative L2 error accepted between recomputations (1e-4)
+    recompute_steps: int = 0  # steps a validator recomputes; 0 = all k
+    max_heldout_regression_ppm: int = 50_000  # held-out loss may not rise more than 5%
+    reward: int = 1_000_000  # minted to a trainer per accepted submission
+    slash_bps: int = 2_000  # share of the trainer bond taken from a rejected submission
+    attester_share_bps: int = 5_000  # share of that slash paid to the attesters who rejected it
+    verifier_penalty_bps: int = 10  # stake burned from a validator that was wrong or absent
+    quorum_bps: int = 6_667  # 2/3 of the active voting power
+    min_trainer_bond: int = 1_000_000
+    max_submissions: int = 16
+
+    def validate(self) -> None:
+        for name, value in asdict(self).items():
+            if name == "enabled":
+                if not isinstance(value, bool):
+                    raise ValueError("training.params.enabled must be true or false")
+            elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"training.params.{name} must be a non-negative integer")
+        if not 0 < self.quorum_bps <= BPS or self.slash_bps > BPS or self.attester_share_bps > BPS:
+            raise ValueError("training params in basis points must be at most 10000 (quorum above 0)")
+        if self.steps == 0 or self.submission_blocks == 0 or self.batch_size == 0 or self.seq_len == 0:
+            raise ValueError("training.params steps, submission_blocks, batch_size and seq_len must be positive")
+
+
+# --- Storage --------------------------------------------------------------------
+
+PREFIX = b"training/"
+PARAMS_KEY = PREFIX + b"params"
+CURRENT_KEY = PREFIX + b"current"  # id of the round in progress (absent between rounds)
+COUNT_KEY = PREFIX + b"count"  # rounds ever opened
+ROUND_PREFIX = PREFIX + b"round/"  # <round 8 BE> -> Round JSON
+SUBMISSION_PREFIX = PREFIX + b"submission/"  # <round 8 BE><index 8 BE> -> Submission JSON
+BY_TRAINER_PREFIX = PREFIX + b"by_trainer/"  # <round 8 BE><trainer 20> -> index
+ATTESTATION_PREFIX = PREFIX + b"attestation/"  # <round 8 BE><index 8 BE><validator 20> -> Attestation JSON
+MERGE_VOTE_PREFIX = PREFIX + b"merge_vote/"  # <round 8 BE><validator 20> -> MergeVote JSON
+
+SUBMIT, VERIFY, MERGE, CLOSED = "submit", "verify", "merge", "closed"
+PENDING, ACCEPTED, REJECTED, EXPIRED = "pending", "accepted", "rejected", "expired"
+
+
+@dataclass(frozen=True)
+class Round:
+    id: int
+    base_version: int
+    dataset_id: int
+    seed: str  # hex; sha256 of the opening block's hash and the round id
+    open_height: int
+    submit_until: int  # submissions accepted while height < submit_until
+    verify_until: int
+    merge_until: int = 0  # set when the merge phase starts
+    phase: str = SUBMIT
+    submissions: int = 0
+    accepted: list[int] = field(default_factory=list)
+    aggregator: str = ""  # chosen from the seed when the merge phase starts
+    version: int | None = None  # the version registered from this round
+
+
+@dataclass(frozen=True)
+class Submission:
+    round: int
+    index: int
+    trainer: str
+    cid: str
+    sha256: str
+    bytes: int
+    loss_before_micro: int
+    loss_after_micro: int
+    steps: int
+    kernel_path: str
+    height: int
+    status: str = PENDING
+    accept_power: int = 0
+    reject_power: int = 0
+
+
+@dataclass(frozen=True)
+class Attestation:
+    validator: str
+    accept: bool
+    power: int
+    measured_error_ppm: int
+    reason: str
+    height: int
+
+
+def _u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+def _raw(address: str) -> bytes:
+    from abci_app import crypto
+
+    return crypto.bech32_decode(address)[1]
+
+
+def get_params(state: Overlay) -> Params:
+    raw = decode_json(state.get(PARAMS_KEY))
+    return Params(**raw) if raw else Params()
+
+
+def get_round(state: Overlay, round_id: int) -> Round | None:
+    raw = decode_json(state.get(ROUND_PREFIX + _u64(round_id)))
+    return Round(**raw) if raw else None
+
+
+def _put_round(state: Overlay, rnd: Round) -> None:
+    state.set(ROUND_PREFIX + _u64(rnd.id), encode_json(asdict(rnd)))
+
+
+def current_round(state: Overlay) -> Round | None:
+    raw = state.get(CURRENT_KEY)
+    return get_round(state, decode_int(raw)) if raw is not None else None
+
+
+def get_submission(state: Overlay, round_id: int, index: int) -> Submission | None:
+    raw = decode_json(state.get(SUBMISSION_PREFIX + _u64(round_id) + _u64(index)))
+    return Submission(**raw) if raw else None
+
+
+def _put_submission(state: Overlay, sub: Submission) -> None:
+    state.set(SUBMISSION_PREFIX + _u64(sub.round) + _u64(sub.index), encode_json(asdict(sub)))
+
+
+def submissions(state: Overlay, round_id: int) -> list[Submission]:
+    return [Submission(**decode_json(v)) for _, v in state.iter_prefix(SUBMISSION_PREFIX + _u64(round_id))]
+
+
+def attestations(state: Overlay, round_id: int, index: int) -> list[Attestation]:
+    return [Attestation(**decode_json(v)) for _, v in state.iter_prefix(ATTESTATION_PREFIX + _u64(round_id) + _u64(index))]
+
+
+def merge_votes(state: Overlay, round_id: int) -> list[dict]:
+    return [decode_json(v) for _, v in state.iter_prefix(MERGE_VOTE_PREFIX + _u64(round_id))]
+
+
+def round_seed(block_hash: bytes, round_id: int) -> str:
+    """The round's seed: from the block that opened it, which no trainer controls."""
+    return hashlib.sha256(b"gradchain/round-seed" + block_hash + _u64(round_id)).hexdigest()
+
+
+def quorum(params: Params, total_power: int) -> int:
+    """The smallest power that is at least quorum_bps of the total (integer ceiling)."""
+    return -(-total_power * params.quorum_bps // BPS)
+
+
+# --- Events ---------------------------------------------------------------------
+# round_opened(round, base_version, seed, submit_until, verify_until)
+# delta_submitted(round, submission, trainer, cid, sha256)
+# attested(round, submission, validator, verdict, measured_error_ppm)
+# delta_accepted(round, submission, trainer, reward)
+# delta_rejected(round, submission, trainer, slashed)
+# submission_expired(round, submission, trainer)     no quorum within the window
+# verifier_penalized(round, validator, amount, reason)   wrong | absent
+# merge_started(round, aggregator, merge_until, accepted)
+# merge_attested(round, validator, cid, sha256)
+# round_closed(round, version)                         version "" when none was registered
+
+# --- Errors ---------------------------------------------------------------------
+
+
+class TrainingError(ModuleError):
+    codespace = "training"
+
+
+class UnknownRound(TrainingError):
+    """No round with that id, or it is not the round in progress."""
+
+    code = 1
+
+
+class WrongPhase(TrainingError):
+    """The round is not in the phase this message belongs to (e.g. a submission after the window)."""
+
+    code = 2
+
+
+class NotBonded(TrainingError):
+    """Only trainers with at least min_trainer_bond may submit."""
+
+    code = 3
+
+
+class DuplicateSubmission(TrainingError):
+    """One submission per trainer per round."""
+
+    code = 4
+
+
+class InvalidSubmission(TrainingError):
+    """A malformed field: CID, sha256, size, step count."""
+
+    code = 5
+
+
+class UnknownSubmission(TrainingError):
+    """No submission with that index in the round."""
+
+    code = 6
+
+
+class NotValidator(TrainingError):
+    """Only active validators attest."""
+
+    code = 7
+
+
+class DuplicateAttestation(TrainingError):
+    """A validator attests once per submission (and once per merge)."""
+
+    code = 8
+
+
+class AlreadyDecided(TrainingError):
+    """The submission already reached a quorum."""
+
+    code = 9
+
+
+class RoundFull(TrainingError):
+    """The round already has max_submissions."""
+
+    code = 10
+
+
+# --- Calls ------------------------------------------------------------------------
+
+
+def _round_in_progress(state: Overlay, round_id: int) -> Round:
+    rnd = current_round(state)
+    if rnd is None or rnd.id != round_id:
+        now = f"round {rnd.id} is in progress" if rnd else "no round is in progress"
+        raise UnknownRound(f"round {round_id} is not open ({now}; see `gradchain query training round`)")
+    return rnd
+
+
+def submit_delta(ctx: Context, signer: str, msg: tx_pb2.MsgSubmitDelta) -> None:
+    """MsgSubmitDelta: a bonded trainer's delta for the open round."""
+    params = get_params(ctx.state)
+    rnd = _round_in_progress(ctx.state, msg.round)
+    if rnd.phase != SUBMIT or ctx.height >= rnd.submit_until:
+        raise WrongPhase(f"round {rnd.id} stopped taking submissions at height {rnd.submit_until} (now {ctx.height})")
+    if staking.trainer_bond(ctx.state, signer) < params.min_trainer_bond:
+        raise NotBonded(f"{signer} has {staking.trainer_bond(ctx.state, signer)}{bank.DENOM} trainer bond; {params.min_trainer_bond}{bank.DENOM} needed (`gradchain tx staking bond-trainer`)")
+    if ctx.state.get(BY_TRAINER_PREFIX + _u64(rnd.id) + _raw(signer)) is not None:
+        raise DuplicateSubmission(f"{signer} already submitted to round {rnd.id}")
+    if rnd.submissions >= params.max_submissions:
+        raise RoundFull(f"round {rnd.id} already has {params.max_submissions} submissions")
+    if not is_cid(msg.cid) or not is_sha256_hex(msg.sha256) or msg.bytes == 0:
+        raise InvalidSubmission("invalid delta reference: expected a CIDv1, a 64-hex sha256 and a non-zero size")
+    if msg.steps != params.steps:
+        raise InvalidSubmission(f"a submission trains exactly {params.steps} steps, got {msg.steps}")
+    sub = Submission(
+        round=rnd.id, index=rnd.submissions, trainer=signer, cid=msg.cid, sha256=msg.sha256, bytes=msg.bytes,
+        loss_before_micro=msg.loss_before_micro, loss_after_micro=msg.loss_after_micro, steps=msg.steps,
+        kernel_path=msg.kernel_path[:64], height=ctx.height,
+    )
+    _put_submission(ctx.state, sub)
+    ctx.state.set(BY_TRAINER_PREFIX + _u64(rnd.id) + _raw(signer), encode_int(sub.index))
+    _put_round(ctx.state, replace(rnd, submissions=rnd.submissions + 1))
+    ctx.emit("delta_submitted", round=rnd.id, submission=sub.index, trainer=signer, cid=sub.cid, sha256=sub.sha256)
+
+
+def attest(ctx: Context, signer: str, msg: tx_pb2.MsgAttest) -> None:
+    """MsgAttest: an active validator's verdict on one submission."""
+    params = get_params(ctx.state)
+    rnd = _round_in_progress(ctx.state, msg.round)
+    if rnd.phase not in (SUBMIT, VERIFY):
+        raise WrongPhase(f"round {rnd.id} is past verification (phase {rnd.phase})")
+    powers = staking.active_powers(ctx.state)
+    if signer not in powers:
+        raise NotValidator(f"{signer} is not an active validator: only validators attest")
+    sub = get_submission(ctx.state, rnd.id, msg.submission)
+    if sub is None:
+        raise UnknownSubmission(f"round {rnd.id} has no submission {msg.submission}")
+    key = ATTESTATION_PREFIX + _u64(rnd.id) + _u64(sub.index) + _raw(signer)
+    if ctx.state.get(key) is not None:
+        raise DuplicateAttestation(f"{signer} already attested submission {sub.index} of round {rnd.id}")
+    if sub.status != PENDING:
+        raise AlreadyDecided(f"submission {sub.index} of round {rnd.id} is already {sub.status}")
+    power = powers[signer]
+    att = Attestation(signer, msg.accept, power, msg.measured_error_ppm, msg.reason[:120], ctx.height)
+    ctx.state.set(key, encode_json(asdict(att)))
+    sub = replace(sub, accept_power=sub.accept_power + power * msg.accept, reject_power=sub.reject_power + power * (not msg.accept))
+    ctx.emit("attested", round=rnd.id, submission=sub.index, validator=signer, verdict="accept" if msg.accept else "reject", measured_error_ppm=msg.measured_error_ppm)
+    needed = quorum(params, sum(powers.values()))
+    if sub.accept_power >= needed:
+        sub = _accept(ctx, params, rnd, sub)
+    elif sub.reject_power >= needed:
+        sub = _reject(ctx, params, rnd, sub)
+    _put_submission(ctx.state, sub)
+
+
+def attest_merge(ctx: Context, signer: str, msg: tx_pb2.MsgAttestMerge) -> None:
+    """MsgAttestMerge: an active validator's recomputation of the merged checkpoint."""
+    params = get_params(ctx.state)
+    rnd = _round_in_progress(ctx.state, msg.round)
+    if rnd.phase != MERGE:
+        raise WrongPhase(f"round {rnd.id} is not merging (phase {rnd.phase})")
+    powers = staking.active_powers(ctx.state)
+    if signer not in powers:
+        raise NotValidator(f"{signer} is not an active validator: only validators attest")
+    if not is_cid(msg.cid) or not is_sha256_hex(msg.sha256) or msg.bytes == 0:
+        raise InvalidSubmission("invalid merge reference: expected a CIDv1, a 64-hex sha256 and a non-zero size")
+    key = MERGE_VOTE_PREFIX + _u64(rnd.id) + _raw(signer)
+    if ctx.state.get(key) is not None:
+        raise DuplicateAttestation(f"{signer} already attested the merge of round {rnd.id}")
+    vote = {"validator": signer, "cid": msg.cid, "sha256": msg.sha256, "bytes": msg.bytes, "held_out_loss_micro": msg.held_out_loss_micro, "power": powers[signer]}
+    ctx.state.set(key, encode_json(vote))
+    ctx.emit("merge_attested", round=rnd.id, validator=signer, cid=msg.cid, sha256=msg.sha256)
+    agreeing = [v for v in merge_votes(ctx.state, rnd.id) if (v["cid"], v["sha256"], v["bytes"]) == (msg.cid, msg.sha256, msg.bytes)]
+    if sum(v["power"] for v in agreeing) >= quorum(params, sum(powers.values())):
+        _register_merge(ctx, params, rnd, agreeing)
+
+
+CALLS = {"submit_delta": submit_delta, "attest": attest, "attest_merge": attest_merge}
+
+# --- Decisions --------------------------------------------------------------------
+
+
+def _accept(ctx: Context, params: Params, rnd: Round, sub: Submission) -> Submission:
+    if params.reward:
+        bank.mint(ctx, sub.trainer, params.reward)
+    _put_round(ctx.state, replace(get_round(ctx.state, rnd.id), accepted=sorted(get_round(ctx.state, rnd.id).accepted + [sub.index])))
+    ctx.emit("delta_accepted", round=rnd.id, submission=sub.index, trainer=sub.trainer, reward=params.reward)
+    return replace(sub, status=ACCEPTED)
+
+
+def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission) -> Submission:
+    """Slash the trainer; the attesters who rejected share attester_share_bps of it by power."""
+    slashed = staking.slash_trainer(ctx, sub.trainer, params.slash_bps, recipient=FORFEIT_POOL)
+    to_attesters = slashed * params.attester_share_bps // BPS
+    rejecters = [a for a in attestations(ctx.state, rnd.id, sub.index) if not a.accept]
+    total = sum(a.power for a in rejecters)
+    paid = 0
+    for a in rejecters:
+        cut = to_attesters * a.power // total if total else 0
+        if cut:
+            bank.transfer(ctx, FORFEIT_POOL, a.validator, cut)
+            paid += cut
+    if slashed - paid:
+        bank.burn(ctx, FORFEIT_POOL, slashed - paid)
+    ctx.emit("delta_rejected", round=rnd.id, submission=sub.index, trainer=sub.trainer, slashed=slashed)
+    return replace(sub, status=REJECTED)
+
+
+FORFEIT_POOL = bank.module_address("training_forfeits")  # holds a slash only within the tx that splits it
+
+
+def _penalize_verifiers(ctx: Context, params: Params, rnd: Round) -> None:
+    """Each active validator pays once per submission it got wrong or skipped."""
+    if not params.verifier_penalty_bps:
+        return
+    for sub in submissions(ctx.state, rnd.id):
+        voted = {a.validator: a.accept for a in attestations(ctx.state, rnd.id, sub.index)}
+        for operator in sorted(staking.active_powers(ctx.state)):
+            if operator not in voted:
+                reason = "absent"
+            elif sub.status in (ACCEPTED, REJECTED) and voted[operator] != (sub.status == ACCEPTED):
+                reason = "wrong"
+            else:
+                continue
+            amount = staking.penalize(ctx, operator, params.verifier_penalty_bps, f"training_{reason}")
+            ctx.emit("verifier_penalized", round=rnd.id, submission=sub.index, validator=operator, amount=amount, reason=reason)
+
+
+def _register_merge(ctx: Context, params: Params, rnd: Round, agreeing: list[dict]) -> None:
+    base = registry.get(ctx.state, rnd.base_version)
+    losses = sorted(v["held_out_loss_micro"] for v in agreeing)
+    median_loss = losses[len(losses) // 2]  # validators measure the same file; the median ignores an outlier
+    first = agreeing[0]
+    version = registry.register(
+        ctx, parent=base.id, cid=first["cid"], sha256=first["sha256"], size=first["bytes"], family=base.family,
+        config_json=base.config_json, dataset_ids=[rnd.dataset_id], licence=base.licence, creator=rnd.aggregator or first["validator"],
+        round=rnd.id, metrics={"held_out_loss_micro": median_loss, "accepted_submissions": len(rnd.accepted)},
+        note=f"round {rnd.id}: accepted submissions {rnd.accepted}",
+    )
+    _close(ctx, replace(rnd, version=version.id))
+
+
+def _close(ctx: Context, rnd: Round) -> None:
+    _put_round(ctx.state, replace(rnd, phase=CLOSED))
+    ctx.state.delete(CURRENT_KEY)
+    ctx.emit("round_closed", round=rnd.id, version="" if rnd.version is None else rnd.version)
+
+
+# --- Genesis ----------------------------------------------------------------------
+
+
+def genesis(ctx: Context, config: dict) -> None:
+    """training genesis: {"params": {...}}."""
+    params = Params(**config.get("params", {}))
+    params.validate()
+    ctx.state.set(PARAMS_KEY, encode_json(asdict(params)))
+
+
+# --- Hooks ------------------------------------------------------------------------
+
+
+def end_block(ctx: Context) -> None:
+    """Advance the round in progress by height, or open the next one."""
+    params = get_params(ctx.state)
+    rnd = current_round(ctx.state)
+    if rnd is None:
+        _maybe_open(ctx, params)
+        return
+    if rnd.phase == SUBMIT and ctx.height >= rnd.submit_until - 1:
+        rnd = replace(rnd, phase=VERIFY)
+        _put_round(ctx.state, rnd)
+    if rnd.phase == VERIFY:
+        subs = submissions(ctx.state, rnd.id)
+        all_decided = all(s.status != PENDING for s in subs)
+        if all_decided or ctx.height >= rnd.verify_until - 1:
+            _end_verification(ctx, params, rnd, subs)
+    elif rnd.phase == MERGE and ctx.height >= rnd.merge_until - 1:
+        _close(ctx, rnd)  # no quorum on a merge in time: nothing is registered
+
+
+def _maybe_open(ctx: Context, params: Params) -> None:
+    if not params.enabled or not ctx.block.hash:
+        return
+    base = registry.latest(ctx.state)
+    if base is None or not datasets.exists(ctx.state, params.dataset_id):
+        return
+    if not any(int(v) >= params.min_trainer_bond for _, v in ctx.state.iter_prefix(staking.TRAINER_PREFIX)):
+        return  # nobody could submit: keep an idle chain idle
+    round_id = decode_int(ctx.state.get(COUNT_KEY))
+    # The round starts at the next height: txs are only possible from there.
+    start = ctx.height + 1
+    rnd = Round(
+        id=round_id, base_version=base.id, dataset_id=params.dataset_id, seed=round_seed(ctx.block.hash, round_id),
+        open_height=start, submit_until=start + params.submission_blocks,
+        verify_until=start + params.submission_blocks + params.verification_blocks,
+    )
+    _put_round(ctx.state, rnd)
+    ctx.state.set(CURRENT_KEY, encode_int(round_id))
+    ctx.state.set(COUNT_KEY, encode_int(round_id + 1))
+    ctx.emit("round_opened", round=round_id, base_version=base.id, seed=rnd.seed, submit_until=rnd.submit_until, verify_until=rnd.verify_until)
+
+
+def _end_verification(ctx: Context, params: Params, rnd: Round, subs: list[Submission]) -> None:
+    for sub in subs:
+        if sub.status == PENDING:
+            _put_submission(ctx.state, replace(sub, status=EXPIRED))
+            ctx.emit("submission_expired", round=rnd.id, submission=sub.index, trainer=sub.trainer)
+    _penalize_verifiers(ctx, params, rnd)
+    rnd = get_round(ctx.state, rnd.id)
+    if not rnd.accepted:
+        _close(ctx, rnd)
+        return
+    rnd = replace(rnd, phase=MERGE, merge_until=ctx.height + 1 + params.merge_blocks, aggregator=_aggregator(ctx.state, rnd.seed))
+    _put_round(ctx.state, rnd)
+    ctx.emit("merge_started", round=rnd.id, aggregator=rnd.aggregator, merge_until=rnd.merge_until, accepted=",".join(map(str, rnd.accepted)))
+
+
+def _aggregator(state: Overlay, seed: str) -> str:
+    """Stake-weighted pick from the seed: walk the active set (operator order) to seed mod total power."""
+    powers = sorted(staking.active_powers(state).items(), key=lambda kv: _raw(kv[0]))
+    total = sum(p for _, p in powers)
+    if total == 0:
+        return ""
+    target = int(seed, 16) % total
+    for operator, p in powers:
+        if target < p:
+            return operator
+        target -= p
+    raise AssertionError("unreachable: target < total")
+
+
+# --- Queries ----------------------------------------------------------------------
+
+
+def query_round(data: bytes) -> bytes:
+    """/training/round ID -> Round JSON."""
+    return ROUND_PREFIX + _u64(int(data.decode()))
+
+
+def query_submission(data: bytes) -> bytes:
+    """/training/submission ROUND/INDEX -> Submission JSON."""
+    round_id, index = (int(x) for x in data.decode().split("/"))
+    return SUBMISSION_PREFIX + _u64(round_id) + _u64(index)
+
+
+def query_params(data: bytes) -> bytes:
+    """/training/params -> Params JSON."""
+    return PARAMS_KEY
+
+
+QUERIES = {"round": query_round, "submission": query_submission, "params": query_params}
+
+
+def view_current(state: Overlay, data: bytes) -> bytes:
+    """/training/current -> the round in progress (or the last one) with its submissions and attestations."""
+    rnd = current_round(state)
+    if rnd is None:
+        count = decode_int(state.get(COUNT_KEY))
+        rnd = get_round(state, count - 1) if count else None
+    return _round_view(state, rnd)
+
+
+def view_round_detail(state: Overlay, data: bytes) -> bytes:
+    """/training/round_detail ID -> the round with its submissions, attestations and merge votes."""
+    return _round_view(state, get_round(state, int(data.decode())))
+
+
+def _round_view(state: Overlay, rnd: Round | None) -> bytes:
+    if rnd is None:
+        return encode_json(None)
+    subs = [asdict(s) | {"attestations": [asdict(a) for a in attestations(state, rnd.id, s.index)]} for s in submissions(state, rnd.id)]
+    return encode_json(asdict(rnd) | {"submission_list": subs, "merge_votes": merge_votes(state, rnd.id)})
+
+
+VIEWS = {"current": view_current, "round_detail": view_round_detail}
