@@ -85,16 +85,18 @@ def history(state: Overlay) -> list[ModelVersion]:
     return [ModelVersion(**decode_json(v)) for _, v in state.iter_prefix(VERSION_PREFIX)]
 
 
-def config_hash(config_json: str) -> str:
-    """sha256 of the canonical JSON of a model config."""
-    return hashlib.sha256(config_json.encode()).hexdigest()
+def config_hash(family: str, config_json: str) -> str:
+    """sha256 of canonical {"config", "family"} JSON: the same digest abci_app.ml's
+    ModelFamily.config_hash gives, so a downloader checks a file against its entry."""
+    doc = {"config": json.loads(config_json), "family": family}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
 
 
 def canonical_config(text: str) -> str:
     config = json.loads(text)
     if not isinstance(config, dict):
         raise ValueError("model config must be a JSON object")
-    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 # --- Events ---------------------------------------------------------------------
@@ -171,7 +173,7 @@ def register(
         raise DuplicateVersion(f"checkpoint {sha256} is already version {decode_int(ctx.state.get(digest_key))}")
     version = ModelVersion(
         id=n, parent=parent if n else None, cid=cid, sha256=sha256, bytes=size, family=family,
-        config_json=config_text, config_hash=config_hash(config_text), dataset_ids=list(dataset_ids),
+        config_json=config_text, config_hash=config_hash(family, config_text), dataset_ids=list(dataset_ids),
         licence=licence, creator=creator, height=ctx.height, round=round, metrics=dict(sorted((metrics or {}).items())), note=note,
     )
     ctx.state.set(version_key(n), encode_json(asdict(version)))

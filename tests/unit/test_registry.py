@@ -44,7 +44,8 @@ def codes(response):
 def test_genesis_registers_version_zero_and_the_corpus(reg):
     v0 = json.loads(reg.query("/registry/version", "0").value)
     assert (v0["id"], v0["parent"], v0["cid"], v0["dataset_ids"]) == (0, None, CID_B, [0])
-    assert v0["config_hash"] == hashlib.sha256(json.dumps(CONFIG, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    doc = {"config": CONFIG, "family": "tiny-gpt"}
+    assert v0["config_hash"] == hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert json.loads(reg.query("/registry/latest").value)["id"] == 0
     (dataset,) = json.loads(reg.query("/datasets/list").value)
     assert (dataset["name"], dataset["licence"], dataset["creator"]) == ("kjv", "public-domain", "genesis")
@@ -103,7 +104,16 @@ def test_register_dataset_rules(reg):
 def test_config_hash_helper_matches_the_registry():
     text = registry.canonical_config('{"b": 1, "a": 2}')
     assert text == '{"a":2,"b":1}'
-    assert registry.config_hash(text) == hashlib.sha256(b'{"a":2,"b":1}').hexdigest()
+    assert registry.config_hash("tiny-gpt", text) == hashlib.sha256(b'{"config":{"a":2,"b":1},"family":"tiny-gpt"}').hexdigest()
+
+
+def test_registry_config_hash_matches_the_model_family():
+    from abci_app.ml.family import get_family
+    from abci_app.ml.model import TEST_CONFIG
+
+    family = get_family("tiny-gpt")
+    config_json = json.dumps(family.config_to_dict(TEST_CONFIG))
+    assert registry.config_hash("tiny-gpt", registry.canonical_config(config_json)) == family.config_hash(TEST_CONFIG)
 
 
 def test_bad_genesis_version_is_refused(tmp_path):
