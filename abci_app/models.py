@@ -1,0 +1,97 @@
+"""The local cache of checkpoints and datasets pulled from IPFS, keyed by sha256.
+
+A file enters the cache only after its CID and sha256 match the chain and, for
+a model, its config matches the registry's config hash; so a cached file is a
+verified file, and a second pull returns at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from abci_app.client import ChainClient, ChainError
+from abci_app.ipfs.client import IpfsClient
+from abci_app.ipfs.download import fetch_verified, file_sha256
+
+
+class ModelError(Exception):
+    """A version or dataset that does not exist, or a file that fails its checks."""
+
+
+@dataclass(frozen=True)
+class Pulled:
+    entry: dict[str, Any]  # the registry's ModelVersion (or the datasets module's Dataset) JSON
+    path: Path
+    cached: bool  # True when the verified file was already here
+
+
+class Cache:
+    def __init__(self, home: Path):
+        self.root = Path(home).expanduser() / "cache"
+
+    def path_for(self, sha256: str, suffix: str) -> Path:
+        return self.root / f"{sha256}{suffix}"
+
+    def _pull(self, entry: dict, suffix: str, ipfs: IpfsClient, timeout: float, progress, check: Callable[[Path], None] | None) -> Pulled:
+        path = self.path_for(entry["sha256"], suffix)
+        if path.exists():
+            if file_sha256(path) == entry["sha256"]:
+                return Pulled(entry, path, cached=True)
+            path.unlink()  # damaged on disk: fetch again
+        fetch_verified(ipfs, entry["cid"], entry["sha256"], path, timeout=timeout, progress=progress)
+        if check is not None:
+            try:
+                check(path)
+            except Exception:
+                path.unlink(missing_ok=True)
+                raise
+        return Pulled(entry, path, cached=False)
+
+    def pull_version(self, chain: ChainClient, ipfs: IpfsClient, version: int | None = None, *, timeout: float = 30.0,
+                     progress: Callable[[int], None] | None = None) -> Pulled:
+        """Fetch and verify a registered model version (the latest when `version` is None)."""
+        entry = version_entry(chain, version)
+        return self._pull(entry, ".safetensors", ipfs, timeout, progress, lambda p: check_config(p, entry))
+
+    def pull_dataset(self, chain: ChainClient, ipfs: IpfsClient, dataset_id: int, *, timeout: float = 30.0,
+                     progress: Callable[[int], None] | None = None) -> Pulled:
+        try:
+            entry = chain.query_json("/datasets/dataset", str(dataset_id))
+        except ChainError as exc:
+            raise ModelError(str(exc)) from None
+        if entry is None:
+            raise ModelError(f"dataset {dataset_id} does not exist (see `gradchain dataset list`)")
+        return self._pull(entry, ".data", ipfs, timeout, progress, None)
+
+
+def version_entry(chain: ChainClient, version: int | None) -> dict:
+    try:
+        entry = chain.query_json("/registry/latest") if version is None else chain.query_json("/registry/version", str(version))
+    except ChainError as exc:
+        raise ModelError(str(exc)) from None
+    if entry is None:
+        latest = chain.query_json("/registry/latest")
+        hint = f"latest is {latest['id']}" if latest else "no version is registered yet"
+        raise ModelError(f"model version {version} does not exist ({hint})")
+    return entry
+
+
+def check_config(path: Path, entry: dict) -> None:
+    """The file's family and config must hash to the registry entry's config_hash."""
+    from abci_app.ml import checkpoint
+    from abci_app.ml.family import get_family
+
+    try:
+        meta = checkpoint.read_meta(path)
+        family = get_family(meta.family)
+        actual = family.config_hash(family.config_from_dict(meta.config))
+    except (checkpoint.CheckpointError, ValueError, KeyError) as exc:
+        raise ModelError(f"version {entry['id']}: not a valid checkpoint: {exc}") from None
+    if meta.family != entry["family"] or actual != entry["config_hash"]:
+        raise ModelError(
+            f"model config mismatch: version {entry['id']} is registered as {entry['family']} config {entry['config_hash'][:12]}…, "
+            f"the file holds {meta.family} config {actual[:12]}…"
+        )
