@@ -7,6 +7,7 @@ address fails its checksum instead of sending tokens nowhere.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 
@@ -61,6 +62,7 @@ def _convert_bits(data: bytes | list[int], from_bits: int, to_bits: int, pad: bo
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def bech32_encode(hrp: str, data: bytes) -> str:
     words = _convert_bits(data, 8, 5, pad=True)
     polymod = _polymod(_hrp_expand(hrp) + words + [0] * 6) ^ 1
@@ -68,6 +70,9 @@ def bech32_encode(hrp: str, data: bytes) -> str:
     return hrp + "1" + "".join(_CHARSET[w] for w in words + checksum)
 
 
+# Addresses are decoded for every state key a tx touches; the checksum loop is
+# pure Python, so results are memoised (pure functions: safe for consensus).
+@functools.lru_cache(maxsize=1 << 16)
 def bech32_decode(text: str) -> tuple[str, bytes]:
     if text.lower() != text and text.upper() != text:
         raise AddressError("mixed case")
@@ -92,6 +97,7 @@ def address_bytes(pubkey: bytes) -> bytes:
     return hashlib.sha256(pubkey).digest()[:ADDRESS_BYTES]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def address_of(pubkey: bytes) -> str:
     return bech32_encode(ADDRESS_HRP, address_bytes(pubkey))
 

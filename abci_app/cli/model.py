@@ -107,7 +107,9 @@ def _version_row(v: dict) -> str:
 def list_(cli: Cli) -> None:
     """List every registered version, oldest first.
 
-    Example: gradchain model list --node http://127.0.0.1:26657
+    \b
+    Example:
+      $ gradchain model list --node http://127.0.0.1:26657
     """
     with ChainClient(cli.node) as chain:
         history = chain.query_json("/registry/history") or []
@@ -122,7 +124,9 @@ def list_(cli: Cli) -> None:
 def show(cli: Cli, version: int | None) -> None:
     """Show one version's registry entry (CID, sha256, config, lineage).
 
-    Example: gradchain model show --version 0
+    \b
+    Example:
+      $ gradchain model show --version 0
     """
     from abci_app.models import version_entry
 
@@ -142,7 +146,9 @@ def show(cli: Cli, version: int | None) -> None:
 def pull_(cli: Cli, version: int | None, ipfs: str, timeout: float) -> None:
     """Download a version from IPFS, verify CID, sha256 and config against the chain, and cache it.
 
-    Example: gradchain model pull --ipfs http://127.0.0.1:5001
+    \b
+    Example:
+      $ gradchain model pull --ipfs http://127.0.0.1:5001
     """
     with ChainClient(cli.node) as chain:
         pulled = pull(cli, chain, ipfs, version, timeout)
@@ -161,7 +167,9 @@ def pull_(cli: Cli, version: int | None, ipfs: str, timeout: float) -> None:
 def history(cli: Cli, plot: Path | None) -> None:
     """Lineage of the model: version, parent, round, held-out loss, accepted submissions.
 
-    Example: gradchain model history --plot loss.png
+    \b
+    Example:
+      $ gradchain model history --plot loss.png
     """
     with ChainClient(cli.node) as chain:
         versions = chain.query_json("/registry/history") or []
@@ -204,7 +212,9 @@ def dataset() -> None:
 def dataset_list(cli: Cli) -> None:
     """List registered datasets.
 
-    Example: gradchain dataset list
+    \b
+    Example:
+      $ gradchain dataset list
     """
     with ChainClient(cli.node) as chain:
         items = chain.query_json("/datasets/list") or []
@@ -219,7 +229,9 @@ def dataset_list(cli: Cli) -> None:
 def dataset_show(cli: Cli, dataset_id: int) -> None:
     """Show one dataset's provenance record.
 
-    Example: gradchain dataset show 0
+    \b
+    Example:
+      $ gradchain dataset show 0
     """
     with ChainClient(cli.node) as chain:
         entry = chain.query_json("/datasets/dataset", str(dataset_id))
@@ -239,7 +251,9 @@ def dataset_show(cli: Cli, dataset_id: int) -> None:
 def dataset_add(cli: Cli, file: Path, from_: str, name: str, licence: str, ipfs: str) -> None:
     """Add FILE to IPFS and register it (bytes-level tokenizer: tokens = bytes).
 
-    Example: gradchain dataset add corpus.txt --from dev0 --name my-corpus --licence CC0-1.0
+    \b
+    Example:
+      $ gradchain dataset add corpus.txt --from dev0 --name my-corpus --licence CC0-1.0
     """
     key = signer_key(cli.keyring, from_)
     digest, size = _sha256_and_size(file)
@@ -280,7 +294,9 @@ def chat(cli: Cli, version: int | None, prompt: str | None, max_tokens: int, tem
          top_p: float | None, seed: int, ipfs: str, timeout: float) -> None:
     """Talk to a registered model version (pulled and verified first).
 
-    Example: gradchain chat --prompt "In the beginning" --max-tokens 80
+    \b
+    Example:
+      $ gradchain chat --prompt "In the beginning" --max-tokens 80
     """
     from abci_app.ml import determinism
     from abci_app.ml.family import load_model

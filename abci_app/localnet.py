@@ -1,0 +1,639 @@
+"""An N-validator network on loopback: one CometBFT node + one ABCI app per validator.
+
+`create()` lets `cometbft testnet` write the homes (node keys, validator keys,
+one shared genesis), then rewrites each config.toml for loopback ports and a
+quick localnet, funds dev accounts in the genesis `app_state`, and saves a
+`Network` description as `ROOT/network.json`, so a later process (`gradchain
+localnet status/stop`) finds the same network. `Network` starts and stops the
+processes; each runs in its own process group and outlives the Python process
+that started it, with its pid in `ROOT/nodeI/{app,cometbft}.pid` and its output
+in `ROOT/nodeI/{app,cometbft}.log`.
+
+Ports with a fixed base (`make localnet`, base 26656), node i uses
+    p2p  base + 10*i      (26656, 26666, 26676, 26686)
+    rpc  base + 10*i + 1  (26657, 26667, ...)
+    app  base + 10*i + 2  (26658, 26668, ...)   ABCI socket of our app
+Without a base (tests), every port is a free one the kernel picked.
+
+The app is pluggable: `app="gradchain"` runs `python -m abci_app` per node;
+`app="kvstore"` uses CometBFT's built-in in-process kvstore (no app process),
+which the benchmark uses as its baseline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from abci_app.keyring import Keyring
+from abci_app.rpc import RpcClient, RpcError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMETBFT = Path(os.environ.get("GRADCHAIN_COMETBFT", REPO_ROOT / "bin" / "cometbft"))
+NETWORK_FILE = "network.json"
+DEFAULT_CHAIN_ID = "gradchain-localnet"
+DEFAULT_BASE_PORT = 26656
+PORT_STRIDE = 10
+DEV_BALANCE = 1_000_000_000_000  # ugrad per dev account
+FAUCET_BALANCE = 1_000_000_000_000_000
+FAUCET_KEY = "faucet"
+APP_GRADCHAIN = "gradchain"
+APP_KVSTORE = "kvstore"  # CometBFT's built-in app, compiled into the binary
+START_TIMEOUT = 30.0  # seconds for one process to open its port
+STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
+
+# Localnet consensus timings: fast blocks, but loose enough that 4 nodes, 4
+# Python apps and a load generator sharing 2 cores do not time out into extra rounds.
+CONSENSUS_TIMEOUTS = {
+    "timeout_propose": "2s",
+    "timeout_propose_delta": "200ms",
+    "timeout_prevote": "500ms",
+    "timeout_prevote_delta": "200ms",
+    "timeout_precommit": "500ms",
+    "timeout_precommit_delta": "200ms",
+    "timeout_commit": "500ms",
+}
+
+
+class LocalnetError(Exception):
+    """The localnet could not be created, started or reached; the message says why."""
+
+
+# --- description -------------------------------------------------------------
+
+
+@dataclass
+class Node:
+    index: int
+    home: Path  # CometBFT home (config/, data/); the app's state lives in home/app
+    node_id: str
+    p2p_port: int
+    rpc_port: int
+    app_port: int
+
+    @property
+    def app_home(self) -> Path:
+        return self.home / "app"
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.rpc_port}"
+
+    @property
+    def p2p_address(self) -> str:
+        return f"{self.node_id}@127.0.0.1:{self.p2p_port}"
+
+    def log_path(self, kind: str) -> Path:
+        return self.home / f"{kind}.log"
+
+    def pid_path(self, kind: str) -> Path:
+        return self.home / f"{kind}.pid"
+
+
+@dataclass
+class Account:
+    name: str
+    address: str
+
+
+@dataclass(frozen=True)
+class Staker:
+    """A genesis validator as our staking module sees it: CometBFT's key, bonded by an operator account."""
+
+    operator: str
+    pubkey: str  # base64 ed25519, as in CometBFT's genesis.json
+    moniker: str
+    self_bond: int
+
+
+@dataclass
+class NodeStatus:
+    index: int
+    rpc_url: str
+    app_pid: int | None  # None: no app process (built-in app) or not running
+    app_alive: bool
+    node_pid: int | None
+    node_alive: bool
+    height: int | None  # None when the RPC does not answer
+    app_hash: str | None
+    catching_up: bool | None
+
+
+# --- ports -------------------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports that were free a moment ago (all held open while probing, so no repeats)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def allocate_ports(validators: int, base_port: int | None) -> list[tuple[int, int, int]]:
+    """(p2p, rpc, app) per node: fixed offsets from `base_port`, or free ports when it is None."""
+    if base_port is None:
+        ports = free_ports(3 * validators)
+        return [tuple(ports[3 * i : 3 * i + 3]) for i in range(validators)]  # type: ignore[misc]
+    if not 1024 <= base_port <= 65535 - PORT_STRIDE * validators:
+        raise LocalnetError(f"base port {base_port} leaves no room for {validators} nodes; pick one in 1024..{65535 - PORT_STRIDE * validators}")
+    return [(base_port + PORT_STRIDE * i, base_port + PORT_STRIDE * i + 1, base_port + PORT_STRIDE * i + 2) for i in range(validators)]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # like Go's and asyncio's listeners: a port in TIME_WAIT from our last run is free
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+# --- config.toml -------------------------------------------------------------
+
+_TABLE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a TOML basic string for the ASCII values we write
+    raise TypeError(f"cannot write {value!r} to config.toml")
+
+
+def set_toml_values(text: str, values: dict[tuple[str, str], object]) -> str:
+    """Rewrite `key = ...` lines in place, per (table, key) with "" for top level.
+
+    Line-based, so CometBFT's comments survive and the file stays diffable
+    against a fresh one; every key must exist already, so a renamed option in a
+    new CometBFT fails here instead of being silently ignored.
+    """
+    table, missing, out = "", dict(values), []
+    for line in text.splitlines(keepends=True):
+        header = _TABLE.match(line)
+        if header:
+            table = header.group(1)
+        else:
+            key = line.split("=", 1)[0].strip() if "=" in line and not line.lstrip().startswith("#") else None
+            if key is not None and (table, key) in values:
+                newline = "\n" if line.endswith("\n") else ""
+                line = f"{key} = {toml_value(values[(table, key)])}{newline}"
+                missing.pop((table, key), None)
+        out.append(line)
+    if missing:
+        names = ", ".join(f"{t}.{k}" if t else k for t, k in missing)
+        raise LocalnetError(f"config.toml has no option {names} (CometBFT version changed?)")
+    return "".join(out)
+
+
+def node_config(node: Node, peers: list[Node], app: str) -> dict[tuple[str, str], object]:
+    """The config.toml options we set for `node` in a localnet of `peers` (itself included or not)."""
+    values: dict[tuple[str, str], object] = {
+        ("", "proxy_app"): APP_KVSTORE if app == APP_KVSTORE else f"tcp://127.0.0.1:{node.app_port}",
+        ("", "moniker"): f"node{node.index}",
+        ("rpc", "laddr"): f"tcp://127.0.0.1:{node.rpc_port}",
+        ("rpc", "pprof_laddr"): "",  # off: one port less to collide
+        ("p2p", "laddr"): f"tcp://127.0.0.1:{node.p2p_port}",
+        ("p2p", "persistent_peers"): ",".join(p.p2p_address for p in peers if p.index != node.index),
+        ("p2p", "allow_duplicate_ip"): True,  # all peers share 127.0.0.1
+        ("p2p", "addr_book_strict"): False,  # loopback addresses are not routable
+        ("mempool", "type"): "flood",
+        ("consensus", "create_empty_blocks"): False,  # blocks only for txs (and the proof block after a state change)
+        ("tx_index", "indexer"): "kv",  # `tx?hash=` and tx_search need it
+        ("instrumentation", "prometheus"): False,
+    }
+    values.update({("consensus", key): value for key, value in CONSENSUS_TIMEOUTS.items()})
+    return values
+
+
+# --- create ------------------------------------------------------------------
+
+
+def _cometbft(*args: str) -> str:
+    if not COMETBFT.exists():
+        raise LocalnetError(f"CometBFT binary not found at {COMETBFT}: run `make install-go`")
+    result = subprocess.run([str(COMETBFT), *args], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        last = ((result.stderr or result.stdout).strip().splitlines() or ["no output"])[-1]
+        raise LocalnetError(f"`cometbft {' '.join(args)}` failed: {last}")
+    return result.stdout.strip()
+
+
+def genesis_app_state(app_state: dict | None, accounts: list[tuple[Account, int]], stakers: list[Staker] = ()) -> dict:
+    """`app_state` plus a bank balance for every account it does not fund yet, and
+    a staking entry per `stakers` unless it lists staking validators itself."""
+    state = json.loads(json.dumps(app_state or {}))  # deep copy, JSON types only
+    balances = state.setdefault("bank", {}).setdefault("balances", [])
+    funded = {b["address"] for b in balances}
+    balances.extend({"address": a.address, "amount": amount} for a, amount in accounts if a.address not in funded)
+    if stakers and "validators" not in state.get("staking", {}):
+        state.setdefault("staking", {})["validators"] = [
+            {"operator": s.operator, "pubkey": s.pubkey, "moniker": s.moniker, "self_bond": s.self_bond} for s in stakers
+        ]
+    return state
+
+
+def genesis_self_bond(app_state: dict | None) -> tuple[int, int]:
+    """(self_bond, voting power) for each genesis validator: the smallest bond staking accepts,
+    in whole power units, so CometBFT's genesis power and the app's computed power agree."""
+    from abci_app.modules import staking  # only the gradchain app has staking
+
+    defaults = staking.Params()
+    params = (app_state or {}).get("staking", {}).get("params", {})
+    unit = int(params.get("power_unit", defaults.power_unit))
+    minimum = max(int(params.get("min_self_bond", defaults.min_self_bond)), unit)
+    power = -(-minimum // unit)
+    return power * unit, power
+
+
+def create(
+    root: Path,
+    validators: int = 4,
+    chain_id: str = DEFAULT_CHAIN_ID,
+    app_state: dict | None = None,
+    base_port: int | None = None,
+    keyring_home: Path | None = None,
+    dev_accounts: int = 4,
+    app: str = APP_GRADCHAIN,
+    app_cmd: list[str] | None = None,
+) -> "Network":
+    """Write a new network under `root` (which must not hold one) and return it, not started.
+
+    Dev keys `dev0..`, `faucet` and (for our app) the validators' operator keys
+    `validator0..` go into the keyring at `keyring_home` (default: `root`),
+    reusing keys of those names that already exist there; all are funded.
+    For our app each CometBFT validator is also a staking genesis validator
+    bonded by its operator, unless `app_state` lists staking validators itself.
+    `app_cmd` overrides how the app is run; `{home}`, `{addr}` and `{python}` are filled in.
+    """
+    root = Path(root).resolve()
+    if (root / NETWORK_FILE).exists():
+        raise LocalnetError(f"a localnet already exists in {root}; reset it first (`gradchain localnet reset`)")
+    if app not in (APP_GRADCHAIN, APP_KVSTORE):
+        raise LocalnetError(f"unknown app '{app}': use '{APP_GRADCHAIN}' or '{APP_KVSTORE}'")
+    if validators < 1:
+        raise LocalnetError("a localnet needs at least one validator")
+    created_root = not root.exists()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _cometbft("testnet", "--v", str(validators), "--o", str(root), "--populate-persistent-peers=false")
+        nodes = []
+        for i, (p2p, rpc, app_port) in enumerate(allocate_ports(validators, base_port)):
+            home = root / f"node{i}"
+            nodes.append(Node(i, home, _cometbft("show-node-id", "--home", str(home)), p2p, rpc, app_port))
+
+        keyring = Keyring(keyring_home or root)
+        genesis = json.loads((nodes[0].home / "config" / "genesis.json").read_text())
+        names = [(f"dev{i}", DEV_BALANCE) for i in range(dev_accounts)] + [(FAUCET_KEY, FAUCET_BALANCE)]
+        if app == APP_GRADCHAIN:  # our staking module drives the validator set: each validator needs a bonded operator
+            names += [(f"validator{i}", DEV_BALANCE) for i in range(validators)]
+        funded = []
+        for name, amount in names:
+            key = keyring.get(name) if name in keyring.names() else keyring.add(name)
+            funded.append((Account(name, key.address), amount))
+        stakers = []
+        if app == APP_GRADCHAIN:
+            self_bond, power = genesis_self_bond(app_state)
+            for i, validator in enumerate(genesis["validators"]):
+                validator["power"] = str(power)
+                operator = next(a for a, _ in funded if a.name == f"validator{i}")
+                stakers.append(Staker(operator.address, validator["pub_key"]["value"], f"node{i}", self_bond))
+
+        genesis["chain_id"] = chain_id
+        genesis["app_state"] = genesis_app_state(app_state, funded, stakers)
+        genesis_text = json.dumps(genesis, indent=2) + "\n"
+        for node in nodes:
+            (node.home / "config" / "genesis.json").write_text(genesis_text)
+            config = node.home / "config" / "config.toml"
+            config.write_text(set_toml_values(config.read_text(), node_config(node, nodes, app)))
+            node.app_home.mkdir(exist_ok=True)
+
+        network = Network(
+            root=root,
+            chain_id=chain_id,
+            app=app,
+            app_cmd=app_cmd or default_app_cmd(),
+            nodes=nodes,
+            keyring_home=Path(keyring_home or root).resolve(),
+            accounts=[a for a, _ in funded],
+        )
+        network.save()
+        return network
+    except BaseException:
+        if created_root:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def default_app_cmd() -> list[str]:
+    return ["{python}", "-m", "abci_app", "--home", "{home}", "--addr", "{addr}"]
+
+
+def load(root: Path) -> "Network":
+    """The network saved under `root`; LocalnetError if there is none."""
+    path = Path(root) / NETWORK_FILE
+    if not path.exists():
+        raise LocalnetError(f"no localnet in {root} (start one with `make localnet`)")
+    try:
+        data = json.loads(path.read_text())
+        return Network(
+            root=Path(data["root"]),
+            chain_id=data["chain_id"],
+            app=data["app"],
+            app_cmd=data["app_cmd"],
+            nodes=[Node(**{**n, "home": Path(n["home"])}) for n in data["nodes"]],
+            keyring_home=Path(data["keyring_home"]),
+            accounts=[Account(**a) for a in data["accounts"]],
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LocalnetError(f"{path} is unreadable ({exc}); remove the localnet with `gradchain localnet reset`") from None
+
+
+# --- processes ---------------------------------------------------------------
+
+
+def _proc_argv(pid: int) -> list[str] | None:
+    """argv of a live (non-zombie) process, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+            return None
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except (OSError, IndexError):
+        return None
+
+
+def _listening(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:port, read from /proc so the app never sees a probe connection."""
+    target = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        if any(f[1].endswith(target) and f[3] == "0A" for f in (line.split() for line in lines)):
+            return True
+    return False
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        tail = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f"(no log at {path})"
+    return "\n".join("    " + line for line in tail) or "    (log is empty)"
+
+
+@dataclass
+class Network:
+    root: Path
+    chain_id: str
+    app: str
+    app_cmd: list[str]
+    nodes: list[Node]
+    keyring_home: Path
+    accounts: list[Account]
+    _procs: dict[tuple[int, str], subprocess.Popen] = field(default_factory=dict, repr=False, compare=False)
+
+    def save(self) -> None:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+        data["nodes"] = [asdict(n) for n in self.nodes]
+        data["accounts"] = [asdict(a) for a in self.accounts]
+        (self.root / NETWORK_FILE).write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+    # --- lookups -------------------------------------------------------------
+
+    def rpc_url(self, i: int) -> str:
+        return self.nodes[i].rpc_url
+
+    def client(self, i: int, timeout: float = 10.0) -> RpcClient:
+        return RpcClient(self.rpc_url(i), timeout=timeout)
+
+    def account(self, name: str) -> Account:
+        for account in self.accounts:
+            if account.name == name:
+                return account
+        raise LocalnetError(f"no account '{name}' in this localnet")
+
+    @property
+    def has_app_process(self) -> bool:
+        return self.app != APP_KVSTORE
+
+    def pid(self, i: int, kind: str) -> int | None:
+        """The pid of node i's `kind` ("app" or "cometbft") process if it runs, else None."""
+        proc = self._procs.get((i, kind))
+        if proc is not None and proc.poll() is not None:
+            return None  # our own child that exited (poll() also reaped it)
+        try:
+            pid = int(self.nodes[i].pid_path(kind).read_text())
+        except (OSError, ValueError):
+            return None
+        argv = _proc_argv(pid)
+        home = str(self.nodes[i].app_home if kind == "app" else self.nodes[i].home)
+        # a reused pid belongs to some other program: it must carry this node's home in its argv
+        return pid if argv is not None and home in argv else None
+
+    def is_running(self) -> bool:
+        """Every process of every node is alive."""
+        return all(self.pid(i, "cometbft") and (not self.has_app_process or self.pid(i, "app")) for i in range(len(self.nodes)))
+
+    def any_running(self) -> bool:
+        return any(self.pid(i, kind) for i in range(len(self.nodes)) for kind in ("app", "cometbft"))
+
+    # --- start / stop --------------------------------------------------------
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start every process that is not running: all apps, then all nodes (each batch in parallel)."""
+        everyone = range(len(self.nodes))
+        try:
+            if self.has_app_process:
+                self._wait_all([i for i in everyone if self._spawn_app(i)], "app", timeout)
+            self._wait_all([i for i in everyone if self._spawn_cometbft(i)], "cometbft", timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every node, then every app (a node whose app vanishes first logs a crash)."""
+        for i in range(len(self.nodes)):
+            self._terminate(i, "cometbft")
+        for i in range(len(self.nodes)):
+            self._terminate(i, "app")
+
+    def start_node(self, i: int, timeout: float = START_TIMEOUT) -> None:
+        """Start validator i: its app if needed, then its CometBFT node."""
+        self.start_app(i, timeout)
+        if self._spawn_cometbft(i):
+            self._wait_all([i], "cometbft", timeout)
+
+    def stop_node(self, i: int, app: bool = True) -> None:
+        """Stop validator i's CometBFT node and (by default) its app."""
+        self._terminate(i, "cometbft")
+        if app:
+            self._terminate(i, "app")
+
+    def start_app(self, i: int, timeout: float = START_TIMEOUT) -> None:
+        """Start validator i's app unless it runs (no-op for the built-in app)."""
+        if self._spawn_app(i):
+            self._wait_all([i], "app", timeout)
+
+    def kill_app(self, i: int, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to validator i's app (SIGKILL: a crash, no chance to clean up)."""
+        pid = self.pid(i, "app")
+        if pid is None:
+            raise LocalnetError(f"node{i}'s app is not running")
+        os.killpg(pid, sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+            self._wait_gone(i, "app", STOP_TIMEOUT)
+
+    def _spawn_app(self, i: int) -> bool:
+        """Launch validator i's app if it has one and it is not running; True if launched."""
+        if not self.has_app_process or self.pid(i, "app"):
+            return False
+        node = self.nodes[i]
+        self._check_ports_free(i, [("app", node.app_port)])
+        fill = {"python": sys.executable, "home": str(node.app_home), "addr": f"tcp://127.0.0.1:{node.app_port}"}
+        argv = [part.format(**fill) for part in self.app_cmd]
+        # the app imports abci_app from this checkout, whichever clone the shared venv was installed from
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        node.app_home.mkdir(parents=True, exist_ok=True)
+        self._spawn(i, "app", argv, env)
+        return True
+
+    def _spawn_cometbft(self, i: int) -> bool:
+        if self.pid(i, "cometbft"):
+            return False
+        node = self.nodes[i]
+        self._check_ports_free(i, [("p2p", node.p2p_port), ("rpc", node.rpc_port)])
+        self._spawn(i, "cometbft", [str(COMETBFT), "start", "--home", str(node.home)], dict(os.environ))
+        return True
+
+    def _ready(self, i: int, kind: str) -> bool:
+        node = self.nodes[i]
+        if kind == "app":
+            return _listening(node.app_port)
+        try:
+            with RpcClient(node.rpc_url, timeout=2.0) as c:
+                c.status()
+            return True
+        except RpcError:
+            return False
+
+    def _check_ports_free(self, i: int, ports: list[tuple[str, int]]) -> None:
+        for name, port in ports:
+            if port_in_use(port):
+                raise LocalnetError(f"port {port} (node{i} {name}) is in use by another program; stop it, or `gradchain localnet reset` and start again")
+
+    def _spawn(self, i: int, kind: str, argv: list[str], env: dict[str, str]) -> None:
+        if kind == "cometbft" and not COMETBFT.exists():
+            raise LocalnetError(f"CometBFT binary not found at {COMETBFT}: run `make install-go`")
+        node = self.nodes[i]
+        with open(node.log_path(kind), "ab") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(argv)}\n".encode())
+            log.flush()
+            # own session = own process group: survives the CLI that started it, and
+            # killpg stops the process with anything it forked
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=node.home, env=env, start_new_session=True)
+        self._procs[(i, kind)] = proc
+        node.pid_path(kind).write_text(f"{proc.pid}\n")
+
+    def _wait_all(self, indices: list[int], kind: str, timeout: float) -> None:
+        """Wait until each listed node's `kind` process serves; raise with its log tail if it dies or hangs."""
+        deadline = time.monotonic() + timeout
+        pending = list(indices)
+        while pending:
+            for i in list(pending):
+                if self._ready(i, kind):
+                    pending.remove(i)
+                    continue
+                proc = self._procs[(i, kind)]
+                log = self.nodes[i].log_path(kind)
+                if proc.poll() is not None:
+                    message = f"node{i} {kind} exited with code {proc.returncode} at start; last lines of {log}:\n{_log_tail(log)}"
+                    app_log = self.nodes[i].log_path("app")
+                    if kind == "cometbft" and self.has_app_process and not self.pid(i, "app"):
+                        message += f"\nits app died too; last lines of {app_log}:\n{_log_tail(app_log)}"
+                    raise LocalnetError(message)
+                if time.monotonic() > deadline:
+                    raise LocalnetError(f"node{i} {kind} did not come up within {timeout:.0f}s; last lines of {log}:\n{_log_tail(log)}")
+            if pending:
+                time.sleep(0.1)
+
+    def _terminate(self, i: int, kind: str) -> None:
+        pid = self.pid(i, kind)
+        if pid is not None:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+                if not self._wait_gone(i, kind, STOP_TIMEOUT):
+                    os.killpg(pid, signal.SIGKILL)
+                    self._wait_gone(i, kind, STOP_TIMEOUT)
+            except ProcessLookupError:
+                pass
+        self.nodes[i].pid_path(kind).unlink(missing_ok=True)
+        self._procs.pop((i, kind), None)
+
+    def _wait_gone(self, i: int, kind: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.pid(i, kind) is not None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    # --- observe -------------------------------------------------------------
+
+    def node_status(self, i: int) -> NodeStatus:
+        node = self.nodes[i]
+        height = app_hash = catching_up = None
+        node_pid = self.pid(i, "cometbft")
+        if node_pid:
+            try:
+                with RpcClient(node.rpc_url, timeout=2.0) as c:
+                    sync = c.status()["sync_info"]
+                height, app_hash, catching_up = int(sync["latest_block_height"]), sync["latest_app_hash"], bool(sync["catching_up"])
+            except (RpcError, KeyError, ValueError):
+                pass
+        app_pid = self.pid(i, "app") if self.has_app_process else None
+        return NodeStatus(i, node.rpc_url, app_pid, bool(app_pid), node_pid, bool(node_pid), height, app_hash, catching_up)
+
+    def status(self) -> list[NodeStatus]:
+        return [self.node_status(i) for i in range(len(self.nodes))]
+
+    def wait_for_blocks(self, height: int, nodes: list[int] | None = None, timeout: float = 60.0) -> None:
+        """Wait until each of `nodes` (default: all) has committed `height`; raise if one of them dies."""
+        pending = set(range(len(self.nodes)) if nodes is None else nodes)
+        deadline = time.monotonic() + timeout
+        while pending:
+            for i in sorted(pending):
+                if not self.pid(i, "cometbft"):
+                    log = self.nodes[i].log_path("cometbft")
+                    raise LocalnetError(f"node{i} is not running; last lines of {log}:\n{_log_tail(log)}")
+                status = self.node_status(i)
+                if status.height is not None and status.height >= height:
+                    pending.discard(i)
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                heights = {f"node{i}": self.node_status(i).height for i in sorted(pending)}
+                raise LocalnetError(f"height {height} not reached within {timeout:.0f}s: {heights}")
+            time.sleep(0.2)

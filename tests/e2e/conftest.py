@@ -1,0 +1,63 @@
+"""Fixtures for e2e tests: real CometBFT v0.39.4 nodes and our ABCI app, on loopback, free ports."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from abci_app import localnet
+from tests.e2e.helpers import poke
+
+VALIDATORS = 4
+# The tests stop one validator for a while and then crash another: with staking's
+# default downtime rule (10 misses in 20 heights) the first would be jailed, and
+# two of the remaining three would then be too few (2/3 is not > 2/3).
+APP_STATE = {"staking": {"params": {"downtime_window": 1000, "downtime_max_missed": 1000}}}
+
+
+def require_cometbft() -> None:
+    """Fail, never skip: e2e tests that silently vanish in CI prove nothing."""
+    if not localnet.COMETBFT.exists():
+        pytest.fail(f"CometBFT binary missing at {localnet.COMETBFT}: run `make install-go` (`make test` does it first)", pytrace=False)
+
+
+def log_tails(net: localnet.Network, lines: int = 20) -> str:
+    out = []
+    for node in net.nodes:
+        for kind in ("cometbft", "app"):
+            path = node.log_path(kind)
+            if path.exists():
+                tail = path.read_text(errors="replace").splitlines()[-lines:]
+                out.append(f"--- {path} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
+    """On a failed e2e test, attach the tail of every node's logs to the report."""
+    outcome = yield
+    report = outcome.get_result()
+    net = getattr(item, "funcargs", {}).get("network")
+    if report.failed and isinstance(net, localnet.Network):
+        report.sections.append(("localnet logs", log_tails(net)))
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[localnet.Network]:
+    """A started 4-validator network of our app, at height >= 2; always stopped afterwards."""
+    require_cometbft()
+    root: Path = tmp_path_factory.mktemp("localnet")
+    net = localnet.create(root, validators=VALIDATORS, chain_id="gradchain-e2e", app_state=APP_STATE)
+    try:
+        net.start()
+        net.wait_for_blocks(1, timeout=60)
+        poke(net)  # create_empty_blocks = false: the chain waits at height 1 until a tx arrives
+        net.wait_for_blocks(2, timeout=60)
+        yield net
+    except BaseException:
+        print(log_tails(net))
+        raise
+    finally:
+        net.stop()

@@ -1,0 +1,168 @@
+"""Localnet config rewriting, genesis app_state and port allocation (no processes started)."""
+
+from __future__ import annotations
+
+import socket
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from abci_app import localnet as ln
+
+# The shape of CometBFT v0.39's config.toml where it matters: keys repeated
+# across tables (laddr, type, max_open_connections), comments, array tables.
+CONFIG = """\
+# a comment: proxy_app = "not this"
+proxy_app = "tcp://127.0.0.1:26658"
+moniker = "node0"
+log_level = "info"
+
+[rpc]
+laddr = "tcp://127.0.0.1:26657"
+pprof_laddr = "localhost:6060"
+max_open_connections = 900
+max_body_bytes = 1000000
+
+[p2p]
+laddr = "tcp://0.0.0.0:26656"
+persistent_peers = "id@node0:26656"
+addr_book_strict = true
+allow_duplicate_ip = false
+
+[p2p.libp2p.scaler]
+min_workers = 4
+
+[[p2p.libp2p.scaler.overrides]]
+reactor = "MEMPOOL"
+
+[mempool]
+type = "flood"
+
+[consensus]
+timeout_propose = "3s"
+timeout_propose_delta = "500ms"
+timeout_prevote = "1s"
+timeout_prevote_delta = "500ms"
+timeout_precommit = "1s"
+timeout_precommit_delta = "500ms"
+timeout_commit = "1s"
+create_empty_blocks = true
+create_empty_blocks_interval = "0s"
+
+[tx_index]
+indexer = "null"
+
+[instrumentation]
+prometheus = true
+max_open_connections = 3
+"""
+
+
+def nodes(count: int = 4, base: int = 26656) -> list[ln.Node]:
+    ports = ln.allocate_ports(count, base)
+    return [ln.Node(i, Path(f"/x/node{i}"), f"{i:040x}", *ports[i]) for i in range(count)]
+
+
+def test_fixed_ports_follow_documented_offsets() -> None:
+    assert ln.allocate_ports(4, 26656) == [(26656, 26657, 26658), (26666, 26667, 26668), (26676, 26677, 26678), (26686, 26687, 26688)]
+
+
+def test_free_ports_are_distinct_and_bindable() -> None:
+    ports = [p for triple in ln.allocate_ports(4, None) for p in triple]
+    assert len(set(ports)) == 12
+    for port in ports:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+
+
+def test_base_port_out_of_range_is_one_clear_error() -> None:
+    with pytest.raises(ln.LocalnetError, match="base port 65530"):
+        ln.allocate_ports(4, 65530)
+
+
+def test_node_config_rewrites_each_table_separately() -> None:
+    net = nodes()
+    text = ln.set_toml_values(CONFIG, ln.node_config(net[1], net, ln.APP_GRADCHAIN))
+    config = tomllib.loads(text)
+    assert config["proxy_app"] == "tcp://127.0.0.1:26668"
+    assert config["moniker"] == "node1"
+    assert config["rpc"]["laddr"] == "tcp://127.0.0.1:26667"
+    assert config["rpc"]["pprof_laddr"] == ""
+    assert config["p2p"]["laddr"] == "tcp://127.0.0.1:26666"  # the [p2p] laddr, not confused with [rpc]'s
+    assert config["p2p"]["persistent_peers"].split(",") == [f"{0:040x}@127.0.0.1:26656", f"{2:040x}@127.0.0.1:26676", f"{3:040x}@127.0.0.1:26686"]
+    assert config["p2p"]["allow_duplicate_ip"] is True
+    assert config["p2p"]["addr_book_strict"] is False
+    assert config["mempool"]["type"] == "flood"
+    assert config["consensus"]["create_empty_blocks"] is False
+    assert config["consensus"]["create_empty_blocks_interval"] == "0s"  # left at its default
+    assert config["consensus"]["timeout_commit"] == ln.CONSENSUS_TIMEOUTS["timeout_commit"]
+    assert config["tx_index"]["indexer"] == "kv"
+    assert config["instrumentation"]["prometheus"] is False
+    assert config["rpc"]["max_body_bytes"] == 1000000  # untouched
+    assert config["rpc"]["max_open_connections"] == 900 and config["instrumentation"]["max_open_connections"] == 3
+    assert "# a comment: proxy_app = \"not this\"" in text  # comments survive
+
+
+def test_kvstore_runs_in_process() -> None:
+    net = nodes(2)
+    config = tomllib.loads(ln.set_toml_values(CONFIG, ln.node_config(net[0], net, ln.APP_KVSTORE)))
+    assert config["proxy_app"] == "kvstore"
+
+
+def test_single_node_has_no_peers() -> None:
+    net = nodes(1)
+    config = tomllib.loads(ln.set_toml_values(CONFIG, ln.node_config(net[0], net, ln.APP_GRADCHAIN)))
+    assert config["p2p"]["persistent_peers"] == ""
+
+
+def test_missing_option_fails_instead_of_being_ignored() -> None:
+    with pytest.raises(ln.LocalnetError, match="p2p.seeds"):
+        ln.set_toml_values(CONFIG, {("p2p", "seeds"): ""})
+    with pytest.raises(ln.LocalnetError, match="rpc.prometheus"):
+        ln.set_toml_values(CONFIG, {("rpc", "prometheus"): False})  # exists, but in another table
+
+
+def test_genesis_app_state_funds_accounts_and_keeps_given_entries() -> None:
+    given = {"bank": {"params": {"min_fee": 5}, "balances": [{"address": "gc1a", "amount": 7}]}}
+    accounts = [(ln.Account("dev0", "gc1a"), 100), (ln.Account("dev1", "gc1b"), 100)]
+    stakers = [ln.Staker("gc1v", "cHVia2V5", "node0", 1_000_000)]
+    state = ln.genesis_app_state(given, accounts, stakers)
+    assert state["bank"]["params"] == {"min_fee": 5}
+    assert state["bank"]["balances"] == [{"address": "gc1a", "amount": 7}, {"address": "gc1b", "amount": 100}]
+    assert state["staking"]["validators"] == [{"operator": "gc1v", "pubkey": "cHVia2V5", "moniker": "node0", "self_bond": 1_000_000}]
+    assert given["bank"]["balances"] == [{"address": "gc1a", "amount": 7}], "the caller's dict is not modified"
+    own = {"staking": {"validators": []}}
+    assert ln.genesis_app_state(own, [], stakers)["staking"]["validators"] == []  # listed by the caller: kept
+
+
+def test_genesis_self_bond_matches_power_unit() -> None:
+    assert ln.genesis_self_bond({"staking": {"params": {"power_unit": 10, "min_self_bond": 25}}}) == (30, 3)
+    bond, power = ln.genesis_self_bond(None)
+    assert bond > 0 and power >= 1
+
+
+def test_network_description_round_trips(tmp_path: Path) -> None:
+    net = ln.Network(tmp_path, "c", ln.APP_GRADCHAIN, ln.default_app_cmd(), nodes(2), tmp_path, [ln.Account("dev0", "gc1a")])
+    net.save()
+    loaded = ln.load(tmp_path)
+    assert loaded == net
+    assert loaded.rpc_url(1) == "http://127.0.0.1:26667"
+
+
+def test_load_without_network_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ln.LocalnetError, match="no localnet in"):
+        ln.load(tmp_path)
+    (tmp_path / ln.NETWORK_FILE).write_text("{")
+    with pytest.raises(ln.LocalnetError, match="unreadable"):
+        ln.load(tmp_path)
+
+
+def test_pid_of_a_foreign_process_is_not_ours(tmp_path: Path) -> None:
+    """A stale pid file whose pid now belongs to another program must not count as our node."""
+    net = ln.Network(tmp_path, "c", ln.APP_GRADCHAIN, ln.default_app_cmd(), nodes(1), tmp_path, [])
+    net.nodes[0].home = tmp_path
+    net.nodes[0].pid_path("cometbft").write_text(f"{1}\n")  # init: alive, but not a CometBFT of this home
+    assert net.pid(0, "cometbft") is None
+    assert not net.any_running()
