@@ -1,0 +1,1 @@
+"""Off-chain daemons: the trainer (`gradchain train`) and the validator (`gradchain validate`)."""

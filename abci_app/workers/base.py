@@ -1,0 +1,77 @@
+"""What the trainer and validator daemons share: chain and IPFS clients, the
+verified cache, the loaded base model and dataset (kept in memory: loading
+torch and a model costs seconds, so workers are long-lived)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from abci_app import crypto
+from abci_app.client import ChainClient
+from abci_app.ipfs.client import IpfsClient
+from abci_app.ipfs.download import fetch_verified
+from abci_app.models import Cache
+
+log = logging.getLogger("worker")
+
+
+class Worker:
+    def __init__(self, key: crypto.PrivateKey, node: str, ipfs: str, home: Path, threads: int = 2, fetch_timeout: float = 30.0):
+        from abci_app.ml import determinism
+
+        self.key = key
+        self.address = key.address
+        self.chain = ChainClient(node)
+        self.ipfs = IpfsClient(ipfs)
+        self.cache = Cache(home)
+        self.fetch_timeout = fetch_timeout
+        self.kernel_path = determinism.pin(threads)
+        self._models: dict[int, Any] = {}  # version id -> (family, LoadedModel)
+        self._datasets: dict[int, Any] = {}
+
+    def close(self) -> None:
+        self.chain.close()
+        self.ipfs.close()
+
+    def params(self) -> dict:
+        return self.chain.query_json("/training/params")
+
+    def current_round(self) -> dict | None:
+        return self.chain.query_json("/training/current")
+
+    def base_model(self, version: int):
+        """(family, model) of a registered version, pulled and verified once."""
+        if version not in self._models:
+            from abci_app.ml.family import load_model
+
+            pulled = self.cache.pull_version(self.chain, self.ipfs, version, timeout=self.fetch_timeout)
+            self._models = {version: load_model(pulled.path, expect_config_hash=pulled.entry["config_hash"])}
+        return self._models[version]
+
+    def dataset(self, dataset_id: int, family, model):
+        """(registry entry, tokenized dataset) of a registered dataset."""
+        if dataset_id not in self._datasets:
+            pulled = self.cache.pull_dataset(self.chain, self.ipfs, dataset_id, timeout=self.fetch_timeout)
+            self._datasets[dataset_id] = (pulled.entry, family.dataset(model, pulled.path))
+        return self._datasets[dataset_id]
+
+    def fetch(self, cid: str, sha256: str, suffix: str) -> Path:
+        """A file referenced on chain, verified against its CID and sha256 (cached)."""
+        path = self.cache.path_for(sha256, suffix)
+        if not path.exists():
+            fetch_verified(self.ipfs, cid, sha256, path, timeout=self.fetch_timeout)
+        return path
+
+
+def run_loop(step: Callable[[], bool], poll: float, once: bool, label: str) -> None:
+    """Call `step` until it reports done (with --once) or forever, sleeping `poll` between idle calls."""
+    while True:
+        done = step()
+        if once and done:
+            return
+        time.sleep(poll)
+

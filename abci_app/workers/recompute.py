@@ -1,0 +1,99 @@
+"""The computation a trainer does and a validator repeats, in one place.
+
+Trainer and validator call the same functions with the same chain data
+(round seed, trainer address, dataset sha256, params), so an honest delta is
+recomputed bit for bit at equal thread counts and kernel paths, and within
+`tolerance_ppm` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from abci_app.ml import train
+from abci_app.ml.corpus import Dataset
+from abci_app.ml.family import LoadedModel, ModelFamily, State
+
+MICRO = 1_000_000
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a submission trains: everything comes from the chain."""
+
+    round_id: int
+    base_version: int
+    round_seed: str  # hex
+    trainer: str
+    dataset_sha256: str
+    params: dict[str, Any]  # the training module's Params as JSON
+
+
+@dataclass(frozen=True)
+class Trained:
+    delta: State
+    train_losses: list[float]
+    heldout_before: float
+    heldout_after: float
+
+
+def to_micro(value: float) -> int:
+    """A loss or error as the integer millionths the chain stores (rounded up, never negative)."""
+    return max(0, math.ceil(value * MICRO)) if math.isfinite(value) else 2**63 - 1
+
+
+def batches(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work) -> list:
+    seed = train.batch_seed(bytes.fromhex(work.round_seed), work.trainer, work.dataset_sha256)
+    seq_len = min(work.params["seq_len"], family.context_length(base))
+    return train.batches_for(seed, dataset.train, work.params["steps"], work.params["batch_size"], seq_len)
+
+
+def train_submission(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work) -> Trained:
+    """k AdamW steps from `base` on the trainer's assigned batches; the delta and held-out losses."""
+    model = family.clone(base)
+    result = family.train_steps(model, batches(family, base, dataset, work), work.params["learning_rate_micro"] / MICRO)
+    delta = family.delta(model, base)
+    return Trained(delta, result.losses, heldout_loss(family, base, dataset), heldout_loss(family, model, dataset))
+
+
+def heldout_loss(family: ModelFamily, model: LoadedModel, dataset: Dataset) -> float:
+    return family.evaluate_loss(model, dataset.heldout)
+
+
+def delta_extra(work: Work, trained: Trained, kernel_path: str) -> dict[str, Any]:
+    """Metadata a delta file carries: what it was trained on, so anyone can recompute it."""
+    return {
+        "round": work.round_id, "trainer": work.trainer, "round_seed": work.round_seed, "dataset_sha256": work.dataset_sha256,
+        "steps": work.params["steps"], "kernel_path": kernel_path,
+        "heldout_before_micro": to_micro(trained.heldout_before), "heldout_after_micro": to_micro(trained.heldout_after),
+    }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accept: bool
+    error_ppm: int
+    reason: str
+
+
+def judge(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, submitted: State) -> Verdict:
+    """Recompute the submission and compare: relative L2 error within tolerance, held-out loss not worse."""
+    honest = train_submission(family, base, dataset, work)
+    error = train.relative_l2(submitted, honest.delta)
+    error_ppm = to_micro(error)
+    if error_ppm > work.params["tolerance_ppm"]:
+        return Verdict(False, error_ppm, f"recomputation differs: relative L2 error {error:.3g} > tolerance {work.params['tolerance_ppm'] / MICRO:.3g}")
+    after = heldout_loss(family, family.apply(base, submitted), dataset)
+    if to_micro(after) > to_micro(honest.heldout_before) * (MICRO + work.params["max_heldout_regression_ppm"]) // MICRO:
+        return Verdict(False, error_ppm, f"held-out loss regressed from {honest.heldout_before:.4f} to {after:.4f}")
+    return Verdict(True, error_ppm, "")
+
+
+def merged_checkpoint(family: ModelFamily, base: LoadedModel, deltas: list[State], base_version: int, round_id: int, out: Path) -> tuple[str, LoadedModel]:
+    """base + mean(deltas in submission order), saved byte-deterministically; returns (sha256, model)."""
+    merged = family.apply(base, family.merge(deltas))
+    sha256 = family.save(merged, out, parent=str(base_version), extra={"round": round_id})
+    return sha256, merged

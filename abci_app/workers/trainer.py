@@ -1,0 +1,83 @@
+"""The trainer daemon: wait for an open round, train k steps on the assigned
+batch, publish the delta on IPFS, submit it, and report the decision."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from abci_app import tx as txlib
+from abci_app.ipfs.cid import cid_of_file
+from abci_app.workers.base import Worker
+from abci_app.workers.recompute import Trained, Work, delta_extra, to_micro, train_submission
+
+log = logging.getLogger("trainer")
+
+# Misbehaviour for tests and demonstrations: what a cheating trainer might submit.
+CHEATS: dict[str, Callable[[dict], dict]] = {
+    "scale": lambda delta: {n: t * 10 for n, t in delta.items()},
+    "noise": lambda delta: {n: torch.randn(t.shape, generator=torch.Generator().manual_seed(7)) * t.std() for n, t in delta.items()},
+}
+
+
+class Trainer(Worker):
+    def __init__(self, *args, cheat: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if cheat is not None and cheat not in CHEATS:
+            raise ValueError(f"unknown cheat {cheat!r} (known: {', '.join(CHEATS)})")
+        self.cheat = cheat
+        self.submitted: dict[int, int] = {}  # round -> submission index
+
+    def my_submission(self, rnd: dict) -> dict | None:
+        return next((s for s in rnd["submission_list"] if s["trainer"] == self.address), None)
+
+    def step(self, report: Callable[[str], None] = log.info) -> bool:
+        """One look at the chain. True once a submission of ours has been decided."""
+        rnd = self.current_round()
+        if rnd is None:
+            return False
+        mine = self.my_submission(rnd)
+        if mine is not None:
+            if mine["status"] != "pending":
+                if self.submitted.get(rnd["id"]) != -1:
+                    report(f"round {rnd['id']}: submission {mine['index']} {mine['status']}")
+                    self.submitted[rnd["id"]] = -1
+                return True
+            return False
+        if rnd["phase"] != "submit" or self.chain.rpc.latest_height() + 1 >= rnd["submit_until"]:
+            return False
+        self.submit(rnd, report)
+        return False
+
+    def submit(self, rnd: dict, report: Callable[[str], None]) -> None:
+        params = self.params()
+        family, base = self.base_model(rnd["base_version"])
+        entry, dataset = self.dataset(rnd["dataset_id"], family, base)
+        work = Work(rnd["id"], rnd["base_version"], rnd["seed"], self.address, entry["sha256"], params)
+        report(f"round {rnd['id']}: training {params['steps']} steps on version {rnd['base_version']} ...")
+        trained = train_submission(family, base, dataset, work)
+        delta = CHEATS[self.cheat](trained.delta) if self.cheat else trained.delta
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "delta.safetensors"
+            sha256 = family.save_delta(path, delta, base, parent=str(rnd["base_version"]), extra=delta_extra(work, trained, self.kernel_path))
+            cid = self.ipfs.add(path)
+            if cid != cid_of_file(path):
+                raise RuntimeError(f"IPFS returned CID {cid} for a file whose CID is {cid_of_file(path)}")
+            size = path.stat().st_size
+        msg = txlib.MsgSubmitDelta(
+            round=rnd["id"], cid=cid, sha256=sha256, bytes=size, loss_before_micro=to_micro(trained.heldout_before),
+            loss_after_micro=to_micro(trained.heldout_after), steps=params["steps"], kernel_path=self.kernel_path,
+        )
+        result = self.chain.send(self.key, msg)
+        self.submitted[rnd["id"]] = 0
+        report(
+            f"round {rnd['id']}: submitted delta {cid} (held-out loss {trained.heldout_before:.4f} -> {trained.heldout_after:.4f}) "
+            f"in block {result.height}"
+        )
+
+
+__all__ = ["Trainer", "CHEATS", "Trained"]
