@@ -6,9 +6,16 @@ PY := .venv/bin/python
 GRADCHAIN := .venv/bin/gradchain
 PYTEST_ARGS ?=
 
-.PHONY: install install-go install-python proto localnet localnet-status localnet-stop localnet-reset test test-unit test-e2e bench clean
+.PHONY: install install-system install-go install-python proto localnet localnet-status localnet-stop localnet-reset test test-unit test-e2e bench clean
 
-install: install-go install-python
+install: install-system install-go install-python
+
+# The genesis corpus: the KJV text that Debian's bible-kjv-text ships, read with `bible`.
+install-system:
+	@command -v bible >/dev/null && [ -f /usr/lib/bible.data ] || { \
+	  echo "installing Debian packages bible-kjv bible-kjv-text (the genesis corpus) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bible-kjv bible-kjv-text >/dev/null; }
 
 install-go:
 	@cometbft/install.sh

@@ -22,6 +22,7 @@ which the benchmark uses as its baseline.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -51,6 +52,18 @@ APP_KVSTORE = "kvstore"  # CometBFT's built-in app, compiled into the binary
 START_TIMEOUT = 30.0  # seconds for one process to open its port
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 
+# `make localnet`'s chain parameters: training rounds on, windows sized for a
+# block about every second; a validator down for a minute is jailed, not after
+# ten seconds; a trainer bond of 1 GRAD (1e6 ugrad) suffices to submit.
+LOCALNET_APP_STATE = {
+    "staking": {"params": {"downtime_window": 120, "downtime_max_missed": 60}},
+    "training": {"params": {
+        "enabled": True, "dataset_id": 0, "submission_blocks": 30, "verification_blocks": 60, "merge_blocks": 60,
+        "steps": 4, "learning_rate_micro": 1_000, "batch_size": 8, "seq_len": 64, "tolerance_ppm": 100,
+        "reward": 1_000_000, "slash_bps": 2_000, "min_trainer_bond": 1_000_000,
+    }},
+}
+
 # Localnet consensus timings: fast blocks, but loose enough that 4 nodes, 4
 # Python apps and a load generator sharing 2 cores do not time out into extra rounds.
 CONSENSUS_TIMEOUTS = {
@@ -79,10 +92,27 @@ class Node:
     p2p_port: int
     rpc_port: int
     app_port: int
+    ipfs_api_port: int = 0  # 0: this node runs no Kubo node
+    ipfs_gateway_port: int = 0
+    ipfs_swarm_port: int = 0
+    ipfs_peer_id: str = ""
 
     @property
     def app_home(self) -> Path:
         return self.home / "app"
+
+    @property
+    def ipfs_repo(self) -> Path:
+        return self.home / "ipfs"
+
+    @property
+    def ipfs_url(self) -> str:
+        return f"http://127.0.0.1:{self.ipfs_api_port}"
+
+    @property
+    def worker_home(self) -> Path:
+        """The validator worker's cache of pulled checkpoints and deltas."""
+        return self.home / "worker"
 
     @property
     def rpc_url(self) -> str:
@@ -126,6 +156,8 @@ class NodeStatus:
     height: int | None  # None when the RPC does not answer
     app_hash: str | None
     catching_up: bool | None
+    ipfs_pid: int | None = None
+    worker_pid: int | None = None
 
 
 # --- ports -------------------------------------------------------------------
@@ -153,6 +185,14 @@ def allocate_ports(validators: int, base_port: int | None) -> list[tuple[int, in
     if not 1024 <= base_port <= 65535 - PORT_STRIDE * validators:
         raise LocalnetError(f"base port {base_port} leaves no room for {validators} nodes; pick one in 1024..{65535 - PORT_STRIDE * validators}")
     return [(base_port + PORT_STRIDE * i, base_port + PORT_STRIDE * i + 1, base_port + PORT_STRIDE * i + 2) for i in range(validators)]
+
+
+def allocate_ipfs_ports(validators: int, base_port: int | None) -> list[tuple[int, int, int]]:
+    """(api, gateway, swarm) per node's Kubo: base + 10*i + 3..5, or free ports when base is None."""
+    if base_port is None:
+        ports = free_ports(3 * validators)
+        return [tuple(ports[3 * i : 3 * i + 3]) for i in range(validators)]  # type: ignore[misc]
+    return [tuple(base_port + PORT_STRIDE * i + k for k in (3, 4, 5)) for i in range(validators)]  # type: ignore[misc]
 
 
 def port_in_use(port: int) -> bool:
@@ -206,8 +246,12 @@ def set_toml_values(text: str, values: dict[tuple[str, str], object]) -> str:
     return "".join(out)
 
 
-def node_config(node: Node, peers: list[Node], app: str) -> dict[tuple[str, str], object]:
-    """The config.toml options we set for `node` in a localnet of `peers` (itself included or not)."""
+def node_config(node: Node, peers: list[Node], app: str, empty_blocks_interval: str = "0s") -> dict[tuple[str, str], object]:
+    """The config.toml options we set for `node` in a localnet of `peers` (itself included or not).
+
+    `empty_blocks_interval` > 0 makes an idle chain still add a block that often:
+    training rounds measure their windows in heights, so they need heights to pass.
+    """
     values: dict[tuple[str, str], object] = {
         ("", "proxy_app"): APP_KVSTORE if app == APP_KVSTORE else f"tcp://127.0.0.1:{node.app_port}",
         ("", "moniker"): f"node{node.index}",
@@ -219,6 +263,7 @@ def node_config(node: Node, peers: list[Node], app: str) -> dict[tuple[str, str]
         ("p2p", "addr_book_strict"): False,  # loopback addresses are not routable
         ("mempool", "type"): "flood",
         ("consensus", "create_empty_blocks"): False,  # blocks only for txs (and the proof block after a state change)
+        ("consensus", "create_empty_blocks_interval"): empty_blocks_interval,
         ("tx_index", "indexer"): "kv",  # `tx?hash=` and tx_search need it
         ("instrumentation", "prometheus"): False,
     }
@@ -266,6 +311,89 @@ def genesis_self_bond(app_state: dict | None) -> tuple[int, int]:
     return power * unit, power
 
 
+def genesis_assets(preset: str = "genesis", echo=print) -> tuple[Path, Path]:
+    """(model, corpus) for a localnet's genesis, built once and cached for every later network.
+
+    The corpus comes from Debian's bible-kjv-text; the model is the tiny GPT
+    trained on it by abci_app.ml.train_genesis (minutes on 2 cores for the
+    "genesis" preset, seconds for "test").
+    """
+    from abci_app.ml import corpus as kjv
+    from abci_app.ml import train_genesis
+
+    folder = Path(os.environ.get("GRADCHAIN_CACHE", Path.home() / ".cache" / "gradchain")) / "genesis"
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus_path = folder / "kjv.txt"
+    if not corpus_path.exists():
+        echo(f"building the KJV corpus into {corpus_path} ...")
+        kjv.build(corpus_path)
+    recipe = train_genesis.RECIPES[preset]
+    recipe_key = hashlib.sha256(repr(recipe).encode() + corpus_path.read_bytes()).hexdigest()[:12]
+    model_path = folder / f"tiny-gpt-{preset}-{recipe_key}.safetensors"
+    if not model_path.exists():
+        echo(f"training the genesis model ({preset} preset, once; cached at {model_path}) ...")
+        train_genesis.train_genesis(recipe, corpus_path, model_path, threads=2, echo=echo)
+    return model_path, corpus_path
+
+
+def _init_ipfs(nodes: list[Node], base_port: int | None) -> None:
+    """One Kubo repo per node, one private swarm: shared fresh key, all peered."""
+    from abci_app.ipfs import node as kubo
+
+    swarm_key = kubo.generate_swarm_key()
+    for node, (api, gateway, swarm) in zip(nodes, allocate_ipfs_ports(len(nodes), base_port)):
+        node.ipfs_api_port, node.ipfs_gateway_port, node.ipfs_swarm_port = api, gateway, swarm
+        node.ipfs_peer_id = kubo.init_node(node.ipfs_repo, api, gateway, swarm, swarm_key)
+    for node in nodes:
+        kubo.set_peering(node.ipfs_repo, [(o.ipfs_peer_id, kubo.swarm_multiaddr(o.ipfs_swarm_port)) for o in nodes if o is not node])
+
+
+@dataclass(frozen=True)
+class _Published:
+    app_state: dict | None
+    files: list[Path]  # copied under root/genesis, added to IPFS at start
+
+
+def _genesis_content(root: Path, app_state: dict | None, model_path: Path | None, corpus_path: Path | None, funded) -> _Published:
+    """Register the corpus as dataset 0 and the model as version 0 in `app_state`."""
+    if model_path is None and corpus_path is None:
+        return _Published(app_state, [])
+    from abci_app.ipfs.cid import cid_of_file
+    from abci_app.ipfs.download import file_sha256
+
+    state = json.loads(json.dumps(app_state or {}))
+    folder = root / "genesis"
+    folder.mkdir(exist_ok=True)
+    files = []
+    dataset_ids: list[int] = []
+    if corpus_path is not None:
+        target = folder / "corpus.txt"
+        shutil.copyfile(corpus_path, target)
+        size = target.stat().st_size
+        entry = {"name": "kjv-bible", "cid": cid_of_file(target), "sha256": file_sha256(target), "bytes": size,
+                 "tokens": size, "tokenizer": "bytes", "licence": "public-domain (KJV 1611; Debian bible-kjv-text)"}
+        state.setdefault("datasets", {}).setdefault("datasets", []).insert(0, entry)
+        dataset_ids = [0]
+        files.append(target)
+    if model_path is not None:
+        from abci_app.ml import checkpoint
+
+        target = folder / "model-v0.safetensors"
+        shutil.copyfile(model_path, target)
+        meta = checkpoint.read_meta(target)
+        version = {"cid": cid_of_file(target), "sha256": file_sha256(target), "bytes": target.stat().st_size, "family": meta.family,
+                   "config_json": checkpoint.canonical_json(meta.config), "dataset_ids": dataset_ids,
+                   "licence": meta.extra.get("licence", "Apache-2.0"), "note": "genesis model"}
+        registry = state.setdefault("registry", {})
+        registry.setdefault("versions", []).insert(0, version)
+        # Until training rounds register versions, dev0 may register by tx.
+        dev0 = next((a for a, _ in funded if a.name == "dev0"), None)
+        if dev0 is not None:
+            registry.setdefault("params", {}).setdefault("authority", dev0.address)
+        files.append(target)
+    return _Published(state, files)
+
+
 def create(
     root: Path,
     validators: int = 4,
@@ -276,6 +404,11 @@ def create(
     dev_accounts: int = 4,
     app: str = APP_GRADCHAIN,
     app_cmd: list[str] | None = None,
+    ipfs: bool = False,
+    genesis_model: Path | None = None,
+    corpus: Path | None = None,
+    workers: bool = False,
+    empty_blocks_interval: str = "0s",
 ) -> "Network":
     """Write a new network under `root` (which must not hold one) and return it, not started.
 
@@ -285,6 +418,13 @@ def create(
     For our app each CometBFT validator is also a staking genesis validator
     bonded by its operator, unless `app_state` lists staking validators itself.
     `app_cmd` overrides how the app is run; `{home}`, `{addr}` and `{python}` are filled in.
+
+    With `ipfs`, every validator gets a Kubo node in one private swarm (a fresh
+    swarm key, peering with each other, loopback only). `corpus` and
+    `genesis_model` are registered in genesis as dataset 0 and model version 0
+    (CIDs computed locally, so genesis is written before any daemon runs) and
+    published to every Kubo node when the network starts. With `workers`, each
+    validator also runs `gradchain validate` with its operator key.
     """
     root = Path(root).resolve()
     if (root / NETWORK_FILE).exists():
@@ -319,13 +459,17 @@ def create(
                 operator = next(a for a, _ in funded if a.name == f"validator{i}")
                 stakers.append(Staker(operator.address, validator["pub_key"]["value"], f"node{i}", self_bond))
 
+        if ipfs:
+            _init_ipfs(nodes, base_port)
+        published = _genesis_content(root, app_state, genesis_model, corpus, funded)
+        app_state = published.app_state
         genesis["chain_id"] = chain_id
         genesis["app_state"] = genesis_app_state(app_state, funded, stakers)
         genesis_text = json.dumps(genesis, indent=2) + "\n"
         for node in nodes:
             (node.home / "config" / "genesis.json").write_text(genesis_text)
             config = node.home / "config" / "config.toml"
-            config.write_text(set_toml_values(config.read_text(), node_config(node, nodes, app)))
+            config.write_text(set_toml_values(config.read_text(), node_config(node, nodes, app, empty_blocks_interval)))
             node.app_home.mkdir(exist_ok=True)
 
         network = Network(
@@ -336,6 +480,8 @@ def create(
             nodes=nodes,
             keyring_home=Path(keyring_home or root).resolve(),
             accounts=[a for a, _ in funded],
+            genesis_files=[str(f) for f in published.files],
+            workers=workers,
         )
         network.save()
         return network
@@ -364,6 +510,8 @@ def load(root: Path) -> "Network":
             nodes=[Node(**{**n, "home": Path(n["home"])}) for n in data["nodes"]],
             keyring_home=Path(data["keyring_home"]),
             accounts=[Account(**a) for a in data["accounts"]],
+            genesis_files=data.get("genesis_files", []),
+            workers=data.get("workers", False),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise LocalnetError(f"{path} is unreadable ({exc}); remove the localnet with `gradchain localnet reset`") from None
@@ -413,6 +561,8 @@ class Network:
     nodes: list[Node]
     keyring_home: Path
     accounts: list[Account]
+    genesis_files: list[str] = field(default_factory=list)
+    workers: bool = False
     _procs: dict[tuple[int, str], subprocess.Popen] = field(default_factory=dict, repr=False, compare=False)
 
     def save(self) -> None:
@@ -449,9 +599,16 @@ class Network:
         except (OSError, ValueError):
             return None
         argv = _proc_argv(pid)
-        home = str(self.nodes[i].app_home if kind == "app" else self.nodes[i].home)
-        # a reused pid belongs to some other program: it must carry this node's home in its argv
-        return pid if argv is not None and home in argv else None
+        # a reused pid belongs to some other program: it must carry this node's path for `kind` in its argv
+        return pid if argv is not None and self._marker(i, kind) in argv else None
+
+    def _marker(self, i: int, kind: str) -> str:
+        node = self.nodes[i]
+        return str({"app": node.app_home, "cometbft": node.home, "ipfs": node.ipfs_repo, "worker": node.worker_home}[kind])
+
+    @property
+    def has_ipfs(self) -> bool:
+        return any(node.ipfs_api_port for node in self.nodes)
 
     def is_running(self) -> bool:
         """Every process of every node is alive."""
@@ -466,19 +623,25 @@ class Network:
         """Start every process that is not running: all apps, then all nodes (each batch in parallel)."""
         everyone = range(len(self.nodes))
         try:
+            if self.has_ipfs:
+                self._wait_all([i for i in everyone if self._spawn_ipfs(i)], "ipfs", timeout)
+                self._connect_swarm()
+                self._publish_genesis()
             if self.has_app_process:
                 self._wait_all([i for i in everyone if self._spawn_app(i)], "app", timeout)
             self._wait_all([i for i in everyone if self._spawn_cometbft(i)], "cometbft", timeout)
+            if self.workers:
+                for i in everyone:
+                    self._spawn_worker(i)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        """Stop every node, then every app (a node whose app vanishes first logs a crash)."""
-        for i in range(len(self.nodes)):
-            self._terminate(i, "cometbft")
-        for i in range(len(self.nodes)):
-            self._terminate(i, "app")
+        """Stop workers, then nodes, then apps (a node whose app vanishes first logs a crash), then IPFS."""
+        for kind in ("worker", "cometbft", "app", "ipfs"):
+            for i in range(len(self.nodes)):
+                self._terminate(i, kind)
 
     def start_node(self, i: int, timeout: float = START_TIMEOUT) -> None:
         """Start validator i: its app if needed, then its CometBFT node."""
@@ -520,6 +683,52 @@ class Network:
         self._spawn(i, "app", argv, env)
         return True
 
+    def _spawn_ipfs(self, i: int) -> bool:
+        from abci_app.ipfs import node as kubo
+
+        node = self.nodes[i]
+        if not node.ipfs_api_port or self.pid(i, "ipfs"):
+            return False
+        self._check_ports_free(i, [("ipfs api", node.ipfs_api_port), ("ipfs swarm", node.ipfs_swarm_port)])
+        argv = [str(kubo.require_ipfs()), "--repo-dir", str(node.ipfs_repo), "daemon"]
+        self._spawn(i, "ipfs", argv, kubo._ipfs_env(node.ipfs_repo))
+        return True
+
+    def _connect_swarm(self) -> None:
+        """Dial every peer now: Kubo's Peering retries a failed first dial only after seconds."""
+        from abci_app.ipfs import node as kubo
+        from abci_app.ipfs.client import IpfsClient, IpfsError
+
+        for node in self.nodes:
+            with IpfsClient(node.ipfs_url) as client:
+                for other in self.nodes:
+                    if other is not node:
+                        try:
+                            client.swarm_connect(f"{kubo.swarm_multiaddr(other.ipfs_swarm_port)}/p2p/{other.ipfs_peer_id}")
+                        except IpfsError:
+                            pass  # Peering keeps retrying in the background
+
+    def _publish_genesis(self) -> None:
+        """Every Kubo node adds (and pins) the genesis model and corpus from disk: 4 replicas from the start."""
+        from abci_app.ipfs.client import IpfsClient
+
+        for node in self.nodes:
+            with IpfsClient(node.ipfs_url, timeout=120) as client:
+                for path in self.genesis_files:
+                    client.add(Path(path))
+
+    def _spawn_worker(self, i: int) -> bool:
+        """Validator i's `gradchain validate` daemon, signing with its operator key."""
+        if self.pid(i, "worker"):
+            return False
+        node = self.nodes[i]
+        node.worker_home.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "abci_app.cli", "validate", "--key", f"validator{i}", "--home", str(self.keyring_home),
+                "--cache-dir", str(node.worker_home), "--node", node.rpc_url, "--ipfs", node.ipfs_url, "--yes"]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        self._spawn(i, "worker", argv, env)
+        return True
+
     def _spawn_cometbft(self, i: int) -> bool:
         if self.pid(i, "cometbft"):
             return False
@@ -532,6 +741,14 @@ class Network:
         node = self.nodes[i]
         if kind == "app":
             return _listening(node.app_port)
+        if kind == "ipfs":
+            from abci_app.ipfs.client import IpfsClient, IpfsError
+
+            try:
+                with IpfsClient(node.ipfs_url, timeout=2.0) as client:
+                    return client.id().get("ID") == node.ipfs_peer_id
+            except IpfsError:
+                return False
         try:
             with RpcClient(node.rpc_url, timeout=2.0) as c:
                 c.status()
@@ -614,7 +831,10 @@ class Network:
             except (RpcError, KeyError, ValueError):
                 pass
         app_pid = self.pid(i, "app") if self.has_app_process else None
-        return NodeStatus(i, node.rpc_url, app_pid, bool(app_pid), node_pid, bool(node_pid), height, app_hash, catching_up)
+        return NodeStatus(
+            i, node.rpc_url, app_pid, bool(app_pid), node_pid, bool(node_pid), height, app_hash, catching_up,
+            self.pid(i, "ipfs") if node.ipfs_api_port else None, self.pid(i, "worker") if self.workers else None,
+        )
 
     def status(self) -> list[NodeStatus]:
         return [self.node_status(i) for i in range(len(self.nodes))]
@@ -637,3 +857,98 @@ class Network:
                 heights = {f"node{i}": self.node_status(i).height for i in sorted(pending)}
                 raise LocalnetError(f"height {height} not reached within {timeout:.0f}s: {heights}")
             time.sleep(0.2)
+
+    # --- joining: one more node after genesis ----------------------------------
+    # Appended for the staking e2e tests and `gradchain localnet add-node`: a
+    # full node that syncs the chain and can then bond itself in as a validator.
+
+    # config.toml options that differ between nodes; a joining node takes every other one from node 0
+    JOIN_NODE_OPTIONS = (("", "proxy_app"), ("", "moniker"), ("rpc", "laddr"), ("rpc", "pprof_laddr"), ("p2p", "laddr"), ("p2p", "persistent_peers"))
+
+    def add_node(self, timeout: float = 120.0) -> Node:
+        """Create, record, start and sync one more node; a full node, not a validator until it bonds.
+
+        Its home is ROOT/nodeN (N: the next index), written by `cometbft init`
+        (its own node and consensus keys), with the network's genesis.json and
+        node 0's config.toml, rewritten for its own ports and moniker and the
+        existing nodes as persistent peers. With a fixed base port it takes the
+        next slot (base + 10*N ...) if free, else free ports. It is saved in
+        network.json before it starts, so `stop`, `status` and `start` include
+        it. Returns once it has the others' height and is not catching up;
+        LocalnetError (its processes stopped, its log tail in the message) if
+        it cannot start or sync within `timeout` seconds. It becomes a validator
+        by a tx: `gradchain tx staking create-validator KEY --pubkey-from-home <its home> --amount ...`.
+        """
+        if not self.nodes:
+            raise LocalnetError("this localnet has no nodes to join")
+        if not any(self.pid(i, "cometbft") for i in range(len(self.nodes))):
+            raise LocalnetError("the localnet is not running: start it first (`gradchain localnet start`), then add a node")
+        index = len(self.nodes)
+        home = self.root / f"node{index}"
+        if home.exists():
+            raise LocalnetError(f"{home} already exists but is not in {self.root / NETWORK_FILE}; remove it first")
+        p2p, rpc, app_port = self._join_ports(index)
+        try:
+            _cometbft("init", "--home", str(home))
+            node = Node(index=index, home=home, node_id=_cometbft("show-node-id", "--home", str(home)), p2p_port=p2p, rpc_port=rpc, app_port=app_port)
+            shutil.copyfile(self.nodes[0].home / "config" / "genesis.json", home / "config" / "genesis.json")
+            wanted = node_config(node, self.nodes, self.app)
+            values = {key: wanted[key] for key in self.JOIN_NODE_OPTIONS}
+            template = (self.nodes[0].home / "config" / "config.toml").read_text()
+            (home / "config" / "config.toml").write_text(set_toml_values(template, values))
+            node.app_home.mkdir(exist_ok=True)
+        except BaseException:
+            shutil.rmtree(home, ignore_errors=True)
+            raise
+        self.nodes.append(node)
+        self.save()
+        try:
+            self.start_node(index)
+            self.wait_synced(index, timeout=timeout)
+        except BaseException:
+            self.stop_node(index)
+            raise
+        return node
+
+    def _join_ports(self, index: int) -> tuple[int, int, int]:
+        """(p2p, rpc, app) for node `index`: the next fixed slot if the network uses one and it is free, else free ports."""
+        first = self.nodes[0]
+        base = first.p2p_port - PORT_STRIDE * first.index
+        fixed = all(n.p2p_port == base + PORT_STRIDE * n.index and n.rpc_port == n.p2p_port + 1 and n.app_port == n.p2p_port + 2 for n in self.nodes)
+        slot = (base + PORT_STRIDE * index, base + PORT_STRIDE * index + 1, base + PORT_STRIDE * index + 2)
+        if fixed and slot[-1] <= 65535 and not any(port_in_use(p) for p in slot):
+            return slot
+        taken = {v for n in self.nodes for k, v in asdict(n).items() if k.endswith("_port") and isinstance(v, int)}
+        for _ in range(10):  # the network's own ports may be free right now (a stopped node): never hand those out
+            ports = free_ports(3)
+            if not taken.intersection(ports):
+                return ports[0], ports[1], ports[2]
+        raise LocalnetError("found no free ports for a new node")
+
+    def wait_synced(self, i: int, timeout: float = 120.0) -> int:
+        """Wait until node i has the height of the highest other node and is not catching up; returns its height."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.pid(i, "cometbft"):
+                log = self.nodes[i].log_path("cometbft")
+                raise LocalnetError(f"node{i} is not running; last lines of {log}:\n{_log_tail(log)}")
+            others = [self.node_status(j).height for j in range(len(self.nodes)) if j != i]
+            target = max((h for h in others if h is not None), default=0)
+            mine = self.node_status(i)  # after the others: a chain that moves on cannot leave it behind by our own delay
+            if mine.height is not None and mine.height >= target and mine.catching_up is False:
+                return mine.height
+            if time.monotonic() > deadline:
+                log = self.nodes[i].log_path("cometbft")
+                raise LocalnetError(
+                    f"node{i} did not sync within {timeout:.0f}s (height {mine.height}, catching up {mine.catching_up}, others at {target}); "
+                    f"last lines of {log}:\n{_log_tail(log)}"
+                )
+            time.sleep(0.3)
+
+    def consensus_pubkey(self, i: int) -> str:
+        """Node i's ed25519 consensus pubkey, base64, from its config/priv_validator_key.json."""
+        path = self.nodes[i].home / "config" / "priv_validator_key.json"
+        try:
+            return json.loads(path.read_text())["pub_key"]["value"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise LocalnetError(f"cannot read node{i}'s consensus key from {path}: {exc}") from None

@@ -34,8 +34,9 @@ def _endpoints(net: ln.Network) -> str:
     dev = [a for a in net.accounts if a.name.startswith("dev")]
     lines = [f"localnet '{net.chain_id}' in {net.root}: {len(net.nodes)} validators ({net.app} app)"]
     for node in net.nodes:
-        app = f"app {node.app_port}  logs {node.home}/{{cometbft,app}}.log" if net.has_app_process else f"logs {node.home}/cometbft.log"
-        lines.append(f"  node{node.index}  rpc {node.rpc_url}  p2p {node.p2p_port}  {app}")
+        app = f"app {node.app_port}  logs {node.home}/*.log" if net.has_app_process else f"logs {node.home}/cometbft.log"
+        ipfs = f"  ipfs {node.ipfs_url}" if node.ipfs_api_port else ""
+        lines.append(f"  node{node.index}  rpc {node.rpc_url}{ipfs}  p2p {node.p2p_port}  {app}")
     lines.append(f"keyring home: {net.keyring_home}  (keys: {', '.join(a.name for a in net.accounts)})")
     if len(dev) >= 2:
         other = net.rpc_url(1 % len(net.nodes))
@@ -44,6 +45,13 @@ def _endpoints(net: ln.Network) -> str:
             f"  gradchain tx bank send {dev[0].name} {dev[1].address} 1000 --yes --home {net.keyring_home} --node {net.rpc_url(0)}",
             f"  gradchain query bank balance {dev[1].address} --node {other}",
             f"  gradchain status --node {net.rpc_url(0)}",
+        ]
+    if net.genesis_files and net.nodes[1 % len(net.nodes)].ipfs_api_port:
+        other = net.nodes[1 % len(net.nodes)]
+        lines += [
+            f"  gradchain model list --node {net.rpc_url(0)}",
+            f"  gradchain model pull --node {other.rpc_url} --ipfs {other.ipfs_url}",
+            f"  gradchain chat --prompt \"In the beginning\" --node {net.rpc_url(0)} --ipfs {net.nodes[0].ipfs_url}",
         ]
     lines.append("status: make localnet-status   stop: make localnet-stop   wipe: make localnet-reset")
     return "\n".join(lines)
@@ -60,7 +68,9 @@ def localnet() -> None:
 @click.option("--app", type=click.Choice([ln.APP_GRADCHAIN, ln.APP_KVSTORE]), default=ln.APP_GRADCHAIN, show_default=True,
               help="ABCI app: ours, or CometBFT's built-in kvstore (to debug the network itself).")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the first blocks.")
-def start(validators: int, base_port: int, app: str, timeout: float) -> None:
+@click.option("--model", "preset", type=click.Choice(["genesis", "test"]), default="genesis", show_default=True,
+              help="Genesis model recipe: the tiny GPT trained once (minutes) and cached, or a seconds-long test one.")
+def start(validators: int, base_port: int, app: str, timeout: float, preset: str) -> None:
     """Create the localnet if needed, start whatever is stopped, wait for blocks.
 
     \b
@@ -79,7 +89,14 @@ def start(validators: int, base_port: int, app: str, timeout: float) -> None:
             click.echo(f"localnet in {root}: {state} ...")
         else:
             click.echo(f"creating a {validators}-validator localnet in {root} ...")
-            net = ln.create(root, validators=validators, base_port=base_port, app=app, dev_accounts=4)
+            if app == ln.APP_GRADCHAIN:
+                model_path, corpus_path = ln.genesis_assets(preset, echo=click.echo)
+                net = ln.create(
+                    root, validators=validators, base_port=base_port, app=app, dev_accounts=4, app_state=ln.LOCALNET_APP_STATE,
+                    ipfs=True, genesis_model=model_path, corpus=corpus_path, workers=True, empty_blocks_interval="1s",
+                )
+            else:
+                net = ln.create(root, validators=validators, base_port=base_port, app=app, dev_accounts=4)
         net.start()
         try:
             net.wait_for_blocks(1, timeout=timeout)
@@ -108,12 +125,14 @@ def status(output: str) -> None:
         click.echo(json.dumps({"root": str(net.root), "chain_id": net.chain_id, "nodes": [asdict(r) for r in rows]}))
         return
     click.echo(f"localnet '{net.chain_id}' in {net.root}")
-    click.echo(f"{'node':<6} {'rpc':<24} {'app pid':<9} {'node pid':<9} {'height':>7}  app hash")
-    for r in rows:
+    click.echo(f"{'node':<6} {'rpc':<24} {'app pid':<9} {'node pid':<9} {'ipfs pid':<9} {'worker':<9} {'height':>7}  app hash")
+    for r, node in zip(rows, net.nodes):
         app_pid = "-" if not net.has_app_process else (str(r.app_pid) if r.app_alive else "dead")
         node_pid = str(r.node_pid) if r.node_alive else "dead"
+        ipfs_pid = "-" if not node.ipfs_api_port else str(r.ipfs_pid or "dead")
+        worker_pid = "-" if not net.workers else str(r.worker_pid or "dead")
         height = "-" if r.height is None else str(r.height)
-        click.echo(f"node{r.index:<2} {r.rpc_url:<24} {app_pid:<9} {node_pid:<9} {height:>7}  {r.app_hash or '-'}")
+        click.echo(f"node{r.index:<2} {r.rpc_url:<24} {app_pid:<9} {node_pid:<9} {ipfs_pid:<9} {worker_pid:<9} {height:>7}  {r.app_hash or '-'}")
 
 
 @localnet.command()
@@ -150,3 +169,88 @@ def reset() -> None:
     net.stop()
     shutil.rmtree(root)
     click.echo(f"localnet in {root} stopped and deleted")
+
+
+# --- add-node: join a fifth (sixth, ...) node, then bond it in as a validator ----------
+
+
+def _join_suggestion(net: ln.Network, node: ln.Node, operator: str | None, amount: int | None) -> dict | None:
+    """The create-validator command for `node`: operator key, self-bond, power; None for an app without staking."""
+    if not net.has_app_process:
+        return None
+    from abci_app.rpc import RpcClient, RpcError
+
+    try:
+        with RpcClient(node.rpc_url) as rpc:
+            params = json.loads(rpc.abci_query("/staking/params").value or b"null")
+            operators = {v["operator"] for v in json.loads(rpc.abci_query("/staking/validators").value or b"[]")}
+    except (RpcError, ValueError, TypeError, KeyError) as exc:
+        raise click.ClickException(f"node{node.index} runs, but its staking queries failed: {exc}") from None
+    if not isinstance(params, dict):
+        return None
+    unit, minimum = int(params["power_unit"]), int(params["min_self_bond"])
+    if operator is None:  # a funded dev key that operates no validator yet (a key operates at most one)
+        free = [a.name for a in net.accounts if a.name.startswith("dev") and a.address not in operators]
+        operator = free[0] if free else "YOUR_KEY"
+    if amount is None:  # the genesis validators' bond: the minimum, in whole power units
+        amount = -(-max(minimum, unit) // unit) * unit
+    argv = ["gradchain", "tx", "staking", "create-validator", operator, "--pubkey-from-home", str(node.home),
+            "--amount", str(amount), "--node", node.rpc_url, "--home", str(net.keyring_home), "-y"]
+    return {"operator": operator, "amount": amount, "power": amount // unit, "power_unit": unit, "min_self_bond": minimum, "command": argv}
+
+
+@localnet.command("add-node")
+@click.option("--operator", default=None, metavar="KEY",
+              help="Operator key for the suggested create-validator command [default: the first dev key that operates no validator].")
+@click.option("--amount", type=click.IntRange(1), default=None, metavar="UGRAD",
+              help="Self-bond for the suggested command [default: the genesis validators' bond, so the same power].")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for it to sync.")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format.")
+def add_node(operator: str | None, amount: int | None, timeout: float, output: str) -> None:
+    """Add one more node to the running localnet: a full node that syncs the chain, not a validator yet.
+
+    Prints its RPC endpoint, its CometBFT consensus pubkey and the
+    `gradchain tx staking create-validator` command that bonds it in; CometBFT
+    adds it to /validators two blocks after that tx, with power amount / power_unit.
+    `localnet stop`, `start` and `status` include it from now on.
+
+    \b
+    Example:
+      $ gradchain localnet add-node
+    """
+    net = _load(localnet_dir())
+    click.echo(f"adding node{len(net.nodes)} to the localnet in {net.root} (syncing the chain) ...", err=True)
+    try:
+        node = net.add_node(timeout=timeout)
+        pubkey = net.consensus_pubkey(node.index)
+    except ln.LocalnetError as exc:
+        raise click.ClickException(str(exc)) from None
+    from abci_app.cli.staking import consensus_address, parse_pubkey
+
+    height = net.node_status(node.index).height
+    address = consensus_address(parse_pubkey(pubkey))
+    join = _join_suggestion(net, node, operator, amount)
+    if output == "json":
+        click.echo(json.dumps({"index": node.index, "home": str(node.home), "node_id": node.node_id, "rpc_url": node.rpc_url,
+                               "p2p_port": node.p2p_port, "app_port": node.app_port, "height": height,
+                               "consensus_pubkey": pubkey, "consensus_address": address, "create_validator": join}))
+        return
+    logs = f"{node.home}/{{cometbft,app}}.log" if net.has_app_process else f"{node.home}/cometbft.log"
+    lines = [
+        f"node{node.index} is in sync at height {height} (a full node: not a validator until it bonds)",
+        f"  rpc                {node.rpc_url}",
+        f"  p2p / app ports    {node.p2p_port} / {node.app_port}   logs {logs}",
+        f"  consensus pubkey   {pubkey}",
+        f"  consensus address  {address}",
+    ]
+    if join is None:
+        lines.append(f"the {net.app} app has no staking: this node stays a full node")
+    else:
+        lines += [
+            f"make it a validator (min self-bond {join['min_self_bond']} ugrad; power = amount / {join['power_unit']}):",
+            "  " + " ".join(join["command"]),
+            f"it joins CometBFT's set two blocks after that tx, with power {join['power']}; check with",
+            f"  gradchain query staking validators --node {node.rpc_url}",
+            f"  curl -s {node.rpc_url}/validators",
+        ]
+    click.echo("\n".join(lines))

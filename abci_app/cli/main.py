@@ -20,6 +20,7 @@ from abci_app.cli.query import query, status
 from abci_app.cli.model import chat, dataset, model
 from abci_app.cli.staking import staking_query, staking_tx
 from abci_app.cli.tx import tx
+from abci_app.cli.workers import train, validate
 from abci_app.crypto import AddressError
 from abci_app.keyring import KeyringError
 from abci_app.rpc import RpcError
@@ -84,6 +85,8 @@ cli.add_command(status)
 cli.add_command(model)
 cli.add_command(dataset)
 cli.add_command(chat)
+cli.add_command(train)
+cli.add_command(validate)
 
 
 def _add_localnet() -> None:

@@ -24,7 +24,7 @@ from abci_app.ipfs.client import IpfsClient, IpfsError
 from abci_app.ipfs.download import VerificationError
 from abci_app.models import Cache, ModelError, Pulled
 
-DEFAULT_IPFS = "http://127.0.0.1:5001"
+DEFAULT_IPFS = "http://127.0.0.1:26659"  # Kubo API of localnet node 0, as --node defaults to its RPC
 
 _ipfs_option = click.option(
     "--ipfs", envvar="GRADCHAIN_IPFS", default=DEFAULT_IPFS, show_default=True, metavar="URL",

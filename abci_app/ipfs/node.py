@@ -38,7 +38,7 @@ from typing import Any
 from abci_app.ipfs.client import IpfsClient, IpfsError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-IPFS = Path(os.environ.get("GRADCHAIN_IPFS", REPO_ROOT / "bin" / "ipfs"))
+IPFS = Path(os.environ.get("GRADCHAIN_IPFS_BIN", REPO_ROOT / "bin" / "ipfs"))
 START_TIMEOUT = 30.0  # seconds for a daemon's API to answer
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 PEER_TIMEOUT = 30.0  # seconds for every node to see every other one

@@ -27,7 +27,7 @@ class Worker:
         self.address = key.address
         self.chain = ChainClient(node)
         self.ipfs = IpfsClient(ipfs)
-        self.cache = Cache(home)
+        self.cache = Cache(home)  # files under HOME/cache
         self.fetch_timeout = fetch_timeout
         self.kernel_path = determinism.pin(threads)
         self._models: dict[int, Any] = {}  # version id -> (family, LoadedModel)
