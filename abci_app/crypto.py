@@ -102,6 +102,11 @@ def address_of(pubkey: bytes) -> str:
     return bech32_encode(ADDRESS_HRP, address_bytes(pubkey))
 
 
+def address_raw(address: str) -> bytes:
+    """The 20 bytes behind a bech32 address: how state keys spell accounts."""
+    return bech32_decode(address)[1]
+
+
 def parse_address(text: str) -> str:
     """Return the canonical (lower-case) form of `text`, or raise AddressError."""
     hrp, data = bech32_decode(text.strip())

@@ -20,7 +20,7 @@ PREFIX = b"auth/"
 
 def nonce_key(address: str) -> bytes:
     """auth/nonce/<20-byte address> -> next nonce (decimal)."""
-    return PREFIX + b"nonce/" + crypto.bech32_decode(address)[1]
+    return PREFIX + b"nonce/" + crypto.address_raw(address)
 
 
 def get_nonce(state: Overlay, address: str) -> int:

@@ -41,7 +41,7 @@ PARAMS_KEY = PREFIX + b"params"  # Params as canonical JSON
 
 def balance_key(address: str) -> bytes:
     """bank/balance/<20-byte address> -> amount (decimal); absent means 0."""
-    return PREFIX + b"balance/" + crypto.bech32_decode(address)[1]
+    return PREFIX + b"balance/" + crypto.address_raw(address)
 
 
 def balance(state: Overlay, address: str) -> int:

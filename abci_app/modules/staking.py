@@ -78,8 +78,7 @@ TRAINER_PREFIX = PREFIX + b"trainer/"  # <trainer 20> -> bonded amount
 MISSED_PREFIX = PREFIX + b"missed/"  # <consensus address 20> -> heights of missed signatures
 
 
-def _raw(address: str) -> bytes:
-    return crypto.bech32_decode(address)[1]
+_raw = crypto.address_raw
 
 
 def _addr(raw: bytes) -> str:

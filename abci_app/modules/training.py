@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field, replace
 
+from abci_app import crypto
 from abci_app.context import Context, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_sha256_hex
 from abci_app.modules import bank, datasets, registry, staking
 from abci_app.state import Overlay
@@ -139,10 +140,7 @@ def _u64(n: int) -> bytes:
     return n.to_bytes(8, "big")
 
 
-def _raw(address: str) -> bytes:
-    from abci_app import crypto
-
-    return crypto.bech32_decode(address)[1]
+_raw = crypto.address_raw
 
 
 def get_params(state: Overlay) -> Params:
