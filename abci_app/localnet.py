@@ -187,11 +187,18 @@ def allocate_ports(validators: int, base_port: int | None) -> list[tuple[int, in
     return [(base_port + PORT_STRIDE * i, base_port + PORT_STRIDE * i + 1, base_port + PORT_STRIDE * i + 2) for i in range(validators)]
 
 
-def allocate_ipfs_ports(validators: int, base_port: int | None) -> list[tuple[int, int, int]]:
-    """(api, gateway, swarm) per node's Kubo: base + 10*i + 3..5, or free ports when base is None."""
+def allocate_ipfs_ports(validators: int, base_port: int | None, taken: set[int] | frozenset[int] = frozenset()) -> list[tuple[int, int, int]]:
+    """(api, gateway, swarm) per node's Kubo: base + 10*i + 3..5, or free ports when base is None.
+
+    Free ports are probed after the nodes' own ports were picked and released,
+    so the kernel may hand out one of those again: `taken` (the nodes' ports) is never returned.
+    """
     if base_port is None:
-        ports = free_ports(3 * validators)
-        return [tuple(ports[3 * i : 3 * i + 3]) for i in range(validators)]  # type: ignore[misc]
+        for _ in range(10):
+            ports = free_ports(3 * validators)
+            if not taken.intersection(ports):
+                return [tuple(ports[3 * i : 3 * i + 3]) for i in range(validators)]  # type: ignore[misc]
+        raise LocalnetError("found no free ports for the IPFS nodes")
     return [tuple(base_port + PORT_STRIDE * i + k for k in (3, 4, 5)) for i in range(validators)]  # type: ignore[misc]
 
 
@@ -341,7 +348,8 @@ def _init_ipfs(nodes: list[Node], base_port: int | None) -> None:
     from abci_app.ipfs import node as kubo
 
     swarm_key = kubo.generate_swarm_key()
-    for node, (api, gateway, swarm) in zip(nodes, allocate_ipfs_ports(len(nodes), base_port)):
+    taken = {port for n in nodes for port in (n.p2p_port, n.rpc_port, n.app_port)}
+    for node, (api, gateway, swarm) in zip(nodes, allocate_ipfs_ports(len(nodes), base_port, taken)):
         node.ipfs_api_port, node.ipfs_gateway_port, node.ipfs_swarm_port = api, gateway, swarm
         node.ipfs_peer_id = kubo.init_node(node.ipfs_repo, api, gateway, swarm, swarm_key)
     for node in nodes:
@@ -699,9 +707,10 @@ class Network:
         from abci_app.ipfs import node as kubo
         from abci_app.ipfs.client import IpfsClient, IpfsError
 
-        for node in self.nodes:
+        with_ipfs = [node for node in self.nodes if node.ipfs_api_port]
+        for node in with_ipfs:
             with IpfsClient(node.ipfs_url) as client:
-                for other in self.nodes:
+                for other in with_ipfs:
                     if other is not node:
                         try:
                             client.swarm_connect(f"{kubo.swarm_multiaddr(other.ipfs_swarm_port)}/p2p/{other.ipfs_peer_id}")
@@ -712,16 +721,16 @@ class Network:
         """Every Kubo node adds (and pins) the genesis model and corpus from disk: 4 replicas from the start."""
         from abci_app.ipfs.client import IpfsClient
 
-        for node in self.nodes:
+        for node in (n for n in self.nodes if n.ipfs_api_port):
             with IpfsClient(node.ipfs_url, timeout=120) as client:
                 for path in self.genesis_files:
                     client.add(Path(path))
 
     def _spawn_worker(self, i: int) -> bool:
         """Validator i's `gradchain validate` daemon, signing with its operator key."""
-        if self.pid(i, "worker"):
-            return False
         node = self.nodes[i]
+        if self.pid(i, "worker") or not node.ipfs_api_port or not any(a.name == f"validator{i}" for a in self.accounts):
+            return False  # a node added later (add_node) has no Kubo node and no operator key of ours
         node.worker_home.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "abci_app.cli", "validate", "--key", f"validator{i}", "--home", str(self.keyring_home),
                 "--cache-dir", str(node.worker_home), "--node", node.rpc_url, "--ipfs", node.ipfs_url, "--yes"]
