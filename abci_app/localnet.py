@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from abci_app.keyring import Keyring
+from abci_app.ports import free_ports, port_in_use
 from abci_app.rpc import RpcClient, RpcError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -163,20 +163,6 @@ class NodeStatus:
 # --- ports -------------------------------------------------------------------
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports that were free a moment ago (all held open while probing, so no repeats)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def allocate_ports(validators: int, base_port: int | None) -> list[tuple[int, int, int]]:
     """(p2p, rpc, app) per node: fixed offsets from `base_port`, or free ports when it is None."""
     if base_port is None:
@@ -200,17 +186,6 @@ def allocate_ipfs_ports(validators: int, base_port: int | None, taken: set[int] 
                 return [tuple(ports[3 * i : 3 * i + 3]) for i in range(validators)]  # type: ignore[misc]
         raise LocalnetError("found no free ports for the IPFS nodes")
     return [tuple(base_port + PORT_STRIDE * i + k for k in (3, 4, 5)) for i in range(validators)]  # type: ignore[misc]
-
-
-def port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        # like Go's and asyncio's listeners: a port in TIME_WAIT from our last run is free
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-    return False
 
 
 # --- config.toml -------------------------------------------------------------

@@ -28,7 +28,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from abci_app.ipfs.client import IpfsClient, IpfsError
+from abci_app.ports import free_ports  # noqa: F401  (re-exported: tests use node.free_ports)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IPFS = Path(os.environ.get("GRADCHAIN_IPFS_BIN", REPO_ROOT / "bin" / "ipfs"))
@@ -220,20 +220,6 @@ def stop_node(proc: subprocess.Popen[bytes] | int, timeout: float = STOP_TIMEOUT
         deadline = time.monotonic() + timeout
         while not gone() and time.monotonic() < deadline:
             time.sleep(0.05)
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports that were free a moment ago (all held while probing, so no repeats)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass
