@@ -54,9 +54,11 @@ STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 
 # `make localnet`'s chain parameters: training rounds on, windows sized for a
 # block about every second; a validator down for a minute is jailed, not after
-# ten seconds; a trainer bond of 1 GRAD (1e6 ugrad) suffices to submit.
+# ten seconds; a trainer bond of 1 GRAD (1e6 ugrad) suffices to submit. A
+# power unit of 1% of the genesis bond: a small slash or penalty lowers a
+# validator's power a little instead of dropping it from the set.
 LOCALNET_APP_STATE = {
-    "staking": {"params": {"downtime_window": 120, "downtime_max_missed": 60}},
+    "staking": {"params": {"downtime_window": 120, "downtime_max_missed": 60, "power_unit": 10_000}},
     "training": {"params": {
         "enabled": True, "dataset_id": 0, "submission_blocks": 30, "verification_blocks": 60, "merge_blocks": 60,
         "steps": 4, "learning_rate_micro": 1_000, "batch_size": 8, "seq_len": 64, "tolerance_ppm": 100,
