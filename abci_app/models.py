@@ -7,6 +7,8 @@ verified file, and a second pull returns at once.
 
 from __future__ import annotations
 
+import json
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,9 @@ from typing import Any
 from abci_app.client import ChainClient, ChainError
 from abci_app.ipfs.client import IpfsClient
 from abci_app.ipfs.download import fetch_verified, file_sha256
+
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
 
 
 class ModelError(Exception):
@@ -79,19 +84,33 @@ def version_entry(chain: ChainClient, version: int | None) -> dict:
     return entry
 
 
+def read_header_meta(path: Path) -> dict[str, str]:
+    """The safetensors header's `__metadata__`, read without torch (a pull should not pay its import)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError("file is too short to be a safetensors checkpoint")
+        size = struct.unpack("<Q", head)[0]
+        if size > MAX_HEADER_BYTES:
+            raise ValueError(f"header of {size} bytes is implausible")
+        header = json.loads(f.read(size))
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(meta, dict) or "family" not in meta or "config" not in meta:
+        raise ValueError("no GradientChain metadata in the header")
+    return meta
+
+
 def check_config(path: Path, entry: dict) -> None:
     """The file's family and config must hash to the registry entry's config_hash."""
-    from abci_app.ml import checkpoint
-    from abci_app.ml.family import get_family
+    from abci_app.modules.registry import canonical_config, config_hash
 
     try:
-        meta = checkpoint.read_meta(path)
-        family = get_family(meta.family)
-        actual = family.config_hash(family.config_from_dict(meta.config))
-    except (checkpoint.CheckpointError, ValueError, KeyError) as exc:
+        meta = read_header_meta(path)
+        actual = config_hash(meta["family"], canonical_config(meta["config"]))
+    except (ValueError, KeyError, OSError) as exc:
         raise ModelError(f"version {entry['id']}: not a valid checkpoint: {exc}") from None
-    if meta.family != entry["family"] or actual != entry["config_hash"]:
+    if meta["family"] != entry["family"] or actual != entry["config_hash"]:
         raise ModelError(
             f"model config mismatch: version {entry['id']} is registered as {entry['family']} config {entry['config_hash'][:12]}…, "
-            f"the file holds {meta.family} config {actual[:12]}…"
+            f"the file holds {meta['family']} config {actual[:12]}…"
         )
