@@ -304,7 +304,7 @@ def chat(cli: Cli, version: int | None, prompt: str | None, max_tokens: int, tem
 
     with ChainClient(cli.node) as chain:
         pulled = pull(cli, chain, ipfs, version, timeout)
-    determinism.pin()
+    determinism.pin(1)  # chat need not match validators' bits; one thread is faster on a busy machine (docs/ml.md)
     family, loaded = load_model(pulled.path, expect_config_hash=pulled.entry["config_hash"])
     params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     entry = pulled.entry

@@ -83,7 +83,8 @@ def kjv_text(check: bool = True) -> str:
     """The normalised KJV text, decoded by Debian's `bible` program."""
     program = shutil.which(BIBLE_PROGRAM)
     if program is None or not Path(BIBLE_DATA_DIR, "bible.data").exists():
-        raise CorpusError(f"the KJV corpus needs Debian packages {' '.join(APT_PACKAGES)}: apt-get install -y {' '.join(APT_PACKAGES)}")
+        pkgs = " ".join(APT_PACKAGES)
+        raise CorpusError(f"the KJV corpus needs Debian packages {pkgs}: apt-get install -y {pkgs}")
     # -p: bible searches the working directory first; cwd and env pinned so nothing local changes the text.
     out = subprocess.run(
         [program, "-p", BIBLE_DATA_DIR, "-f", KJV_RANGE],

@@ -26,6 +26,15 @@ class GPTConfig:
     bias: bool = False
 
     def __post_init__(self) -> None:
+        # Normalise types so JSON round trips and config_hash see one spelling (0 vs 0.0).
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+                raise ValueError(f"GPTConfig.{name} must be an integer, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        if not isinstance(self.bias, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            raise ValueError(f"GPTConfig: bias must be a bool and dropout in [0, 1), got {self.bias!r}, {self.dropout!r}")
+        object.__setattr__(self, "dropout", float(self.dropout))
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
         if min(self.vocab_size, self.block_size, self.n_layer, self.n_head) < 1:
@@ -42,7 +51,7 @@ class GPTConfig:
         return cls(**d)
 
 
-# The genesis model: ~4 minutes of training on 2 CPU cores (docs/ml.md).
+# The genesis model: ~4.5 minutes of training on 2 idle CPU cores (docs/ml.md).
 GENESIS_CONFIG = GPTConfig(vocab_size=257, block_size=128, n_layer=4, n_head=4, n_embd=128)
 # Unit tests: builds and trains in milliseconds.
 TEST_CONFIG = GPTConfig(vocab_size=257, block_size=32, n_layer=2, n_head=2, n_embd=32)

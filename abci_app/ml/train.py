@@ -182,7 +182,8 @@ def model_state(model: nn.Module, names: Iterable[str] | None = None) -> State:
 
 def _same_names(a: Mapping[str, Tensor], b: Mapping[str, Tensor], what: str) -> None:
     if set(a) != set(b):
-        raise DeltaError(f"{what}: tensor names differ: only in first {sorted(set(a) - set(b))[:3]}, only in second {sorted(set(b) - set(a))[:3]}")
+        only_a, only_b = sorted(set(a) - set(b))[:3], sorted(set(b) - set(a))[:3]
+        raise DeltaError(f"{what}: tensor names differ: only in first {only_a}, only in second {only_b}")
     for n in a:
         if a[n].shape != b[n].shape:
             raise DeltaError(f"{what}: {n} has shapes {tuple(a[n].shape)} and {tuple(b[n].shape)}")

@@ -4,7 +4,7 @@
 
 Same recipe, corpus, thread count and kernel path => same file sha256 (the
 recipe, corpus digest and kernel path are stored in the checkpoint's "extra").
-About 4 minutes on 2 CPU cores with the default recipe (docs/ml.md).
+About 4.5 minutes on an idle 2-core machine with the default recipe (docs/ml.md).
 """
 
 from __future__ import annotations
@@ -34,14 +34,18 @@ class Recipe:
 
 
 RECIPES = {
-    "genesis": Recipe(model.GENESIS_CONFIG, steps=2000, batch_size=12, lr=3e-3, warmup=100, weight_decay=0.1, seed="gradchain-genesis-v1"),
+    "genesis": Recipe(
+        model.GENESIS_CONFIG, steps=2000, batch_size=12, lr=3e-3, warmup=100, weight_decay=0.1, seed="gradchain-genesis-v1"
+    ),
     "test": Recipe(model.TEST_CONFIG, steps=60, batch_size=8, lr=3e-3, warmup=10, weight_decay=0.1, seed="gradchain-test-v1"),
 }
 HELDOUT_WINDOWS = 256
 
 
-def train_genesis(recipe: Recipe, corpus_path: Path, out: Path, threads: int, log_every: int = 100, echo=print) -> str:
-    """Train from scratch and write the checkpoint; return its sha256."""
+def train_genesis(
+    recipe: Recipe, corpus_path: Path, out: Path, threads: int, log_every: int = 100, echo=print, sample_tokens: int = 200
+) -> str:
+    """Train from scratch and write the checkpoint; return its sha256. Prints progress and a sample through `echo`."""
     kernel = determinism.pin(threads)
     data = corpus.load_dataset(corpus_path)
     fam = TinyGPT()
@@ -73,7 +77,9 @@ def train_genesis(recipe: Recipe, corpus_path: Path, out: Path, threads: int, lo
     }
     sha = fam.save(loaded, out, parent="", extra=extra)
     echo(f"held-out loss {heldout:.4f} nats/byte; trained in {time.monotonic() - start:.1f}s")
-    echo(f"sample: {''.join(fam.generate(loaded, 'In the beginning', SamplingParams(200, temperature=0.8, seed=1)))!r}")
+    if sample_tokens:
+        sample = "".join(fam.generate(loaded, "In the beginning", SamplingParams(sample_tokens, temperature=0.8, seed=1)))
+        echo(f"sample: {sample!r}")
     echo(f"wrote {out} sha256 {sha}")
     return sha
 
