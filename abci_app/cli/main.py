@@ -19,6 +19,7 @@ from abci_app.cli.keys import keys
 from abci_app.cli.query import query, status
 from abci_app.cli.model import chat, dataset, model
 from abci_app.cli.staking import staking_query, staking_tx
+from abci_app.cli.training import training_query
 from abci_app.cli.tx import tx
 from abci_app.cli.workers import train, validate
 from abci_app.crypto import AddressError
@@ -78,6 +79,7 @@ def cli() -> None:
 
 tx.add_command(staking_tx)
 query.add_command(staking_query)
+query.add_command(training_query)
 cli.add_command(keys)
 cli.add_command(tx)
 cli.add_command(query)

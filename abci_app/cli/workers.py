@@ -10,7 +10,7 @@ import click
 
 from abci_app.cli.common import Cli, CliError, shared_flags, signer_key
 from abci_app.cli.model import _ipfs_option
-from abci_app.client import ChainError
+from abci_app.client import ChainError, TxRejected
 from abci_app.ipfs.client import IpfsError
 from abci_app.models import ModelError
 
@@ -39,7 +39,7 @@ def _run(cli: Cli, worker_cls: type, label: str, key_name: str, ipfs: str, cache
     worker = worker_cls(key, cli.node, ipfs, cache_dir or cli.home, threads=threads, **extra)
     click.echo(f"{label} {key.address} on {cli.node} (IPFS {ipfs}, kernel path {worker.kernel_path}, {threads} threads)", err=True)
     try:
-        run_loop(lambda: worker.step(lambda line: click.echo(line, err=True)), poll, once, label)
+        run_loop(lambda: worker.step(lambda line: click.echo(line, err=True)), poll, once, label, transient=(ChainError, IpfsError), fatal=(TxRejected,))
     except (ChainError, IpfsError, ModelError) as exc:
         raise CliError(str(exc)) from None
     except KeyboardInterrupt:

@@ -67,11 +67,23 @@ class Worker:
         return path
 
 
-def run_loop(step: Callable[[], bool], poll: float, once: bool, label: str) -> None:
-    """Call `step` until it reports done (with --once) or forever, sleeping `poll` between idle calls."""
+def run_loop(
+    step: Callable[[], bool], poll: float, once: bool, label: str,
+    transient: tuple[type[BaseException], ...] = (), fatal: tuple[type[BaseException], ...] = (),
+) -> None:
+    """Call `step` until it reports done (with --once) or forever, sleeping `poll` between calls.
+
+    A `transient` error (a node or IPFS that did not answer in time) is logged and
+    retried at the next poll: a daemon must outlive a busy minute of its node.
+    """
     while True:
-        done = step()
+        try:
+            done = step()
+        except fatal:
+            raise  # e.g. a tx the chain refused: retrying would repeat the same mistake
+        except transient as exc:
+            log.warning("%s: %s (retrying in %.0fs)", label, exc, poll)
+            done = False
         if once and done:
             return
         time.sleep(poll)
-

@@ -17,6 +17,8 @@ from abci_app.workers.recompute import Trained, Work, delta_extra, to_micro, tra
 
 log = logging.getLogger("trainer")
 
+PENDING = "pending"
+
 # Misbehaviour for tests and demonstrations: what a cheating trainer might submit.
 CHEATS: dict[str, Callable[[dict], dict]] = {
     "scale": lambda delta: {n: t * 10 for n, t in delta.items()},
@@ -30,23 +32,24 @@ class Trainer(Worker):
         if cheat is not None and cheat not in CHEATS:
             raise ValueError(f"unknown cheat {cheat!r} (known: {', '.join(CHEATS)})")
         self.cheat = cheat
-        self.submitted: dict[int, int] = {}  # round -> submission index
+        self.submitted: dict[int, str] = {}  # round -> PENDING, or the decision once known
 
     def my_submission(self, rnd: dict) -> dict | None:
         return next((s for s in rnd["submission_list"] if s["trainer"] == self.address), None)
 
     def step(self, report: Callable[[str], None] = log.info) -> bool:
-        """One look at the chain. True once a submission of ours has been decided."""
+        """One look at the chain. True once every submission of ours has been decided."""
+        undecided = [r for r, state in self.submitted.items() if state == PENDING]
+        for round_id in undecided:
+            # Follow our own rounds by id: the round in progress may already be the next one.
+            mine = self.my_submission(self.chain.query_json("/training/round_detail", str(round_id)))
+            if mine is not None and mine["status"] != "pending":
+                report(f"round {round_id}: submission {mine['index']} {mine['status']}")
+                self.submitted[round_id] = mine["status"]
+        if undecided and all(state != PENDING for state in self.submitted.values()):
+            return True
         rnd = self.current_round()
-        if rnd is None:
-            return False
-        mine = self.my_submission(rnd)
-        if mine is not None:
-            if mine["status"] != "pending":
-                if self.submitted.get(rnd["id"]) != -1:
-                    report(f"round {rnd['id']}: submission {mine['index']} {mine['status']}")
-                    self.submitted[rnd["id"]] = -1
-                return True
+        if rnd is None or rnd["id"] in self.submitted or self.my_submission(rnd) is not None:
             return False
         if rnd["phase"] != "submit" or self.chain.rpc.latest_height() + 1 >= rnd["submit_until"]:
             return False
@@ -73,7 +76,7 @@ class Trainer(Worker):
             loss_after_micro=to_micro(trained.heldout_after), steps=params["steps"], kernel_path=self.kernel_path,
         )
         result = self.chain.send(self.key, msg)
-        self.submitted[rnd["id"]] = 0
+        self.submitted[rnd["id"]] = PENDING
         report(
             f"round {rnd['id']}: submitted delta {cid} (held-out loss {trained.heldout_before:.4f} -> {trained.heldout_after:.4f}) "
             f"in block {result.height}"

@@ -56,6 +56,9 @@ class Validator(Worker):
         except TxRejected as exc:
             if exc.codespace == "training" and exc.code in (8, 9):  # already attested or decided: nothing to do
                 return
+            if exc.codespace == "training" and exc.code in (1, 2):  # verification ended while we recomputed: too late, not fatal
+                report(f"round {rnd['id']}: submission {sub['index']}: verification ended before our attestation ({exc.log})")
+                return
             raise
         word = "accept" if verdict.accept else f"reject ({verdict.reason})"
         report(f"round {rnd['id']}: submission {sub['index']} by {sub['trainer']}: {word}, error {verdict.error_ppm} ppm")
