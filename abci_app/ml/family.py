@@ -107,7 +107,12 @@ class ModelFamily(ABC):
         return loaded.sha256
 
     def save_delta(
-        self, path: str | Path, delta: Mapping[str, Tensor], base: LoadedModel, parent: str, extra: Mapping[str, Any] | None = None
+        self,
+        path: str | Path,
+        delta: Mapping[str, Tensor],
+        base: LoadedModel,
+        parent: str,
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
         """Write a delta made against `base` (version `parent`); return its sha256."""
         checkpoint.check_shapes(delta, self.expected_shapes(base.config, "delta"), str(path))
@@ -158,7 +163,9 @@ class ModelFamily(ABC):
     def context_length(self, loaded: LoadedModel) -> int:
         """Longest sequence the model takes (batch windows must fit)."""
 
-    def train_steps(self, loaded: LoadedModel, batches: Iterable[tuple[Tensor, Tensor]], lr: float, **kw: Any) -> train.TrainResult:
+    def train_steps(
+        self, loaded: LoadedModel, batches: Iterable[tuple[Tensor, Tensor]], lr: float, **kw: Any
+    ) -> train.TrainResult:
         """k AdamW steps in place, one per batch, on the trainable parameters."""
         names = set(self.trainable_names(loaded))
         params = [(n, p) for n, p in loaded.module.named_parameters() if n in names]
@@ -212,7 +219,16 @@ class TinyGPT(ModelFamily):
 FAMILIES: dict[str, ModelFamily] = {TinyGPT.name: TinyGPT()}
 
 
+def register(family: ModelFamily) -> None:
+    """Make a family loadable by name (checkpoint metadata, get_family)."""
+    FAMILIES[family.name] = family
+
+
 def get_family(name: str) -> ModelFamily:
+    if name == "smollm2-lora" and name not in FAMILIES:  # imported on first use: it pulls in transformers and peft
+        from abci_app.ml.smollm2 import SmolLM2Lora
+
+        FAMILIES[name] = SmolLM2Lora()
     try:
         return FAMILIES[name]
     except KeyError:

@@ -34,6 +34,24 @@ def log_tails(net: localnet.Network, lines: int = 20) -> str:
     return "\n".join(out)
 
 
+def serve(net: localnet.Network, height: int = 2, poke_first: bool = True, timeout: float = 60.0) -> Iterator[localnet.Network]:
+    """For module fixtures (`yield from serve(net)`): start `net`, wait until `height`,
+    yield it; print the logs if starting fails; always stop every process."""
+    try:
+        net.start()
+        net.wait_for_blocks(1, timeout=timeout)
+        if height > 1:
+            if poke_first:
+                poke(net)  # create_empty_blocks = false: the chain waits at height 1 until a tx arrives
+            net.wait_for_blocks(height, timeout=timeout)
+        yield net
+    except BaseException:
+        print(log_tails(net))
+        raise
+    finally:
+        net.stop()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):  # type: ignore[no-untyped-def]
     """On a failed e2e test, attach the tail of every node's logs to the report."""
@@ -49,15 +67,4 @@ def network(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     """A started 4-validator network of our app, at height >= 2; always stopped afterwards."""
     require_cometbft()
     root: Path = tmp_path_factory.mktemp("localnet")
-    net = localnet.create(root, validators=VALIDATORS, chain_id="gradchain-e2e", app_state=APP_STATE)
-    try:
-        net.start()
-        net.wait_for_blocks(1, timeout=60)
-        poke(net)  # create_empty_blocks = false: the chain waits at height 1 until a tx arrives
-        net.wait_for_blocks(2, timeout=60)
-        yield net
-    except BaseException:
-        print(log_tails(net))
-        raise
-    finally:
-        net.stop()
+    yield from serve(localnet.create(root, validators=VALIDATORS, chain_id="gradchain-e2e", app_state=APP_STATE))

@@ -7,7 +7,6 @@ chain's rejections reach the user as one `error:` line.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,7 +18,7 @@ import pytest
 
 from abci_app import crypto
 from abci_app.localnet import Network
-from tests.e2e.helpers import balance
+from tests.e2e.helpers import assert_one_error_line, balance, json_out
 
 pytestmark = pytest.mark.e2e
 
@@ -31,19 +30,6 @@ def gradchain(net: Network, *args: str, node: int = 0) -> subprocess.CompletedPr
     env = {**os.environ, "GRADCHAIN_HOME": str(net.keyring_home), "GRADCHAIN_NODE": net.rpc_url(node)}
     env.pop("GRADCHAIN_DEBUG", None)
     return subprocess.run([GRADCHAIN, *args], capture_output=True, text=True, env=env, timeout=120)
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0, result.stdout
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
-
-
-def json_out(result: subprocess.CompletedProcess) -> dict:
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def wait_for_height(net: Network, node: int, height: int) -> None:

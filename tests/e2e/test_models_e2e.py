@@ -37,7 +37,8 @@ from abci_app.ipfs.download import file_sha256
 from abci_app.keyring import Keyring
 from abci_app.localnet import Network
 from abci_app.models import Cache
-from tests.e2e.conftest import log_tails, require_cometbft
+from tests.e2e.conftest import require_cometbft, serve
+from tests.e2e.helpers import assert_one_error_line, json_out
 
 pytestmark = pytest.mark.e2e
 
@@ -69,15 +70,7 @@ def network(tmp_path_factory: pytest.TempPathFactory, assets: tuple[Path, Path])
     root = tmp_path_factory.mktemp("models-localnet")
     net = localnet.create(root, validators=4, chain_id="gradchain-models-e2e", app_state=APP_STATE,
                           ipfs=True, genesis_model=model_path, corpus=corpus_path)
-    try:
-        net.start()
-        net.wait_for_blocks(1, timeout=60)
-        yield net
-    except BaseException:
-        print(log_tails(net))
-        raise
-    finally:
-        net.stop()
+    yield from serve(net, height=1)
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -89,19 +82,6 @@ def gradchain(net: Network, *args: str, node: int = PULL_NODE, home: Path | None
            "GRADCHAIN_IPFS": net.nodes[node].ipfs_url}
     env.pop("GRADCHAIN_DEBUG", None)
     return subprocess.run([GRADCHAIN, *args], capture_output=True, text=True, env=env, timeout=timeout)
-
-
-def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode != 0, result.stdout
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
-
-
-def json_out(result: subprocess.CompletedProcess) -> dict:
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def cache_files(home: Path) -> list[str]:

@@ -38,7 +38,7 @@ from abci_app import localnet
 from abci_app.cli.staking import consensus_address, parse_pubkey
 from abci_app.keyring import Keyring
 from abci_app.localnet import Network
-from tests.e2e.conftest import log_tails, require_cometbft
+from tests.e2e.conftest import require_cometbft, serve
 from tests.e2e.helpers import Transfer, header_app_hashes, latest_heights, poke, send_transfers, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -80,18 +80,8 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
     """
     require_cometbft()
     root: Path = tmp_path_factory.mktemp("staking-net")
-    net = localnet.create(root, validators=4, chain_id="gradchain-staking-e2e", app_state=APP_STATE)
-    try:
-        net.start()
-        net.wait_for_blocks(1, timeout=60)
-        poke(net)  # create_empty_blocks = false: the chain waits at height 1 until a tx arrives
-        net.wait_for_blocks(2, timeout=60)
-        yield net
-    except BaseException:
-        print(log_tails(net))
-        raise
-    finally:
-        net.stop()  # every node in net.nodes, the added one included
+    # serve() stops every node in net.nodes, the added one included
+    yield from serve(localnet.create(root, validators=4, chain_id="gradchain-staking-e2e", app_state=APP_STATE))
 
 
 @dataclass(frozen=True)

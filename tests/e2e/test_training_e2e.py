@@ -24,7 +24,7 @@ import pytest
 
 from abci_app import localnet
 from abci_app.client import ChainClient
-from tests.e2e.conftest import log_tails, require_cometbft
+from tests.e2e.conftest import require_cometbft, serve
 from tests.e2e.helpers import header_app_hashes, latest_heights, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -75,15 +75,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localnet.Netwo
     root = tmp_path_factory.mktemp("training-localnet")
     net = localnet.create(root, validators=4, chain_id="gradchain-training-e2e", app_state=APP_STATE, ipfs=True,
                           genesis_model=model_path, corpus=corpus_path, workers=True, empty_blocks_interval="1s")
-    try:
-        net.start()
-        net.wait_for_blocks(2, timeout=90)  # empty blocks every second: no tx needed
-        yield net
-    except BaseException:
-        print(log_tails(net))
-        raise
-    finally:
-        net.stop()
+    yield from serve(net, height=2, poke_first=False, timeout=90)  # empty blocks every second: no tx needed
 
 
 class Trainers:
