@@ -512,7 +512,7 @@ class SmolLM2Lora(ModelFamily):
         spec = lora if isinstance(lora, LoraSpec) else LoraSpec.from_params(lora)
         if spec == loaded.config.lora:
             return loaded
-        new = self._build(replace(loaded.config, lora=spec), self.model_tensors(loaded), 0, None)
+        new = self._build(replace(loaded.config, lora=spec), self.model_tensors(loaded, copy=False), 0, None)
         return replace(new, parent=loaded.parent, sha256=loaded.sha256)
 
     def clone(self, loaded: LoadedModel) -> LoadedModel:
