@@ -58,7 +58,10 @@ class Cache:
     def pull_version(self, chain: ChainClient, ipfs: IpfsClient, version: int | None = None, *, timeout: float = 30.0,
                      progress: Callable[[int], None] | None = None) -> Pulled:
         """Fetch and verify a registered model version (the latest when `version` is None)."""
-        entry = version_entry(chain, version)
+        return self.pull_model(version_entry(chain, version), ipfs, timeout=timeout, progress=progress)
+
+    def pull_model(self, entry: dict, ipfs: IpfsClient, *, timeout: float = 30.0, progress: Callable[[int], None] | None = None) -> Pulled:
+        """Fetch and verify the checkpoint of a registry entry already queried."""
         return self._pull(entry, ".safetensors", ipfs, timeout, progress, lambda p: check_config(p, entry))
 
     def pull_dataset(self, chain: ChainClient, ipfs: IpfsClient, dataset_id: int, *, timeout: float = 30.0,

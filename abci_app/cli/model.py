@@ -7,7 +7,6 @@ and sha256 the chain recorded before they enter the cache (<home>/cache).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import sys
 import time
@@ -21,8 +20,8 @@ from abci_app import tx as txlib
 from abci_app.cli.common import Cli, CliError, shared_flags, signer_key
 from abci_app.client import ChainClient, ChainError
 from abci_app.ipfs.client import IpfsClient, IpfsError
-from abci_app.ipfs.download import VerificationError
-from abci_app.models import Cache, ModelError, Pulled
+from abci_app.ipfs.download import VerificationError, file_sha256
+from abci_app.models import Cache, ModelError, Pulled, version_entry
 
 DEFAULT_IPFS = "http://127.0.0.1:26659"  # Kubo API of localnet node 0, as --node defaults to its RPC
 
@@ -74,13 +73,10 @@ def _mb(n: float) -> str:
 
 def pull(cli: Cli, chain: ChainClient, ipfs_url: str, version: int | None, timeout: float) -> Pulled:
     """The verified checkpoint of `version` (latest when None), from the cache or IPFS."""
-    cache = Cache(cli.home)
-    from abci_app.models import version_entry
-
     entry = version_entry(chain, version)
     progress = _Progress(f"pulling version {entry['id']}", entry["bytes"])
     with IpfsClient(ipfs_url) as ipfs:
-        pulled = cache.pull_version(chain, ipfs, entry["id"], timeout=timeout, progress=progress)
+        pulled = Cache(cli.home).pull_model(entry, ipfs, timeout=timeout, progress=progress)
     progress.finish()
     return pulled
 
@@ -128,8 +124,6 @@ def show(cli: Cli, version: int | None) -> None:
     Example:
       $ gradchain model show --version 0
     """
-    from abci_app.models import version_entry
-
     with ChainClient(cli.node) as chain:
         entry = version_entry(chain, version)
     lines = [f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}" for k, v in entry.items() if k != "config_json"]
@@ -256,7 +250,7 @@ def dataset_add(cli: Cli, file: Path, from_: str, name: str, licence: str, ipfs:
       $ gradchain dataset add corpus.txt --from dev0 --name my-corpus --licence CC0-1.0
     """
     key = signer_key(cli.keyring, from_)
-    digest, size = _sha256_and_size(file)
+    digest, size = file_sha256(file), file.stat().st_size
     with IpfsClient(ipfs) as client:
         cid = client.add(file)
     msg = txlib.MsgRegisterDataset(name=name, cid=cid, sha256=digest, licence=licence, bytes=size, tokens=size, tokenizer="bytes")
@@ -264,15 +258,6 @@ def dataset_add(cli: Cli, file: Path, from_: str, name: str, licence: str, ipfs:
         result = chain.send(key, msg)
     cli.emit({"cid": cid, "sha256": digest, "bytes": size, "hash": result.hash, "height": result.height},
              f"added {file} to IPFS as {cid}\nregistered in tx {result.hash} at height {result.height}")
-
-
-def _sha256_and_size(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 # --- chat ------------------------------------------------------------------------

@@ -35,6 +35,8 @@ import torch
 from safetensors.torch import load as st_load
 from torch import Tensor
 
+from abci_app.ipfs.download import file_sha256  # noqa: F401  (re-exported: one torch-free implementation)
+
 FORMAT = "gradchain-checkpoint/1"
 KINDS = ("model", "delta")
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors library's own limit
@@ -213,9 +215,3 @@ def check_shapes(tensors: Mapping[str, Tensor], want: Mapping[str, tuple[int, ..
             )
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
