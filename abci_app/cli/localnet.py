@@ -51,10 +51,23 @@ def _endpoints(net: ln.Network) -> str:
         lines += [
             f"  gradchain model list --node {net.rpc_url(0)}",
             f"  gradchain model pull --node {other.rpc_url} --ipfs {other.ipfs_url}",
-            f"  gradchain chat --prompt \"In the beginning\" --node {net.rpc_url(0)} --ipfs {net.nodes[0].ipfs_url}",
+            f"  gradchain chat --prompt \"{_chat_example(net)}\" --node {net.rpc_url(0)} --ipfs {net.nodes[0].ipfs_url}",
+            f"  gradchain model eval --node {net.rpc_url(0)} --ipfs {net.nodes[0].ipfs_url}",
         ]
     lines.append("status: make localnet-status   stop: make localnet-stop   wipe: make localnet-reset")
     return "\n".join(lines)
+
+
+def _chat_example(net: ln.Network) -> str:
+    """A prompt that shows what the genesis model can do: a question for a chat model, a verse opening for the KJV GPT."""
+    from abci_app.models import read_header_meta
+
+    model = next((Path(f) for f in net.genesis_files if f.endswith(".safetensors")), None)
+    try:
+        chat = model is not None and read_header_meta(model)["family"] == "smollm2-lora"
+    except (OSError, ValueError):
+        chat = False
+    return "What is the capital of France?" if chat else "In the beginning"
 
 
 @click.group()
@@ -68,14 +81,16 @@ def localnet() -> None:
 @click.option("--app", type=click.Choice([ln.APP_GRADCHAIN, ln.APP_KVSTORE]), default=ln.APP_GRADCHAIN, show_default=True,
               help="ABCI app: ours, or CometBFT's built-in kvstore (to debug the network itself).")
 @click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for the first blocks.")
-@click.option("--model", "preset", type=click.Choice(["genesis", "test"]), default="genesis", show_default=True,
-              help="Genesis model recipe: the tiny GPT trained once (minutes) and cached, or a seconds-long test one.")
-def start(validators: int, base_port: int, app: str, timeout: float, preset: str) -> None:
+@click.option("--model", "model", type=click.Choice(ln.MODELS), default=ln.DEFAULT_MODEL, show_default=True, envvar="GRADCHAIN_MODEL",
+              help="Genesis model (version 0), when creating: SmolLM2-135M-Instruct trained through LoRA, the tiny GPT "
+                   "(trained once, minutes), or a seconds-long test GPT [env: GRADCHAIN_MODEL].")
+def start(validators: int, base_port: int, app: str, timeout: float, model: str) -> None:
     """Create the localnet if needed, start whatever is stopped, wait for blocks.
 
     \b
     Example:
       $ gradchain localnet start
+      $ gradchain localnet start --model tiny
     """
     root = localnet_dir()
     try:
@@ -90,10 +105,13 @@ def start(validators: int, base_port: int, app: str, timeout: float, preset: str
         else:
             click.echo(f"creating a {validators}-validator localnet in {root} ...")
             if app == ln.APP_GRADCHAIN:
-                model_path, corpus_path = ln.genesis_assets(preset, echo=click.echo)
+                app_state = ln.localnet_app_state(model)
+                model_path, corpus_path = ln.genesis_assets(model, echo=click.echo)
+                metrics = ln.genesis_metrics(model_path, corpus_path, app_state["training"]["params"]["eval_prompts"], echo=click.echo)
                 net = ln.create(
-                    root, validators=validators, base_port=base_port, app=app, dev_accounts=4, app_state=ln.LOCALNET_APP_STATE,
+                    root, validators=validators, base_port=base_port, app=app, dev_accounts=4, app_state=app_state,
                     ipfs=True, genesis_model=model_path, corpus=corpus_path, workers=True, empty_blocks_interval="1s",
+                    genesis_model_metrics=metrics,
                 )
             else:
                 net = ln.create(root, validators=validators, base_port=base_port, app=app, dev_accounts=4)

@@ -55,8 +55,14 @@ def cpu_capability() -> str:
 
 
 def kernel_path() -> str:
-    """torch build + CPU kernel set, e.g. "torch-2.15.0+cu132/AVX2": equal paths and threads give equal bits."""
-    return f"torch-{torch.__version__}/{cpu_capability()}"
+    """torch build + CPU kernel set + intra-op threads, e.g. "torch-2.9.1+cpu/AVX2/t2".
+
+    Two processes on equal paths compute bitwise-equal deltas, so a validator
+    on the submission's path compares by hash; on another path, by tolerance.
+    The thread count is part of it: the tiny GPT's 1- and 2-thread deltas differ
+    in the last bits (docs/ml.md).
+    """
+    return f"torch-{torch.__version__}/{cpu_capability()}/t{torch.get_num_threads()}"
 
 
 def fingerprint() -> dict[str, str | int]:

@@ -3,12 +3,13 @@
 A family knows how to build its network from a config, read and write its
 checkpoints, generate, train k steps and make, apply and merge deltas.
 Families: "tiny-gpt" (abci_app.ml.model, for tests and small localnets);
-"smollm2-lora" (issue 7) will train LoRA adapters, so "trainable state" may be
-a subset of the weights, and a delta covers only that subset.
+"smollm2-lora" (abci_app.ml.smollm2) trains LoRA adapters, so "trainable
+state" is a subset of the weights, and a delta covers only that subset.
 
 Typical use (issue 6's trainer and validator run the same lines):
 
     fam, base = load_model(path)                 # family from the file's metadata
+    base = fam.for_training(base, chain_params)  # LoRA spec from the chain (smollm2-lora)
     work = fam.clone(base)
     result = fam.train_steps(work, batches, lr)  # k = len(batches)
     delta = fam.delta(work, base)
@@ -152,6 +153,14 @@ class ModelFamily(ABC):
         return load_dataset(path, loaded.tokenizer)
 
     # --- training ---
+    def for_training(self, loaded: LoadedModel, params: Mapping[str, Any]) -> LoadedModel:
+        """`loaded` shaped for the chain's training params (the training module's Params as JSON).
+
+        Every weight trains here, so nothing changes; smollm2-lora puts on
+        adapters of the params' LoRA spec. Returns `loaded` itself when nothing changes.
+        """
+        return loaded
+
     def trainable_state(self, loaded: LoadedModel) -> State:
         """The tensors training changes and a delta covers (all weights here; LoRA adapters in smollm2-lora)."""
         return train.model_state(loaded.module, self.trainable_names(loaded))

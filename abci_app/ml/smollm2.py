@@ -515,6 +515,10 @@ class SmolLM2Lora(ModelFamily):
         new = self._build(replace(loaded.config, lora=spec), self.model_tensors(loaded, copy=False), 0, None)
         return replace(new, parent=loaded.parent, sha256=loaded.sha256)
 
+    def for_training(self, loaded: LoadedModel, params: Mapping[str, Any]) -> LoadedModel:
+        """Adapters of the chain's LoRA spec (training params lora_rank, lora_alpha, lora_targets)."""
+        return self.with_lora(loaded, LoraSpec.from_params(params))
+
     def clone(self, loaded: LoadedModel) -> LoadedModel:
         """A copy whose adapters train independently; the frozen weights are shared (never written), saving 540 MB."""
         memo = {id(p): p for p in loaded.module.parameters() if not p.requires_grad}

@@ -39,6 +39,7 @@ from abci_app.tx import tx_pb2
 # --- Params ---------------------------------------------------------------------
 
 BPS = 10_000
+LORA_TARGETS = ("down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj")  # Llama projections
 
 
 @dataclass(frozen=True)
@@ -62,18 +63,29 @@ class Params:
     quorum_bps: int = 6_667  # 2/3 of the active voting power
     min_trainer_bond: int = 1_000_000
     max_submissions: int = 16
+    # LoRA families (smollm2-lora) train adapters of this spec; full-weight families ignore it.
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_targets: str = "q_proj,v_proj"  # comma-separated, from LORA_TARGETS
+    eval_prompts: int = 0  # validators score the merged model on this many of the fixed evaluation prompts (0 = none)
 
     def validate(self) -> None:
         for name, value in asdict(self).items():
             if name == "enabled":
                 if not isinstance(value, bool):
                     raise ValueError("training.params.enabled must be true or false")
+            elif name == "lora_targets":
+                targets = value.split(",") if isinstance(value, str) else []
+                if not targets or any(t not in LORA_TARGETS for t in targets) or len(set(targets)) != len(targets):
+                    raise ValueError(f"training.params.lora_targets must be distinct comma-separated names from {','.join(LORA_TARGETS)}, got {value!r}")
             elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"training.params.{name} must be a non-negative integer")
         if not 0 < self.quorum_bps <= BPS or self.slash_bps > BPS or self.attester_share_bps > BPS:
             raise ValueError("training params in basis points must be at most 10000 (quorum above 0)")
         if self.steps == 0 or self.submission_blocks == 0 or self.batch_size == 0 or self.seq_len == 0:
             raise ValueError("training.params steps, submission_blocks, batch_size and seq_len must be positive")
+        if self.lora_rank == 0 or self.lora_alpha == 0:
+            raise ValueError("training.params lora_rank and lora_alpha must be positive")
         if self.recompute_steps not in (0, self.steps):
             # Sampling s of k steps needs per-step state commitments and a post-submission
             # seed (docs/training.md, "Sampling"); until then validators recompute all k.
@@ -359,7 +371,10 @@ def attest_merge(ctx: Context, signer: str, msg: tx_pb2.MsgAttestMerge) -> None:
     key = MERGE_VOTE_PREFIX + _u64(rnd.id) + _raw(signer)
     if ctx.state.get(key) is not None:
         raise DuplicateAttestation(f"{signer} already attested the merge of round {rnd.id}")
-    vote = {"validator": signer, "cid": msg.cid, "sha256": msg.sha256, "bytes": msg.bytes, "held_out_loss_micro": msg.held_out_loss_micro, "power": powers[signer]}
+    if not msg.prompts_correct <= msg.prompts_total <= params.eval_prompts:
+        raise InvalidSubmission(f"invalid prompt score {msg.prompts_correct}/{msg.prompts_total}: at most eval_prompts = {params.eval_prompts} prompts, correct <= total")
+    vote = {"validator": signer, "cid": msg.cid, "sha256": msg.sha256, "bytes": msg.bytes, "held_out_loss_micro": msg.held_out_loss_micro,
+            "prompts_correct": msg.prompts_correct, "prompts_total": msg.prompts_total, "power": powers[signer]}
     ctx.state.set(key, encode_json(vote))
     ctx.emit("merge_attested", round=rnd.id, validator=signer, cid=msg.cid, sha256=msg.sha256)
     agreeing = [v for v in merge_votes(ctx.state, rnd.id) if (v["cid"], v["sha256"], v["bytes"]) == (msg.cid, msg.sha256, msg.bytes)]
@@ -427,13 +442,18 @@ def _penalize_verifiers(ctx: Context, params: Params, rnd: Round) -> None:
 
 def _register_merge(ctx: Context, params: Params, rnd: Round, agreeing: list[dict]) -> None:
     base = registry.get(ctx.state, rnd.base_version)
-    losses = sorted(v["held_out_loss_micro"] for v in agreeing)
-    median_loss = losses[len(losses) // 2]  # validators measure the same file; the median ignores an outlier
+    def median(field: str) -> int:  # validators measure the same file; the median ignores an outlier
+        values = sorted(v.get(field, 0) for v in agreeing)
+        return values[len(values) // 2]
+
+    metrics = {"held_out_loss_micro": median("held_out_loss_micro"), "accepted_submissions": len(rnd.accepted)}
+    if median("prompts_total"):
+        metrics |= {"prompts_correct": median("prompts_correct"), "prompts_total": median("prompts_total")}
     first = agreeing[0]
     version = registry.register(
         ctx, parent=base.id, cid=first["cid"], sha256=first["sha256"], size=first["bytes"], family=base.family,
         config_json=base.config_json, dataset_ids=[rnd.dataset_id], licence=base.licence, creator=rnd.aggregator or first["validator"],
-        round=rnd.id, metrics={"held_out_loss_micro": median_loss, "accepted_submissions": len(rnd.accepted)},
+        round=rnd.id, metrics=metrics,
         note=f"round {rnd.id}: accepted submissions {rnd.accepted}",
     )
     _close(ctx, replace(rnd, version=version.id))

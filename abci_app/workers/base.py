@@ -43,14 +43,19 @@ class Worker:
     def current_round(self) -> dict | None:
         return self.chain.query_json("/training/current")
 
-    def base_model(self, version: int):
-        """(family, model) of a registered version, pulled and verified once."""
+    def base_model(self, version: int, params: dict | None = None):
+        """(family, model) of a registered version, pulled and verified once, and shaped for
+        the chain's training `params` (smollm2-lora: adapters of the params' LoRA spec)."""
         if version not in self._models:
             from abci_app.ml.family import load_model
 
             pulled = self.cache.pull_version(self.chain, self.ipfs, version, timeout=self.fetch_timeout)
             self._models = {version: load_model(pulled.path, expect_config_hash=pulled.entry["config_hash"])}
-        return self._models[version]
+        family, loaded = self._models[version]
+        if params is not None:
+            loaded = family.for_training(loaded, params)  # the same object unless the params' LoRA spec changed
+            self._models[version] = (family, loaded)
+        return family, loaded
 
     def dataset(self, dataset_id: int, family, model):
         """(registry entry, tokenized dataset) of a registered dataset."""

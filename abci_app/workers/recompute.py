@@ -30,6 +30,7 @@ class Work:
     trainer: str
     dataset_sha256: str
     params: dict[str, Any]  # the training module's Params as JSON
+    kernel_path: str = ""  # the kernel path the submission says it was computed on
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,10 @@ def batches(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work
 
 
 def train_submission(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work) -> Trained:
-    """k AdamW steps from `base` on the trainer's assigned batches; the delta and held-out losses."""
+    """k AdamW steps from `base` on the trainer's assigned batches; the delta and held-out losses.
+
+    `base` must already be shaped for the round's params (`family.for_training`).
+    """
     model = family.clone(base)
     result = family.train_steps(model, batches(family, base, dataset, work), work.params["learning_rate_micro"] / MICRO)
     delta = family.delta(model, base)
@@ -77,19 +81,41 @@ class Verdict:
     accept: bool
     error_ppm: int
     reason: str
+    by_hash: bool = False  # compared bit for bit (same kernel path) rather than within tolerance
 
 
-def judge(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, submitted: State) -> Verdict:
-    """Recompute the submission and compare: relative L2 error within tolerance, held-out loss not worse."""
+def judge(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, submitted: State, kernel_path: str = "") -> Verdict:
+    """Recompute the submission and compare, then check the held-out loss did not get worse.
+
+    On the submission's own kernel path (`kernel_path` = ours equals
+    `work.kernel_path`) an honest recomputation is bitwise equal, so the
+    delta's sha256 must match exactly; on another path the relative L2 error
+    must be within `tolerance_ppm` (measured across kernel paths: docs/training.md).
+    """
     honest = train_submission(family, base, dataset, work)
     error = train.relative_l2(submitted, honest.delta)
     error_ppm = to_micro(error)
-    if error_ppm > work.params["tolerance_ppm"]:
+    by_hash = bool(kernel_path) and kernel_path == work.kernel_path
+    if by_hash:
+        if train.state_sha256(submitted) != train.state_sha256(honest.delta):
+            return Verdict(False, error_ppm, f"recomputation on the same kernel path {kernel_path} differs (relative L2 error {error:.3g})", True)
+    elif error_ppm > work.params["tolerance_ppm"]:
         return Verdict(False, error_ppm, f"recomputation differs: relative L2 error {error:.3g} > tolerance {work.params['tolerance_ppm'] / MICRO:.3g}")
     after = heldout_loss(family, family.apply(base, submitted), dataset)
     if to_micro(after) > to_micro(honest.heldout_before) * (MICRO + work.params["max_heldout_regression_ppm"]) // MICRO:
-        return Verdict(False, error_ppm, f"held-out loss regressed from {honest.heldout_before:.4f} to {after:.4f}")
-    return Verdict(True, error_ppm, "")
+        return Verdict(False, error_ppm, f"held-out loss regressed from {honest.heldout_before:.4f} to {after:.4f}", by_hash)
+    return Verdict(True, error_ppm, "", by_hash)
+
+
+def prompt_score(family: ModelFamily, model: LoadedModel, n: int) -> dict[str, int]:
+    """The first `n` fixed evaluation prompts, greedy (abci_app.ml.evaluate): {prompts_correct, prompts_total}."""
+    from abci_app.ml import evaluate
+
+    prompts = evaluate.PROMPTS[: max(0, n)]
+    if not prompts:
+        return {"prompts_correct": 0, "prompts_total": 0}
+    score = evaluate.score_prompts(family, model, prompts)
+    return {k: score[k] for k in ("prompts_correct", "prompts_total")}
 
 
 def merged_checkpoint(family: ModelFamily, base: LoadedModel, deltas: list[State], base_version: int, round_id: int, out: Path) -> tuple[str, LoadedModel]:

@@ -58,9 +58,9 @@ class Trainer(Worker):
 
     def submit(self, rnd: dict, report: Callable[[str], None]) -> None:
         params = self.params()
-        family, base = self.base_model(rnd["base_version"])
+        family, base = self.base_model(rnd["base_version"], params)
         entry, dataset = self.dataset(rnd["dataset_id"], family, base)
-        work = Work(rnd["id"], rnd["base_version"], rnd["seed"], self.address, entry["sha256"], params)
+        work = Work(rnd["id"], rnd["base_version"], rnd["seed"], self.address, entry["sha256"], params, self.kernel_path)
         report(f"round {rnd['id']}: training {params['steps']} steps on version {rnd['base_version']} ...")
         trained = train_submission(family, base, dataset, work)
         delta = CHEATS[self.cheat](trained.delta) if self.cheat else trained.delta

@@ -16,7 +16,7 @@ from abci_app.ipfs.client import IpfsError
 from abci_app.ipfs.download import VerificationError
 from abci_app.ml.checkpoint import CheckpointError
 from abci_app.workers.base import Worker
-from abci_app.workers.recompute import Verdict, Work, heldout_loss, judge, merged_checkpoint, to_micro
+from abci_app.workers.recompute import Verdict, Work, heldout_loss, judge, merged_checkpoint, prompt_score, to_micro
 
 log = logging.getLogger("validator")
 
@@ -38,15 +38,15 @@ class Validator(Worker):
 
     def check(self, rnd: dict, sub: dict) -> Verdict:
         params = self.params()
-        family, base = self.base_model(rnd["base_version"])
+        family, base = self.base_model(rnd["base_version"], params)
         entry, dataset = self.dataset(rnd["dataset_id"], family, base)
         try:
             path = self.fetch(sub["cid"], sub["sha256"], ".delta.safetensors")
             delta, meta = family.load_delta(path, base)
         except (IpfsError, VerificationError, CheckpointError) as exc:
             return Verdict(False, 0, f"delta unusable: {exc}"[:120])
-        work = Work(rnd["id"], rnd["base_version"], rnd["seed"], sub["trainer"], entry["sha256"], params)
-        return judge(family, base, dataset, work, delta)
+        work = Work(rnd["id"], rnd["base_version"], rnd["seed"], sub["trainer"], entry["sha256"], params, sub["kernel_path"])
+        return judge(family, base, dataset, work, delta, kernel_path=self.kernel_path)
 
     def attest(self, rnd: dict, sub: dict, report: Callable[[str], None]) -> None:
         verdict = self.check(rnd, sub)
@@ -61,10 +61,12 @@ class Validator(Worker):
                 return
             raise
         word = "accept" if verdict.accept else f"reject ({verdict.reason})"
-        report(f"round {rnd['id']}: submission {sub['index']} by {sub['trainer']}: {word}, error {verdict.error_ppm} ppm")
+        how = "same kernel path: compared by hash" if verdict.by_hash else f"other kernel path ({sub['kernel_path']}): compared within tolerance"
+        report(f"round {rnd['id']}: submission {sub['index']} by {sub['trainer']}: {word}, error {verdict.error_ppm} ppm, {how}")
 
     def attest_merge(self, rnd: dict, report: Callable[[str], None]) -> None:
-        family, base = self.base_model(rnd["base_version"])
+        params = self.params()
+        family, base = self.base_model(rnd["base_version"], params)
         entry, dataset = self.dataset(rnd["dataset_id"], family, base)
         subs = {s["index"]: s for s in rnd["submission_list"]}
         deltas = [family.load_delta(self.fetch(subs[i]["cid"], subs[i]["sha256"], ".delta.safetensors"), base)[0] for i in rnd["accepted"]]
@@ -81,7 +83,9 @@ class Validator(Worker):
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 cached.write_bytes(path.read_bytes())
         loss = heldout_loss(family, merged, dataset)
-        msg = txlib.MsgAttestMerge(round=rnd["id"], cid=cid, sha256=sha256, bytes=size, held_out_loss_micro=to_micro(loss))
+        score = prompt_score(family, merged, params["eval_prompts"])
+        msg = txlib.MsgAttestMerge(round=rnd["id"], cid=cid, sha256=sha256, bytes=size, held_out_loss_micro=to_micro(loss),
+                                   prompts_correct=score["prompts_correct"], prompts_total=score["prompts_total"])
         try:
             self.chain.send(self.key, msg)
         except TxRejected as exc:
@@ -89,4 +93,5 @@ class Validator(Worker):
                 return
             raise
         role = "aggregator" if rnd["aggregator"] == self.address else "validator"
-        report(f"round {rnd['id']}: merged {len(deltas)} deltas -> {cid} (held-out loss {loss:.4f}) as {role}")
+        prompts = f", prompts {score['prompts_correct']}/{score['prompts_total']}" if score["prompts_total"] else ""
+        report(f"round {rnd['id']}: merged {len(deltas)} deltas -> {cid} (held-out loss {loss:.4f}{prompts}) as {role}")

@@ -56,8 +56,8 @@ def synthetic_corpus(path: Path) -> Path:
     return path
 
 
-def work(trainer: str = ALICE, base_version: int = 0, round_id: int = 0, **params: int) -> Work:
-    return Work(round_id, base_version, ROUND_SEED, trainer, DATA["dataset"].sha256, WORK_PARAMS | params)
+def work(trainer: str = ALICE, base_version: int = 0, round_id: int = 0, kernel_path: str = "", **params: int) -> Work:
+    return Work(round_id, base_version, ROUND_SEED, trainer, DATA["dataset"].sha256, WORK_PARAMS | params, kernel_path)
 
 
 DATA: dict = {}
@@ -145,6 +145,25 @@ def test_heldout_regression_is_rejected_even_within_tolerance() -> None:
     assert not verdict.accept and verdict.reason.startswith("held-out loss regressed")
 
 
+def test_same_kernel_path_compares_by_hash() -> None:
+    """On the trainer's own kernel path an honest recomputation is bitwise equal: a change far inside the
+    tolerance (one weight nudged by one part in 1e4) is caught by hash there, and passes only across paths."""
+    ours = determinism.kernel_path()
+    honest_verdict = judge(fam(), base(), dataset(), work(ALICE, kernel_path=ours), honest().delta, kernel_path=ours)
+    assert (honest_verdict.accept, honest_verdict.by_hash, honest_verdict.error_ppm) == (True, True, 0)
+    nudged = dict(honest().delta)
+    name = sorted(nudged)[0]
+    nudged[name] = nudged[name].clone()
+    nudged[name].view(-1)[0] *= 1 + 1e-4
+    same = judge(fam(), base(), dataset(), work(ALICE, kernel_path=ours), nudged, kernel_path=ours)
+    assert not same.accept and same.by_hash and same.error_ppm <= tolerance_ppm()
+    assert same.reason.startswith(f"recomputation on the same kernel path {ours} differs")
+    other = judge(fam(), base(), dataset(), work(ALICE, kernel_path="torch-0.0/DEFAULT/t2"), nudged, kernel_path=ours)
+    assert other.accept and not other.by_hash
+    unknown = judge(fam(), base(), dataset(), work(ALICE), nudged, kernel_path=ours)  # no path claimed: tolerance
+    assert unknown.accept and not unknown.by_hash
+
+
 # --- 2. the validator worker and the delta file ----------------------------------------
 
 
@@ -206,14 +225,15 @@ ROUND = {"id": 0, "base_version": 0, "dataset_id": 0, "seed": ROUND_SEED, "phase
 
 
 def submission(cid: str, sha256: str) -> dict:
-    return {"round": 0, "index": 0, "trainer": ALICE, "cid": cid, "sha256": sha256, "status": "pending", "attestations": []}
+    return {"round": 0, "index": 0, "trainer": ALICE, "cid": cid, "sha256": sha256, "status": "pending", "attestations": [],
+            "kernel_path": determinism.kernel_path()}
 
 
 def test_validator_accepts_the_honest_file(tmp_path: Path, delta_file: tuple[Path, str, str]) -> None:
     path, cid, sha256 = delta_file
     validator = make_validator(tmp_path, {cid: path.read_bytes()})
     verdict = validator.check(ROUND, submission(cid, sha256))
-    assert (verdict.accept, verdict.error_ppm) == (True, 0)
+    assert (verdict.accept, verdict.error_ppm, verdict.by_hash) == (True, 0, True)  # same machine: same kernel path
     assert validator.cache.path_for(sha256, ".delta.safetensors").exists()  # verified, so cached
 
 

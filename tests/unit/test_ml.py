@@ -344,7 +344,7 @@ def test_delta_file_for_another_config_is_refused(fam, tmp_path):
 
 def test_pin_reports_kernel_path():
     path = determinism.pin(2)
-    assert path == f"torch-{torch.__version__}/{determinism.cpu_capability()}" and torch.get_num_threads() == 2
+    assert path == f"torch-{torch.__version__}/{determinism.cpu_capability()}/t2" and torch.get_num_threads() == 2
     assert torch.are_deterministic_algorithms_enabled()
     with pytest.raises(determinism.DeterminismError, match="ATEN_CPU_CAPABILITY"):
         determinism.pin(2, capability="NOT_A_KERNEL_SET")

@@ -38,6 +38,12 @@ class TrainingChain(Chain):
 
 @pytest.fixture
 def net(tmp_path):
+    chain = make_net(tmp_path)
+    yield chain
+    chain.app.close()
+
+
+def make_net(tmp_path, **params):
     vals = [fixed_key(i) for i in range(1, 4)]  # 3 validators, powers 10, 10, 20
     trainers = [fixed_key(i) for i in range(10, 13)]
     bonds = [1_000, 1_000, 2_000]
@@ -47,11 +53,10 @@ def net(tmp_path):
                  "validators": [{"operator": v.address, "pubkey": cons_key(i).hex(), "self_bond": b} for i, (v, b) in enumerate(zip(vals, bonds))]},
         datasets={"datasets": [{"name": "kjv", "cid": CID, "sha256": sha("corpus"), "licence": "public-domain", "bytes": 100, "tokens": 100, "tokenizer": "bytes"}]},
         registry={"versions": [{"cid": cid("v0"), "sha256": sha("v0"), "bytes": 10, "family": "tiny-gpt", "config": {"n_layer": 1}, "dataset_ids": [0], "licence": "Apache-2.0"}]},
-        training={"params": PARAMS},
+        training={"params": PARAMS | params},
     )
     chain.vals, chain.trainers = vals, trainers
-    yield chain
-    chain.app.close()
+    return chain
 
 
 def codes(response):
@@ -191,6 +196,37 @@ def test_merge_quorum_registers_the_next_version(net):
     assert net.round(0)["phase"] == "closed" and net.round(0)["version"] == 1
     net.block([])
     assert net.round()["id"] == 1 and net.round()["base_version"] == 1  # the next round trains version 1
+
+
+def test_merge_records_the_median_prompt_score(tmp_path):
+    """With eval_prompts set, merge votes carry a prompt score; the version records the agreeing votes' median."""
+    net = make_net(tmp_path, eval_prompts=25)
+    bond_all(net)
+    net.block([submit(net, net.trainers[0])])
+    net.block([attest(net, v, 0, True) for v in net.vals])
+    while net.round()["phase"] != "merge":
+        net.block([])
+
+    def vote(correct: int, total: int = 25) -> tx.MsgAttestMerge:
+        return tx.MsgAttestMerge(round=0, cid=cid("m"), sha256=sha("m"), bytes=10, held_out_loss_micro=1_000_000,
+                                 prompts_correct=correct, prompts_total=total)
+
+    r = net.block([net.tx(net.vals[0], vote(26, 26)), net.tx(net.vals[0], vote(20, 19))])
+    assert [c for c, _ in codes(r)] == ["training", "training"]  # more prompts than eval_prompts; correct > total
+    assert "invalid prompt score 26/26" in r.tx_results[0].log
+    net.block([net.tx(net.vals[0], vote(17)), net.tx(net.vals[1], vote(3))])
+    net.block([net.tx(net.vals[2], vote(18))])
+    v1 = json.loads(net.query("/registry/latest").value)
+    assert v1["id"] == 1 and (v1["metrics"]["prompts_correct"], v1["metrics"]["prompts_total"]) == (17, 25)
+    net.app.close()
+
+
+def test_lora_params_are_validated(tmp_path):
+    training.Params(lora_targets="q_proj,v_proj,o_proj").validate()
+    for bad in ({"lora_targets": ""}, {"lora_targets": "q_proj,q_proj"}, {"lora_targets": "q_proj, v_proj"},
+                {"lora_targets": "attn"}, {"lora_rank": 0}, {"lora_alpha": 0}, {"eval_prompts": -1}):
+        with pytest.raises(ValueError, match="lora|eval_prompts"):
+            training.Params(**bad).validate()
 
 
 def test_merge_without_quorum_closes_without_a_version(net):
