@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from abci_app import tx as txlib
 from abci_app.keyring import Keyring
-from abci_app.localnet import Network
+from abci_app.localnet import REPO_ROOT, Network
 from abci_app.rpc import RpcClient, RpcError, TxResult
 
 FEE = 1
@@ -143,3 +147,84 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) 
 def json_out(result: subprocess.CompletedProcess) -> dict:
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+# --- the gradchain CLI and worker daemons, as a user runs them ---------------------
+
+
+def gradchain(*args: str) -> list[str]:
+    return [sys.executable, "-m", "abci_app.cli", *args]
+
+
+def cli_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+
+
+def run_cli(net: Network, *args: str, node: int = 0, timeout: float = 120.0) -> str:
+    """`gradchain ARGS` against node `node` as a user runs it; its stdout (it must succeed)."""
+    result = subprocess.run(gradchain(*args, "--home", str(net.keyring_home), "--node", net.rpc_url(node)), capture_output=True, text=True,
+                            timeout=timeout, env=cli_env(), cwd=net.root)
+    assert result.returncode == 0, f"gradchain {' '.join(args)} exited {result.returncode}: {result.stderr}"
+    return result.stdout
+
+
+def run_json(net: Network, *args: str, node: int = 0) -> object:
+    return json.loads(run_cli(net, *args, "-o", "json", node=node))
+
+
+class Trainers:
+    """`gradchain train --once` subprocesses, one per key, each with its own cache dir, node and log."""
+
+    def __init__(self, net: Network, folder: Path, trainers: dict[str, str | None]):
+        self.net, self.folder, self.trainers = net, folder, trainers  # key name -> cheat (None: honest)
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def log(self, name: str) -> Path:
+        return self.folder / f"{name}.log"
+
+    def start(self) -> None:
+        for slot, (name, cheat) in enumerate(self.trainers.items(), start=1):
+            node = self.net.nodes[slot % len(self.net.nodes)]
+            argv = gradchain("train", "--key", name, "--once", "--poll", "1", "--yes", "--home", str(self.net.keyring_home),
+                             "--node", node.rpc_url, "--ipfs", node.ipfs_url, "--cache-dir", str(self.folder / name))
+            argv += ["--cheat", cheat] if cheat else []
+            with open(self.log(name), "wb") as log:
+                self.procs[name] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
+                                                    env=cli_env() | {"OMP_WAIT_POLICY": "PASSIVE"}, start_new_session=True)
+
+    def text(self, name: str) -> str:
+        return self.log(name).read_text(errors="replace") if self.log(name).exists() else ""
+
+    def ready(self) -> bool:
+        """Every trainer has imported torch, pinned its threads and is polling the chain."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"trainer {name} exited with {proc.returncode} before any round:\n{self.text(name)}")
+        return all("trainer gc1" in self.text(name) for name in self.procs)
+
+    def done(self) -> bool:
+        return all(proc.poll() is not None for proc in self.procs.values())
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=10)
+                except ProcessLookupError:
+                    pass
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=10)
+
+    def tails(self, lines: int = 30) -> str:
+        return "\n".join(f"--- trainer {name} ({self.log(name)})\n" + "\n".join(self.text(name).splitlines()[-lines:]) for name in self.procs)
+
+
+def worker_tails(net: Network, lines: int = 30) -> str:
+    out = []
+    for node in net.nodes:
+        path = node.log_path("worker")
+        tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
+        out.append(f"--- {path} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(out)

@@ -11,11 +11,7 @@ held-out loss below version 0's; `gradchain chat --version 1` answers from it;
 from __future__ import annotations
 
 import copy
-import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +21,7 @@ import pytest
 from abci_app import localnet
 from abci_app.client import ChainClient
 from tests.e2e.conftest import require_cometbft, serve
-from tests.e2e.helpers import header_app_hashes, latest_heights, wait_until
+from tests.e2e.helpers import Trainers, cli_env, gradchain, header_app_hashes, latest_heights, run_cli, run_json, wait_until, worker_tails
 
 pytestmark = pytest.mark.e2e
 
@@ -43,26 +39,6 @@ BOND = 2 * TRAINING["min_trainer_bond"]
 TEST_DEADLINE = 540.0  # seconds for the whole test; each wait below is bounded by what is left of it
 
 
-def gradchain(*args: str) -> list[str]:
-    return [sys.executable, "-m", "abci_app.cli", *args]
-
-
-def cli_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(localnet.REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-
-
-def run_cli(net: localnet.Network, *args: str, node: int = 0, timeout: float = 120.0) -> str:
-    """`gradchain ARGS` against node `node` as a user runs it; its stdout (it must succeed)."""
-    result = subprocess.run(gradchain(*args, "--home", str(net.keyring_home), "--node", net.rpc_url(node)), capture_output=True, text=True,
-                            timeout=timeout, env=cli_env(), cwd=net.root)
-    assert result.returncode == 0, f"gradchain {' '.join(args)} exited {result.returncode}: {result.stderr}"
-    return result.stdout
-
-
-def run_json(net: localnet.Network, *args: str, node: int = 0) -> object:
-    return json.loads(run_cli(net, *args, "-o", "json", node=node))
-
-
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localnet.Network]:
     """The `make localnet` network with a test-sized genesis model and short training windows."""
@@ -76,64 +52,6 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localnet.Netwo
     net = localnet.create(root, validators=4, chain_id="gradchain-training-e2e", app_state=APP_STATE, ipfs=True,
                           genesis_model=model_path, corpus=corpus_path, workers=True, empty_blocks_interval="1s")
     yield from serve(net, height=2, poke_first=False, timeout=90)  # empty blocks every second: no tx needed
-
-
-class Trainers:
-    """`gradchain train --once` subprocesses, one per key, each with its own cache dir, node and log."""
-
-    def __init__(self, net: localnet.Network, folder: Path):
-        self.net, self.folder = net, folder
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def log(self, name: str) -> Path:
-        return self.folder / f"{name}.log"
-
-    def start(self) -> None:
-        for slot, (name, cheat) in enumerate(TRAINERS.items(), start=1):
-            node = self.net.nodes[slot % len(self.net.nodes)]
-            argv = gradchain("train", "--key", name, "--once", "--poll", "1", "--yes", "--home", str(self.net.keyring_home),
-                             "--node", node.rpc_url, "--ipfs", node.ipfs_url, "--cache-dir", str(self.folder / name))
-            argv += ["--cheat", cheat] if cheat else []
-            with open(self.log(name), "wb") as log:
-                self.procs[name] = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder,
-                                                    env=cli_env(), start_new_session=True)
-
-    def text(self, name: str) -> str:
-        return self.log(name).read_text(errors="replace") if self.log(name).exists() else ""
-
-    def ready(self) -> bool:
-        """Every trainer has imported torch, pinned its threads and is polling the chain."""
-        for name, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise AssertionError(f"trainer {name} exited with {proc.returncode} before any round:\n{self.text(name)}")
-        return all("trainer gc1" in self.text(name) for name in self.procs)
-
-    def done(self) -> bool:
-        return all(proc.poll() is not None for proc in self.procs.values())
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                    proc.wait(timeout=10)
-                except ProcessLookupError:
-                    pass
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=10)
-
-    def tails(self, lines: int = 30) -> str:
-        return "\n".join(f"--- trainer {name} ({self.log(name)})\n" + "\n".join(self.text(name).splitlines()[-lines:]) for name in self.procs)
-
-
-def worker_tails(net: localnet.Network, lines: int = 30) -> str:
-    out = []
-    for node in net.nodes:
-        path = node.log_path("worker")
-        tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
-        out.append(f"--- {path} (last {len(tail)} lines)\n" + "\n".join(tail))
-    return "\n".join(out)
 
 
 def version0_heldout_micro(net: localnet.Network) -> int:
@@ -156,7 +74,7 @@ def test_two_honest_trainers_and_a_cheater(network: localnet.Network, tmp_path: 
     def left(cap: float) -> float:
         return max(1.0, min(cap, deadline - time.monotonic()))
 
-    trainers = Trainers(net, tmp_path)
+    trainers = Trainers(net, tmp_path, TRAINERS)
     chain = ChainClient(net.rpc_url(0))
     start = time.monotonic()
     milestones: list[str] = []

@@ -166,3 +166,47 @@ def test_pid_of_a_foreign_process_is_not_ours(tmp_path: Path) -> None:
     net.nodes[0].pid_path("cometbft").write_text(f"{1}\n")  # init: alive, but not a CometBFT of this home
     assert net.pid(0, "cometbft") is None
     assert not net.any_running()
+
+
+def test_model_presets_have_valid_training_params() -> None:
+    """Each genesis model's app state passes the training module's own validation; SmolLM2's trains LoRA adapters."""
+    from abci_app.modules import training
+
+    for model in ln.MODELS:
+        params = training.Params(**ln.localnet_app_state(model)["training"]["params"])
+        params.validate()
+        assert params.eval_prompts == 25
+    smol = training.Params(**ln.localnet_app_state(ln.MODEL_SMOLLM2)["training"]["params"])
+    tiny = training.Params(**ln.localnet_app_state(ln.MODEL_TINY)["training"]["params"])
+    assert (smol.lora_rank, smol.lora_targets, smol.batch_size) == (8, "q_proj,v_proj", 4)
+    assert smol.submission_blocks > tiny.submission_blocks  # minutes of CPU per submission, not seconds
+    ln.localnet_app_state(ln.MODEL_SMOLLM2)["training"]["params"]["steps"] = 99  # a copy: the shared default is untouched
+    assert ln.LOCALNET_APP_STATE["training"]["params"]["steps"] == 4
+
+
+def test_unknown_genesis_model_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRADCHAIN_CACHE", str(tmp_path))
+    (tmp_path / "genesis").mkdir()
+    (tmp_path / "genesis" / "kjv.txt").write_text("In the beginning\n")
+    with pytest.raises(ln.LocalnetError, match="unknown genesis model 'gpt5': use one of smollm2, tiny, test"):
+        ln.genesis_assets("gpt5", echo=lambda *_: None)
+
+
+def test_genesis_version_records_licence_note_and_metrics(tmp_path: Path) -> None:
+    """Version 0's registry entry comes from the checkpoint's own metadata plus the evaluation figures."""
+    import torch
+
+    from abci_app.ml import checkpoint
+
+    model = tmp_path / "m.safetensors"
+    meta = checkpoint.CheckpointMeta(family="smollm2-lora", config={"hf": {}}, tokenizer="t", kind="model", parent="",
+                                     extra={"name": "SmolLM2-135M-Instruct", "licence": "Apache-2.0 (test)"})
+    checkpoint.save(model, {"w": torch.zeros(2)}, meta)
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("text\n")
+    metrics = {"held_out_loss_micro": 3_323_800, "prompts_correct": 16, "prompts_total": 25}
+    published = ln._genesis_content(tmp_path, None, model, corpus, [(ln.Account("dev0", "gc1dev0"), 1)], metrics)
+    (version,) = published.app_state["registry"]["versions"]
+    assert version["licence"] == "Apache-2.0 (test)" and version["metrics"] == metrics
+    assert version["note"] == "genesis model: SmolLM2-135M-Instruct (chat template embedded)"
+    assert version["dataset_ids"] == [0] and len(published.files) == 2
