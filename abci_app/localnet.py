@@ -74,10 +74,11 @@ DEFAULT_MODEL = MODEL_SMOLLM2
 
 # SmolLM2-135M through LoRA (r=8 on q_proj, v_proj: 460,800 parameters): a
 # submission is 4 AdamW steps on 4 x 64 tokens, ~6 CPU-s, plus three held-out
-# evaluations; four validators recomputing on 2 cores need longer windows than
-# the tiny GPT (they end early once everything is decided).
+# evaluations; four validators recomputing on 2 cores, then each scoring the
+# merge on 25 prompts (~45 CPU-s), need far longer windows than the tiny GPT.
+# Verification and merge end early, as soon as everything is decided.
 SMOLLM2_TRAINING = {
-    "submission_blocks": 90, "verification_blocks": 240, "merge_blocks": 240, "steps": 4, "batch_size": 4, "seq_len": 64,
+    "submission_blocks": 90, "verification_blocks": 400, "merge_blocks": 600, "steps": 4, "batch_size": 4, "seq_len": 64,
     "learning_rate_micro": 1_000, "lora_rank": 8, "lora_alpha": 16, "lora_targets": "q_proj,v_proj",
 }
 

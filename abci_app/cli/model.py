@@ -2,6 +2,9 @@
 
 Files come from the node's IPFS (Kubo) API and are checked against the CID
 and sha256 the chain recorded before they enter the cache (<home>/cache).
+`model eval` recomputes a version's held-out loss and prompt score and
+compares them with the figures the chain recorded; `chat` talks to a version
+(multi-turn through the chat template where the family has one).
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +77,26 @@ def _mb(n: float) -> str:
 
 def pull(cli: Cli, chain: ChainClient, ipfs_url: str, version: int | None, timeout: float) -> Pulled:
     """The verified checkpoint of `version` (latest when None), from the cache or IPFS."""
-    entry = version_entry(chain, version)
+    return pull_entry(cli, version_entry(chain, version), ipfs_url, timeout)
+
+
+def pull_entry(cli: Cli, entry: dict, ipfs_url: str, timeout: float) -> Pulled:
+    """The verified checkpoint of a registry entry already queried."""
     progress = _Progress(f"pulling version {entry['id']}", entry["bytes"])
     with IpfsClient(ipfs_url) as ipfs:
         pulled = Cache(cli.home).pull_model(entry, ipfs, timeout=timeout, progress=progress)
+    progress.finish()
+    return pulled
+
+
+def pull_dataset(cli: Cli, chain: ChainClient, ipfs_url: str, dataset_id: int, timeout: float) -> Pulled:
+    """The verified file of a registered dataset, from the cache or IPFS."""
+    entry = chain.query_json("/datasets/dataset", str(dataset_id))
+    if entry is None:
+        raise CliError(f"dataset {dataset_id} does not exist (see `gradchain dataset list`)")
+    progress = _Progress(f"pulling dataset {dataset_id}", entry["bytes"])
+    with IpfsClient(ipfs_url) as ipfs:
+        pulled = Cache(cli.home).pull_dataset(chain, ipfs, dataset_id, timeout=timeout, progress=progress)
     progress.finish()
     return pulled
 
@@ -86,15 +106,28 @@ def pull(cli: Cli, chain: ChainClient, ipfs_url: str, version: int | None, timeo
 
 @click.group()
 def model() -> None:
-    """Registered model versions: list, inspect, pull."""
+    """Registered model versions: list, inspect, pull, evaluate."""
+
+
+_VERSION_HEADER = f"{'VERSION':>7}  {'PARENT':>6}  {'ROUND':>5}  {'FAMILY':<12}  {'SIZE MB':>8}  {'HELD-OUT':>9}  {'PROMPTS':>7}  CID"
+
+
+def _loss_text(micro: int | None) -> str:
+    return "-" if micro is None else f"{micro / 1e6:.4f}"
+
+
+def _prompts_text(metrics: dict) -> str:
+    """`correct/total` of the fixed prompt set, or `-` when the version was not scored."""
+    correct, total = metrics.get("prompts_correct"), metrics.get("prompts_total")
+    return "-" if correct is None or total is None else f"{correct}/{total}"
 
 
 def _version_row(v: dict) -> str:
-    loss = v.get("metrics", {}).get("held_out_loss_micro")
-    loss_text = f"{loss / 1e6:.4f}" if loss is not None else "-"
+    metrics = v.get("metrics") or {}
     parent = "-" if v["parent"] is None else v["parent"]
     rnd = "-" if v.get("round") is None else v["round"]
-    return f"{v['id']:>7}  {parent!s:>6}  {rnd!s:>5}  {v['family']:<12}  {_mb(v['bytes']):>8}  {loss_text:>9}  {v['cid']}"
+    return (f"{v['id']:>7}  {parent!s:>6}  {rnd!s:>5}  {v['family']:<12}  {_mb(v['bytes']):>8}  "
+            f"{_loss_text(metrics.get('held_out_loss_micro')):>9}  {_prompts_text(metrics):>7}  {v['cid']}")
 
 
 @model.command("list")
@@ -109,8 +142,7 @@ def list_(cli: Cli) -> None:
     """
     with ChainClient(cli.node) as chain:
         history = chain.query_json("/registry/history") or []
-    header = f"{'VERSION':>7}  {'PARENT':>6}  {'ROUND':>5}  {'FAMILY':<12}  {'SIZE MB':>8}  {'HELD-OUT':>9}  CID"
-    cli.emit(history, "\n".join([header] + [_version_row(v) for v in history]) if history else "no model version is registered")
+    cli.emit(history, "\n".join([_VERSION_HEADER] + [_version_row(v) for v in history]) if history else "no model version is registered")
 
 
 @model.command()
@@ -155,11 +187,12 @@ def pull_(cli: Cli, version: int | None, ipfs: str, timeout: float) -> None:
 
 
 @model.command()
-@click.option("--plot", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None, help="Write a PNG of held-out loss per version.")
+@click.option("--plot", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="Write a PNG of held-out loss (and prompt score) per version.")
 @shared_flags()
 @_model_errors
 def history(cli: Cli, plot: Path | None) -> None:
-    """Lineage of the model: version, parent, round, held-out loss, accepted submissions.
+    """Lineage of the model: version, parent, round, held-out loss, prompt score, notes.
 
     \b
     Example:
@@ -169,8 +202,7 @@ def history(cli: Cli, plot: Path | None) -> None:
         versions = chain.query_json("/registry/history") or []
     if plot is not None:
         _plot_history(versions, plot)
-    header = f"{'VERSION':>7}  {'PARENT':>6}  {'ROUND':>5}  {'FAMILY':<12}  {'SIZE MB':>8}  {'HELD-OUT':>9}  CID"
-    text = "\n".join([header] + [_version_row(v) + (f"  ({v['note']})" if v.get("note") else "") for v in versions])
+    text = "\n".join([_VERSION_HEADER] + [_version_row(v) + (f"  ({v['note']})" if v.get("note") else "") for v in versions])
     cli.emit(versions, text + (f"\nplot written to {plot}" if plot else ""))
 
 
@@ -180,16 +212,144 @@ def _plot_history(versions: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = [(v["id"], v["metrics"]["held_out_loss_micro"] / 1e6) for v in versions if "held_out_loss_micro" in v.get("metrics", {})]
+    metrics = [(v["id"], v.get("metrics") or {}) for v in versions]
+    losses = [(i, m["held_out_loss_micro"] / 1e6) for i, m in metrics if "held_out_loss_micro" in m]
+    scores = [(i, 100 * m["prompts_correct"] / m["prompts_total"]) for i, m in metrics if m.get("prompts_total")]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+    ax.plot([p[0] for p in losses], [p[1] for p in losses], marker="o", label="held-out loss")
     ax.set_xlabel("model version")
     ax.set_ylabel("held-out loss (nats/token)")
     ax.set_title("GradientChain: held-out loss per version")
     ax.grid(alpha=0.3)
+    if scores:  # the prompt score on a second axis
+        ax2 = ax.twinx()
+        ax2.plot([p[0] for p in scores], [p[1] for p in scores], marker="s", color="tab:orange", label="prompts correct")
+        ax2.set_ylabel("prompts correct (%)")
+        ax2.set_ylim(0, 100)
+        ax.set_title("GradientChain: held-out loss and prompt score per version")
+        fig.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+LOSS_AGREEMENT_PPM = 100  # a held-out loss within 1e-4 (relative) of the chain's agrees: the 4 decimals printed
+
+
+def _agreement(figures: dict[str, int], on_chain: dict[str, int]) -> dict[str, bool]:
+    """For each figure the chain also records: does ours agree with it?"""
+    out: dict[str, bool] = {}
+    ours, theirs = figures.get("heldout_loss_micro"), on_chain.get("held_out_loss_micro")
+    if ours is not None and theirs is not None:
+        out["held_out_loss_micro"] = abs(ours - theirs) * 1_000_000 <= LOSS_AGREEMENT_PPM * max(theirs, 1)
+    if "prompts_correct" in figures and "prompts_correct" in on_chain and "prompts_total" in on_chain:
+        out["prompts"] = (figures["prompts_correct"], figures["prompts_total"]) == (on_chain["prompts_correct"], on_chain["prompts_total"])
+    return out
+
+
+def _verdict(agrees: bool | None, chain_text: str, exact: bool = False) -> str:
+    if agrees is None:
+        return "not recorded on chain"
+    if agrees:
+        return f"chain says {chain_text}: agrees" + (" exactly" if exact else "")
+    return f"chain says {chain_text}: DISAGREES"
+
+
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+class _PromptProgress:
+    """Per-prompt progress on stderr: a line per answer with --verbose, else a counter overwritten in place on a terminal."""
+
+    def __init__(self, total: int, verbose: bool):
+        self.total, self.verbose, self.done = total, verbose, 0
+        self.counter = not verbose and _stderr_is_terminal()
+
+    def start(self) -> None:
+        if self.counter:
+            click.echo(f"\rprompt 0/{self.total}", err=True, nl=False)
+
+    def __call__(self, prompt: Any, answer: str, ok: bool) -> None:
+        self.done += 1
+        if self.verbose:
+            short = " ".join(answer.split())
+            short = short if len(short) <= 60 else short[:59] + "…"
+            click.echo(f"{'✓' if ok else '✗'} {prompt.question}  → {short}", err=True)
+        elif self.counter:
+            click.echo(f"\rprompt {self.done}/{self.total}", err=True, nl=False)
+
+    def finish(self) -> None:
+        if self.counter:
+            click.echo("\r" + " " * len(f"prompt {self.total}/{self.total}") + "\r", err=True, nl=False)  # clear the counter
+
+
+@model.command("eval")
+@click.option("--version", "version", type=click.IntRange(min=0), default=None, help="Version id [default: latest].")
+@click.option("--dataset", "dataset_id", type=click.IntRange(min=0), default=None,
+              help="Dataset id for the held-out loss [default: the version's first dataset].")
+@click.option("--no-prompts", is_flag=True, help="Skip the 25 fixed prompts (held-out loss only).")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Torch threads; the held-out loss matches validators' bits only with their 2.")
+@click.option("--verbose", "-v", is_flag=True, help="Print each prompt's verdict (✓/✗), question and answer on stderr.")
+@_ipfs_option
+@_timeout_option
+@shared_flags()
+@_model_errors
+def eval_(cli: Cli, version: int | None, dataset_id: int | None, no_prompts: bool, threads: int, verbose: bool,
+          ipfs: str, timeout: float) -> None:
+    """Evaluate a version yourself: held-out loss and the fixed prompt set, checked against the chain's figures.
+
+    \b
+    Example:
+      $ gradchain model eval --version 1 -v
+    """
+    from abci_app.ml import determinism
+    from abci_app.ml.evaluate import PROMPTS, evaluate
+    from abci_app.ml.family import load_model
+
+    with ChainClient(cli.node) as chain:
+        entry = version_entry(chain, version)
+        ds_id = dataset_id if dataset_id is not None else next(iter(entry.get("dataset_ids") or []), None)
+        if ds_id is None and no_prompts:
+            raise CliError(f"nothing to evaluate: version {entry['id']} names no dataset and --no-prompts was given (pass --dataset ID)")
+        pulled = pull_entry(cli, entry, ipfs, timeout)
+        data_path = pull_dataset(cli, chain, ipfs, ds_id, timeout).path if ds_id is not None else None
+    determinism.pin(threads)
+    family, loaded = load_model(pulled.path, expect_config_hash=entry["config_hash"])
+    data = family.dataset(loaded, data_path) if data_path is not None else None
+    progress = _PromptProgress(len(PROMPTS), verbose)
+    if not no_prompts:
+        progress.start()
+    try:
+        figures = evaluate(family, loaded, data, prompts=not no_prompts, on_answer=progress)
+    except ValueError as exc:  # e.g. a held-out split too short for one evaluation window
+        raise CliError(f"cannot evaluate version {entry['id']} on dataset {ds_id}: {exc}") from None
+    finally:
+        progress.finish()
+
+    on_chain = {k: v for k, v in (entry.get("metrics") or {}).items() if isinstance(v, int)}
+    agrees = _agreement(figures, on_chain)
+    if cli.output == "json":
+        cli.emit({"version": entry["id"], "cid": entry["cid"], "family": entry["family"], "dataset": ds_id, "threads": threads,
+                  **figures, "metrics": on_chain, "agrees": agrees}, "")
+        return
+    lines = [f"version {entry['id']} ({entry['family']}), cid {entry['cid']}"]
+    if "heldout_loss_micro" in figures:
+        ours, theirs = figures["heldout_loss_micro"], on_chain.get("held_out_loss_micro")
+        lines.append(f"held-out loss  {_loss_text(ours)} nats/token over {figures['heldout_tokens']} tokens of dataset {ds_id}"
+                     f"  ({_verdict(agrees.get('held_out_loss_micro'), _loss_text(theirs), ours == theirs)})")
+        if threads != determinism.DEFAULT_THREADS and theirs is not None and ours != theirs:
+            n = determinism.DEFAULT_THREADS
+            lines.append(f"               (validators use {n} threads: --threads {n} reproduces their bits)")
+    else:
+        lines.append(f"held-out loss  skipped: version {entry['id']} names no dataset (pass --dataset ID)")
+    if "prompts_total" in figures:
+        lines.append(f"prompts        {figures['prompts_correct']}/{figures['prompts_total']} correct"
+                     f"  ({_verdict(agrees.get('prompts'), _prompts_text(on_chain))})")
+    else:
+        lines.append("prompts        skipped (--no-prompts)")
+    cli.emit(None, "\n".join(lines))
 
 
 # --- dataset ---------------------------------------------------------------------
@@ -262,10 +422,142 @@ def dataset_add(cli: Cli, file: Path, from_: str, name: str, licence: str, ipfs:
 
 # --- chat ------------------------------------------------------------------------
 
+CHAT_COMMANDS = """commands:
+  /reset   forget the conversation (a --system message stays)
+  /exit    leave (also /quit, or Ctrl-D)
+  /help    this list
+Ctrl-C stops an answer while it streams."""
+
+
+class Conversation:
+    """One chat session with a loaded model.
+
+    Families with a `chat` method (a chat template) get the whole conversation
+    every turn: the system message, then the alternating user and assistant
+    turns. When that would not leave `max_new_tokens` of the model's context
+    for the answer, the oldest turns are dropped (the system message stays).
+    Families without one (tiny-gpt) continue each message as plain text,
+    without history. Turn n samples with seed + n, so a conversation replays
+    the same with the same seed.
+    """
+
+    def __init__(self, family: Any, loaded: Any, params: Any, system: str | None = None):
+        self.family, self.loaded, self.params, self.system = family, loaded, params, system
+        self.templated = callable(getattr(family, "chat", None))
+        self.history: list[dict[str, str]] = []  # user, assistant, user, ... (never the system message)
+        self.turn = 0
+        self.dropped = 0  # turns the last reply dropped to fit the context
+
+    def messages(self) -> list[dict[str, str]]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + self.history
+
+    def reset(self) -> None:
+        self.history.clear()
+        self.turn = 0
+
+    def reply(self, text: str) -> Iterator[str]:
+        """The answer to one user message, as streamed text pieces (close the iterator if you stop early)."""
+        params = replace(self.params, seed=self.params.seed + self.turn)
+        if not self.templated:
+            self.turn += 1
+            return iter(self.family.generate(self.loaded, text, params))
+        self.history.append({"role": "user", "content": text})
+        try:
+            self.dropped = self._fit()
+        except CliError:
+            self.history.pop()
+            raise
+        self.turn += 1
+        return self._stream(params)
+
+    def _stream(self, params: Any) -> Iterator[str]:
+        pieces: list[str] = []
+        try:
+            for piece in self.family.chat(self.loaded, self.messages(), params):
+                pieces.append(piece)
+                yield piece
+        finally:  # also when stopped early: the partial answer is what the user saw
+            self.history.append({"role": "assistant", "content": "".join(pieces)})
+
+    def _fit(self) -> int:
+        """Drop the oldest user/assistant turns until the prompt leaves room for the answer; how many were dropped."""
+        context = self.family.context_length(self.loaded) if hasattr(self.family, "context_length") else None
+        if context is None:
+            return 0
+        budget = context - self.params.max_new_tokens
+        dropped = 0
+        size = _prompt_tokens(self.loaded, self.messages())
+        while size is not None and size > budget and len(self.history) > 1:
+            del self.history[:2]  # the oldest user message and its answer
+            dropped += 1
+            size = _prompt_tokens(self.loaded, self.messages())
+        if size is not None and size > budget:
+            what = "the message and the --system message are" if self.system else "the message is"
+            raise CliError(f"{what} {size} tokens; with --max-tokens {self.params.max_new_tokens} the model's "
+                           f"{context}-token context has room for {max(budget, 0)}: shorten it or lower --max-tokens")
+        return dropped
+
+
+def _prompt_tokens(loaded: Any, messages: list[dict[str, str]]) -> int | None:
+    """Tokens of the conversation through the chat template (None when the tokenizer cannot tell)."""
+    tokenizer = getattr(loaded, "tokenizer", None)
+    if hasattr(tokenizer, "chat_ids"):
+        return len(tokenizer.chat_ids(messages))
+    if hasattr(tokenizer, "encode"):
+        return sum(len(tokenizer.encode(m["content"])) + 8 for m in messages) + 8  # a margin for the template's markers
+    return None
+
+
+def _say(conversation: Conversation, text: str) -> None:
+    """Stream one answer to stdout; Ctrl-C stops it (the partial answer stays in the history)."""
+    stream = conversation.reply(text)
+    if conversation.dropped:
+        turns = f"{conversation.dropped} oldest turn{'s' if conversation.dropped > 1 else ''}"
+        click.echo(f"(dropped the {turns} to fit the model's context)", err=True)
+    try:
+        for piece in stream:
+            click.echo(piece, nl=False)
+    except KeyboardInterrupt:
+        click.echo("\n(stopped)", err=True, nl=False)
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    click.echo()
+
+
+def _repl(conversation: Conversation, entry: dict) -> None:
+    mode = ("multi-turn, with the model's chat template" if conversation.templated
+            else "no chat template: each line is continued as plain text")
+    click.echo(f"GradientChain chat: version {entry['id']} ({entry['family']}), cid {entry['cid']}\n"
+               f"{mode}; /help for commands, /exit to quit", err=True)
+    while True:
+        try:
+            text = click.prompt("you", prompt_suffix="> ", err=True).strip()
+        except (EOFError, click.Abort):
+            click.echo("", err=True)
+            return
+        if text in ("/exit", "/quit"):
+            return
+        if text == "/help":
+            click.echo(CHAT_COMMANDS, err=True)
+        elif text == "/reset":
+            conversation.reset()
+            click.echo("(conversation reset)", err=True)
+        elif text.startswith("/") and " " not in text:
+            click.echo(f"unknown command {text}: /help lists them", err=True)
+        elif text:
+            try:
+                _say(conversation, text)
+            except CliError as exc:
+                click.echo(f"error: {exc}", err=True)
+
 
 @click.command()
 @click.option("--version", "version", type=click.IntRange(min=0), default=None, help="Version id [default: latest].")
-@click.option("--prompt", default=None, help="Answer this one prompt and exit (for scripts); without it, an interactive session.")
+@click.option("--prompt", default=None, help="Answer this one message and exit (for scripts); without it, an interactive session.")
+@click.option("--system", default=None, help="A system message to start the conversation with (models with a chat template).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=200, show_default=True)
 @click.option("--temperature", type=click.FloatRange(min=0.0), default=0.8, show_default=True, help="0 = greedy.")
 @click.option("--top-k", type=click.IntRange(min=1), default=None)
@@ -275,47 +567,43 @@ def dataset_add(cli: Cli, file: Path, from_: str, name: str, licence: str, ipfs:
 @_timeout_option
 @shared_flags()
 @_model_errors
-def chat(cli: Cli, version: int | None, prompt: str | None, max_tokens: int, temperature: float, top_k: int | None,
-         top_p: float | None, seed: int, ipfs: str, timeout: float) -> None:
+def chat(cli: Cli, version: int | None, prompt: str | None, system: str | None, max_tokens: int, temperature: float,
+         top_k: int | None, top_p: float | None, seed: int, ipfs: str, timeout: float) -> None:
     """Talk to a registered model version (pulled and verified first).
+
+    Models with a chat template (smollm2-lora) answer as an assistant and
+    remember the conversation; the others (tiny-gpt) continue each line as text.
+    In the interactive session: /reset, /exit, /help.
 
     \b
     Example:
-      $ gradchain chat --prompt "In the beginning" --max-tokens 80
+      $ gradchain chat --prompt "What is the capital of France?" --max-tokens 40
     """
     from abci_app.ml import determinism
     from abci_app.ml.family import load_model
     from abci_app.ml.generate import SamplingParams
 
+    if prompt is None and cli.output == "json":
+        raise CliError("-o json needs --prompt (the interactive session streams text)")
+    if prompt is not None and not prompt.strip():
+        raise CliError("--prompt is empty: give the message to answer")
+    if system is not None and not system.strip():
+        raise CliError("--system is empty: leave it out or give the system message")
     with ChainClient(cli.node) as chain:
         pulled = pull(cli, chain, ipfs, version, timeout)
-    determinism.pin(1)  # chat need not match validators' bits; one thread is faster on a busy machine (docs/ml.md)
-    family, loaded = load_model(pulled.path, expect_config_hash=pulled.entry["config_hash"])
-    params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     entry = pulled.entry
-    if prompt is not None:
-        stream = cli.output != "json"
-        pieces = []
-        for piece in family.generate(loaded, prompt, params):
-            pieces.append(piece)
-            if stream:
-                click.echo(piece, nl=False)
-        if stream:
-            click.echo()
-        else:
-            cli.emit({"version": entry["id"], "cid": entry["cid"], "prompt": prompt, "completion": "".join(pieces)}, "")
+    determinism.pin(1)  # chat need not match validators' bits; one thread is faster on a busy machine (docs/ml.md)
+    family, loaded = load_model(pulled.path, expect_config_hash=entry["config_hash"])
+    params = SamplingParams(max_new_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    conversation = Conversation(family, loaded, params, system)
+    if system is not None and not conversation.templated:
+        raise CliError(f"--system needs a model with a chat template; version {entry['id']} ({entry['family']}) only continues text")
+    if prompt is None:
+        _repl(conversation, entry)
         return
-    click.echo(f"GradientChain chat: version {entry['id']} ({entry['family']}), cid {entry['cid']}\n/exit to quit", err=True)
-    turn = 0
-    while True:
-        try:
-            text = click.prompt("you", prompt_suffix="> ", err=True)
-        except (EOFError, click.Abort):
-            click.echo("", err=True)
-            return
-        if text.strip() in ("/exit", "/quit"):
-            return
-        for piece in family.generate(loaded, text, SamplingParams(**{**params.__dict__, "seed": seed + turn})):
-            click.echo(piece, nl=False)
-        click.echo()
-        turn += 1
+    if cli.output != "json":
+        _say(conversation, prompt)
+        return
+    answer = "".join(conversation.reply(prompt))
+    out = {"version": entry["id"], "cid": entry["cid"], "prompt": prompt, "completion": answer}
+    cli.emit(out | ({"system": system} if system is not None else {}), "")
