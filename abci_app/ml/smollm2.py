@@ -698,8 +698,8 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GRADCHAIN_CACHE", Path.home() / ".cache" / "gradchain")) / "genesis"
 
 
-def genesis_checkpoint(folder: str | Path | None = None) -> Path:
-    """The converted checkpoint, converting once per GGUF file (cached by the GGUF's sha256)."""
+def genesis_checkpoint(folder: str | Path | None = None, echo=lambda message: None) -> Path:
+    """The converted checkpoint, converting once per GGUF file (cached by the GGUF's sha256); `echo` hears of a conversion."""
     src = gguf_path()
     folder = Path(folder) if folder is not None else cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -712,6 +712,7 @@ def genesis_checkpoint(folder: str | Path | None = None) -> Path:
                 return out
         except CheckpointError:
             pass
+    echo(f"converting SmolLM2-135M-Instruct from {src.name} (once; cached at {out}) ...")
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         convert_gguf(Path(tmp) / out.name, src)
         os.replace(Path(tmp) / out.name, out)

@@ -52,13 +52,14 @@ def batches(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work
     return train.batches_for(seed, dataset.train, work.params["steps"], work.params["batch_size"], seq_len)
 
 
-def train_submission(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work) -> Trained:
+def train_submission(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, on_step=None) -> Trained:
     """k AdamW steps from `base` on the trainer's assigned batches; the delta and held-out losses.
 
-    `base` must already be shaped for the round's params (`family.for_training`).
+    `base` must already be shaped for the round's params (`family.for_training`);
+    `on_step(i, loss, optimizer)` hears of each step (progress).
     """
     model = family.clone(base)
-    result = family.train_steps(model, batches(family, base, dataset, work), work.params["learning_rate_micro"] / MICRO)
+    result = family.train_steps(model, batches(family, base, dataset, work), work.params["learning_rate_micro"] / MICRO, on_step=on_step)
     delta = family.delta(model, base)
     return Trained(delta, result.losses, heldout_loss(family, base, dataset), heldout_loss(family, model, dataset))
 
@@ -107,14 +108,16 @@ def judge(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, 
     return Verdict(True, error_ppm, "", by_hash)
 
 
-def prompt_score(family: ModelFamily, model: LoadedModel, n: int) -> dict[str, int]:
-    """The first `n` fixed evaluation prompts, greedy (abci_app.ml.evaluate): {prompts_correct, prompts_total}."""
+def prompt_score(family: ModelFamily, model: LoadedModel, n: int, on_answer=None) -> dict[str, int]:
+    """The first `n` fixed evaluation prompts, greedy (abci_app.ml.evaluate): {prompts_correct, prompts_total}.
+
+    `on_answer(prompt, answer, correct)` hears of each answer (progress)."""
     from abci_app.ml import evaluate
 
     prompts = evaluate.PROMPTS[: max(0, n)]
     if not prompts:
         return {"prompts_correct": 0, "prompts_total": 0}
-    score = evaluate.score_prompts(family, model, prompts)
+    score = evaluate.score_prompts(family, model, prompts, on_answer=on_answer)
     return {k: score[k] for k in ("prompts_correct", "prompts_total")}
 
 

@@ -49,7 +49,10 @@ class Trainer(Worker):
         if undecided and all(state != PENDING for state in self.submitted.values()):
             return True
         rnd = self.current_round()
-        if rnd is None or rnd["id"] in self.submitted or self.my_submission(rnd) is not None:
+        if rnd is None or rnd["phase"] == "closed":
+            self.warm_up()  # ready before the next round opens
+            return False
+        if rnd["id"] in self.submitted or self.my_submission(rnd) is not None:
             return False
         if rnd["phase"] != "submit" or self.chain.rpc.latest_height() + 1 >= rnd["submit_until"]:
             return False
@@ -62,7 +65,8 @@ class Trainer(Worker):
         entry, dataset = self.dataset(rnd["dataset_id"], family, base)
         work = Work(rnd["id"], rnd["base_version"], rnd["seed"], self.address, entry["sha256"], params, self.kernel_path)
         report(f"round {rnd['id']}: training {params['steps']} steps on version {rnd['base_version']} ...")
-        trained = train_submission(family, base, dataset, work)
+        steps = params["steps"]
+        trained = train_submission(family, base, dataset, work, on_step=lambda i, loss, _: report(f"round {rnd['id']}: step {i + 1}/{steps} loss {loss:.4f}"))
         delta = CHEATS[self.cheat](trained.delta) if self.cheat else trained.delta
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "delta.safetensors"

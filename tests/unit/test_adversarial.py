@@ -405,3 +405,29 @@ def test_lazy_verifiers_pay_only_where_their_vote_was_needed(net: TrainingChain)
     after = {v.address: training.staking.get_validator(net.app.store.begin_block(), v.address).tokens for v in net.vals}
     once = {a: t - t * CHAIN_PARAMS["verifier_penalty_bps"] // 10_000 for a, t in staked.items()}
     assert after == once  # v0, v2: absent on 1; v1: wrong on 2 only (absent on 0, which it could not vote on after the quorum)
+
+
+def test_trainer_loads_the_latest_version_before_a_round_opens(tmp_path: Path) -> None:
+    """A SmolLM2 pull and load takes many blocks: the trainer does it while waiting, not inside the submission window."""
+    from abci_app.workers.trainer import Trainer
+
+    params = WORK_PARAMS | {"enabled": True, "dataset_id": 0}
+    answers = {"/training/current": None, "/registry/latest": {"id": 3}, "/training/params": params}
+
+    class Chain(FakeChain):
+        def query_json(self, path: str, data: str = ""):
+            return answers[path]
+
+    trainer = Trainer(fixed_key(2), "http://127.0.0.1:9", "http://127.0.0.1:9", tmp_path / "trainer")
+    trainer.chain.close()
+    trainer.ipfs.close()
+    trainer.chain = Chain(params)
+    loaded: list = []
+    trainer.base_model = lambda version, p=None: loaded.append(("model", version, p["lora_rank"])) or (fam(), base())
+    trainer.dataset = lambda dataset_id, family, model: loaded.append(("dataset", dataset_id)) or ({}, dataset())
+    assert trainer.step(lambda line: None) is False
+    assert loaded == [("model", 3, params["lora_rank"]), ("dataset", 0)]
+    answers["/training/params"] = params | {"enabled": False}  # training off: nothing to prepare for
+    loaded.clear()
+    trainer.step(lambda line: None)
+    assert loaded == []
