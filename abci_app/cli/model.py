@@ -239,11 +239,11 @@ LOSS_AGREEMENT_PPM = 100  # a held-out loss within 1e-4 (relative) of the chain'
 def _agreement(figures: dict[str, int], on_chain: dict[str, int]) -> dict[str, bool]:
     """For each figure the chain also records: does ours agree with it?"""
     out: dict[str, bool] = {}
-    ours, theirs = figures.get("heldout_loss_micro"), on_chain.get("held_out_loss_micro")
+    ours, theirs = figures.get("held_out_loss_micro"), on_chain.get("held_out_loss_micro")
     if ours is not None and theirs is not None:
         out["held_out_loss_micro"] = abs(ours - theirs) * 1_000_000 <= LOSS_AGREEMENT_PPM * max(theirs, 1)
-    if "prompts_correct" in figures and "prompts_correct" in on_chain and "prompts_total" in on_chain:
-        out["prompts"] = (figures["prompts_correct"], figures["prompts_total"]) == (on_chain["prompts_correct"], on_chain["prompts_total"])
+    if "prompts_correct" in figures and "prompts_correct" in on_chain and on_chain.get("prompts_total") == figures["prompts_total"]:
+        out["prompts"] = figures["prompts_correct"] == on_chain["prompts_correct"]  # only like with like: the same prompts
     return out
 
 
@@ -289,6 +289,8 @@ class _PromptProgress:
 @click.option("--dataset", "dataset_id", type=click.IntRange(min=0), default=None,
               help="Dataset id for the held-out loss [default: the version's first dataset].")
 @click.option("--no-prompts", is_flag=True, help="Skip the 25 fixed prompts (held-out loss only).")
+@click.option("--prompts", "n_prompts", type=click.IntRange(min=1, max=25), default=None,
+              help="Score the first N fixed prompts [default: as many as the chain scored for this version, else 25].")
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
               help="Torch threads; the held-out loss matches validators' bits only with their 2.")
 @click.option("--verbose", "-v", is_flag=True, help="Print each prompt's verdict (✓/✗), question and answer on stderr.")
@@ -296,8 +298,8 @@ class _PromptProgress:
 @_timeout_option
 @shared_flags()
 @_model_errors
-def eval_(cli: Cli, version: int | None, dataset_id: int | None, no_prompts: bool, threads: int, verbose: bool,
-          ipfs: str, timeout: float) -> None:
+def eval_(cli: Cli, version: int | None, dataset_id: int | None, no_prompts: bool, n_prompts: int | None, threads: int,
+          verbose: bool, ipfs: str, timeout: float) -> None:
     """Evaluate a version yourself: held-out loss and the fixed prompt set, checked against the chain's figures.
 
     \b
@@ -318,26 +320,27 @@ def eval_(cli: Cli, version: int | None, dataset_id: int | None, no_prompts: boo
     determinism.pin(threads)
     family, loaded = load_model(pulled.path, expect_config_hash=entry["config_hash"])
     data = family.dataset(loaded, data_path) if data_path is not None else None
-    progress = _PromptProgress(len(PROMPTS), verbose)
-    if not no_prompts:
+    on_chain = {k: v for k, v in (entry.get("metrics") or {}).items() if isinstance(v, int)}
+    count = 0 if no_prompts else n_prompts or on_chain.get("prompts_total") or len(PROMPTS)
+    progress = _PromptProgress(count, verbose)
+    if count:
         progress.start()
     try:
-        figures = evaluate(family, loaded, data, prompts=not no_prompts, on_answer=progress)
+        figures = evaluate(family, loaded, data, prompts=count, on_answer=progress)
     except ValueError as exc:  # e.g. a held-out split too short for one evaluation window
         raise CliError(f"cannot evaluate version {entry['id']} on dataset {ds_id}: {exc}") from None
     finally:
         progress.finish()
 
-    on_chain = {k: v for k, v in (entry.get("metrics") or {}).items() if isinstance(v, int)}
     agrees = _agreement(figures, on_chain)
     if cli.output == "json":
         cli.emit({"version": entry["id"], "cid": entry["cid"], "family": entry["family"], "dataset": ds_id, "threads": threads,
                   **figures, "metrics": on_chain, "agrees": agrees}, "")
         return
     lines = [f"version {entry['id']} ({entry['family']}), cid {entry['cid']}"]
-    if "heldout_loss_micro" in figures:
-        ours, theirs = figures["heldout_loss_micro"], on_chain.get("held_out_loss_micro")
-        lines.append(f"held-out loss  {_loss_text(ours)} nats/token over {figures['heldout_tokens']} tokens of dataset {ds_id}"
+    if "held_out_loss_micro" in figures:
+        ours, theirs = figures["held_out_loss_micro"], on_chain.get("held_out_loss_micro")
+        lines.append(f"held-out loss  {_loss_text(ours)} nats/token over {figures['held_out_tokens']} tokens of dataset {ds_id}"
                      f"  ({_verdict(agrees.get('held_out_loss_micro'), _loss_text(theirs), ours == theirs)})")
         if threads != determinism.DEFAULT_THREADS and theirs is not None and ours != theirs:
             n = determinism.DEFAULT_THREADS
@@ -345,8 +348,9 @@ def eval_(cli: Cli, version: int | None, dataset_id: int | None, no_prompts: boo
     else:
         lines.append(f"held-out loss  skipped: version {entry['id']} names no dataset (pass --dataset ID)")
     if "prompts_total" in figures:
-        lines.append(f"prompts        {figures['prompts_correct']}/{figures['prompts_total']} correct"
-                     f"  ({_verdict(agrees.get('prompts'), _prompts_text(on_chain))})")
+        other = "prompts_total" in on_chain and "prompts" not in agrees
+        verdict = f"chain scored {_prompts_text(on_chain)}: other prompts" if other else _verdict(agrees.get("prompts"), _prompts_text(on_chain))
+        lines.append(f"prompts        {figures['prompts_correct']}/{figures['prompts_total']} correct  ({verdict})")
     else:
         lines.append("prompts        skipped (--no-prompts)")
     cli.emit(None, "\n".join(lines))

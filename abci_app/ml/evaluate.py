@@ -3,8 +3,8 @@
 Figures are integers (micro-units and counts) so they can go on chain as a
 version's metrics and print the same everywhere:
 
-    heldout_loss_micro   mean next-token loss (nats/token) on the dataset's held-out split, x 1e6, rounded up
-    heldout_tokens       tokens in that split
+    held_out_loss_micro  mean next-token loss (nats/token) on the dataset's held-out split, x 1e6, rounded up
+    held_out_tokens      tokens in that split
     prompts_total        len(PROMPTS)
     prompts_correct      answers that contain an expected string
     prompt_score_ppm     prompts_correct / prompts_total, in millionths (floor)
@@ -110,17 +110,18 @@ def heldout(fam: Any, loaded: Any, dataset: Any) -> dict[str, int]:
 
     loss = fam.evaluate_loss(loaded, dataset.heldout)
     micro = max(0, math.ceil(loss * MICRO)) if math.isfinite(loss) else 2**63 - 1
-    return {"heldout_loss_micro": micro, "heldout_tokens": int(dataset.heldout.numel())}
+    return {"held_out_loss_micro": micro, "held_out_tokens": int(dataset.heldout.numel())}
 
 
-def evaluate(fam: Any, loaded: Any, dataset: Any | None = None, prompts: bool = True,
+def evaluate(fam: Any, loaded: Any, dataset: Any | None = None, prompts: bool | int = True,
              on_answer: Callable[[Prompt, str, bool], None] | None = None) -> dict[str, int]:  # fmt: skip
-    """All figures for one model: held-out loss (when a dataset is given) and the prompt score."""
+    """All figures for one model: held-out loss (when a dataset is given) and the prompt score
+    (`prompts`: all of PROMPTS, none, or the first N, as the chain's `eval_prompts` param chooses)."""
     out: dict[str, int] = {}
     if dataset is not None:
         out |= heldout(fam, loaded, dataset)
     if prompts:
-        out |= score_prompts(fam, loaded, on_answer=on_answer)
+        out |= score_prompts(fam, loaded, PROMPTS if prompts is True else PROMPTS[:prompts], on_answer=on_answer)
     return out
 
 

@@ -350,6 +350,18 @@ def test_eval_agrees_with_chain(home: Path, eval_family: FakeChatFamily, monkeyp
     assert len(eval_family.calls) == len(PROMPTS) and all(len(c) == 1 and c[0]["role"] == "user" for c in eval_family.calls)
 
 
+def test_eval_scores_as_many_prompts_as_the_chain_did(home: Path, eval_family: FakeChatFamily, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A chain whose validators score the first 8 prompts (eval_prompts = 8): eval compares like with like; --prompts overrides."""
+    use_chain(monkeypatch, [version(0, metrics={"held_out_loss_micro": 2_500_000, "prompts_correct": 1, "prompts_total": 8})])
+
+    same = run(home, "model", "eval", "--threads", "1")
+    assert same.exit_code == 0, same.output
+    assert "1/8 correct  (chain says 1/8: agrees)" in same.stdout and len(eval_family.calls) == 8
+    eval_family.calls.clear()
+    more = run(home, "model", "eval", "--threads", "1", "--prompts", "16")
+    assert "2/16 correct  (chain scored 1/8: other prompts)" in more.stdout and len(eval_family.calls) == 16
+
+
 def test_eval_disagreement_and_missing_figures(home: Path, eval_family: FakeChatFamily, monkeypatch: pytest.MonkeyPatch) -> None:
     use_chain(monkeypatch, [version(0, metrics={"held_out_loss_micro": 2_600_000}), version(1)])
 
@@ -372,7 +384,7 @@ def test_eval_json(home: Path, eval_family: FakeChatFamily, monkeypatch: pytest.
     data = json.loads(result.stdout)
     assert data == {
         "version": 1, "cid": "bafyfakecid1", "family": "fake-chat", "dataset": 0, "threads": 1,
-        "heldout_loss_micro": 2_500_000, "heldout_tokens": 1234,
+        "held_out_loss_micro": 2_500_000, "held_out_tokens": 1234,
         "prompts_total": 25, "prompts_correct": 2, "prompt_score_ppm": 80_000,
         "metrics": metrics, "agrees": {"held_out_loss_micro": True, "prompts": False},  # 100 micro off is within 1e-4
     }  # fmt: skip
@@ -427,13 +439,13 @@ def test_eval_tiny_gpt_heldout_matches_direct_evaluation(home: Path, tiny_chain:
     determinism.pin(1)
     fam, loaded = family_mod.load_model(tiny_ckpt[0])
     expected = evaluate.heldout(fam, loaded, fam.dataset(loaded, files["dataset0"]))
-    tiny_chain[0]["metrics"] = {"held_out_loss_micro": expected["heldout_loss_micro"]}
+    tiny_chain[0]["metrics"] = {"held_out_loss_micro": expected["held_out_loss_micro"]}
 
     result = run(home, "model", "eval", "--no-prompts", "--threads", "1", "-o", "json")
 
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert (data["heldout_loss_micro"], data["heldout_tokens"]) == (expected["heldout_loss_micro"], expected["heldout_tokens"])
+    assert (data["held_out_loss_micro"], data["held_out_tokens"]) == (expected["held_out_loss_micro"], expected["held_out_tokens"])
     assert data["agrees"] == {"held_out_loss_micro": True} and "prompts_total" not in data
 
 

@@ -258,7 +258,7 @@ def test_evaluate_scores_and_matching(fam, tiny, tokens):
     assert evaluate.matches("2 + 2 = 4.", ["4"]) and not evaluate.matches("It is 14", ["4"]) and not evaluate.matches("4.5", ["4"])
     data = Dataset(tokens, tokens, "00" * 32)
     out = evaluate.evaluate(fam, tiny, data, prompts=False)
-    assert set(out) == {"heldout_loss_micro", "heldout_tokens"} and out["heldout_loss_micro"] > 5_000_000
+    assert set(out) == {"held_out_loss_micro", "held_out_tokens"} and out["held_out_loss_micro"] > 5_000_000
     few = evaluate.score_prompts(fam, tiny, evaluate.PROMPTS[:2])
     assert few["prompts_total"] == 2 and all(isinstance(v, int) for v in few.values())
 
