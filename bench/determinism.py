@@ -419,14 +419,9 @@ def machine() -> dict:
 
     from abci_app.ml import determinism
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from machine import cpu_model  # bench/machine.py
+
+    cpu = cpu_model()
     return {"torch": f"torch {torch.__version__}", "kernel_path": determinism.kernel_path(), "cpu": cpu, "cores": os.cpu_count(),
             "python": platform.python_version(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
             "load_average": os.getloadavg()}  # fmt: skip

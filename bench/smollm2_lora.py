@@ -71,7 +71,7 @@ def main(out, corpus, threads, rounds, trainers, steps, batch_size, seq_len, lr,
         speed(fam, base, res)
 
     data = fam.dataset(base, corpus or smollm2.cache_dir() / "kjv.txt")
-    res["dataset"] = {"sha256": data.sha256, "train_tokens": int(data.train.numel()), "heldout_tokens": int(data.heldout.numel())}
+    res["dataset"] = {"sha256": data.sha256, "train_tokens": int(data.train.numel()), "held_out_tokens": int(data.heldout.numel())}
     ev = lambda m: fam.evaluate_loss(m, data.heldout, windows=eval_windows)  # noqa: E731
     if "speed" in parts:
         train_speed(fam, base, data, res, batch_size, seq_len, lr, out)
