@@ -162,11 +162,12 @@ def lora_worker(spec_path: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     records = []
     if spec["role"] == "judge":
+        base_loss = heldout_loss(family, base, dataset)  # once per round, as Validator.base_loss
         for job in spec["jobs"]:
             delta, dmeta = family.load_delta(job["path"], base)
             work = Work(**job["work"], kernel_path=dmeta.extra["kernel_path"])
             t0 = time.process_time()
-            verdict = judge(family, base, dataset, work, delta, kernel_path=kernel)
+            verdict = judge(family, base, dataset, work, delta, kernel_path=kernel, base_loss=base_loss)
             records.append({"id": job["id"], "kernel_path": kernel, "accept": verdict.accept, "by_hash": verdict.by_hash,
                             "error_ppm": verdict.error_ppm, "reason": verdict.reason, "cpu_judge_s": time.process_time() - t0})  # fmt: skip
             print(f"validator on {kernel}: {job['id']} {verdict}", file=sys.stderr, flush=True)
@@ -231,6 +232,10 @@ def lora_main(args: argparse.Namespace) -> None:
         print(f"trainer process: {n_honest} LoRA submissions ...", file=sys.stderr, flush=True)
         trainer = run_worker("trainer", [{"id": f"h{i}", "work": w} for i, w in enumerate(works)], hashseed=11)
 
+        # A validator evaluates the round's base once (Validator.base_loss), not once per check.
+        t0 = time.process_time()
+        base_loss = heldout_loss(family, base, dataset)
+        t_eval = time.process_time() - t0
         print(f"validator (this process, {kernel}): judging them ...", file=sys.stderr, flush=True)
         rows = []
         for job, w in zip(trainer["jobs"], works):
@@ -238,17 +243,14 @@ def lora_main(args: argparse.Namespace) -> None:
             delta, dmeta = family.load_delta(job["path"], base)
             t1 = time.process_time()
             work = Work(**w, kernel_path=dmeta.extra["kernel_path"])
-            verdict = judge(family, base, dataset, work, delta, kernel_path=kernel)
+            verdict = judge(family, base, dataset, work, delta, kernel_path=kernel, base_loss=base_loss)
             t2 = time.process_time()
             rows.append({"id": job["id"], "accept": verdict.accept, "by_hash": verdict.by_hash, "error_ppm": verdict.error_ppm,
                          "reason": verdict.reason, "submitted_sha256": train.state_sha256(delta) == job["sha256"],
                          "cpu_load_s": t1 - t0, "cpu_judge_s": t2 - t1, "cpu_train_s": job["cpu_train_s"], "cpu_save_s": job["cpu_save_s"]})  # fmt: skip
             print(f"validator: {job['id']} {t1 - t0:.1f} + {t2 - t1:.1f} CPU s, {verdict}", file=sys.stderr, flush=True)
 
-        # Pieces of judge: one held-out evaluation and one apply (fold the adapters, rebuild the model).
-        t0 = time.process_time()
-        heldout_loss(family, base, dataset)
-        t_eval = time.process_time() - t0
+        # Pieces of judge: one apply (fold the adapters, rebuild the model); the evaluation was timed above.
         t0 = time.process_time()
         family.apply(base, delta)
         t_apply = time.process_time() - t0
@@ -302,9 +304,8 @@ def lora_main(args: argparse.Namespace) -> None:
     print(f"ratio validator/trainer (judge / train+save): {ratio_mean:.2f} (means), {ratio_median:.2f} (medians); "
           f"(load_delta + judge) / (train+save): {statistics.mean(check_s) / statistics.mean(train_s):.2f} (means)")  # fmt: skip
     print(f"pieces (validator, measured once): one held-out evaluation {t_eval:.2f} s, apply (fold + rebuild) {t_apply:.2f} s; "
-          f"judge = k steps + 3 held-out evaluations + apply + compare; train_submission = k steps + 2 evaluations")  # fmt: skip
-    lean = (statistics.median(judge_s) - 2 * t_eval) / statistics.median(train_s)
-    print(f"estimated ratio with 1 held-out evaluation per check (base loss cached per round): {lean:.2f}")
+          f"judge = k steps + 1 held-out evaluation + apply + compare (the base's evaluation once per round, not counted); "
+          f"train_submission = k steps + 2 evaluations")  # fmt: skip
     print("one-off per process (CPU s): " + "; ".join(f"{who} " + ", ".join(f"{k} {v:.1f}" for k, v in s.items())
                                                       for who, s in (("trainer", trainer["setup_cpu_s"]), ("validator", val_setup))))  # fmt: skip
     matched = sum(r["by_hash"] and r["accept"] for r in rows)
@@ -323,8 +324,8 @@ def lora_main(args: argparse.Namespace) -> None:
     if args.out:
         args.out.write_text(json.dumps({"meta": meta | {"params": params, "validator_kernel_path": kernel, "load_start": load_start},
                                         "trainer": trainer, "validator_setup_cpu_s": val_setup, "rows": rows, "cross": cross,
-                                        "eval_s": t_eval, "apply_s": t_apply, "ratio_mean": ratio_mean, "ratio_median": ratio_median,
-                                        "lean_ratio_estimate": lean}, indent=1))  # fmt: skip
+                                        "eval_s": t_eval, "apply_s": t_apply, "ratio_mean": ratio_mean, "ratio_median": ratio_median},
+                                       indent=1))  # fmt: skip
         print(f"raw numbers: {args.out}")
 
 
@@ -389,13 +390,14 @@ def main() -> None:
         detbench.run_parties(spec, workdir, [("trainer", 2, 11, True, None)], parallel=1)
         trainer_info = json.loads((workdir / "out" / "trainer" / "result.json").read_text())
         print(f"validator (this process, {kernel}, cwd {Path.cwd()}): judging them ...", file=sys.stderr)
+        base_loss = heldout_loss(family, base, dataset)  # once per round, as Validator.base_loss
         honest = []
         for job, w in zip(trainer_info["jobs"], works):
             work = Work(**w)
             t0 = time.process_time()
             delta, _meta = family.load_delta(job["path"], base)
             t1 = time.process_time()
-            verdict = judge(family, base, dataset, work, delta)
+            verdict = judge(family, base, dataset, work, delta, base_loss=base_loss)
             t2 = time.process_time()
             honest.append({"id": job["id"], "accept": verdict.accept, "error_ppm": verdict.error_ppm, "reason": verdict.reason,
                            "cpu_load_s": t1 - t0, "cpu_judge_s": t2 - t1, "cpu_train_s": job["cpu_train_s"], "cpu_save_s": job["cpu_save_s"]})  # fmt: skip
@@ -435,7 +437,7 @@ def main() -> None:
                         rng = random.Random(f"{k}/{f}/{mode}/{r}")
                         faked = faked_steps(k, f, rng)
                         delta = fake_submission(family, base, dataset, work, faked, mode, seed=r)
-                        verdict = judge(family, base, dataset, work, delta)
+                        verdict = judge(family, base, dataset, work, delta, base_loss=base_loss)
                         rows.append({"round": r, "faked": sorted(faked), "accept": verdict.accept, "error_ppm": verdict.error_ppm})
                     detection.append({"k": k, "f": f, "m": len(rows[0]["faked"]), "mode": mode, "rounds": len(rows),
                                       "detected": sum(not x["accept"] for x in rows), "min_error_ppm": min(x["error_ppm"] for x in rows),
@@ -460,12 +462,8 @@ def main() -> None:
     ratio_median = statistics.median(judge_s) / statistics.median(train_s)
     print(f"ratio validator/trainer (judge / train+save): {ratio_mean:.2f} (means), {ratio_median:.2f} (medians)")
     print(f"pieces (validator process): one held-out evaluation {t_eval:.3f} s, one training step {t_step:.4f} s; "
-          f"judge = k steps + 3 held-out evaluations + compare")  # fmt: skip
-    # judge calls train_submission, which evaluates the held-out loss before and after its own recomputation; only
-    # "before" is used, and it is the same for every submission of a round: 2 of the 3 evaluations could go.
-    lean = (statistics.median(judge_s) - 2 * t_eval) / statistics.median(train_s)
-    print(f"estimated ratio with 1 held-out evaluation per check (base loss cached per round): {lean:.2f}")
-    sampled = {s: (statistics.median(judge_s) - 2 * t_eval - (k0 - s) * t_step) / statistics.median(train_s) for s in samples if s <= k0}
+          f"judge = k steps + 1 held-out evaluation (of base + delta) + compare; the base's evaluation is once per round")  # fmt: skip
+    sampled = {s: (statistics.median(judge_s) - (k0 - s) * t_step) / statistics.median(train_s) for s in samples if s <= k0}
     print("estimated ratio recomputing s of k=%d steps (and 1 evaluation): %s"
           % (k0, ", ".join(f"s={s}: {v:.2f}" for s, v in sampled.items())))  # fmt: skip
     print(f"with {args.validators} validators each checking every submission, verification costs {args.validators} x {ratio_mean:.2f} "
@@ -506,7 +504,7 @@ def main() -> None:
     if args.out:
         report |= {"honest": honest, "cpu": {"trainer_mean": statistics.mean(train_s), "trainer_median": statistics.median(train_s),
                    "judge_mean": statistics.mean(judge_s), "judge_median": statistics.median(judge_s), "ratio_mean": ratio_mean,
-                   "ratio_median": ratio_median, "eval_s": t_eval, "step_s": t_step, "lean_ratio_estimate": lean, "sampled_ratio_estimate": sampled},
+                   "ratio_median": ratio_median, "eval_s": t_eval, "step_s": t_step, "sampled_ratio_estimate": sampled},
                    "false_rejects": len(rejects), "detection": detection, "analytic": analytic}  # fmt: skip
         args.out.write_text(json.dumps(report, indent=1))
         print(f"raw numbers: {args.out}")

@@ -52,16 +52,21 @@ def batches(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work
     return train.batches_for(seed, dataset.train, work.params["steps"], work.params["batch_size"], seq_len)
 
 
-def train_submission(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, on_step=None) -> Trained:
-    """k AdamW steps from `base` on the trainer's assigned batches; the delta and held-out losses.
+def train_delta(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, on_step=None) -> tuple[State, list[float], LoadedModel]:
+    """k AdamW steps from `base` on the trainer's assigned batches: (delta, per-step losses, trained model).
 
     `base` must already be shaped for the round's params (`family.for_training`);
     `on_step(i, loss, optimizer)` hears of each step (progress).
     """
     model = family.clone(base)
     result = family.train_steps(model, batches(family, base, dataset, work), work.params["learning_rate_micro"] / MICRO, on_step=on_step)
-    delta = family.delta(model, base)
-    return Trained(delta, result.losses, heldout_loss(family, base, dataset), heldout_loss(family, model, dataset))
+    return family.delta(model, base), result.losses, model
+
+
+def train_submission(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, on_step=None) -> Trained:
+    """What a trainer submits: the delta of `train_delta` and the held-out loss before and after it."""
+    delta, losses, model = train_delta(family, base, dataset, work, on_step)
+    return Trained(delta, losses, heldout_loss(family, base, dataset), heldout_loss(family, model, dataset))
 
 
 def heldout_loss(family: ModelFamily, model: LoadedModel, dataset: Dataset) -> float:
@@ -85,26 +90,30 @@ class Verdict:
     by_hash: bool = False  # compared bit for bit (same kernel path) rather than within tolerance
 
 
-def judge(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, submitted: State, kernel_path: str = "") -> Verdict:
+def judge(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, submitted: State, kernel_path: str = "",
+          base_loss: float | None = None) -> Verdict:
     """Recompute the submission and compare, then check the held-out loss did not get worse.
 
     On the submission's own kernel path (`kernel_path` = ours equals
     `work.kernel_path`) an honest recomputation is bitwise equal, so the
     delta's sha256 must match exactly; on another path the relative L2 error
     must be within `tolerance_ppm` (measured across kernel paths: docs/training.md).
+    `base_loss`: the base's held-out loss, the same for every submission of a
+    round, so a validator computes it once (`heldout_loss`); None computes it here.
     """
-    honest = train_submission(family, base, dataset, work)
-    error = train.relative_l2(submitted, honest.delta)
+    honest_delta, _, _ = train_delta(family, base, dataset, work)
+    error = train.relative_l2(submitted, honest_delta)
     error_ppm = to_micro(error)
     by_hash = bool(kernel_path) and kernel_path == work.kernel_path
     if by_hash:
-        if train.state_sha256(submitted) != train.state_sha256(honest.delta):
+        if train.state_sha256(submitted) != train.state_sha256(honest_delta):
             return Verdict(False, error_ppm, f"recomputation on the same kernel path {kernel_path} differs (relative L2 error {error:.3g})", True)
     elif error_ppm > work.params["tolerance_ppm"]:
         return Verdict(False, error_ppm, f"recomputation differs: relative L2 error {error:.3g} > tolerance {work.params['tolerance_ppm'] / MICRO:.3g}")
+    before = heldout_loss(family, base, dataset) if base_loss is None else base_loss
     after = heldout_loss(family, family.apply(base, submitted), dataset)
-    if to_micro(after) > to_micro(honest.heldout_before) * (MICRO + work.params["max_heldout_regression_ppm"]) // MICRO:
-        return Verdict(False, error_ppm, f"held-out loss regressed from {honest.heldout_before:.4f} to {after:.4f}", by_hash)
+    if to_micro(after) > to_micro(before) * (MICRO + work.params["max_heldout_regression_ppm"]) // MICRO:
+        return Verdict(False, error_ppm, f"held-out loss regressed from {before:.4f} to {after:.4f}", by_hash)
     return Verdict(True, error_ppm, "", by_hash)
 
 

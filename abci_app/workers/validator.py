@@ -22,6 +22,10 @@ log = logging.getLogger("validator")
 
 
 class Validator(Worker):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._base_losses: dict[tuple[int, int, int], float] = {}
+
     def step(self, report: Callable[[str], None] = log.info) -> bool:
         """One pass over the round in progress. True when there is nothing left for us to do."""
         rnd = self.current_round()
@@ -46,7 +50,14 @@ class Validator(Worker):
         except (IpfsError, VerificationError, CheckpointError) as exc:
             return Verdict(False, 0, f"delta unusable: {exc}"[:120])
         work = Work(rnd["id"], rnd["base_version"], rnd["seed"], sub["trainer"], entry["sha256"], params, sub["kernel_path"])
-        return judge(family, base, dataset, work, delta, kernel_path=self.kernel_path)
+        return judge(family, base, dataset, work, delta, kernel_path=self.kernel_path, base_loss=self.base_loss(rnd, family, base, dataset))
+
+    def base_loss(self, rnd: dict, family, base, dataset) -> float:
+        """The round's base held-out loss, once per round (an evaluation costs ~11 CPU-s on SmolLM2)."""
+        key = (rnd["id"], rnd["base_version"], rnd["dataset_id"])
+        if key not in self._base_losses:
+            self._base_losses = {key: heldout_loss(family, base, dataset)}
+        return self._base_losses[key]
 
     def attest(self, rnd: dict, sub: dict, report: Callable[[str], None]) -> None:
         verdict = self.check(rnd, sub)

@@ -431,3 +431,19 @@ def test_trainer_loads_the_latest_version_before_a_round_opens(tmp_path: Path) -
     loaded.clear()
     trainer.step(lambda line: None)
     assert loaded == []
+
+
+def test_validator_evaluates_the_base_once_per_round(tmp_path: Path, delta_file: tuple[Path, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The base's held-out loss is the same for every submission of a round: one evaluation, not one per check."""
+    import abci_app.workers.validator as validator_module
+
+    path, cid, sha256 = delta_file
+    validator = make_validator(tmp_path, {cid: path.read_bytes()})
+    evaluated: list = []
+    real = validator_module.heldout_loss
+    monkeypatch.setattr(validator_module, "heldout_loss", lambda *a: evaluated.append(a[1]) or real(*a))
+    for _ in range(2):
+        assert validator.check(ROUND, submission(cid, sha256)).accept
+    assert evaluated == [base()]
+    validator.check(ROUND | {"id": 1}, submission(cid, sha256))  # the next round evaluates its base again
+    assert len(evaluated) == 2
