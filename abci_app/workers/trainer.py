@@ -33,6 +33,7 @@ class Trainer(Worker):
             raise ValueError(f"unknown cheat {cheat!r} (known: {', '.join(CHEATS)})")
         self.cheat = cheat
         self.submitted: dict[int, str] = {}  # round -> PENDING, or the decision once known
+        self.waiting_for_bond = False
 
     def my_submission(self, rnd: dict) -> dict | None:
         return next((s for s in rnd["submission_list"] if s["trainer"] == self.address), None)
@@ -56,11 +57,20 @@ class Trainer(Worker):
             return False
         if rnd["phase"] != "submit" or self.chain.rpc.latest_height() + 1 >= rnd["submit_until"]:
             return False
-        self.submit(rnd, report)
+        params = self.params()
+        bond = self.chain.query_int("/staking/trainer_bond", self.address)
+        if bond < params["min_trainer_bond"]:
+            # Our bond tx may still be on its way into a block (the round opens on the first trainer's bond):
+            # training now would be wasted, and a submission signed before it commits reuses its nonce.
+            if not self.waiting_for_bond:
+                report(f"round {rnd['id']}: waiting for a trainer bond of {params['min_trainer_bond']} (have {bond}; `gradchain tx staking bond-trainer`)")
+            self.waiting_for_bond = True
+            return False
+        self.waiting_for_bond = False
+        self.submit(rnd, params, report)
         return False
 
-    def submit(self, rnd: dict, report: Callable[[str], None]) -> None:
-        params = self.params()
+    def submit(self, rnd: dict, params: dict, report: Callable[[str], None]) -> None:
         family, base = self.base_model(rnd["base_version"], params)
         entry, dataset = self.dataset(rnd["dataset_id"], family, base)
         work = Work(rnd["id"], rnd["base_version"], rnd["seed"], self.address, entry["sha256"], params, self.kernel_path)

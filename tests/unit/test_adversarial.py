@@ -447,3 +447,40 @@ def test_validator_evaluates_the_base_once_per_round(tmp_path: Path, delta_file:
     assert evaluated == [base()]
     validator.check(ROUND | {"id": 1}, submission(cid, sha256))  # the next round evaluates its base again
     assert len(evaluated) == 2
+
+
+def test_trainer_waits_for_its_bond_to_commit(tmp_path: Path) -> None:
+    """The round opens on the first trainer's bond; another's bond may still be in the mempool. Training then
+    would be wasted, and its submission, signed against committed state, would reuse the bond tx's nonce."""
+    from types import SimpleNamespace
+
+    from abci_app.workers.trainer import Trainer
+
+    params = WORK_PARAMS | {"enabled": True, "min_trainer_bond": 1_000}
+    bonds = {"now": 0}
+    rnd = {"id": 0, "phase": "submit", "submit_until": 50, "base_version": 0, "dataset_id": 0, "seed": ROUND_SEED, "submission_list": []}
+    answers = {"/training/current": rnd, "/training/params": params}
+
+    class Chain(FakeChain):
+        rpc = SimpleNamespace(latest_height=lambda: 10)
+
+        def query_json(self, path: str, data: str = ""):
+            return answers[path]
+
+        def query_int(self, path: str, data: str = "") -> int:
+            assert path == "/staking/trainer_bond"
+            return bonds["now"]
+
+    trainer = Trainer(fixed_key(2), "http://127.0.0.1:9", "http://127.0.0.1:9", tmp_path / "trainer")
+    trainer.chain.close()
+    trainer.ipfs.close()
+    trainer.chain = Chain(params)
+    submitted: list = []
+    trainer.submit = lambda r, p, report: submitted.append(r["id"])
+    reports: list[str] = []
+    for _ in range(2):
+        assert trainer.step(reports.append) is False
+    assert submitted == [] and reports == ["round 0: waiting for a trainer bond of 1000 (have 0; `gradchain tx staking bond-trainer`)"]
+    bonds["now"] = 1_000
+    trainer.step(reports.append)
+    assert submitted == [0]
