@@ -607,6 +607,7 @@ def chat(cli: Cli, version: int | None, prompt: str | None, system: str | None, 
         return
     if cli.output != "json":
         _say(conversation, prompt)
+        click.echo(f"(version {entry['id']} ({entry['family']}), cid {entry['cid']})", err=True)  # stdout keeps only the answer
         return
     answer = "".join(conversation.reply(prompt))
     out = {"version": entry["id"], "cid": entry["cid"], "prompt": prompt, "completion": answer}

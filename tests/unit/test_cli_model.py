@@ -263,6 +263,7 @@ def test_prompt_answers_one_message_with_the_template(home: Path, chat_family: F
 
     assert result.exit_code == 0, result.output
     assert result.stdout == "The capital of France is Paris.\n"
+    assert result.stderr.startswith("(version ") and "cid bafy" in result.stderr  # which model answered, off stdout
     assert chat_family.calls == [[{"role": "system", "content": "Answer in one sentence."},
                                   {"role": "user", "content": "What is the capital of France?"}]]
     params = chat_family.params[0]
