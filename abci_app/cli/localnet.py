@@ -58,16 +58,32 @@ def _endpoints(net: ln.Network) -> str:
     return "\n".join(lines)
 
 
-def _chat_example(net: ln.Network) -> str:
-    """A prompt that shows what the genesis model can do: a question for a chat model, a verse opening for the KJV GPT."""
+def genesis_family(net: ln.Network) -> str | None:
+    """The model family of the network's version 0 (from its checkpoint header), or None."""
     from abci_app.models import read_header_meta
 
     model = next((Path(f) for f in net.genesis_files if f.endswith(".safetensors")), None)
     try:
-        chat = model is not None and read_header_meta(model)["family"] == "smollm2-lora"
+        return read_header_meta(model)["family"] if model is not None else None
     except (OSError, ValueError):
-        chat = False
-    return "What is the capital of France?" if chat else "In the beginning"
+        return None
+
+
+MODEL_FAMILIES = {ln.MODEL_SMOLLM2: "smollm2-lora", ln.MODEL_TINY: "tiny-gpt", ln.MODEL_TEST: "tiny-gpt"}
+
+
+def _chat_example(net: ln.Network) -> str:
+    """A prompt that shows what the genesis model can do: a question for a chat model, a verse opening for the KJV GPT."""
+    return "What is the capital of France?" if genesis_family(net) == "smollm2-lora" else "In the beginning"
+
+
+def model_mismatch(net: ln.Network, model: str) -> str | None:
+    """A note when `--model` asks for another genesis model than the existing network has (it is chosen at creation)."""
+    family = genesis_family(net)
+    if family is None or MODEL_FAMILIES[model] == family:
+        return None
+    return (f"note: this localnet's version 0 is a {family} model; --model {model} applies when a localnet is created "
+            f"(`make localnet-reset` first to switch)")
 
 
 @click.group()
@@ -97,11 +113,15 @@ def start(validators: int, base_port: int, app: str, timeout: float, model: str)
         if (root / ln.NETWORK_FILE).exists():
             net = ln.load(root)
             if net.is_running():
+                if note := model_mismatch(net, model):
+                    click.echo(note, err=True)
                 click.echo("localnet is already running")
                 click.echo(_endpoints(net))
                 return
             state = "some of its processes are down; restarting them" if net.any_running() else "it is stopped; starting it"
             click.echo(f"localnet in {root}: {state} ...")
+            if note := model_mismatch(net, model):
+                click.echo(note, err=True)
         else:
             click.echo(f"creating a {validators}-validator localnet in {root} ...")
             if app == ln.APP_GRADCHAIN:

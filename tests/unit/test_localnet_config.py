@@ -210,3 +210,22 @@ def test_genesis_version_records_licence_note_and_metrics(tmp_path: Path) -> Non
     assert version["licence"] == "Apache-2.0 (test)" and version["metrics"] == metrics
     assert version["note"] == "genesis model: SmolLM2-135M-Instruct (chat template embedded)"
     assert version["dataset_ids"] == [0] and len(published.files) == 2
+
+
+def test_model_flag_on_an_existing_localnet_says_it_applies_at_creation(tmp_path: Path) -> None:
+    """`make localnet MODEL=tiny` on a SmolLM2 localnet cannot switch models: it says so instead of silently ignoring it."""
+    import torch
+
+    from abci_app.cli.localnet import model_mismatch
+    from abci_app.ml import checkpoint
+
+    model = tmp_path / "model-v0.safetensors"
+    meta = checkpoint.CheckpointMeta(family="smollm2-lora", config={"hf": {}}, tokenizer="t", kind="model", parent="")
+    checkpoint.save(model, {"w": torch.zeros(2)}, meta)
+    net = ln.Network(root=tmp_path, chain_id="c", app=ln.APP_GRADCHAIN, app_cmd=[], nodes=[], keyring_home=tmp_path,
+                     accounts=[], genesis_files=[str(model)], workers=True)
+    assert model_mismatch(net, ln.MODEL_SMOLLM2) is None
+    note = model_mismatch(net, ln.MODEL_TINY)
+    assert note is not None and "version 0 is a smollm2-lora model" in note and "make localnet-reset" in note
+    assert model_mismatch(ln.Network(root=tmp_path, chain_id="c", app=ln.APP_GRADCHAIN, app_cmd=[], nodes=[], keyring_home=tmp_path,
+                                     accounts=[], genesis_files=[], workers=False), ln.MODEL_TINY) is None  # no model: nothing to say
