@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,25 +147,37 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) 
 
 
 def json_out(result: subprocess.CompletedProcess) -> dict:
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, f"{result.args}: {result.stderr}"
     return json.loads(result.stdout)
 
 
 # --- the gradchain CLI and worker daemons, as a user runs them ---------------------
 
 
-def gradchain(*args: str) -> list[str]:
-    return [sys.executable, "-m", "abci_app.cli", *args]
+GRADCHAIN = shutil.which("gradchain", path=str(Path(sys.executable).parent)) or "gradchain"  # the venv's console script
+
+
+def cli_argv(*args: str) -> list[str]:
+    return [GRADCHAIN, *args]
 
 
 def cli_env() -> dict[str, str]:
+    """This clone's code first on the path: the venv is shared between clones, its editable install may point at another."""
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
 
 
+def gradchain(net: Network, *args: str, node: int = 0, home: Path | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """The CLI as a user runs it from a shell: the network's keyring (or `home`), node `node`'s RPC and Kubo API."""
+    env = cli_env() | {"GRADCHAIN_HOME": str(home or net.keyring_home), "GRADCHAIN_NODE": net.rpc_url(node)}
+    if net.nodes[node].ipfs_api_port:
+        env["GRADCHAIN_IPFS"] = net.nodes[node].ipfs_url
+    env.pop("GRADCHAIN_DEBUG", None)
+    return subprocess.run(cli_argv(*args), capture_output=True, text=True, env=env, timeout=timeout)
+
+
 def run_cli(net: Network, *args: str, node: int = 0, timeout: float = 120.0) -> str:
-    """`gradchain ARGS` against node `node` as a user runs it; its stdout (it must succeed)."""
-    result = subprocess.run(gradchain(*args, "--home", str(net.keyring_home), "--node", net.rpc_url(node)), capture_output=True, text=True,
-                            timeout=timeout, env=cli_env(), cwd=net.root)
+    """`gradchain ARGS` against node `node`; its stdout (it must succeed)."""
+    result = gradchain(net, *args, node=node, timeout=timeout)
     assert result.returncode == 0, f"gradchain {' '.join(args)} exited {result.returncode}: {result.stderr}"
     return result.stdout
 
@@ -186,7 +199,7 @@ class Trainers:
     def start(self) -> None:
         for slot, (name, cheat) in enumerate(self.trainers.items(), start=1):
             node = self.net.nodes[slot % len(self.net.nodes)]
-            argv = gradchain("train", "--key", name, "--once", "--poll", "1", "--yes", "--home", str(self.net.keyring_home),
+            argv = cli_argv("train", "--key", name, "--once", "--poll", "1", "--yes", "--home", str(self.net.keyring_home),
                              "--node", node.rpc_url, "--ipfs", node.ipfs_url, "--cache-dir", str(self.folder / name))
             argv += ["--cheat", cheat] if cheat else []
             with open(self.log(name), "wb") as log:
@@ -251,7 +264,7 @@ class Timeline:
 
 def bond_trainers(net: Network, names, amount: int, timeout: float) -> None:
     """`gradchain tx staking bond-trainer NAME AMOUNT` for every name at once (each must succeed)."""
-    procs = {name: subprocess.Popen(gradchain("tx", "staking", "bond-trainer", name, str(amount), "-y", "--home", str(net.keyring_home),
+    procs = {name: subprocess.Popen(cli_argv("tx", "staking", "bond-trainer", name, str(amount), "-y", "--home", str(net.keyring_home),
                                               "--node", net.rpc_url(0)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
              for name in names}
     for name, proc in procs.items():

@@ -7,29 +7,15 @@ chain's rejections reach the user as one `error:` line.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from abci_app import crypto
 from abci_app.localnet import Network
-from tests.e2e.helpers import assert_one_error_line, balance, json_out
+from tests.e2e.helpers import assert_one_error_line, balance, gradchain, json_out
 
 pytestmark = pytest.mark.e2e
-
-GRADCHAIN = shutil.which("gradchain", path=str(Path(sys.executable).parent)) or "gradchain"
-
-
-def gradchain(net: Network, *args: str, node: int = 0) -> subprocess.CompletedProcess:
-    """Run the CLI with the network's keyring and node `node`, as a user would from a shell."""
-    env = {**os.environ, "GRADCHAIN_HOME": str(net.keyring_home), "GRADCHAIN_NODE": net.rpc_url(node)}
-    env.pop("GRADCHAIN_DEBUG", None)
-    return subprocess.run([GRADCHAIN, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def wait_for_height(net: Network, node: int, height: int) -> None:

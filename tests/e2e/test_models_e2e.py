@@ -18,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,11 +35,11 @@ from abci_app.keyring import Keyring
 from abci_app.localnet import Network
 from abci_app.models import Cache
 from tests.e2e.conftest import require_cometbft, require_kubo, serve
+from tests.e2e import helpers
 from tests.e2e.helpers import assert_one_error_line, json_out
 
 pytestmark = pytest.mark.e2e
 
-GRADCHAIN = shutil.which("gradchain", path=str(Path(sys.executable).parent)) or "gradchain"
 PULL_NODE = 2  # pulls go through this node's RPC and Kubo API, never node 0's
 # Keep every validator unjailable while 2 shared cores are busy with torch subprocesses.
 APP_STATE = {"staking": {"params": {"downtime_window": 1000, "downtime_max_missed": 1000}}}
@@ -75,11 +73,8 @@ def network(tmp_path_factory: pytest.TempPathFactory, assets: tuple[Path, Path])
 
 
 def gradchain(net: Network, *args: str, node: int = PULL_NODE, home: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess:
-    """The CLI against node `node` (its RPC and its Kubo API), as a user runs it; `home` defaults to the network's keyring."""
-    env = {**os.environ, "GRADCHAIN_HOME": str(home or net.keyring_home), "GRADCHAIN_NODE": net.rpc_url(node),
-           "GRADCHAIN_IPFS": net.nodes[node].ipfs_url}
-    env.pop("GRADCHAIN_DEBUG", None)
-    return subprocess.run([GRADCHAIN, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    """The CLI against node `node` (its RPC and its Kubo API); `home` defaults to the network's keyring."""
+    return helpers.gradchain(net, *args, node=node, home=home, timeout=timeout)
 
 
 def cache_files(home: Path) -> list[str]:

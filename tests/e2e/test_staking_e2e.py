@@ -23,10 +23,7 @@ CometBFT applies the updates of block H.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,11 +36,10 @@ from abci_app.cli.staking import consensus_address, parse_pubkey
 from abci_app.keyring import Keyring
 from abci_app.localnet import Network
 from tests.e2e.conftest import require_cometbft, serve
-from tests.e2e.helpers import Transfer, header_app_hashes, latest_heights, poke, send_transfers, wait_until
+from tests.e2e.helpers import Transfer, gradchain, header_app_hashes, json_out, latest_heights, poke, send_transfers, wait_until
 
 pytestmark = pytest.mark.e2e
 
-GRADCHAIN = shutil.which("gradchain", path=str(Path(sys.executable).parent)) or "gradchain"
 
 POWER_UNIT = 100_000
 DOWNTIME_WINDOW = 12
@@ -107,18 +103,6 @@ def joiner(network: Network) -> Joiner:
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-def gradchain(net: Network, *args: str, node: int = 0) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it, with the network's keyring and node `node`."""
-    env = {**os.environ, "GRADCHAIN_HOME": str(net.keyring_home), "GRADCHAIN_NODE": net.rpc_url(node)}
-    env.pop("GRADCHAIN_DEBUG", None)
-    return subprocess.run([GRADCHAIN, *args], capture_output=True, text=True, env=env, timeout=120)
-
-
-def json_out(result: subprocess.CompletedProcess) -> dict:
-    assert result.returncode == 0, f"{result.args}: {result.stderr}"
-    return json.loads(result.stdout)
 
 
 def latest(net: Network, node: int = 0) -> int:
