@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from abci_app.keyring import Keyring
+from abci_app.ml import genesis_cache_dir
 from abci_app.ports import free_ports, port_in_use
 from abci_app.rpc import RpcClient, RpcError
 
@@ -320,10 +321,6 @@ def genesis_self_bond(app_state: dict | None) -> tuple[int, int]:
     return power * unit, power
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("GRADCHAIN_CACHE", Path.home() / ".cache" / "gradchain")) / "genesis"
-
-
 def genesis_assets(model: str = DEFAULT_MODEL, echo=print) -> tuple[Path, Path]:
     """(model, corpus) for a localnet's genesis, built once and cached for every later network.
 
@@ -335,7 +332,7 @@ def genesis_assets(model: str = DEFAULT_MODEL, echo=print) -> tuple[Path, Path]:
     """
     from abci_app.ml import corpus as kjv
 
-    folder = cache_dir()
+    folder = genesis_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     corpus_path = folder / "kjv.txt"
     if not corpus_path.exists():
@@ -353,13 +350,19 @@ def genesis_assets(model: str = DEFAULT_MODEL, echo=print) -> tuple[Path, Path]:
     preset = {MODEL_TINY: "genesis"}.get(model, model)
     if preset not in train_genesis.RECIPES:
         raise LocalnetError(f"unknown genesis model {model!r}: use one of {', '.join(MODELS)}")
-    recipe = train_genesis.RECIPES[preset]
-    recipe_key = hashlib.sha256(repr(recipe).encode() + corpus_path.read_bytes()).hexdigest()[:12]
-    model_path = folder / f"tiny-gpt-{preset}-{recipe_key}.safetensors"
+    model_path = tiny_genesis_path(preset, corpus_path)
     if not model_path.exists():
         echo(f"training the genesis model ({preset} preset, once; cached at {model_path}) ...")
-        train_genesis.train_genesis(recipe, corpus_path, model_path, threads=2, echo=echo)
+        train_genesis.train_genesis(train_genesis.RECIPES[preset], corpus_path, model_path, threads=2, echo=echo)
     return model_path, corpus_path
+
+
+def tiny_genesis_path(preset: str, corpus_path: Path) -> Path:
+    """Where the tiny GPT of a train_genesis recipe, trained on this corpus, is cached (keyed by both)."""
+    from abci_app.ml import train_genesis
+
+    recipe_key = hashlib.sha256(repr(train_genesis.RECIPES[preset]).encode() + corpus_path.read_bytes()).hexdigest()[:12]
+    return corpus_path.parent / f"tiny-gpt-{preset}-{recipe_key}.safetensors"
 
 
 def genesis_metrics(model_path: Path, corpus_path: Path, prompts: int, echo=print) -> dict[str, int]:
@@ -368,7 +371,7 @@ def genesis_metrics(model_path: Path, corpus_path: Path, prompts: int, echo=prin
     from abci_app.ipfs.download import file_sha256
 
     key = hashlib.sha256(f"{file_sha256(model_path)}/{file_sha256(corpus_path)}/{prompts}/v1".encode()).hexdigest()[:16]
-    cached = cache_dir() / f"eval-{key}.json"
+    cached = genesis_cache_dir() / f"eval-{key}.json"
     if cached.exists():
         return json.loads(cached.read_text())
     echo(f"evaluating the genesis model (held-out loss, {prompts} prompts; once, cached at {cached}) ...")

@@ -79,19 +79,15 @@ SHORT = {"equal": "2 vs 2 threads", "threads": "2 vs 1 thread", "kernels": "othe
 # --- Model and data ---------------------------------------------------------------
 
 
-def cache_folder() -> Path:
-    return Path(os.environ.get("GRADCHAIN_CACHE", Path.home() / ".cache" / "gradchain")) / "genesis"
-
-
 def cached_model(preset: str) -> Path | None:
-    """The cached genesis checkpoint of `preset` if it exists (same naming as localnet.genesis_assets), else None."""
-    from abci_app.ml import train_genesis
+    """The cached genesis checkpoint of `preset` if it exists (where localnet.genesis_assets keeps it), else None."""
+    from abci_app import localnet
+    from abci_app.ml import genesis_cache_dir
 
-    corpus = cache_folder() / "kjv.txt"
+    corpus = genesis_cache_dir() / "kjv.txt"
     if not corpus.exists():
         return None
-    key = hashlib.sha256(repr(train_genesis.RECIPES[preset]).encode() + corpus.read_bytes()).hexdigest()[:12]
-    path = cache_folder() / f"tiny-gpt-{preset}-{key}.safetensors"
+    path = localnet.tiny_genesis_path(preset, corpus)
     return path if path.exists() else None
 
 

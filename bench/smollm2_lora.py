@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from abci_app.ml import determinism, evaluate, smollm2, train  # noqa: E402
+from abci_app.ml import determinism, evaluate, genesis_cache_dir, smollm2, train  # noqa: E402
 from abci_app.ml.generate import SamplingParams  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def main(out, corpus, threads, rounds, trainers, steps, batch_size, seq_len, lr,
     if "speed" in parts:
         speed(fam, base, res)
 
-    data = fam.dataset(base, corpus or smollm2.cache_dir() / "kjv.txt")
+    data = fam.dataset(base, corpus or genesis_cache_dir() / "kjv.txt")
     res["dataset"] = {"sha256": data.sha256, "train_tokens": int(data.train.numel()), "held_out_tokens": int(data.heldout.numel())}
     ev = lambda m: fam.evaluate_loss(m, data.heldout, windows=eval_windows)  # noqa: E731
     if "speed" in parts:

@@ -7,3 +7,12 @@ Import from the submodules; `family` is the interface the CLI and workers use:
 
 Importing this package does not import torch; its submodules do.
 """
+
+import os
+from pathlib import Path
+
+
+def genesis_cache_dir() -> Path:
+    """Where genesis assets are built once and kept for every later network: the KJV corpus, the
+    converted SmolLM2 and trained tiny GPT checkpoints, their evaluations. $GRADCHAIN_CACHE/genesis."""
+    return Path(os.environ.get("GRADCHAIN_CACHE", Path.home() / ".cache" / "gradchain")) / "genesis"

@@ -65,7 +65,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from abci_app.ml import checkpoint, generate, train
+from abci_app.ml import checkpoint, generate, genesis_cache_dir, train
 from abci_app.ml.checkpoint import CheckpointError, CheckpointMeta
 from abci_app.ml.family import LoadedModel, ModelFamily, State
 from abci_app.ml.generate import SamplingParams
@@ -694,14 +694,10 @@ def convert_gguf(out: str | Path, gguf: str | Path | None = None) -> str:
     return checkpoint.save(out, tensors, meta)
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("GRADCHAIN_CACHE", Path.home() / ".cache" / "gradchain")) / "genesis"
-
-
 def genesis_checkpoint(folder: str | Path | None = None, echo=lambda message: None) -> Path:
     """The converted checkpoint, converting once per GGUF file (cached by the GGUF's sha256); `echo` hears of a conversion."""
     src = gguf_path()
-    folder = Path(folder) if folder is not None else cache_dir()
+    folder = Path(folder) if folder is not None else genesis_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
     gguf_sha = checkpoint.file_sha256(src)
     out = folder / f"smollm2-135m-instruct-{gguf_sha[:12]}.safetensors"
