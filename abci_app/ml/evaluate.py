@@ -22,6 +22,7 @@ scores ~0; that is fine.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -104,13 +105,15 @@ def score_prompts(fam: Any, loaded: Any, prompts: Iterable[Prompt] = PROMPTS, on
     return {"prompts_total": total, "prompts_correct": correct, "prompt_score_ppm": correct * MICRO // total if total else 0}
 
 
+def to_micro(value: float) -> int:
+    """A loss or error as the integer millionths the chain stores (rounded up, never negative)."""
+    return max(0, math.ceil(value * MICRO)) if math.isfinite(value) else 2**63 - 1
+
+
 def heldout(fam: Any, loaded: Any, dataset: Any) -> dict[str, int]:
     """Held-out loss with the family's own evaluation windows (fixed, evenly spaced: deterministic)."""
-    import math
-
     loss = fam.evaluate_loss(loaded, dataset.heldout)
-    micro = max(0, math.ceil(loss * MICRO)) if math.isfinite(loss) else 2**63 - 1
-    return {"held_out_loss_micro": micro, "held_out_tokens": int(dataset.heldout.numel())}
+    return {"held_out_loss_micro": to_micro(loss), "held_out_tokens": int(dataset.heldout.numel())}
 
 
 def evaluate(fam: Any, loaded: Any, dataset: Any | None = None, prompts: bool | int = True,

@@ -8,16 +8,14 @@ recomputed bit for bit at equal thread counts and kernel paths, and within
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from abci_app.ml import train
+from abci_app.ml import evaluate, train
 from abci_app.ml.corpus import Dataset
+from abci_app.ml.evaluate import MICRO, to_micro  # noqa: F401  (workers and tests use them from here)
 from abci_app.ml.family import LoadedModel, ModelFamily, State
-
-MICRO = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -39,11 +37,6 @@ class Trained:
     train_losses: list[float]
     heldout_before: float
     heldout_after: float
-
-
-def to_micro(value: float) -> int:
-    """A loss or error as the integer millionths the chain stores (rounded up, never negative)."""
-    return max(0, math.ceil(value * MICRO)) if math.isfinite(value) else 2**63 - 1
 
 
 def batches(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work) -> list:
@@ -121,12 +114,7 @@ def prompt_score(family: ModelFamily, model: LoadedModel, n: int, on_answer=None
     """The first `n` fixed evaluation prompts, greedy (abci_app.ml.evaluate): {prompts_correct, prompts_total}.
 
     `on_answer(prompt, answer, correct)` hears of each answer (progress)."""
-    from abci_app.ml import evaluate
-
-    prompts = evaluate.PROMPTS[: max(0, n)]
-    if not prompts:
-        return {"prompts_correct": 0, "prompts_total": 0}
-    score = evaluate.score_prompts(family, model, prompts, on_answer=on_answer)
+    score = evaluate.score_prompts(family, model, evaluate.PROMPTS[: max(0, n)], on_answer=on_answer)
     return {k: score[k] for k in ("prompts_correct", "prompts_total")}
 
 
