@@ -66,12 +66,11 @@ class Cache:
 
     def pull_dataset(self, chain: ChainClient, ipfs: IpfsClient, dataset_id: int, *, timeout: float = 30.0,
                      progress: Callable[[int], None] | None = None) -> Pulled:
-        try:
-            entry = chain.query_json("/datasets/dataset", str(dataset_id))
-        except ChainError as exc:
-            raise ModelError(str(exc)) from None
-        if entry is None:
-            raise ModelError(f"dataset {dataset_id} does not exist (see `gradchain dataset list`)")
+        """Fetch and verify a registered dataset."""
+        return self.pull_dataset_file(dataset_entry(chain, dataset_id), ipfs, timeout=timeout, progress=progress)
+
+    def pull_dataset_file(self, entry: dict, ipfs: IpfsClient, *, timeout: float = 30.0, progress: Callable[[int], None] | None = None) -> Pulled:
+        """Fetch and verify the file of a datasets entry already queried."""
         return self._pull(entry, ".data", ipfs, timeout, progress, None)
 
 
@@ -84,6 +83,16 @@ def version_entry(chain: ChainClient, version: int | None) -> dict:
         latest = chain.query_json("/registry/latest")
         hint = f"latest is {latest['id']}" if latest else "no version is registered yet"
         raise ModelError(f"model version {version} does not exist ({hint})")
+    return entry
+
+
+def dataset_entry(chain: ChainClient, dataset_id: int) -> dict:
+    try:
+        entry = chain.query_json("/datasets/dataset", str(dataset_id))
+    except ChainError as exc:
+        raise ModelError(str(exc)) from None
+    if entry is None:
+        raise ModelError(f"dataset {dataset_id} does not exist (see `gradchain dataset list`)")
     return entry
 
 

@@ -25,7 +25,7 @@ from abci_app.cli.common import Cli, CliError, shared_flags, signer_key
 from abci_app.client import ChainClient, ChainError
 from abci_app.ipfs.client import IpfsClient, IpfsError
 from abci_app.ipfs.download import VerificationError, file_sha256
-from abci_app.models import Cache, ModelError, Pulled, version_entry
+from abci_app.models import Cache, ModelError, Pulled, dataset_entry, version_entry
 
 DEFAULT_IPFS = "http://127.0.0.1:26659"  # Kubo API of localnet node 0, as --node defaults to its RPC
 
@@ -82,21 +82,21 @@ def pull(cli: Cli, chain: ChainClient, ipfs_url: str, version: int | None, timeo
 
 def pull_entry(cli: Cli, entry: dict, ipfs_url: str, timeout: float) -> Pulled:
     """The verified checkpoint of a registry entry already queried."""
-    progress = _Progress(f"pulling version {entry['id']}", entry["bytes"])
-    with IpfsClient(ipfs_url) as ipfs:
-        pulled = Cache(cli.home).pull_model(entry, ipfs, timeout=timeout, progress=progress)
-    progress.finish()
-    return pulled
+    return _fetch(f"pulling version {entry['id']}", entry, ipfs_url, lambda ipfs, progress: Cache(cli.home).pull_model(entry, ipfs, timeout=timeout, progress=progress))
 
 
 def pull_dataset(cli: Cli, chain: ChainClient, ipfs_url: str, dataset_id: int, timeout: float) -> Pulled:
     """The verified file of a registered dataset, from the cache or IPFS."""
-    entry = chain.query_json("/datasets/dataset", str(dataset_id))
-    if entry is None:
-        raise CliError(f"dataset {dataset_id} does not exist (see `gradchain dataset list`)")
-    progress = _Progress(f"pulling dataset {dataset_id}", entry["bytes"])
+    entry = dataset_entry(chain, dataset_id)
+    return _fetch(f"pulling dataset {dataset_id}", entry, ipfs_url,
+                  lambda ipfs, progress: Cache(cli.home).pull_dataset_file(entry, ipfs, timeout=timeout, progress=progress))
+
+
+def _fetch(label: str, entry: dict, ipfs_url: str, fetch: Callable[[IpfsClient, _Progress], Pulled]) -> Pulled:
+    """`fetch` through the Kubo API at `ipfs_url`, with a progress line over the entry's bytes."""
+    progress = _Progress(label, entry["bytes"])
     with IpfsClient(ipfs_url) as ipfs:
-        pulled = Cache(cli.home).pull_dataset(chain, ipfs, dataset_id, timeout=timeout, progress=progress)
+        pulled = fetch(ipfs, progress)
     progress.finish()
     return pulled
 
@@ -392,9 +392,7 @@ def dataset_show(cli: Cli, dataset_id: int) -> None:
       $ gradchain dataset show 0
     """
     with ChainClient(cli.node) as chain:
-        entry = chain.query_json("/datasets/dataset", str(dataset_id))
-    if entry is None:
-        raise CliError(f"dataset {dataset_id} does not exist (see `gradchain dataset list`)")
+        entry = dataset_entry(chain, dataset_id)
     cli.emit(entry, "\n".join(f"{k}: {v}" for k, v in entry.items()))
 
 

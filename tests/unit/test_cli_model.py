@@ -134,12 +134,11 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     def pull_model(self: Cache, entry: dict, ipfs: Any, *, timeout: float = 30.0, progress: Any = None) -> Pulled:
         return Pulled(entry, paths.get(entry["sha256"], tmp_path / "absent.safetensors"), cached=True)
 
-    def pull_dataset(self: Cache, chain: Any, ipfs: Any, dataset_id: int, *, timeout: float = 30.0, progress: Any = None) -> Pulled:
-        entry = chain.query_json("/datasets/dataset", str(dataset_id))
-        return Pulled(entry, paths[f"dataset{dataset_id}"], cached=True)
+    def pull_dataset_file(self: Cache, entry: dict, ipfs: Any, *, timeout: float = 30.0, progress: Any = None) -> Pulled:
+        return Pulled(entry, paths[f"dataset{entry['id']}"], cached=True)
 
     monkeypatch.setattr(Cache, "pull_model", pull_model)
-    monkeypatch.setattr(Cache, "pull_dataset", pull_dataset)
+    monkeypatch.setattr(Cache, "pull_dataset_file", pull_dataset_file)
     return paths
 
 
