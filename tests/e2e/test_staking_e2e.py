@@ -105,6 +105,17 @@ def joiner(network: Network) -> Joiner:
 # --- helpers ----------------------------------------------------------------------------
 
 
+def assert_enters_set(net: Network, joiner: Joiner, height: int, power: int) -> int:
+    """Block `height` put the joiner in the set: CometBFT applies it at height + 2 (not before), with `power`;
+    the app's and CometBFT's sets agree on 5 validators; returns the height of the first commit it signed."""
+    advance_to(net, height + 1)
+    assert joiner.address not in comet_validators(net, height + 1)
+    assert comet_validators(net, height + 2).get(joiner.address) == power
+    validators = assert_sets_match(net)
+    assert validators[joiner.address] == power and len(validators) == 5
+    return wait_for_signature(net, joiner.address, height + 2)
+
+
 def latest(net: Network, node: int = 0) -> int:
     with net.client(node) as client:
         return client.latest_height()
@@ -205,14 +216,7 @@ def test_create_validator_joins_set_with_expected_power_and_signs(network: Netwo
     created = app_validator(network, joiner.operator)
     assert created is not None and created["consensus_address"] == joiner.address and created["moniker"] == f"node{JOINER}"
     assert created["tokens"] == BOND and created["power"] == expected
-    # CometBFT applies block H's validator updates at H+2
-    advance_to(network, height + 1)
-    assert joiner.address not in comet_validators(network, height + 1)
-    assert comet_validators(network, height + 2).get(joiner.address) == expected
-    validators = assert_sets_match(network)
-    assert validators[joiner.address] == expected and len(validators) == 5
-
-    signed = wait_for_signature(network, joiner.address, height + 2)
+    signed = assert_enters_set(network, joiner, height, expected)
     print(f"create-validator in block {height}; in CometBFT's set from {height + 2}; signed the commit of {signed}")
 
 
@@ -264,11 +268,7 @@ def test_unjail_after_jail_time_restores_power(network: Network, joiner: Joiner)
     entry = app_validator(network, joiner.operator)
     expected = entry["tokens"] // POWER_UNIT
     assert not entry["jailed_until"] and entry["power"] == expected == 12
-    advance_to(network, height + 1)
-    assert comet_validators(network, height + 2).get(joiner.address) == expected
-    validators = assert_sets_match(network)
-    assert validators[joiner.address] == expected and len(validators) == 5
-    signed = wait_for_signature(network, joiner.address, height + 2)
+    signed = assert_enters_set(network, joiner, height, expected)
     print(f"unjailed in block {height} (jailed until {until}); back in the set at {height + 2}; signed the commit of {signed}")
 
 
