@@ -14,6 +14,7 @@ from pathlib import Path
 import rlp
 
 from abci_app import runtime
+from abci_app.modules import staking
 from abci_app.context import BlockInfo, Context, Misbehavior, ModuleError, Vote
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.pb.tendermint.crypto import keys_pb2, proof_pb2
@@ -92,6 +93,8 @@ class Application:
         genesis = self.store.begin_block()
         ctx = Context(genesis, req.chain_id, 0, req.time.ToNanoseconds())
         runtime.genesis(ctx, app_state)
+        if req.consensus_params.HasField("evidence"):
+            staking.check_evidence_age(genesis, req.consensus_params.evidence.max_age_num_blocks)
         self._genesis = genesis
         self._check_state = self._base()
         # An empty list keeps CometBFT's genesis validators; ours replace them when staking has any.
@@ -101,47 +104,60 @@ class Application:
     # --- CheckTx: the mempool asks whether a tx may enter (and re-asks after commits)
 
     def check_tx(self, req: abci.RequestCheckTx) -> abci.ResponseCheckTx:
+        """NEW and RECHECK alike: the tx must be admitted on the mempool view, which
+        holds committed state plus every tx admitted since. So each sender's nonces
+        are contiguous there (a gap is refused with BadNonce), and after a commit the
+        recheck, which starts from committed state, evicts what is no longer valid,
+        including txs left behind a gap by an evicted one. Never raises."""
         try:
-            signed = runtime.ante(self._check_state, req.tx, nonce_window=runtime.auth.NONCE_WINDOW)
-        except ModuleError as exc:
-            return abci.ResponseCheckTx(code=exc.code, codespace=exc.codespace, log=exc.log)
-        if signed.body.nonce == runtime.auth.get_nonce(self._check_state, signed.signer):
-            # The next tx in sequence: run it for real on the mempool view so that
-            # a send beyond the balance is refused now, not after a block.
-            ctx = Context(self._check_state.child(), runtime.chain_id(self._check_state), self.store.height + 1, 0)
-            result = runtime.execute(ctx, req.tx)
-            if result.code:
-                return abci.ResponseCheckTx(code=result.code, codespace=result.codespace, log=result.log)
-            ctx.state.write()
+            ctx = Context(self._check_state, runtime.chain_id(self._check_state), self.store.height + 1, 0)
+            result = runtime.admit(ctx, req.tx, runtime.CHECK)
+        except Exception:
+            log.exception("internal error in CheckTx")
+            return abci.ResponseCheckTx(code=runtime.Internal.code, codespace="runtime", log="internal error (see the node's log)")
+        if not result.admitted:
+            return abci.ResponseCheckTx(code=result.code, codespace=result.codespace, log=result.log)
         return abci.ResponseCheckTx(code=0, gas_wanted=1)
 
     # --- PrepareProposal: we are the proposer and may reorder or drop txs -------
 
     def prepare_proposal(self, req: abci.RequestPrepareProposal) -> abci.ResponsePrepareProposal:
-        scratch = Context(self._base(), "", req.height, req.time.ToNanoseconds())
+        """Keep, in order, the txs that runtime.admit accepts on a scratch copy of the
+        state: the same check ProcessProposal applies, so our proposal is never refused."""
+        base = self._base()
+        scratch = Context(base, runtime.chain_id(base), req.height, req.time.ToNanoseconds())
         chosen, size = [], 0
         for raw in runtime.order_by_nonce(list(req.txs)):
             if size + len(raw) > req.max_tx_bytes:
                 break
             try:
-                runtime.ante(scratch.state, raw)
-            except ModuleError:
-                continue  # would fail before paying a fee: leave it out of the block
-            runtime.execute(scratch, raw)
-            chosen.append(raw)
-            size += len(raw)
+                admitted = runtime.admit(scratch, raw, runtime.PREPARE).admitted
+            except Exception:
+                log.exception("internal error in PrepareProposal; leaving the tx out")
+                admitted = False
+            if admitted:
+                chosen.append(raw)
+                size += len(raw)
         return abci.ResponsePrepareProposal(txs=chosen)
 
     # --- ProcessProposal: another validator proposed; the same validity check ---
 
     def process_proposal(self, req: abci.RequestProcessProposal) -> abci.ResponseProcessProposal:
-        base = self._base()
-        for raw in req.txs:
-            try:
-                runtime.decode_and_verify(base, raw)
-            except ModuleError as exc:
-                log.warning("rejecting proposal at height %d: %s", req.height, exc.log)
-                return abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.REJECT)
+        """ACCEPT only if every tx, in block order, passes runtime.admit as in
+        PrepareProposal: a proposer cannot fill blocks with txs that pay no fee.
+        Always answers: an exception here would halt the node."""
+        reject = abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.REJECT)
+        try:
+            base = self._base()
+            scratch = Context(base, runtime.chain_id(base), req.height, req.time.ToNanoseconds())
+            for index, raw in enumerate(req.txs):
+                result = runtime.admit(scratch, raw, runtime.PROCESS)
+                if not result.admitted:
+                    log.warning("rejecting proposal at height %d: tx %d fails ante: %s", req.height, index, result.log)
+                    return reject
+        except Exception:
+            log.exception("internal error in ProcessProposal at height %d; rejecting", req.height)
+            return reject
         return abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.ACCEPT)
 
     # --- FinalizeBlock: execute the decided block, return results and app hash --
@@ -173,16 +189,28 @@ class Application:
     # --- Query: read committed state, at a height, with a Merkle proof ----------
 
     def query(self, req: abci.RequestQuery) -> abci.ResponseQuery:
+        """Any path, data and height gets an answer: a bad argument is BadQuery, and
+        anything unexpected is logged and answered with the internal code, never raised."""
         try:
-            key, view = runtime.resolve_query(req.path, req.data, self.store.begin_block())
+            return self._query(req)
+        except Exception:
+            log.exception("internal error in Query %r", req.path[:runtime.MAX_QUERY_PATH])
+            return abci.ResponseQuery(code=runtime.Internal.code, codespace="runtime", log="internal error (see the node's log)")
+
+    def _query(self, req: abci.RequestQuery) -> abci.ResponseQuery:
+        latest = self.store.height
+        if not 0 <= req.height <= latest:
+            return abci.ResponseQuery(code=runtime.BadQuery.code, codespace="runtime", log=f"no committed state at height {req.height} (latest is {latest})")
+        try:
+            key, view = runtime.resolve_query(req.path, req.data, self.store.begin_block(), next_height=latest + 1)
         except ModuleError as exc:
             return abci.ResponseQuery(code=exc.code, codespace=exc.codespace, log=exc.log)
         if key is None:  # a computed view of the latest state: no proof, no history
-            return abci.ResponseQuery(value=view, height=self.store.height)
+            return abci.ResponseQuery(value=view, height=latest)
         try:
             result = self.store.query(key, height=req.height, prove=req.prove)
         except KeyError:
-            return abci.ResponseQuery(code=runtime.BadQuery.code, codespace="runtime", log=f"no committed state at height {req.height} (latest is {self.store.height})")
+            return abci.ResponseQuery(code=runtime.BadQuery.code, codespace="runtime", log=f"no committed state at height {req.height} (latest is {latest})")
         response = abci.ResponseQuery(key=key, value=result.value or b"", height=result.height)
         if result.proof is not None:
             op = proof_pb2.ProofOp(type=PROOF_OP_TYPE, key=key, data=rlp.encode(result.proof))

@@ -4,6 +4,7 @@ sign-broadcast-wait, with every failure a ChainError carrying one clear line."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import Message
@@ -11,6 +12,18 @@ from google.protobuf.message import Message
 from abci_app import crypto
 from abci_app import tx as txlib
 from abci_app.rpc import RpcClient, RpcError, TxResult
+
+
+def fee_for(rpc: RpcClient, min_fee: int, unsigned: Callable[[int], bytes]) -> int:
+    """The fee a tx needs: min_fee, or more when its message writes more state than
+    min_fee pays for (bank byte_fee). The node simulates the tx, unsigned
+    (tx.build_unsigned), with min_fee (/app/simulate) and says; a node that cannot say leaves min_fee."""
+    try:
+        result = rpc.abci_query("/app/simulate", unsigned(min_fee))
+        needed = int(json.loads(result.value)["fee_needed"]) if result.code == 0 else 0
+    except (RpcError, ValueError, KeyError, TypeError):
+        return min_fee
+    return max(min_fee, needed)
 
 
 class ChainError(Exception):
@@ -63,9 +76,11 @@ class ChainClient:
         return int((self.query_json("/app/params") or {}).get("bank", {}).get("min_fee", 1))
 
     def send(self, key: crypto.PrivateKey, msg: Message, fee: int | None = None, wait: bool = True, timeout: float = 30.0) -> TxResult | None:
-        """Sign with the account's next nonce, broadcast, and (by default) wait for the block."""
+        """Sign with the account's next nonce (and by default the fee the chain needs), broadcast, and (by default) wait for the block."""
         nonce = self.query_int("/auth/nonce", key.address)
-        raw = txlib.build(key, self.chain_id, nonce, self.min_fee() if fee is None else fee, msg)
+        if fee is None:
+            fee = fee_for(self.rpc, self.min_fee(), lambda f: txlib.build_unsigned(key.pubkey, self.chain_id, nonce, f, msg))
+        raw = txlib.build(key, self.chain_id, nonce, fee, msg)
         try:
             sent = self.rpc.broadcast_tx_sync(raw)
             if sent.code:

@@ -114,6 +114,86 @@ def decode_json(raw: bytes | None):
     return None if raw is None else json.loads(raw)
 
 
+# --- user input in consensus code: rules that give the same answer on every Python --
+# No str.isprintable(), str.isspace() or other Unicode-database calls: their
+# answers change between Python minor versions, and so would consensus.
+
+MAX_UINT64 = 2**64 - 1
+MAX_JSON_DEPTH = 16  # far below json.loads' recursion limit on every supported Python
+
+
+def is_printable_ascii(text: str, max_len: int, min_len: int = 1) -> bool:
+    """min_len..max_len characters, each printable ASCII (space to '~')."""
+    return min_len <= len(text) <= max_len and all(" " <= c <= "~" for c in text)
+
+
+def parse_uint64(data: bytes | str) -> int:
+    """A decimal id (ASCII digits, at most 2^64-1), as queries and messages carry ids; ValueError otherwise."""
+    text = data.decode("ascii") if isinstance(data, bytes) else data
+    if not 1 <= len(text) <= 20 or not all("0" <= c <= "9" for c in text):
+        raise ValueError(f"expected a decimal id (0 to {MAX_UINT64}), got {text[:40]!r}")
+    value = int(text)
+    if value > MAX_UINT64:
+        raise ValueError(f"id {text} is over 2^64-1")
+    return value
+
+
+def json_depth_within(text: str, max_depth: int) -> bool:
+    """Whether arrays/objects in `text` nest at most max_depth deep: one scan, no recursion
+    (json.loads recurses, and the depth at which it fails depends on the interpreter)."""
+    depth, in_string, escaped = 0, False, False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c == "[" or c == "{":
+            depth += 1
+            if depth > max_depth:
+                return False
+        elif c == "]" or c == "}":
+            depth -= 1
+    return True
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 parses as inf and would be stored as the non-JSON "Infinity", failing every later re-validation.
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:32]} is out of range")
+    return value
+
+
+def loads_bounded(text: str, max_bytes: int, max_depth: int = MAX_JSON_DEPTH):
+    """json.loads for user data in consensus code: ValueError unless `text` is at most
+    max_bytes of UTF-8, nests at most max_depth deep and is strict JSON (no NaN/Infinity, no number that overflows a float).
+    Parsed strings may still hold lone surrogates ("\\ud800"): check what you re-encode."""
+    size = len(text.encode("utf-8"))  # UnicodeEncodeError (a ValueError) on a lone surrogate
+    if size > max_bytes:
+        raise ValueError(f"JSON is {size} bytes, limit is {max_bytes}")
+    if not json_depth_within(text, max_depth):
+        raise ValueError(f"JSON nests deeper than {max_depth} levels")
+    return json.loads(text, parse_constant=_not_json, parse_float=_finite_float)
+
+
+def is_utf8_encodable(text: str) -> bool:
+    """False for strings holding lone surrogates, which protobuf and the store cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 # --- content references: what datasets and model versions point at -------------
 
 _CID_V1_BASE32 = re.compile(r"^b[a-z2-7]{58}$")  # CIDv1, sha2-256, base32: 59 characters
@@ -122,8 +202,8 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 def is_cid(text: str) -> bool:
     """A CIDv1 in base32 with a sha2-256 multihash, as `ipfs add --cid-version=1` prints it."""
-    return bool(_CID_V1_BASE32.match(text))
+    return bool(_CID_V1_BASE32.fullmatch(text))
 
 
 def is_sha256_hex(text: str) -> bool:
-    return bool(_SHA256_HEX.match(text))
+    return bool(_SHA256_HEX.fullmatch(text))

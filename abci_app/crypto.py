@@ -62,7 +62,7 @@ def _convert_bits(data: bytes | list[int], from_bits: int, to_bits: int, pad: bo
     return out
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 12)
 def bech32_encode(hrp: str, data: bytes) -> str:
     words = _convert_bits(data, 8, 5, pad=True)
     polymod = _polymod(_hrp_expand(hrp) + words + [0] * 6) ^ 1
@@ -70,10 +70,23 @@ def bech32_encode(hrp: str, data: bytes) -> str:
     return hrp + "1" + "".join(_CHARSET[w] for w in words + checksum)
 
 
+BECH32_MAX_LEN = 90  # BIP-173: longer strings are not bech32
+
+
+def bech32_decode(text: str) -> tuple[str, bytes]:
+    # Checked before the cache: free queries must not fill it with huge strings.
+    if len(text) > BECH32_MAX_LEN:
+        raise AddressError(f"too long: {len(text)} characters, bech32 allows {BECH32_MAX_LEN}")
+    if not text.isascii():  # before lower(): Unicode case mapping could turn a non-ASCII letter into ASCII
+        raise AddressError("invalid character")
+    return _bech32_decode(text)
+
+
 # Addresses are decoded for every state key a tx touches; the checksum loop is
 # pure Python, so results are memoised (pure functions: safe for consensus).
-@functools.lru_cache(maxsize=1 << 16)
-def bech32_decode(text: str) -> tuple[str, bytes]:
+# Bounded in entries, and each entry is at most BECH32_MAX_LEN characters.
+@functools.lru_cache(maxsize=1 << 12)
+def _bech32_decode(text: str) -> tuple[str, bytes]:
     if text.lower() != text and text.upper() != text:
         raise AddressError("mixed case")
     text = text.lower()
@@ -97,7 +110,7 @@ def address_bytes(pubkey: bytes) -> bytes:
     return hashlib.sha256(pubkey).digest()[:ADDRESS_BYTES]
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 12)
 def address_of(pubkey: bytes) -> str:
     return bech32_encode(ADDRESS_HRP, address_bytes(pubkey))
 
@@ -109,7 +122,7 @@ def address_raw(address: str) -> bytes:
 
 def parse_address(text: str) -> str:
     """Return the canonical (lower-case) form of `text`, or raise AddressError."""
-    hrp, data = bech32_decode(text.strip())
+    hrp, data = bech32_decode(text.strip(" \t\r\n"))  # ASCII whitespace only: str.strip() follows the Unicode database
     if hrp != ADDRESS_HRP:
         raise AddressError(f"expected prefix '{ADDRESS_HRP}1', got '{hrp}1'")
     if len(data) != ADDRESS_BYTES:

@@ -100,6 +100,24 @@ class RpcClient:
     def header(self, height: int) -> dict:
         return self.call("header", height=height)["header"]
 
+    def commit(self, height: int) -> dict:
+        """/commit: the header at `height` and the commit that signed it (raw JSON: the light client checks it)."""
+        return self.call("commit", height=height)
+
+    def validator_set(self, height: int, max_pages: int = 100) -> list[dict]:
+        """Every validator at `height`, in the set's order (raw JSON), across /validators' pages of 100."""
+        validators: list[dict] = []
+        for page in range(1, max_pages + 1):
+            result = self.call("validators", height=height, page=page, per_page=100)
+            page_items = result.get("validators") if isinstance(result, dict) else None
+            if not isinstance(page_items, list):
+                raise RpcError(f"node {self.node} answered validators at height {height} without a list of validators")
+            validators += page_items
+            total = str(result.get("total", ""))
+            if not page_items or not total.isdigit() or len(validators) >= int(total):
+                return validators
+        raise RpcError(f"node {self.node} sent more than {max_pages} pages of validators at height {height}")
+
     def broadcast_tx_sync(self, tx: bytes) -> BroadcastResult:
         r = self.call("broadcast_tx_sync", tx="0x" + tx.hex())
         return BroadcastResult(hash=r["hash"], code=int(r["code"]), log=r.get("log", ""), codespace=r.get("codespace", ""))

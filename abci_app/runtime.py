@@ -8,13 +8,14 @@ Every rule here is deterministic: integer arithmetic on state, nothing else.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from google.protobuf.message import Message
 
 from abci_app import tx as txcodec
-from abci_app.context import Context, Event, ModuleError
+from abci_app.context import Context, Event, ModuleError, is_utf8_encodable
 from abci_app.modules import auth, bank, datasets, registry, staking, training
 from abci_app.state import Overlay
 
@@ -30,6 +31,8 @@ CALLS: dict[str, tuple[str, Callable[[Context, str, Message], None]]] = {
 }
 
 CHAIN_ID_KEY = b"runtime/chain_id"
+
+log = logging.getLogger("runtime")
 
 # --- Errors ---------------------------------------------------------------------
 
@@ -70,7 +73,21 @@ class UnknownMessage(ModuleError):
     code = 8
 
 
-# auth.BadNonce (code 5) and bank.CannotPayFee (code 7) complete the runtime table.
+class StateFeeTooLow(ModuleError):
+    """The fee does not cover the bytes of state the message writes (bank.required_fee)."""
+
+    code = 11
+
+
+class Internal(ModuleError):
+    """An unexpected exception: a bug, never a user error. A tx's message that raises one
+    fails alone (fee paid, writes rolled back), as the Cosmos SDK recovers panics."""
+
+    code = 12
+
+
+# auth.BadNonce (code 5) and bank.CannotPayFee (code 7) complete the runtime table;
+# UnknownQuery (9) and BadQuery (10) are below.
 
 # --- Results --------------------------------------------------------------------
 
@@ -81,10 +98,19 @@ class TxResult:
     codespace: str = ""
     log: str = ""
     events: list[Event] = field(default_factory=list)
+    paid: bool = False  # passed ante: the fee was charged and the nonce used
+    admitted: bool = False  # may stay where admit's mode puts it (mempool, proposal, block)
+    bytes_written: int = 0  # bytes of state the message added (bytes_added; before any rollback)
+    fee_needed: int = 0  # bank.required_fee for those bytes
+
+    def fail(self, error: ModuleError) -> "TxResult":
+        self.code, self.codespace = error.code, error.codespace
+        self.log = error.log.encode("utf-8", "backslashreplace").decode("utf-8")  # logs from user input stay encodable
+        return self
 
     @classmethod
     def failed(cls, error: ModuleError, events: list[Event] | None = None) -> "TxResult":
-        return cls(code=error.code, codespace=error.codespace, log=error.log, events=events or [])
+        return cls(events=events or []).fail(error)
 
 
 # --- Genesis --------------------------------------------------------------------
@@ -109,7 +135,7 @@ def chain_id(state: Overlay) -> str:
 # --- Transactions ---------------------------------------------------------------
 
 
-def decode_and_verify(state: Overlay, raw: bytes) -> txcodec.SignedTx:
+def decode_and_verify(state: Overlay, raw: bytes, check_signature: bool = True) -> txcodec.SignedTx:
     """Stateless checks plus chain id: size, decoding, message type, signature."""
     if len(raw) > txcodec.MAX_TX_BYTES:
         raise TxTooLarge(f"tx is {len(raw)} bytes, limit is {txcodec.MAX_TX_BYTES}")
@@ -122,15 +148,15 @@ def decode_and_verify(state: Overlay, raw: bytes) -> txcodec.SignedTx:
     expected_chain = chain_id(state)
     if signed.body.chain_id != expected_chain:
         raise WrongChainId(f"wrong chain id: tx is for '{signed.body.chain_id}', this chain is '{expected_chain}'")
-    if not signed.signature_valid():
+    if check_signature and not signed.signature_valid():
         raise BadSignature("bad signature: it does not match the tx body, chain id and public key")
     return signed
 
 
-def ante(state: Overlay, raw: bytes, nonce_window: int = 0) -> txcodec.SignedTx:
+def ante(state: Overlay, raw: bytes, check_signature: bool = True) -> txcodec.SignedTx:
     """Every check a tx must pass before it may pay a fee; writes nothing."""
-    signed = decode_and_verify(state, raw)
-    auth.check_nonce(state, signed.signer, signed.body.nonce, nonce_window)
+    signed = decode_and_verify(state, raw, check_signature)
+    auth.check_nonce(state, signed.signer, signed.body.nonce)
     min_fee = bank.get_params(state).min_fee
     if signed.body.fee < min_fee:
         raise FeeTooLow(f"fee {signed.body.fee}{bank.DENOM} is below the minimum {min_fee}{bank.DENOM}")
@@ -140,28 +166,89 @@ def ante(state: Overlay, raw: bytes, nonce_window: int = 0) -> txcodec.SignedTx:
     return signed
 
 
-def execute(block: Context, raw: bytes) -> TxResult:
-    """Apply one tx to the block. A tx that passes ante pays its fee and uses its
-    nonce even when its message fails; the message's own writes are all-or-nothing."""
+# Where admit() runs a tx: the mempool (CheckTx, including RECHECK), a proposal we
+# build (PrepareProposal), a proposal we vote on (ProcessProposal), a decided block,
+# or a scratch copy for /app/simulate (the only mode that checks no signature).
+CHECK, PREPARE, PROCESS, DELIVER, SIMULATE = "check", "prepare", "process", "deliver", "simulate"
+
+
+def admit(ctx: Context, raw: bytes, mode: str) -> TxResult:
+    """The one admission rule of CheckTx, PrepareProposal, ProcessProposal and FinalizeBlock.
+
+    Runs ante, then executes the tx on ctx as FinalizeBlock does (fee, nonce,
+    message), so each tx is judged after the ones before it, in order. A tx that
+    fails ante may be in no mempool and no proposal: it pays nothing, so
+    admitting it would give a proposer free block space. In CHECK mode a tx
+    whose message fails is refused as well and leaves ctx unchanged; elsewhere
+    it stays (it pays its fee). `result.admitted` says whether the tx may stay.
+    """
+    assert mode in (CHECK, PREPARE, PROCESS, DELIVER, SIMULATE), mode
     try:
-        signed = ante(block.state, raw)
+        signed = ante(ctx.state, raw, check_signature=mode != SIMULATE)
     except ModuleError as exc:
-        return TxResult.failed(exc)
+        return TxResult(admitted=mode == DELIVER).fail(exc)
+    except Exception as exc:  # a bug in ante: the tx is refused everywhere alike, nothing written
+        log.exception("internal error in ante")
+        return TxResult(admitted=mode == DELIVER).fail(Internal(f"internal error before execution: {type(exc).__name__}"))
+    if mode != CHECK:
+        result = _run(ctx, signed)
+        result.admitted = True
+        return result
+    tx_ctx = ctx.child()
+    result = _run(tx_ctx, signed)
+    result.admitted = result.code == 0
+    if result.admitted:
+        ctx.merge(tx_ctx)
+    return result
+
+
+def execute(block: Context, raw: bytes) -> TxResult:
+    """Apply one tx of a decided block. A tx that passes ante pays its fee and uses its
+    nonce even when its message fails; the message's own writes are all-or-nothing."""
+    return admit(block, raw, DELIVER)
+
+
+def _run(block: Context, signed: txcodec.SignedTx) -> TxResult:
+    """Charge the fee, use the nonce, run the message on a child context kept only on success."""
     tx_ctx = block.child()
     bank.charge_fee(tx_ctx, signed.signer, signed.body.fee)
     auth.bump_nonce(tx_ctx.state, signed.signer)
     module, call = CALLS[signed.msg_name]
     tx_ctx.emit("message", action=signed.msg_name, module=module, sender=signed.signer, nonce=signed.body.nonce)
     msg_ctx = tx_ctx.child()
-    result = TxResult()
+    result = TxResult(paid=True)
     try:
         call(msg_ctx, signed.signer, signed.msg)
+        result.bytes_written = bytes_added(tx_ctx.state, msg_ctx.state.writes())
+        result.fee_needed = bank.required_fee(bank.get_params(block.state), result.bytes_written)
+        if signed.body.fee < result.fee_needed:
+            raise StateFeeTooLow(
+                f"fee too low for {result.bytes_written} bytes of state: need {result.fee_needed}{bank.DENOM}, "
+                f"got {signed.body.fee}{bank.DENOM}"
+            )
+        if not all(is_utf8_encodable(text) for e in msg_ctx.events for text in (e.type, *e.attributes, *e.attributes.values())):
+            raise Internal(f"internal error in {signed.msg_name}: an event is not valid UTF-8")
         tx_ctx.merge(msg_ctx)
     except ModuleError as exc:
-        result = TxResult.failed(exc)
+        result.fail(exc)
+    except Exception as exc:  # a bug in a message handler: this tx fails alone, the same way on every node
+        log.exception("internal error in %s", signed.msg_name)
+        result.fail(Internal(f"internal error in {signed.msg_name}: {type(exc).__name__}"))
     block.merge(tx_ctx)
     result.events = tx_ctx.events
     return result
+
+
+def bytes_added(before: Overlay, writes: list[tuple[bytes, bytes | None]]) -> int:
+    """Bytes of state `writes` add to `before`: a new key costs its key and value, an overwrite only what
+    it grows by, a delete nothing. Rewriting a record (a round's power snapshot, a validator) stores no new
+    bytes, so it is not charged again: otherwise the fee of a vote would depend on whose vote lands first."""
+    added = 0
+    for key, value in writes:
+        if value is not None:
+            old = before.get(key)
+            added += len(key) + len(value) if old is None else max(0, len(value) - len(old))
+    return added
 
 
 def order_by_nonce(raws: list[bytes]) -> list[bytes]:
@@ -200,6 +287,8 @@ def end_block(ctx: Context) -> None:
     for module in MODULES.values():
         if hasattr(module, "end_block"):
             module.end_block(ctx)
+    # Last, so that stake moved by any module's end_block (training penalizes verifiers) reaches CometBFT in this block.
+    staking.update_validator_set(ctx)
 
 
 # --- Queries --------------------------------------------------------------------
@@ -217,13 +306,24 @@ class BadQuery(ModuleError):
     code = 10
 
 
-def resolve_query(path: str, data: bytes, state: Overlay) -> tuple[bytes | None, bytes | None]:
+MAX_QUERY_PATH = 128
+MAX_QUERY_DATA = txcodec.MAX_TX_BYTES  # the largest argument is a tx, for /app/simulate
+
+
+def resolve_query(path: str, data: bytes, state: Overlay, next_height: int = 0) -> tuple[bytes | None, bytes | None]:
     """Answer `/module/name` + argument: (state key, None) for a provable single-key
     query (QUERIES: the caller reads the key at the asked height), or (None, value)
-    for a computed view of the latest state (VIEWS, e.g. lists)."""
+    for a computed view of the latest state (VIEWS, e.g. lists). Every bad argument
+    is a BadQuery, never another exception."""
+    if len(path) > MAX_QUERY_PATH:
+        raise BadQuery(f"query path is {len(path)} characters, limit is {MAX_QUERY_PATH}")
+    if len(data) > MAX_QUERY_DATA:
+        raise BadQuery(f"query data is {len(data)} bytes, limit is {MAX_QUERY_DATA}")
     parts = path.strip("/").split("/")
     if parts == ["app", "params"]:
         return None, all_params(state)
+    if parts == ["app", "simulate"]:
+        return None, simulate(state, data, next_height)
     module = MODULES.get(parts[0]) if len(parts) == 2 else None
     key_query = getattr(module, "QUERIES", {}).get(parts[-1]) if module else None
     view = getattr(module, "VIEWS", {}).get(parts[-1]) if module else None
@@ -231,7 +331,7 @@ def resolve_query(path: str, data: bytes, state: Overlay) -> tuple[bytes | None,
         raise UnknownQuery(f"unknown query path '{path}' (try /bank/balance, /auth/nonce, /staking/validators, /app/params)")
     try:
         return (key_query(data), None) if key_query else (None, view(state, data))
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, OverflowError) as exc:  # ValueError covers UnicodeError and AddressError
         raise BadQuery(f"bad query argument for {path}: {exc}") from None
 
 
@@ -239,3 +339,15 @@ def all_params(state: Overlay) -> bytes:
     """/app/params: every module's params as one JSON object."""
     params = {name: json.loads(state.get(module.PARAMS_KEY) or b"{}") for name, module in MODULES.items() if hasattr(module, "PARAMS_KEY")}
     return json.dumps(params, sort_keys=True).encode()
+
+
+def simulate(state: Overlay, raw: bytes, height: int) -> bytes:
+    """/app/simulate TX -> what the tx would do on the latest state, as JSON: its result
+    code and log, the bytes of state its message writes and the fee that needs, so a
+    client can sign with a fee that covers them. The signature is not checked (send
+    tx.build_unsigned's bytes); runs on a scratch overlay and writes nothing."""
+    result = admit(Context(state.child(), chain_id(state), height, 0), raw, SIMULATE)
+    return json.dumps({
+        "code": result.code, "codespace": result.codespace, "log": result.log,
+        "bytes_written": result.bytes_written, "fee_needed": result.fee_needed,
+    }, sort_keys=True).encode()

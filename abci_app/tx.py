@@ -23,6 +23,7 @@ MsgDelegate = tx_pb2.MsgDelegate
 MsgUndelegate = tx_pb2.MsgUndelegate
 MsgEditValidator = tx_pb2.MsgEditValidator
 MsgUnjail = tx_pb2.MsgUnjail
+MsgWithdrawRewards = tx_pb2.MsgWithdrawRewards
 MsgBondTrainer = tx_pb2.MsgBondTrainer
 MsgUnbondTrainer = tx_pb2.MsgUnbondTrainer
 MsgRegisterDataset = tx_pb2.MsgRegisterDataset
@@ -64,12 +65,22 @@ class SignedTx:
 
 def build(key: crypto.PrivateKey, chain_id: str, nonce: int, fee: int, msg: Message, memo: str = "") -> bytes:
     """Sign `msg` with `key` and return the wire bytes."""
-    body = TxBody(chain_id=chain_id, nonce=nonce, fee=fee, memo=memo)
-    field = _msg_field(msg)
-    getattr(body, field).CopyFrom(msg)
-    body_bytes = body.SerializeToString(deterministic=True)
+    body_bytes = _body_bytes(chain_id, nonce, fee, msg, memo)
     signature = key.sign(crypto.sign_bytes(chain_id, body_bytes))
     return Tx(body=body_bytes, pubkey=key.pubkey, signature=signature).SerializeToString(deterministic=True)
+
+
+def build_unsigned(pubkey: bytes, chain_id: str, nonce: int, fee: int, msg: Message, memo: str = "") -> bytes:
+    """The tx `build` would make, with an all-zero signature: for /app/simulate, which
+    checks no signature, so a client never hands a node a tx it could broadcast."""
+    body_bytes = _body_bytes(chain_id, nonce, fee, msg, memo)
+    return Tx(body=body_bytes, pubkey=pubkey, signature=bytes(crypto.SIGNATURE_BYTES)).SerializeToString(deterministic=True)
+
+
+def _body_bytes(chain_id: str, nonce: int, fee: int, msg: Message, memo: str) -> bytes:
+    body = TxBody(chain_id=chain_id, nonce=nonce, fee=fee, memo=memo)
+    getattr(body, _msg_field(msg)).CopyFrom(msg)
+    return body.SerializeToString(deterministic=True)
 
 
 def decode(raw: bytes) -> SignedTx:
@@ -81,6 +92,10 @@ def decode(raw: bytes) -> SignedTx:
         body = TxBody.FromString(envelope.body)
     except DecodeError as exc:
         raise TxDecodeError(f"malformed tx: {exc}") from None
+    # One encoding per tx: otherwise a relayer could re-wrap a signed tx (an
+    # unknown or repeated field, a longer varint) into new bytes with a new hash.
+    if not _is_canonical(envelope, raw) or not _is_canonical(body, envelope.body):
+        raise TxDecodeError("malformed tx: not in canonical encoding (unknown or repeated fields, or non-minimal integers)")
     if len(envelope.pubkey) != crypto.PUBKEY_BYTES:
         raise TxDecodeError(f"pubkey must be {crypto.PUBKEY_BYTES} bytes, got {len(envelope.pubkey)}")
     if len(envelope.signature) != crypto.SIGNATURE_BYTES:
@@ -88,6 +103,14 @@ def decode(raw: bytes) -> SignedTx:
     if body.WhichOneof("msg") is None:
         raise TxDecodeError("tx carries no message")
     return SignedTx(body=body, body_bytes=envelope.body, pubkey=envelope.pubkey, signature=envelope.signature)
+
+
+def _is_canonical(message: Message, raw: bytes) -> bool:
+    """Whether `raw` is exactly the deterministic encoding of `message`, without unknown fields."""
+    known = type(message)()
+    known.CopyFrom(message)
+    known.DiscardUnknownFields()  # python protobuf keeps unknown fields when re-encoding
+    return known.SerializeToString(deterministic=True) == raw
 
 
 def _msg_field(msg: Message) -> str:

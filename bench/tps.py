@@ -4,7 +4,7 @@ Both runs use the same 4-validator loopback layout and config (abci_app.localnet
 fresh in a temp dir, and the same load shape: N pre-built txs split over S
 sender threads, each sending its share in order with broadcast_tx_sync to its
 own node (sender s -> node s % 4) and keeping at most W of them uncommitted
-(our nonce window is 16). Ours are signed bank transfers; kvstore's are
+(CheckTx admits each sender's nonces in order). Ours are signed bank transfers; kvstore's are
 `key=value` bytes padded to the same size. A watcher polls node0 for new
 blocks; a tx counts as committed when node0 serves its block's results (that
 is, after FinalizeBlock ran on node0).
@@ -194,7 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=500, help="transactions per run (default 500)")
     parser.add_argument("--senders", type=int, default=8, help="concurrent senders (default 8)")
-    parser.add_argument("--in-flight", type=int, default=16, help="uncommitted txs per sender (default 16, our nonce window)")
+    parser.add_argument("--in-flight", type=int, default=16, help="uncommitted txs per sender (default 16)")
     parser.add_argument("--validators", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds without progress before giving up")
     args = parser.parse_args()

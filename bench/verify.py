@@ -153,7 +153,7 @@ def lora_worker(spec_path: Path) -> None:
     """A worker process. role "trainer": train_submission + save_delta for every job; role "judge": judge every
     job's delta file on this process's kernel path. result.json with CPU seconds either way."""
     from abci_app.ml import determinism, train
-    from abci_app.workers.recompute import Work, delta_extra, judge, train_submission
+    from abci_app.workers.recompute import Work, delta_extra, heldout_loss, judge, train_submission
 
     spec = json.loads(spec_path.read_text())
     kernel = determinism.pin(spec["threads"])
@@ -168,7 +168,7 @@ def lora_worker(spec_path: Path) -> None:
             work = Work(**job["work"], kernel_path=dmeta.extra["kernel_path"])
             t0 = time.process_time()
             verdict = judge(family, base, dataset, work, delta, kernel_path=kernel, base_loss=base_loss)
-            records.append({"id": job["id"], "kernel_path": kernel, "accept": verdict.accept, "by_hash": verdict.by_hash,
+            records.append({"id": job["id"], "kernel_path": kernel, "accept": verdict.verdict != "fraud", "by_hash": verdict.by_hash,
                             "error_ppm": verdict.error_ppm, "reason": verdict.reason, "cpu_judge_s": time.process_time() - t0})  # fmt: skip
             print(f"validator on {kernel}: {job['id']} {verdict}", file=sys.stderr, flush=True)
         (out / "result.json").write_text(json.dumps({"kernel_path": kernel, "setup_cpu_s": setup, "jobs": records}))
@@ -245,7 +245,7 @@ def lora_main(args: argparse.Namespace) -> None:
             work = Work(**w, kernel_path=dmeta.extra["kernel_path"])
             verdict = judge(family, base, dataset, work, delta, kernel_path=kernel, base_loss=base_loss)
             t2 = time.process_time()
-            rows.append({"id": job["id"], "accept": verdict.accept, "by_hash": verdict.by_hash, "error_ppm": verdict.error_ppm,
+            rows.append({"id": job["id"], "accept": verdict.verdict != "fraud", "by_hash": verdict.by_hash, "error_ppm": verdict.error_ppm,
                          "reason": verdict.reason, "submitted_sha256": train.state_sha256(delta) == job["sha256"],
                          "cpu_load_s": t1 - t0, "cpu_judge_s": t2 - t1, "cpu_train_s": job["cpu_train_s"], "cpu_save_s": job["cpu_save_s"]})  # fmt: skip
             print(f"validator: {job['id']} {t1 - t0:.1f} + {t2 - t1:.1f} CPU s, {verdict}", file=sys.stderr, flush=True)
@@ -269,7 +269,7 @@ def lora_main(args: argparse.Namespace) -> None:
                 work = Work(**w, kernel_path=dmeta.extra["kernel_path"])
                 t0 = time.process_time()
                 verdict = judge(family, base, dataset, work, delta, kernel_path=kernel1)
-                cross.append({"id": job["id"], "kernel_path": kernel1, "accept": verdict.accept, "by_hash": verdict.by_hash, "process": "this one",
+                cross.append({"id": job["id"], "kernel_path": kernel1, "accept": verdict.verdict != "fraud", "by_hash": verdict.by_hash, "process": "this one",
                               "error_ppm": verdict.error_ppm, "reason": verdict.reason, "cpu_judge_s": time.process_time() - t0})  # fmt: skip
                 print(f"validator at 1 thread: {job['id']} {verdict}", file=sys.stderr, flush=True)
             determinism.pin(2)
@@ -399,7 +399,7 @@ def main() -> None:
             t1 = time.process_time()
             verdict = judge(family, base, dataset, work, delta, base_loss=base_loss)
             t2 = time.process_time()
-            honest.append({"id": job["id"], "accept": verdict.accept, "error_ppm": verdict.error_ppm, "reason": verdict.reason,
+            honest.append({"id": job["id"], "accept": verdict.verdict != "fraud", "error_ppm": verdict.error_ppm, "reason": verdict.reason,
                            "cpu_load_s": t1 - t0, "cpu_judge_s": t2 - t1, "cpu_train_s": job["cpu_train_s"], "cpu_save_s": job["cpu_save_s"]})  # fmt: skip
 
         # Pieces of the judge's cost, for the sampled estimate: one held-out evaluation, one training step.
@@ -438,7 +438,7 @@ def main() -> None:
                         faked = faked_steps(k, f, rng)
                         delta = fake_submission(family, base, dataset, work, faked, mode, seed=r)
                         verdict = judge(family, base, dataset, work, delta, base_loss=base_loss)
-                        rows.append({"round": r, "faked": sorted(faked), "accept": verdict.accept, "error_ppm": verdict.error_ppm})
+                        rows.append({"round": r, "faked": sorted(faked), "accept": verdict.verdict != "fraud", "error_ppm": verdict.error_ppm})
                     detection.append({"k": k, "f": f, "m": len(rows[0]["faked"]), "mode": mode, "rounds": len(rows),
                                       "detected": sum(not x["accept"] for x in rows), "min_error_ppm": min(x["error_ppm"] for x in rows),
                                       "median_error_ppm": statistics.median(x["error_ppm"] for x in rows), "rows": rows})  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import click
 
 from abci_app import crypto
-from abci_app.keyring import NAME_PATTERN, Keyring, KeyringError
+from abci_app.keyring import BACKEND_ENV, BACKENDS, NAME_PATTERN, Keyring, KeyringError, passphrase_source
 from abci_app.rpc import DEFAULT_NODE, AbciQueryResult, RpcClient
 
 DEFAULT_HOME = "~/.gradchain"
@@ -36,10 +37,14 @@ class Cli:
     home: Path
     node: str
     output: str  # "text" or "json"
+    keyring_backend: str | None = None  # None: $GRADCHAIN_KEYRING_BACKEND, the keyring dir's marker, or `file`
+    passphrase_file: Path | None = None
 
-    @property
+    @functools.cached_property
     def keyring(self) -> Keyring:
-        return Keyring(self.home)
+        """One per invocation, so a command asks for a passphrase (and warns) once."""
+        prompt = _terminal_prompt if is_terminal() else None
+        return Keyring(self.home, self.keyring_backend, passphrase_source(self.passphrase_file, prompt))
 
     def rpc(self) -> RpcClient:
         return RpcClient(self.node)
@@ -47,6 +52,16 @@ class Cli:
     def emit(self, data: Any, text: str) -> None:
         """Print `text`, or `data` as one JSON document with --output json."""
         click.echo(json.dumps(data) if self.output == "json" else text)
+
+
+def is_terminal() -> bool:
+    """Whether a person can answer prompts (tests patch this)."""
+    return sys.stdin.isatty()
+
+
+def _terminal_prompt(question: str, confirm: bool) -> str:
+    """Hidden input; the prompt goes to stderr so stdout stays clean for -o json."""
+    return click.prompt(question, hide_input=True, confirmation_prompt=confirm, err=True)
 
 
 # --- shared flags ------------------------------------------------------------
@@ -62,17 +77,28 @@ _node = click.option(
 _output = click.option(
     "--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True, help="Output format.",
 )
+_keyring_backend = click.option(
+    "--keyring-backend", type=click.Choice(BACKENDS), envvar=BACKEND_ENV, default=None,
+    help="'file' (encrypted, the default) or 'test' (unencrypted, localnets only; a localnet's keyring is marked so) "
+         f"[env: {BACKEND_ENV}].",
+)
+_passphrase_file = click.option(
+    "--passphrase-file", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="FILE",
+    help="Read the keyring passphrase from FILE's first line (else $GRADCHAIN_KEYRING_PASSPHRASE, else a prompt).",
+)
 
 
 def shared_flags(node: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Add --home, --output (and --node unless the command never talks to a node); pass a `Cli` first."""
+    """Add --home, --output, the keyring flags (and --node unless the command never talks to a node); pass a `Cli` first."""
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(command)
-        def wrapper(*, home: str, output: str, node: str = DEFAULT_NODE, **kwargs: Any) -> Any:
-            return command(Cli(Path(home).expanduser(), node, output), **kwargs)
+        def wrapper(*, home: str, output: str, keyring_backend: str | None, passphrase_file: Path | None,
+                    node: str = DEFAULT_NODE, **kwargs: Any) -> Any:
+            return command(Cli(Path(home).expanduser(), node, output, keyring_backend, passphrase_file), **kwargs)
 
         flags = [_home, _node, _output] if node else [_home, _output]
+        flags += [_keyring_backend, _passphrase_file]
         for flag in reversed(flags):
             wrapper = flag(wrapper)
         return wrapper
@@ -134,7 +160,7 @@ def resolve_address(keyring: Keyring, text: str) -> str:
     if crypto.is_address(text):
         return crypto.parse_address(text)
     if NAME_PATTERN.match(text) and text in keyring.names():
-        return keyring.get(text).address
+        return keyring.address(text)  # from the clear part of the key file: no passphrase
     problem = _address_problem(text)
     if problem:
         raise crypto.AddressError(f"invalid address '{text}': {problem}")
@@ -146,9 +172,8 @@ def signer_key(keyring: Keyring, text: str) -> crypto.PrivateKey:
     if crypto.is_address(text):
         address = crypto.parse_address(text)
         for name in keyring.names():
-            key = keyring.get(name)
-            if key.address == address:
-                return key
+            if keyring.address(name) == address:  # only the matching key is decrypted
+                return keyring.get(name)
         raise KeyringError(f"no key for address {address} in {keyring.dir} (see `gradchain keys list`)")
     return keyring.get(text)
 

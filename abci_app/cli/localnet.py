@@ -37,7 +37,8 @@ def _endpoints(net: ln.Network) -> str:
         app = f"app {node.app_port}  logs {node.home}/*.log" if net.has_app_process else f"logs {node.home}/cometbft.log"
         ipfs = f"  ipfs {node.ipfs_url}" if node.ipfs_api_port else ""
         lines.append(f"  node{node.index}  rpc {node.rpc_url}{ipfs}  p2p {node.p2p_port}  {app}")
-    lines.append(f"keyring home: {net.keyring_home}  (keys: {', '.join(a.name for a in net.accounts)})")
+    lines.append(f"keyring home: {net.keyring_home}  (keys: {', '.join(a.name for a in net.accounts)}; "
+                 "keyring backend 'test': unencrypted dev keys)")
     if len(dev) >= 2:
         other = net.rpc_url(1 % len(net.nodes))
         lines += [

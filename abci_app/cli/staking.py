@@ -19,12 +19,13 @@ import click
 
 from abci_app import crypto
 from abci_app import tx as txlib
-from abci_app.cli.common import AMOUNT, DENOM, Cli, CliError, abci_query, decimal_value, resolve_address, shared_flags, signer_key
-from abci_app.cli.query import proven_query
+from abci_app.cli.common import AMOUNT, DENOM, Cli, CliError, abci_query, resolve_address, shared_flags, signer_key
+from abci_app.cli.query import Prover, proof_text, prove_option
 from abci_app.cli.tx import sign_and_broadcast, tx_flags
 from abci_app.rpc import AbciQueryResult, RpcClient
 
 ED25519_TYPE = "tendermint/PubKeyEd25519"  # the `type` CometBFT writes for ed25519 keys
+ED25519_PRIV_TYPE = "tendermint/PrivKeyEd25519"
 PRIV_VALIDATOR_KEY = Path("config") / "priv_validator_key.json"
 # `send a b -5` style: let a negative AMOUNT reach its type check instead of "no such option -5"
 ARGS_MAY_LOOK_LIKE_OPTIONS = {"ignore_unknown_options": True}
@@ -86,6 +87,26 @@ def pubkey_from_home(cmthome: Path) -> bytes:
         raise CliError(f"bad consensus key in {path}: {exc}") from None
 
 
+def consensus_key_from_home(cmthome: Path) -> crypto.PrivateKey:
+    """The CometBFT node's consensus private key (config/priv_validator_key.json), checked against its pub_key."""
+    path = cmthome.expanduser() / PRIV_VALIDATOR_KEY
+    pubkey = pubkey_from_home(cmthome)
+    data = json.loads(path.read_text())  # pubkey_from_home has read and parsed it already
+    priv = data.get("priv_key")
+    try:
+        if not isinstance(priv, dict) or priv.get("type") != ED25519_PRIV_TYPE or not isinstance(priv.get("value"), str):
+            raise ValueError(f"no {ED25519_PRIV_TYPE} priv_key")
+        raw = base64.b64decode(priv["value"], validate=True)
+        if len(raw) not in (32, 64):  # CometBFT writes seed || pubkey
+            raise ValueError(f"priv_key is {len(raw)} bytes, expected 64")
+        key = crypto.PrivateKey(raw[:32])
+    except (binascii.Error, ValueError) as exc:
+        raise CliError(f"bad consensus key in {path}: {exc}") from None
+    if key.pubkey != pubkey:
+        raise CliError(f"bad consensus key in {path}: priv_key does not belong to pub_key")
+    return key
+
+
 def moniker_from_home(cmthome: Path) -> str | None:
     """The node's moniker in CMTHOME/config/config.toml, if it has one."""
     try:
@@ -93,21 +114,6 @@ def moniker_from_home(cmthome: Path) -> str | None:
     except (OSError, tomllib.TOMLDecodeError):
         return None
     return moniker if isinstance(moniker, str) and moniker else None
-
-
-class PubkeyType(click.ParamType):
-    name = "key"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bytes:
-        if isinstance(value, bytes):
-            return value
-        try:
-            return parse_pubkey(str(value))
-        except ValueError as exc:
-            self.fail(f"'{value}' is not an ed25519 consensus pubkey: {exc}", param, ctx)
-
-
-PUBKEY = PubkeyType()
 
 
 # --- tx staking -------------------------------------------------------------------
@@ -118,43 +124,43 @@ def staking_tx() -> None:
     """Staking transactions: validators, delegations, trainer bonds."""
 
 
-def _send(cli: Cli, from_: str, msg: Any, what: str, opts: dict) -> None:
+def _send(cli: Cli, from_: str, msg: Any, what: str, opts: dict, key: crypto.PrivateKey | None = None) -> None:
     """Sign `msg` with key FROM and broadcast it; `what` completes the confirmation line."""
-    key = signer_key(cli.keyring, from_)
+    key = key or signer_key(cli.keyring, from_)
     sign_and_broadcast(cli, key, msg, f"{what} (signer {from_}, {key.address})", wait=not opts.pop("no_wait"), **opts)
 
 
 @staking_tx.command("create-validator", context_settings=ARGS_MAY_LOOK_LIKE_OPTIONS)
 @click.argument("from_", metavar="FROM")
-@click.option("--pubkey", type=PUBKEY, default=None, metavar="KEY",
-              help="The node's CometBFT ed25519 consensus pubkey: base64 (priv_validator_key.json pub_key.value), hex, "
-                   "or the JSON `cometbft show-validator` prints.")
-@click.option("--pubkey-from-home", "cmthome", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="CMTHOME",
-              help="Read the pubkey from CMTHOME/config/priv_validator_key.json instead.")
+@click.option("--pubkey-from-home", "cmthome", type=click.Path(file_okay=False, path_type=Path), required=True, metavar="CMTHOME",
+              help="The CometBFT node's home: its consensus key (config/priv_validator_key.json) is bonded and signs the proof of possession.")
 @click.option("--amount", type=AMOUNT, required=True, help="Self-bond in ugrad (at least the chain's min_self_bond).")
-@click.option("--moniker", default=None, help="Display name [default: CMTHOME's moniker, else FROM].")
+@click.option("--moniker", default=None, help="Display name: 1 to 64 printable ASCII characters [default: CMTHOME's moniker, else FROM].")
 @tx_flags
 @shared_flags()
-def create_validator(cli: Cli, from_: str, pubkey: bytes | None, cmthome: Path | None, amount: int, moniker: str | None, **opts: Any) -> None:
+def create_validator(cli: Cli, from_: str, cmthome: Path, amount: int, moniker: str | None, **opts: Any) -> None:
     """Make key FROM a validator operator, self-bonding --amount ugrad to the node's consensus key.
 
+    The node's consensus key signs b"gradchain/pop/v1" || chain id || FROM's
+    address (a proof of possession), so nobody else can bond that key first.
     CometBFT adds it to the validator set two blocks after the tx's block,
     with power amount / power_unit (see `gradchain query staking params`).
 
     \b
     Example:
       $ gradchain tx staking create-validator alice --pubkey-from-home ~/.cometbft --amount 1000000 --moniker node4 -y
-      $ gradchain tx staking create-validator alice --pubkey 2rDH...Yxs= --amount 1000000
     """
-    if (pubkey is None) == (cmthome is None):
-        raise click.UsageError("give exactly one of --pubkey KEY and --pubkey-from-home CMTHOME")
-    if cmthome is not None:
-        pubkey = pubkey_from_home(cmthome)
-        moniker = moniker or moniker_from_home(cmthome)
-    moniker = moniker or from_
-    msg = txlib.MsgCreateValidator(pubkey=pubkey, amount=amount, moniker=moniker)
-    what = f"create validator '{moniker}' with consensus address {consensus_address(pubkey)}, self-bond {amount} {DENOM}"
-    _send(cli, from_, msg, what, opts)
+    from abci_app.modules.staking import pop_message
+
+    consensus_key = consensus_key_from_home(cmthome)
+    moniker = moniker or moniker_from_home(cmthome) or from_
+    key = signer_key(cli.keyring, from_)
+    with cli.rpc() as rpc:
+        chain_id = rpc.chain_id()
+    pop = consensus_key.sign(pop_message(chain_id, key.address))
+    msg = txlib.MsgCreateValidator(pubkey=consensus_key.pubkey, amount=amount, moniker=moniker, pubkey_signature=pop)
+    what = f"create validator '{moniker}' with consensus address {consensus_address(consensus_key.pubkey)}, self-bond {amount} {DENOM}"
+    _send(cli, from_, msg, what, opts, key=key)
 
 
 @staking_tx.command("delegate", context_settings=ARGS_MAY_LOOK_LIKE_OPTIONS)
@@ -189,6 +195,24 @@ def undelegate(cli: Cli, from_: str, validator: str, amount: int, **opts: Any) -
     """
     operator = resolve_address(cli.keyring, validator)
     _send(cli, from_, txlib.MsgUndelegate(validator=operator, amount=amount), f"undelegate {amount} {DENOM} from {operator}", opts)
+
+
+@staking_tx.command("withdraw-rewards")
+@click.argument("from_", metavar="FROM")
+@click.argument("validator", metavar="VALIDATOR")
+@tx_flags
+@shared_flags()
+def withdraw_rewards(cli: Cli, from_: str, validator: str, **opts: Any) -> None:
+    """Pay key FROM the rewards its delegation to VALIDATOR has earned (see `query staking delegations`).
+
+    Rewards are also paid whenever the delegation changes (delegate, undelegate).
+
+    \b
+    Example:
+      $ gradchain tx staking withdraw-rewards bob gc1qyp...k9s -y
+    """
+    operator = resolve_address(cli.keyring, validator)
+    _send(cli, from_, txlib.MsgWithdrawRewards(validator=operator), f"withdraw rewards from {operator}", opts)
 
 
 @staking_tx.command("edit-validator")
@@ -243,6 +267,9 @@ def bond_trainer(cli: Cli, from_: str, amount: int, **opts: Any) -> None:
 def unbond_trainer(cli: Cli, from_: str, amount: int, **opts: Any) -> None:
     """Start returning AMOUNT ugrad of key FROM's trainer collateral (after the trainer unbonding period).
 
+    Only the unlocked part can be unbonded: an undecided submission locks the
+    bond it was made with until it is accepted, rejected or expires.
+
     \b
     Example:
       $ gradchain tx staking unbond-trainer carol 10000 -y
@@ -270,17 +297,17 @@ def _view(rpc: RpcClient, name: str, data: str = "") -> tuple[list[dict], int]:
     return entries, result.height
 
 
-def _single(rpc: RpcClient, name: str, data: str, prove: bool) -> tuple[AbciQueryResult, dict]:
-    """A single-key query at the latest height, or proven against a committed app hash."""
+def _single(rpc: RpcClient, name: str, data: str, prove: Prover | None) -> tuple[AbciQueryResult, dict]:
+    """A single-key query at the latest height, or proven against an app hash signed by trusted validators."""
     path = f"/staking/{name}"
     if not prove:
         return abci_query(rpc, path, data), {}
-    result, app_hash = proven_query(rpc, path, data)
-    return result, {"proof": {"verified": True, "app_hash": app_hash}}
+    result, report = prove.query(rpc, path, data)
+    return result, {"proof": report}
 
 
 def _proof_line(extra: dict, height: int) -> list[str]:
-    return [f"proof verified against app hash {extra['proof']['app_hash']} at height {height}"] if extra else []
+    return [proof_text(extra["proof"])] if extra else []
 
 
 def _params(rpc: RpcClient, height: int = 0) -> dict:
@@ -349,9 +376,9 @@ def validators(cli: Cli) -> None:
 
 @staking_query.command("validator")
 @click.argument("operator", metavar="OPERATOR")
-@click.option("--prove", is_flag=True, help="Check the answer with a Merkle proof against a committed app hash.")
 @shared_flags()
-def validator(cli: Cli, operator: str, prove: bool) -> None:
+@prove_option
+def validator(cli: Cli, operator: str, prove: Prover | None) -> None:
     """Show one validator by OPERATOR address (or the key name of its operator).
 
     \b
@@ -376,7 +403,9 @@ def validator(cli: Cli, operator: str, prove: bool) -> None:
 @click.argument("delegator", metavar="DELEGATOR")
 @shared_flags()
 def delegations(cli: Cli, delegator: str) -> None:
-    """List what DELEGATOR (an address or key name) has bonded, per validator.
+    """List what DELEGATOR (an address or key name) has bonded, per validator, with its unpaid rewards.
+
+    Rewards are paid by `gradchain tx staking withdraw-rewards` or when the delegation changes.
 
     \b
     Example:
@@ -388,16 +417,16 @@ def delegations(cli: Cli, delegator: str) -> None:
     data = {"delegator": delegator, "height": height, "delegations": entries}
     if not entries:
         return _echo_empty(cli, data, f"{delegator} has no delegations at height {height}")
-    rows = [(e["validator"], f"{e['amount']} {DENOM}") for e in entries]
+    rows = [(e["validator"], f"{e['amount']} {DENOM}", f"{e.get('rewards', 0)} {DENOM}") for e in entries]
     total = sum(int(e["amount"]) for e in entries)
-    cli.emit(data, _table(("VALIDATOR", "AMOUNT"), rows) + f"\ntotal {total} {DENOM}")
+    cli.emit(data, _table(("VALIDATOR", "AMOUNT", "REWARDS"), rows) + f"\ntotal {total} {DENOM}")
 
 
 @staking_query.command("unbondings")
 @click.argument("owner", metavar="[OWNER]", required=False)
 @shared_flags()
 def unbondings(cli: Cli, owner: str | None) -> None:
-    """List pending unbondings (undelegations and trainer unbonds), of OWNER or of everyone.
+    """List pending undelegations, of OWNER or of everyone (trainer unbonds: `trainer-bond`).
 
     \b
     Example:
@@ -416,27 +445,39 @@ def unbondings(cli: Cli, owner: str | None) -> None:
 
 @staking_query.command("trainer-bond")
 @click.argument("address", metavar="ADDR")
-@click.option("--prove", is_flag=True, help="Check the answer with a Merkle proof against a committed app hash.")
 @shared_flags()
-def trainer_bond(cli: Cli, address: str, prove: bool) -> None:
-    """Show the trainer collateral ADDR (an address or key name) has bonded, in ugrad.
+@prove_option
+def trainer_bond(cli: Cli, address: str, prove: Prover | None) -> None:
+    """Show the trainer collateral of ADDR (an address or key name): bonded, locked, unbonding, in ugrad.
+
+    Trainer bonds belong to the training module (/training/trainer_bond). The
+    locked part backs an undecided submission and cannot be unbonded yet.
 
     \b
     Example:
-      $ gradchain query staking trainer-bond carol
+      $ gradchain query staking trainer-bond carol --prove
     """
     address = resolve_address(cli.keyring, address)
+    path = "/training/trainer_bond"
     with cli.rpc() as rpc:
-        result, extra = _single(rpc, "trainer_bond", address, prove)
-    amount = decimal_value(result, "/staking/trainer_bond")
-    data = {"address": address, "trainer_bond": amount, "height": result.height, **extra}
-    cli.emit(data, "\n".join([f"{amount} {DENOM}"] + _proof_line(extra, result.height)))
+        if prove:
+            result, report = prove.query(rpc, path, address)
+            extra = {"proof": report}
+        else:
+            result, extra = abci_query(rpc, path, address), {}
+    found = _json(result, path) if result.value else {}
+    if not isinstance(found, dict) or not all(isinstance(found.get(k, 0), int) for k in ("bonded", "locked", "unbonding")):
+        raise CliError(f"query {path} returned {result.value[:64]!r}, expected {{bonded, locked, unbonding}}")
+    bonded, locked, unbonding = (found.get(k, 0) for k in ("bonded", "locked", "unbonding"))
+    data = {"address": address, "trainer_bond": bonded, "locked": locked, "unbonding": unbonding, "height": result.height, **extra}
+    lines = [f"{bonded} {DENOM} bonded", f"{locked} {DENOM} locked by an undecided submission", f"{unbonding} {DENOM} unbonding"]
+    cli.emit(data, "\n".join(lines + _proof_line(extra, result.height)))
 
 
 @staking_query.command("params")
-@click.option("--prove", is_flag=True, help="Check the answer with a Merkle proof against a committed app hash.")
 @shared_flags()
-def params(cli: Cli, prove: bool) -> None:
+@prove_option
+def params(cli: Cli, prove: Prover | None) -> None:
     """Show the staking parameters (power unit, min self-bond, unbonding and jail periods, slashing).
 
     \b

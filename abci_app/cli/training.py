@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from abci_app.cli.common import Cli, CliError, abci_query, shared_flags
-from abci_app.cli.query import proven_query
+from abci_app.cli.query import Prover, proof_text, prove_option
 from abci_app.rpc import AbciQueryResult, RpcClient
 
 def _json(result: AbciQueryResult, path: str) -> Any:
@@ -89,7 +89,7 @@ def _round_text(rnd: dict, height: int, merge_blocks: int) -> str:
         lines.append(f"verify:        {_window(verify_first, rnd['verify_until'] - 1, height, phase == 'verify', ' at the latest')}")
         lines.append("merge:         -" if phase == "closed" else "merge:         after verification, if a submission is accepted")
     subs = rnd.get("submission_list") or []
-    counts = {s: sum(1 for x in subs if x["status"] == s) for s in ("pending", "accepted", "rejected", "expired")}
+    counts = {s: sum(1 for x in subs if x["status"] == s) for s in ("pending", "accepted", "not_merged", "rejected", "expired")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     lines += [
         f"aggregator:    {rnd.get('aggregator') or '-'}",
@@ -129,7 +129,11 @@ def round_(cli: Cli, round_id: int | None) -> None:
 @click.option("--round", "round_id", type=click.IntRange(min=0), default=None, metavar="N", help="Round id [default: the current round].")
 @shared_flags()
 def submissions(cli: Cli, round_id: int | None) -> None:
-    """List a round's submissions: trainer, status, accept / reject power, held-out losses, CID.
+    """List a round's submissions: trainer, status, accept / no-gain / fraud power, held-out losses, CID.
+
+    Status not_merged: validators found the work correct (recomputed) but the
+    held-out loss regressed; it is not merged and earns nothing, and the
+    trainer's bond is not slashed. rejected: fraud, slashed.
 
     \b
     Example:
@@ -145,8 +149,8 @@ def submissions(cli: Cli, round_id: int | None) -> None:
         else:
             click.echo(f"round {rnd['id']} ({rnd['phase']}) has no submissions at height {height}", err=True)
         return
-    header = ("INDEX", "TRAINER", "STATUS", "ACCEPT", "REJECT", "LOSS BEFORE", "LOSS AFTER", "CID")
-    rows = [(s["index"], s["trainer"], s["status"], s["accept_power"], s["reject_power"], _micro(s.get("loss_before_micro")),
+    header = ("INDEX", "TRAINER", "STATUS", "ACCEPT", "NO GAIN", "FRAUD", "LOSS BEFORE", "LOSS AFTER", "CID")
+    rows = [(s["index"], s["trainer"], s["status"], s["accept_power"], s.get("no_gain_power", 0), s["reject_power"], _micro(s.get("loss_before_micro")),
              _micro(s.get("loss_after_micro")), s["cid"]) for s in subs]
     cli.emit(data, f"round {rnd['id']} ({rnd['phase']}), height {height}\n" + _table(header, rows))
 
@@ -157,6 +161,9 @@ def submissions(cli: Cli, round_id: int | None) -> None:
 @shared_flags()
 def attestations(cli: Cli, round_id: int | None, index: int | None) -> None:
     """List validators' verdicts on a round's submissions, and their merge votes.
+
+    A verdict is accept (recomputed, and it helps), no_gain (recomputed, but the
+    held-out loss regressed: not merged, not slashed) or fraud (does not match).
 
     \b
     Example:
@@ -186,7 +193,7 @@ def attestations(cli: Cli, round_id: int | None, index: int | None) -> None:
     parts = [f"round {rnd['id']} ({rnd['phase']}), height {height}"]
     if atts:
         header = ("SUBMISSION", "VALIDATOR", "VERDICT", "POWER", "ERROR PPM", "HEIGHT", "REASON")
-        rows = [(a["submission"], a["validator"], "accept" if a["accept"] else "reject", a["power"], a["measured_error_ppm"], a["height"],
+        rows = [(a["submission"], a["validator"], _verdict_word(a), a["power"], a["measured_error_ppm"], a["height"],
                  a.get("reason") or "-") for a in atts]
         parts.append(_table(header, rows))
     if votes:
@@ -196,10 +203,14 @@ def attestations(cli: Cli, round_id: int | None, index: int | None) -> None:
     cli.emit(data, "\n".join(parts))
 
 
+def _verdict_word(att: dict) -> str:
+    return "accept" if att["accept"] else "no_gain" if att.get("no_gain") else "fraud"
+
+
 @training_query.command("params")
-@click.option("--prove", is_flag=True, help="Check the answer with a Merkle proof against a committed app hash.")
 @shared_flags()
-def params(cli: Cli, prove: bool) -> None:
+@prove_option
+def params(cli: Cli, prove: Prover | None) -> None:
     """Show the training parameters: windows, steps, batch, tolerance, reward, slashing, quorum.
 
     Values in millionths (`_micro`, `_ppm`) and basis points (`_bps`, 10000 = 100%) are integers on chain.
@@ -210,16 +221,16 @@ def params(cli: Cli, prove: bool) -> None:
     """
     with cli.rpc() as rpc:
         if prove:
-            result, app_hash = proven_query(rpc, "/training/params", "")
+            result, report = prove.query(rpc, "/training/params", "")
         else:
-            result, app_hash = abci_query(rpc, "/training/params"), None
+            result, report = abci_query(rpc, "/training/params"), None
     found = _json(result, "/training/params")
     if not isinstance(found, dict):
         raise CliError(f"node {cli.node} has no training params (is it a gradchain node?)")
     width = max(map(len, found), default=0) + 2
     lines = [f"{name + ':':<{width}}{json.dumps(value) if isinstance(value, bool) else value}" for name, value in sorted(found.items())]
     data = dict(found)
-    if app_hash is not None:
-        data["proof"] = {"verified": True, "app_hash": app_hash}
-        lines.append(f"proof verified against app hash {app_hash} at height {result.height}")
+    if report is not None:
+        data["proof"] = report
+        lines.append(proof_text(report))
     cli.emit(data, "\n".join(lines))

@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 from abci_app import crypto
 from abci_app import tx as txlib
 from abci_app.cli.common import AMOUNT, DENOM, FEE, Cli, CliError, query_int, resolve_address, result_code, shared_flags, signer_key
+from abci_app.client import fee_for
 from abci_app.rpc import RpcClient, RpcError
 
 FALLBACK_MIN_FEE = 1  # when the node does not publish /app/params
@@ -34,7 +35,8 @@ def sign_and_broadcast(
     with cli.rpc() as rpc:
         chain_id = rpc.chain_id()
         nonce = query_int(rpc, "/auth/nonce", key.address) if nonce is None else nonce
-        fee = min_fee(rpc) if fee is None else fee
+        if fee is None:  # the chain's min_fee, plus its byte fee when the message writes much state
+            fee = fee_for(rpc, min_fee(rpc), lambda f: txlib.build_unsigned(key.pubkey, chain_id, nonce, f, msg, memo=memo))
         if not yes:
             click.echo(f"{summary}\nfee {fee} {DENOM}, nonce {nonce}, chain {chain_id}", err=True)
             if not click.confirm("confirm transaction before signing and broadcasting", err=True):
@@ -61,7 +63,7 @@ def sign_and_broadcast(
 # --- commands ----------------------------------------------------------------
 
 _TX_OPTIONS = [
-    click.option("--fee", "--fees", "fee", type=FEE, default=None, help="Fee in ugrad [default: the chain's bank min_fee]."),
+    click.option("--fee", "--fees", "fee", type=FEE, default=None, help="Fee in ugrad [default: what the chain needs: bank min_fee, plus byte_fee for large writes]."),
     click.option("--memo", default="", help="Note stored with the transaction."),
     click.option("--nonce", type=click.IntRange(min=0), default=None, help="Override the account nonce (for txs queued behind others)."),
     click.option("--no-wait", is_flag=True, help="Return once the mempool accepts it, without waiting for a block."),

@@ -24,6 +24,8 @@ import hashlib
 from pathlib import Path
 from typing import BinaryIO
 
+from abci_app.abci.framing import encode_varint
+
 EMPTY_FILE_CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"  # one empty raw leaf
 CHUNK_SIZE = 262144  # Kubo's default chunker: size-262144
 MAX_LINKS = 174  # Kubo's Import.UnixFSFileMaxLinks default: 8 KiB / 47-byte links
@@ -37,23 +39,14 @@ class CidMismatch(ValueError):
     """Bytes do not hash to the CID they were fetched under."""
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field (wire type 2)."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return encode_varint(number << 3 | 2) + encode_varint(len(payload)) + payload
 
 
 def _uint_field(number: int, value: int) -> bytes:
     """A varint protobuf field (wire type 0)."""
-    return _varint(number << 3) + _varint(value)
+    return encode_varint(number << 3) + encode_varint(value)
 
 
 def _cid_bytes(codec: int, block: bytes) -> bytes:

@@ -9,10 +9,6 @@ from abci_app import crypto
 from abci_app.context import ModuleError, decode_int, encode_int
 from abci_app.state import Overlay
 
-# --- Params ---------------------------------------------------------------------
-
-NONCE_WINDOW = 16  # CheckTx admits nonces this far ahead; the proposer orders them
-
 # --- Storage --------------------------------------------------------------------
 
 PREFIX = b"auth/"
@@ -42,13 +38,14 @@ class BadNonce(ModuleError):
     code = 5
 
 
-def check_nonce(state: Overlay, address: str, nonce: int, window: int = 0) -> None:
-    """Raise BadNonce unless expected <= nonce <= expected + window."""
+def check_nonce(state: Overlay, address: str, nonce: int) -> None:
+    """Raise BadNonce unless nonce is the account's next one. The mempool applies the
+    same rule to its own view, so it holds only contiguous nonces: a gap never waits there."""
     expected = get_nonce(state, address)
     if nonce < expected:
         raise BadNonce(f"bad nonce: {nonce} already used, account {address} expects {expected}")
-    if nonce > expected + window:
-        raise BadNonce(f"bad nonce: got {nonce}, account {address} expects {expected}")
+    if nonce > expected:
+        raise BadNonce(f"bad nonce: got {nonce}, account {address} expects {expected} (send the txs before it first)")
 
 
 # --- Queries --------------------------------------------------------------------

@@ -23,11 +23,26 @@ DENOM = "ugrad"
 @dataclass(frozen=True)
 class Params:
     min_fee: int = 1  # every tx pays at least this, so spam costs something
+    # State is stored by every node forever, so bytes written are priced: a tx's fee
+    # must cover min_fee + byte_fee per byte its message adds beyond free_bytes (runtime.bytes_added)
+    # (min_fee pays for a small write, such as a transfer's two balances).
+    byte_fee: int = 10
+    free_bytes: int = 2048
+
+
+def required_fee(params: Params, bytes_written: int) -> int:
+    """The least fee a tx whose message writes `bytes_written` bytes of state must carry."""
+    return params.min_fee + params.byte_fee * max(0, bytes_written - params.free_bytes)
+
+
+_MODULE_ACCOUNTS: set[str] = set()  # every module_address(): MsgSend may not pay them (membership tests only)
 
 
 def module_address(name: str) -> str:
-    """A keyless account owned by a module: no private key can sign for it."""
-    return crypto.bech32_encode(crypto.ADDRESS_HRP, hashlib.sha256(b"module/" + name.encode()).digest()[:20])
+    """A keyless account owned by a module: no private key can sign for it, and MsgSend cannot pay it."""
+    address = crypto.bech32_encode(crypto.ADDRESS_HRP, hashlib.sha256(b"module/" + name.encode()).digest()[:20])
+    _MODULE_ACCOUNTS.add(address)
+    return address
 
 
 FEE_COLLECTOR = module_address("fee_collector")
@@ -154,6 +169,8 @@ def send(ctx: Context, signer: str, msg: MsgSend) -> None:
         recipient = crypto.parse_address(msg.recipient)
     except crypto.AddressError as exc:
         raise InvalidAddress(f"invalid recipient address '{msg.recipient}': {exc}") from None
+    if recipient in _MODULE_ACCOUNTS:  # as the Cosmos SDK blocks them: tokens there would break the module's books
+        raise InvalidAddress(f"invalid recipient address '{recipient}': a module account, which only its module pays")
     transfer(ctx, signer, recipient, msg.amount)
 
 
@@ -166,8 +183,9 @@ def genesis(ctx: Context, config: dict) -> None:
     """bank genesis: {"params": {...}, "balances": [{"address", "amount"}]}."""
     state = ctx.state
     params = Params(**config.get("params", {}))
-    if params.min_fee < 0:
-        raise ValueError("bank.params.min_fee must be >= 0")
+    for name, value in asdict(params).items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"bank.params.{name} must be an integer >= 0, got {value!r}")
     state.set(PARAMS_KEY, encode_json(asdict(params)))
     total = 0
     seen: set[str] = set()

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from abci_app.context import Context, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_sha256_hex
+from abci_app.context import (
+    Context, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_printable_ascii, is_sha256_hex, parse_uint64,
+)
 from abci_app.state import Overlay
 from abci_app.tx import tx_pb2
 
 # --- Params ---------------------------------------------------------------------
 
+# Every stored field is bounded (and paid for by the byte fee); text is printable ASCII.
 MAX_NAME = 64
 MAX_LICENCE = 64
+MAX_TOKENIZER = 64
 
 # --- Storage --------------------------------------------------------------------
 
@@ -94,14 +98,16 @@ class UnknownDataset(DatasetsError):
 
 
 def _validate(msg: tx_pb2.MsgRegisterDataset) -> None:
-    if not 1 <= len(msg.name) <= MAX_NAME or not msg.name.isprintable():
-        raise InvalidDataset(f"invalid dataset name {msg.name!r}: 1 to {MAX_NAME} printable characters")
+    if not is_printable_ascii(msg.name, MAX_NAME):
+        raise InvalidDataset(f"invalid dataset name {msg.name[:80]!r}: 1 to {MAX_NAME} printable ASCII characters")
     if not is_cid(msg.cid):
-        raise InvalidDataset(f"invalid CID '{msg.cid}': expected a CIDv1 in base32 (bafk…/bafy…)")
+        raise InvalidDataset(f"invalid CID {msg.cid[:80]!r}: expected a CIDv1 in base32 (bafk…/bafy…)")
     if not is_sha256_hex(msg.sha256):
-        raise InvalidDataset(f"invalid sha256 '{msg.sha256}': expected 64 lower-case hex digits")
-    if not 1 <= len(msg.licence) <= MAX_LICENCE:
-        raise InvalidDataset("a dataset needs a licence (e.g. 'public-domain', 'CC-BY-4.0')")
+        raise InvalidDataset(f"invalid sha256 {msg.sha256[:80]!r}: expected 64 lower-case hex digits")
+    if not is_printable_ascii(msg.licence, MAX_LICENCE):
+        raise InvalidDataset(f"a dataset needs a licence of 1 to {MAX_LICENCE} printable ASCII characters (e.g. 'public-domain', 'CC-BY-4.0')")
+    if not is_printable_ascii(msg.tokenizer, MAX_TOKENIZER, min_len=0):
+        raise InvalidDataset(f"invalid tokenizer {msg.tokenizer[:80]!r}: at most {MAX_TOKENIZER} printable ASCII characters")
     if msg.bytes == 0:
         raise InvalidDataset("a dataset cannot be empty (bytes = 0)")
 
@@ -142,7 +148,7 @@ def genesis(ctx: Context, config: dict) -> None:
 
 def query_dataset(data: bytes) -> bytes:
     """/datasets/dataset ID -> Dataset JSON."""
-    return dataset_key(int(data.decode()))
+    return dataset_key(parse_uint64(data))
 
 
 QUERIES = {"dataset": query_dataset}

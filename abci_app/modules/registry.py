@@ -14,15 +14,25 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from abci_app import crypto
-from abci_app.context import Context, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_sha256_hex
+from abci_app.context import (
+    MAX_UINT64, Context, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_printable_ascii, is_sha256_hex,
+    is_utf8_encodable, loads_bounded, parse_uint64,
+)
 from abci_app.modules import datasets
 from abci_app.state import Overlay
 from abci_app.tx import tx_pb2
 
 # --- Params ---------------------------------------------------------------------
 
+# Every stored field is bounded (and paid for by the byte fee).
 MAX_FAMILY = 32
-MAX_CONFIG_BYTES = 4096
+MAX_CONFIG_BYTES = 4096  # UTF-8 bytes of config_json
+MAX_CONFIG_DEPTH = 8  # nesting of config_json, checked before json.loads
+MAX_LICENCE = 64
+MAX_NOTE = 512
+MAX_DATASET_IDS = 16
+MAX_METRICS = 16
+MAX_METRIC_NAME = 64
 
 
 @dataclass(frozen=True)
@@ -93,10 +103,15 @@ def config_hash(family: str, config_json: str) -> str:
 
 
 def canonical_config(text: str) -> str:
-    config = json.loads(text)
+    """The canonical form of a model config, or ValueError: at most MAX_CONFIG_BYTES of
+    UTF-8, nesting checked without recursion before parsing, a JSON object, encodable."""
+    config = loads_bounded(text, MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH)
     if not isinstance(config, dict):
         raise ValueError("model config must be a JSON object")
-    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if not is_utf8_encodable(canonical):  # "\ud800" parses to a lone surrogate
+        raise ValueError("model config holds a lone surrogate (\\ud800-\\udfff escape)")
+    return canonical
 
 
 # --- Events ---------------------------------------------------------------------
@@ -149,22 +164,29 @@ def register(
 ) -> ModelVersion:
     """Check every field, then record the next version; raises a RegistryError on bad input."""
     if not is_cid(cid):
-        raise InvalidVersion(f"invalid CID '{cid}': expected a CIDv1 in base32")
+        raise InvalidVersion(f"invalid CID {cid[:80]!r}: expected a CIDv1 in base32")
     if not is_sha256_hex(sha256):
-        raise InvalidVersion(f"invalid sha256 '{sha256}': expected 64 lower-case hex digits")
-    if not 1 <= len(family) <= MAX_FAMILY:
-        raise InvalidVersion(f"invalid model family {family!r}")
-    if size == 0:
-        raise InvalidVersion("a checkpoint cannot be empty (bytes = 0)")
-    if len(config_json) > MAX_CONFIG_BYTES:
-        raise InvalidVersion(f"model config is over {MAX_CONFIG_BYTES} bytes")
+        raise InvalidVersion(f"invalid sha256 {sha256[:80]!r}: expected 64 lower-case hex digits")
+    if not is_printable_ascii(family, MAX_FAMILY):
+        raise InvalidVersion(f"invalid model family {family[:80]!r}: 1 to {MAX_FAMILY} printable ASCII characters")
+    if not _is_uint64(size) or size == 0:
+        raise InvalidVersion(f"invalid checkpoint size {size!r}: a positive integer of bytes")
+    if not is_printable_ascii(licence, MAX_LICENCE, min_len=0):
+        raise InvalidVersion(f"invalid licence {licence[:80]!r}: at most {MAX_LICENCE} printable ASCII characters")
+    if not is_printable_ascii(note, MAX_NOTE, min_len=0):
+        raise InvalidVersion(f"invalid note: at most {MAX_NOTE} printable ASCII characters")
+    if len(dataset_ids) > MAX_DATASET_IDS or not all(_is_uint64(d) for d in dataset_ids):
+        raise InvalidVersion(f"at most {MAX_DATASET_IDS} dataset ids, each an integer id")
+    metrics = metrics or {}
+    if len(metrics) > MAX_METRICS or not all(is_printable_ascii(k, MAX_METRIC_NAME) and _is_int(v) for k, v in metrics.items()):
+        raise InvalidVersion(f"at most {MAX_METRICS} metrics, each a name of printable ASCII and an integer")
     try:
         config_text = canonical_config(config_json)
     except ValueError as exc:
         raise InvalidVersion(f"invalid model config: {exc}") from None
     n = count(ctx.state)
-    if n and (parent is None or get(ctx.state, parent) is None):
-        raise UnknownParent(f"unknown parent version {parent} (latest is {n - 1})")
+    if n and (not _is_uint64(parent) or get(ctx.state, parent) is None):
+        raise UnknownParent(f"unknown parent version {parent!r} (latest is {n - 1})")
     missing = [d for d in dataset_ids if not datasets.exists(ctx.state, d)]
     if missing:
         raise UnknownDataset(f"unknown dataset ids {missing} (see `gradchain dataset list`)")
@@ -174,13 +196,21 @@ def register(
     version = ModelVersion(
         id=n, parent=parent if n else None, cid=cid, sha256=sha256, bytes=size, family=family,
         config_json=config_text, config_hash=config_hash(family, config_text), dataset_ids=list(dataset_ids),
-        licence=licence, creator=creator, height=ctx.height, round=round, metrics=dict(sorted((metrics or {}).items())), note=note,
+        licence=licence, creator=creator, height=ctx.height, round=round, metrics=dict(sorted(metrics.items())), note=note,
     )
     ctx.state.set(version_key(n), encode_json(asdict(version)))
     ctx.state.set(digest_key, encode_int(n))
     ctx.state.set(COUNT_KEY, encode_int(n + 1))
     ctx.emit("version_registered", id=n, parent="" if version.parent is None else version.parent, cid=cid, sha256=sha256, family=family, creator=creator)
     return version
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_uint64(value) -> bool:
+    return _is_int(value) and 0 <= value <= MAX_UINT64
 
 
 # --- Calls ------------------------------------------------------------------------
@@ -227,7 +257,7 @@ def genesis(ctx: Context, config: dict) -> None:
 
 def query_version(data: bytes) -> bytes:
     """/registry/version ID -> ModelVersion JSON."""
-    return version_key(int(data.decode()))
+    return version_key(parse_uint64(data))
 
 
 def query_params(data: bytes) -> bytes:

@@ -1,14 +1,30 @@
-"""staking: bonded validators drive CometBFT's validator set; trainer bonds; slashing, jailing, rewards.
+"""staking: bonded validators drive CometBFT's validator set; slashing, jailing, rewards.
 
 A validator's voting power is its bonded tokens divided by `power_unit`.
-Bonded tokens sit in module accounts (bonded, unbonding and trainer pools) so
+Bonded tokens sit in module accounts (bonded, unbonding and distribution) so
 the bank's supply invariant keeps holding: supply = sum of all balances.
 
-Fees and block rewards go to the block's proposer and are split among its
-delegators pro rata (integer division; the remainder to the operator), so
-stake earns in proportion to the blocks it proposes, i.e. to its power.
+Delegations are shares of a validator's tokens (as in the Cosmos SDK): a
+slash lowers the validator's tokens once and every delegation loses its part,
+with no walk over delegations. Fees and block rewards go to the block's
+proposer's delegators through a per-share reward index; each delegation is
+paid what the index gained since it last settled, when it changes or on
+MsgWithdrawRewards. Unpaid rewards sit in the distribution account.
+
+Stake that leaves a validator stays slashable while it unbonds (the Cosmos
+rule): the tokens that leave it at one height form a leaving pool that the
+unbonding entries hold shares of. An infraction at height h burns the same
+fraction of the bonded tokens and of every live pool made at h - 1 or later
+(CometBFT applies validator updates two blocks late); a training penalty
+reaches only the pools made since its round opened.
 State changes only in blocks that carry txs, misbehavior or missed
 signatures, so an idle chain stays idle with `create_empty_blocks = false`.
+
+CometBFT's validator set is keyed by consensus pubkey: staking remembers the
+power it last reported per pubkey and sends the difference, so the set
+CometBFT holds always equals the bonded, unjailed top `max_validators`;
+the one exception: an empty set would halt CometBFT, so when every validator
+is jailed or gone the last set stays until someone bonds again.
 """
 
 from __future__ import annotations
@@ -25,6 +41,7 @@ from abci_app.context import (
     decode_json,
     encode_int,
     encode_json,
+    is_printable_ascii,
 )
 from abci_app.modules import bank
 from abci_app.state import Overlay
@@ -33,6 +50,13 @@ from abci_app.tx import tx_pb2
 # --- Params ---------------------------------------------------------------------
 
 BPS = 10_000  # fractions are integer basis points: no floats in consensus code
+REWARD_SCALE = 10**18  # reward index precision: rewards per share are stored times this
+MAX_PARAM = 2**62  # every param fits an int64 (heights, keys of 8 bytes) with room to add
+MAX_VALIDATORS = 10_000
+MAX_MONIKER = 64
+# CometBFT refuses a set whose total power exceeds MaxTotalVotingPower (int64 max / 8): cap each member
+# so that even max_validators of them stay below it.
+MAX_POWER = (2**63 - 1) // 8 // MAX_VALIDATORS
 
 
 @dataclass(frozen=True)
@@ -41,7 +65,6 @@ class Params:
     min_self_bond: int = 1_000_000
     power_unit: int = 1_000_000  # bonded tokens per unit of CometBFT voting power
     unbonding_blocks: int = 20
-    trainer_unbonding_blocks: int = 20
     jail_blocks: int = 20
     double_sign_slash_bps: int = 500  # 5%
     double_sign_jail_blocks: int = 1_000
@@ -52,30 +75,51 @@ class Params:
 
     def validate(self) -> None:
         for name, value in asdict(self).items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"staking.params.{name} must be a non-negative integer")
-        if self.power_unit == 0 or self.downtime_window == 0 or self.max_validators == 0:
-            raise ValueError("staking.params power_unit, downtime_window and max_validators must be positive")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_PARAM:
+                raise ValueError(f"staking.params.{name} must be an integer from 0 to 2^62")
+        if min(self.power_unit, self.downtime_window, self.max_validators, self.min_self_bond, self.downtime_max_missed) == 0:
+            raise ValueError("staking.params power_unit, downtime_window, max_validators, min_self_bond and downtime_max_missed must be positive")
+        if self.max_validators > MAX_VALIDATORS:
+            raise ValueError(f"staking.params.max_validators is at most {MAX_VALIDATORS}")
         if self.double_sign_slash_bps > BPS or self.downtime_slash_bps > BPS:
             raise ValueError("staking slash fractions are basis points: at most 10000")
+        if self.unbonding_blocks <= EVIDENCE_AGE_MARGIN:
+            # CometBFT needs max_age_num_blocks >= 1, and evidence must find the stake that left (check_evidence_age).
+            raise ValueError(f"staking.params.unbonding_blocks must be at least {EVIDENCE_AGE_MARGIN + 1}")
 
 
 BONDED_POOL = bank.module_address("bonded_pool")
 UNBONDING_POOL = bank.module_address("unbonding_pool")
-TRAINER_POOL = bank.module_address("trainer_pool")
+DISTRIBUTION = bank.module_address("distribution")  # rewards credited to delegators and not paid out yet
 
 # --- Storage --------------------------------------------------------------------
 
 PREFIX = b"staking/"
 PARAMS_KEY = PREFIX + b"params"
 UNBONDING_SEQ_KEY = PREFIX + b"unbonding_seq"
-VALIDATOR_PREFIX = PREFIX + b"validator/"  # <operator 20> -> Validator JSON
-CONSENSUS_PREFIX = PREFIX + b"cons/"  # <consensus address 20> -> operator 20 bytes
-DELEGATION_PREFIX = PREFIX + b"delegation/"  # <operator 20><delegator 20> -> amount
-POWER_PREFIX = PREFIX + b"power/"  # <operator 20> -> {"pubkey", "power"} last sent to CometBFT
+VALIDATOR_PREFIX = PREFIX + b"validator/"  # <operator 20> -> Validator JSON (kept after it empties: jail and keys stay)
+CONSENSUS_PREFIX = PREFIX + b"cons/"  # <consensus address 20> -> operator 20 bytes (a key stays bound to its first operator)
+DELEGATION_PREFIX = PREFIX + b"delegation/"  # <operator 20><delegator 20> -> {"shares", "index"}
+DELEGATOR_PREFIX = PREFIX + b"delegator/"  # <delegator 20><operator 20> -> b"1": one delegator's delegations, for queries
+RANK_PREFIX = PREFIX + b"rank/"  # <RANK_TOP - power 8 BE><operator 20> -> b"1": validators with power > 0, strongest first
+POWER_PREFIX = PREFIX + b"power/"  # <consensus pubkey 32> -> power last sent to CometBFT
 UNBONDING_PREFIX = PREFIX + b"unbonding/"  # <completion height 8 BE><seq 8 BE> -> Unbonding JSON
-TRAINER_PREFIX = PREFIX + b"trainer/"  # <trainer 20> -> bonded amount
+HOLD_PREFIX = PREFIX + b"hold/"  # <operator 20> -> {"until"}: stake that leaves before then unbonds until after it
+# <operator 20><height left 8 BE> -> {"tokens", "shares"}: the stake that left a validator at one height and is
+# still unbonding, as a pool its unbonding entries hold shares of, so a slash of it is one write. A pool lives
+# until its last entry completes: at most max(unbonding_blocks, the longest training hold + 1) heights after
+# it was made, so a validator has at most that many (both are params) and a slash reads no more.
+LEAVING_PREFIX = PREFIX + b"leaving/"
 MISSED_PREFIX = PREFIX + b"missed/"  # <consensus address 20> -> heights of missed signatures
+
+_RANK_TOP = 2**64 - 1  # above MAX_POWER: rank keys are RANK_TOP - power, 8 bytes
+# CometBFT applies the validator updates of block H from block H + 2: stake that left at h - 1 still
+# signed at h, so an infraction at h reaches the stake that left at h - 1 or later.
+SIGNED_AFTER_LEAVING = 1
+# Evidence CometBFT accepts in block n is at most max_age_num_blocks + 1 older (it measures from n - 1), and
+# stake that left at h - 1 unbonds until h - 1 + unbonding_blocks: every piece of evidence still finds it when
+# max_age_num_blocks + EVIDENCE_AGE_MARGIN <= unbonding_blocks (app.init_chain refuses a genesis that breaks it).
+EVIDENCE_AGE_MARGIN = 2
 
 
 _raw = crypto.address_raw
@@ -90,17 +134,35 @@ def consensus_address(pubkey: bytes) -> bytes:
     return crypto.address_bytes(pubkey)
 
 
+def pop_message(chain_id: str, operator: str) -> bytes:
+    """What a consensus key signs to prove its holder asked to validate for `operator` on `chain_id`."""
+    return b"gradchain/pop/v1" + chain_id.encode() + _raw(operator)
+
+
 @dataclass(frozen=True)
 class Validator:
     operator: str
     pubkey: str  # hex of the ed25519 consensus key
     moniker: str
-    tokens: int  # sum of its delegations
+    tokens: int  # bonded tokens behind it; slashes lower them for every delegation at once
+    shares: int = 0  # delegation shares outstanding: a delegation of s shares is worth s * tokens // shares
     jailed_until: int = 0  # height from which unjail is allowed; 0 = not jailed
+    reward_index: int = 0  # rewards per share ever credited, times REWARD_SCALE
+    rewards_outstanding: int = 0  # credited to its delegators, not paid yet (held by DISTRIBUTION)
 
     @property
     def jailed(self) -> bool:
         return self.jailed_until > 0
+
+    def value_of(self, shares: int) -> int:
+        """Tokens `shares` of this validator are worth; the last shares out take the rounding remainder."""
+        return self.tokens if shares >= self.shares else shares * self.tokens // self.shares
+
+
+@dataclass(frozen=True)
+class Delegation:
+    shares: int
+    index: int  # the validator's reward_index when this delegation last settled
 
 
 def get_params(state: Overlay) -> Params:
@@ -113,12 +175,28 @@ def get_validator(state: Overlay, operator: str) -> Validator | None:
     return Validator(**raw) if raw else None
 
 
+def _rank_key(params: Params, validator: Validator) -> bytes | None:
+    strength = power(params, validator)
+    if strength == 0:
+        return None
+    return RANK_PREFIX + (_RANK_TOP - strength).to_bytes(8, "big") + _raw(validator.operator)
+
+
 def _put_validator(state: Overlay, validator: Validator) -> None:
+    """Store a validator and keep the power ranking in step with it."""
+    params = get_params(state)
+    old = get_validator(state, validator.operator)
+    old_rank = _rank_key(params, old) if old else None
+    new_rank = _rank_key(params, validator)
+    if old_rank is not None and old_rank != new_rank:
+        state.delete(old_rank)
+    if new_rank is not None:
+        state.set(new_rank, b"1")
     state.set(VALIDATOR_PREFIX + _raw(validator.operator), encode_json(asdict(validator)))
 
 
 def validators(state: Overlay) -> list[Validator]:
-    """All validators, ordered by operator address bytes."""
+    """All validators, ordered by operator address bytes (for queries: it reads every record)."""
     return [Validator(**decode_json(v)) for _, v in state.iter_prefix(VALIDATOR_PREFIX)]
 
 
@@ -127,41 +205,59 @@ def operator_of(state: Overlay, consensus_addr: bytes) -> str | None:
     return _addr(raw) if raw else None
 
 
-def delegation(state: Overlay, operator: str, delegator: str) -> int:
-    return decode_int(state.get(DELEGATION_PREFIX + _raw(operator) + _raw(delegator)))
+def _get_delegation(state: Overlay, operator: str, delegator: str) -> Delegation | None:
+    raw = decode_json(state.get(DELEGATION_PREFIX + _raw(operator) + _raw(delegator)))
+    return Delegation(**raw) if raw else None
 
 
-def _set_delegation(state: Overlay, operator: str, delegator: str, amount: int) -> None:
+def _set_delegation(state: Overlay, operator: str, delegator: str, record: Delegation) -> None:
     key = DELEGATION_PREFIX + _raw(operator) + _raw(delegator)
-    state.set(key, encode_int(amount)) if amount else state.delete(key)
+    index = DELEGATOR_PREFIX + _raw(delegator) + _raw(operator)
+    if record.shares:
+        state.set(key, encode_json(asdict(record)))
+        state.set(index, b"1")
+    else:
+        state.delete(key)
+        state.delete(index)
+
+
+def delegation(state: Overlay, operator: str, delegator: str) -> int:
+    """Tokens `delegator` has bonded to `operator` (what its shares are worth now)."""
+    record = _get_delegation(state, operator, delegator)
+    validator = get_validator(state, operator) if record else None
+    return validator.value_of(record.shares) if record and validator else 0
 
 
 def delegations_to(state: Overlay, operator: str) -> list[tuple[str, int]]:
-    """(delegator, amount) of one validator, in delegator byte order."""
+    """(delegator, tokens) of one validator, in delegator byte order (for queries and tests)."""
+    validator = get_validator(state, operator)
     prefix = DELEGATION_PREFIX + _raw(operator)
-    return [(_addr(k[len(prefix) :]), int(v)) for k, v in state.iter_prefix(prefix)]
+    if validator is None:
+        return []
+    return [(_addr(k[len(prefix) :]), validator.value_of(decode_json(v)["shares"])) for k, v in state.iter_prefix(prefix)]
 
 
-def trainer_bond(state: Overlay, trainer: str) -> int:
-    """Collateral the training module may slash."""
-    return decode_int(state.get(TRAINER_PREFIX + _raw(trainer)))
-
-
-def _set_trainer_bond(state: Overlay, trainer: str, amount: int) -> None:
-    key = TRAINER_PREFIX + _raw(trainer)
-    state.set(key, encode_int(amount)) if amount else state.delete(key)
+def pending_rewards(validator: Validator, record: Delegation) -> int:
+    return record.shares * (validator.reward_index - record.index) // REWARD_SCALE
 
 
 def power(params: Params, validator: Validator) -> int:
-    return 0 if validator.jailed else validator.tokens // params.power_unit
+    return 0 if validator.jailed else min(validator.tokens // params.power_unit, MAX_POWER)
 
 
 def active_set(state: Overlay) -> list[tuple[Validator, int]]:
-    """The validators CometBFT should have: top max_validators by power (ties by operator)."""
+    """The validators CometBFT should have: top max_validators by power (ties by operator).
+
+    Reads the power ranking only as far as max_validators: never every validator.
+    """
     params = get_params(state)
-    ranked = [(v, power(params, v)) for v in validators(state)]
-    ranked = sorted((vp for vp in ranked if vp[1] > 0), key=lambda vp: (-vp[1], _raw(vp[0].operator)))
-    return ranked[: params.max_validators]
+    ranked: list[tuple[Validator, int]] = []
+    for key, _ in state.iter_prefix(RANK_PREFIX):
+        if len(ranked) == params.max_validators:
+            break
+        validator = get_validator(state, _addr(key[-20:]))
+        ranked.append((validator, power(params, validator)))
+    return ranked
 
 
 def total_power(state: Overlay) -> int:
@@ -173,6 +269,28 @@ def active_powers(state: Overlay) -> dict[str, int]:
     return {v.operator: p for v, p in active_set(state)}
 
 
+def _hold(state: Overlay, operator: str) -> dict | None:
+    return decode_json(state.get(HOLD_PREFIX + _raw(operator)))
+
+
+def _leaving_key(operator: str, height: int) -> bytes:
+    return LEAVING_PREFIX + _raw(operator) + height.to_bytes(8, "big")
+
+
+def _leaving_pool(state: Overlay, operator: str, height: int) -> dict:
+    return decode_json(state.get(_leaving_key(operator, height))) or {"tokens": 0, "shares": 0}
+
+
+def _set_leaving_pool(state: Overlay, operator: str, height: int, pool: dict) -> None:
+    key = _leaving_key(operator, height)
+    state.set(key, encode_json(pool)) if pool["shares"] else state.delete(key)
+
+
+def _active_hold(state: Overlay, operator: str, height: int) -> dict | None:
+    hold = _hold(state, operator)
+    return hold if hold is not None and hold["until"] >= height else None
+
+
 # --- Events ---------------------------------------------------------------------
 # validator_created(operator, pubkey, moniker, amount)
 # delegated(delegator, validator, amount)
@@ -180,12 +298,11 @@ def active_powers(state: Overlay) -> dict[str, int]:
 # unbonding_completed(owner, amount, kind)
 # validator_edited(operator, moniker)
 # unjailed(operator)
-# trainer_bonded(trainer, amount)
 # slashed(validator, amount, reason)          reason: double_sign | downtime | training penalties
-# jailed(validator, until, reason)
-# trainer_slashed(trainer, amount, recipient)
-# rewarded(validator, amount)                 fees + block reward shared by its delegators
-# power_changed(validator, power)             sent to CometBFT as a validator update
+# jailed(validator, until, reason)            reason: double_sign | downtime | operator_exit
+# rewarded(validator, amount)                 fees + block reward credited to its delegators
+# rewards_paid(delegator, validator, amount)  a delegation's rewards settled into its balance
+# power_changed(validator, pubkey, power)     sent to CometBFT as a validator update
 
 # --- Errors ---------------------------------------------------------------------
 
@@ -254,10 +371,28 @@ class InvalidMoniker(StakingError):
     code = 10
 
 
-class InsufficientTrainerBond(StakingError):
-    """Unbonding more trainer collateral than is bonded."""
+class InvalidPossessionProof(StakingError):
+    """MsgCreateValidator must carry the consensus key's signature over the chain id and operator."""
 
-    code = 11
+    code = 12
+
+
+class ValidatorWipedOut(StakingError):
+    """A validator whose stake was slashed to zero takes no new delegations."""
+
+    code = 13
+
+
+class LastValidator(StakingError):
+    """The move would leave CometBFT with no voting power: the chain would halt."""
+
+    code = 14
+
+
+class NoDelegation(StakingError):
+    """Withdrawing rewards from a validator the signer has no delegation to."""
+
+    code = 15
 
 
 # --- Guards -----------------------------------------------------------------------
@@ -269,8 +404,8 @@ def _positive(amount: int) -> None:
 
 
 def _moniker(text: str) -> str:
-    if not 1 <= len(text) <= 64 or not text.isprintable():
-        raise InvalidMoniker(f"invalid moniker {text!r}: use 1 to 64 printable characters")
+    if not is_printable_ascii(text, MAX_MONIKER):
+        raise InvalidMoniker(f"invalid moniker {text[:MAX_MONIKER + 1]!r}: use 1 to {MAX_MONIKER} printable ASCII characters")
     return text
 
 
@@ -285,28 +420,54 @@ def _operator_address(text: str) -> str:
     try:
         return crypto.parse_address(text)
     except crypto.AddressError as exc:
-        raise UnknownValidator(f"invalid validator address '{text}': {exc}") from None
+        raise UnknownValidator(f"invalid validator address '{text[:100]}': {exc}") from None
+
+
+def _others_have_power(state: Overlay, operator: str) -> bool:
+    """Whether some validator other than `operator` ranks with power > 0 (reads at most two rank entries)."""
+    for key, _ in state.iter_prefix(RANK_PREFIX):
+        if key[-20:] != _raw(operator):
+            return True
+    return False
 
 
 # --- Calls ------------------------------------------------------------------------
 
 
 def create_validator(ctx: Context, signer: str, msg: tx_pb2.MsgCreateValidator) -> None:
-    """MsgCreateValidator: the signer becomes an operator with a self-bond."""
+    """MsgCreateValidator: the signer becomes an operator with a self-bond.
+
+    An operator that exited keeps its record: creating again re-uses it, jail included.
+    """
     params = get_params(ctx.state)
     if len(msg.pubkey) != crypto.PUBKEY_BYTES:
         raise InvalidPubkey(f"invalid consensus pubkey: {len(msg.pubkey)} bytes, expected a 32-byte ed25519 key")
     moniker = _moniker(msg.moniker)
-    if get_validator(ctx.state, signer) is not None:
-        raise DuplicateValidator(f"{signer} already operates a validator")
-    if operator_of(ctx.state, consensus_address(msg.pubkey)) is not None:
+    if not crypto.verify(msg.pubkey, pop_message(ctx.chain_id, signer), msg.pubkey_signature):
+        raise InvalidPossessionProof("pubkey_signature is not the consensus key's signature over b'gradchain/pop/v1' || chain id || operator address")
+    existing = get_validator(ctx.state, signer)
+    if existing is not None and existing.shares > 0:
+        hint = ": it still has delegators, so delegate to it and unjail instead" if existing.jailed else ""
+        raise DuplicateValidator(f"{signer} already operates a validator{hint}")
+    if operator_of(ctx.state, consensus_address(msg.pubkey)) not in (None, signer):
         raise DuplicatePubkey("that consensus pubkey is already used by another validator")
     if msg.amount < params.min_self_bond:
         raise BelowMinSelfBond(f"self-bond {msg.amount}{bank.DENOM} is below the minimum {params.min_self_bond}{bank.DENOM}")
     bank.transfer(ctx, signer, BONDED_POOL, msg.amount)
-    _put_validator(ctx.state, Validator(signer, msg.pubkey.hex(), moniker, msg.amount))
+    base = existing or Validator(signer, msg.pubkey.hex(), moniker, 0)
+    # A jail whose time is over ends here, as MsgUnjail would end it: the new self-bond meets the minimum.
+    jailed_until = base.jailed_until if ctx.height < base.jailed_until else 0
+    validator = replace(base, pubkey=msg.pubkey.hex(), moniker=moniker, tokens=msg.amount, shares=msg.amount, jailed_until=jailed_until)
+    _put_validator(ctx.state, validator)
     ctx.state.set(CONSENSUS_PREFIX + consensus_address(msg.pubkey), _raw(signer))
-    _set_delegation(ctx.state, signer, signer, msg.amount)
+    if existing is not None and existing.pubkey != validator.pubkey:
+        # The missed signatures follow the validator to its new key: rotating keys must not reset the downtime count.
+        old_missed = MISSED_PREFIX + consensus_address(bytes.fromhex(existing.pubkey))
+        missed = ctx.state.get(old_missed)
+        if missed is not None:
+            ctx.state.set(MISSED_PREFIX + consensus_address(msg.pubkey), missed)
+            ctx.state.delete(old_missed)
+    _set_delegation(ctx.state, signer, signer, Delegation(msg.amount, validator.reward_index))
     ctx.emit("validator_created", operator=signer, pubkey=msg.pubkey.hex(), moniker=moniker, amount=msg.amount)
 
 
@@ -314,24 +475,74 @@ def delegate(ctx: Context, signer: str, msg: tx_pb2.MsgDelegate) -> None:
     """MsgDelegate: bond tokens to a validator, raising its power."""
     _positive(msg.amount)
     validator = _existing(ctx.state, _operator_address(msg.validator))
+    if validator.shares > 0 and validator.tokens == 0:
+        raise ValidatorWipedOut(f"validator {validator.operator} lost all its stake to slashing: its shares have no price")
+    new_shares = msg.amount if validator.shares == 0 else msg.amount * validator.shares // validator.tokens
+    if new_shares == 0:
+        raise InvalidAmount(f"{msg.amount}{bank.DENOM} buys no share of validator {validator.operator}")
+    record = _get_delegation(ctx.state, validator.operator, signer) or Delegation(0, validator.reward_index)
     bank.transfer(ctx, signer, BONDED_POOL, msg.amount)
-    _set_delegation(ctx.state, validator.operator, signer, delegation(ctx.state, validator.operator, signer) + msg.amount)
-    _put_validator(ctx.state, replace(validator, tokens=validator.tokens + msg.amount))
+    validator = _settle(ctx, validator, signer, record)
+    _set_delegation(ctx.state, validator.operator, signer, Delegation(record.shares + new_shares, validator.reward_index))
+    _put_validator(ctx.state, replace(validator, tokens=validator.tokens + msg.amount, shares=validator.shares + new_shares))
     ctx.emit("delegated", delegator=signer, validator=validator.operator, amount=msg.amount)
 
 
 def undelegate(ctx: Context, signer: str, msg: tx_pb2.MsgUndelegate) -> None:
-    """MsgUndelegate: unbond tokens; they return after unbonding_blocks."""
+    """MsgUndelegate: unbond tokens; they return after unbonding_blocks (later while the validator is held).
+
+    The operator keeps at least min_self_bond or leaves entirely; leaving jails
+    the validator (power 0) until it bonds the minimum again. Nobody may take
+    the last voting power out of the chain.
+    """
     _positive(msg.amount)
     validator = _existing(ctx.state, _operator_address(msg.validator))
-    bonded = delegation(ctx.state, validator.operator, signer)
+    record = _get_delegation(ctx.state, validator.operator, signer)
+    bonded = validator.value_of(record.shares) if record else 0
     if bonded < msg.amount:
         raise InsufficientDelegation(f"cannot undelegate {msg.amount}{bank.DENOM}: {signer} has {bonded}{bank.DENOM} delegated to {validator.operator}")
     params = get_params(ctx.state)
-    bank.transfer(ctx, BONDED_POOL, UNBONDING_POOL, msg.amount)
-    _set_delegation(ctx.state, validator.operator, signer, bonded - msg.amount)
-    _reduce_tokens(ctx.state, validator, msg.amount)
-    _queue_unbonding(ctx, signer, msg.amount, params.unbonding_blocks, "delegation", validator.operator)
+    # Round the shares up: what stays behind is never worth less than before.
+    removed = record.shares if msg.amount == bonded else min(record.shares, -(-msg.amount * validator.shares // validator.tokens))
+    amount = bonded if removed == record.shares else msg.amount
+    left = replace(validator, tokens=validator.tokens - amount, shares=validator.shares - removed)
+    is_operator = signer == validator.operator
+    if is_operator and removed < record.shares and left.value_of(record.shares - removed) < params.min_self_bond:
+        raise BelowMinSelfBond(
+            f"the operator's self-bond would fall below the minimum {params.min_self_bond}{bank.DENOM}: keep it or undelegate all {bonded}{bank.DENOM} to exit"
+        )
+    exiting = is_operator and removed == record.shares
+    if exiting:
+        left = replace(left, jailed_until=max(left.jailed_until, ctx.height))
+    if power(params, validator) > 0 and power(params, left) == 0 and not _others_have_power(ctx.state, validator.operator):
+        raise LastValidator(f"validator {validator.operator} holds the chain's only voting power: it cannot leave")
+    pool = _leaving_pool(ctx.state, validator.operator, ctx.height)
+    if pool["shares"] and pool["tokens"] == 0:
+        # Unreachable while slashes run only in begin/end block, but a pool's shares need a price.
+        raise ValidatorWipedOut(f"validator {validator.operator}'s unbonding stake of this block was slashed to zero")
+    bank.transfer(ctx, BONDED_POOL, UNBONDING_POOL, amount)
+    left = _settle(ctx, left, signer, record)
+    _set_delegation(ctx.state, validator.operator, signer, Delegation(record.shares - removed, left.reward_index))
+    if left.shares == 0 and left.rewards_outstanding:
+        # The last shares out take the rewards' rounding remainder: nothing is stranded in DISTRIBUTION.
+        bank.transfer(ctx, DISTRIBUTION, signer, left.rewards_outstanding)
+        ctx.emit("rewards_paid", delegator=signer, validator=validator.operator, amount=left.rewards_outstanding)
+        left = replace(left, rewards_outstanding=0)
+    _put_validator(ctx.state, left)
+    _queue_delegation_unbonding(ctx, params, signer, validator.operator, amount)
+    if exiting and not validator.jailed:
+        ctx.emit("jailed", validator=validator.operator, until=ctx.height, reason="operator_exit")
+
+
+def withdraw_rewards(ctx: Context, signer: str, msg: tx_pb2.MsgWithdrawRewards) -> None:
+    """MsgWithdrawRewards: pay the signer the rewards its delegation to `validator` has earned."""
+    validator = _existing(ctx.state, _operator_address(msg.validator))
+    record = _get_delegation(ctx.state, validator.operator, signer)
+    if record is None:
+        raise NoDelegation(f"{signer} has no delegation to {validator.operator}")
+    validator = _settle(ctx, validator, signer, record)
+    _set_delegation(ctx.state, validator.operator, signer, replace(record, index=validator.reward_index))
+    _put_validator(ctx.state, validator)
 
 
 def edit_validator(ctx: Context, signer: str, msg: tx_pb2.MsgEditValidator) -> None:
@@ -357,24 +568,6 @@ def unjail(ctx: Context, signer: str, msg: tx_pb2.MsgUnjail) -> None:
     ctx.emit("unjailed", operator=signer)
 
 
-def bond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgBondTrainer) -> None:
-    """MsgBondTrainer: put up collateral for training work."""
-    _positive(msg.amount)
-    bank.transfer(ctx, signer, TRAINER_POOL, msg.amount)
-    _set_trainer_bond(ctx.state, signer, trainer_bond(ctx.state, signer) + msg.amount)
-    ctx.emit("trainer_bonded", trainer=signer, amount=msg.amount)
-
-
-def unbond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgUnbondTrainer) -> None:
-    """MsgUnbondTrainer: start returning collateral after trainer_unbonding_blocks."""
-    _positive(msg.amount)
-    bonded = trainer_bond(ctx.state, signer)
-    if bonded < msg.amount:
-        raise InsufficientTrainerBond(f"cannot unbond {msg.amount}{bank.DENOM}: {signer} has {bonded}{bank.DENOM} trainer bond")
-    bank.transfer(ctx, TRAINER_POOL, UNBONDING_POOL, msg.amount)
-    _set_trainer_bond(ctx.state, signer, bonded - msg.amount)
-    _queue_unbonding(ctx, signer, msg.amount, get_params(ctx.state).trainer_unbonding_blocks, "trainer", "")
-
 
 CALLS = {
     "create_validator": create_validator,
@@ -382,83 +575,121 @@ CALLS = {
     "undelegate": undelegate,
     "edit_validator": edit_validator,
     "unjail": unjail,
-    "bond_trainer": bond_trainer,
-    "unbond_trainer": unbond_trainer,
+    "withdraw_rewards": withdraw_rewards,
 }
 
 # --- Internal state transitions ---------------------------------------------------
 
 
-def _reduce_tokens(state: Overlay, validator: Validator, amount: int) -> None:
-    """Lower a validator's tokens; a validator with none left is removed (power 0 is sent in end_block)."""
-    remaining = validator.tokens - amount
-    if remaining > 0:
-        _put_validator(state, replace(validator, tokens=remaining))
-        return
-    cons = consensus_address(bytes.fromhex(validator.pubkey))
-    state.delete(VALIDATOR_PREFIX + _raw(validator.operator))
-    state.delete(CONSENSUS_PREFIX + cons)
-    state.delete(MISSED_PREFIX + cons)
+def _settle(ctx: Context, validator: Validator, delegator: str, record: Delegation) -> Validator:
+    """Pay `delegator` what its delegation earned since it last settled; the caller stores both records."""
+    owed = min(pending_rewards(validator, record), validator.rewards_outstanding)
+    if owed == 0:
+        return validator
+    bank.transfer(ctx, DISTRIBUTION, delegator, owed)
+    ctx.emit("rewards_paid", delegator=delegator, validator=validator.operator, amount=owed)
+    return replace(validator, rewards_outstanding=validator.rewards_outstanding - owed)
 
 
-def _queue_unbonding(ctx: Context, owner: str, amount: int, delay: int, kind: str, validator: str) -> None:
-    completion = ctx.height + delay
+def _next_unbonding_key(ctx: Context, completion: int) -> bytes:
     seq = decode_int(ctx.state.get(UNBONDING_SEQ_KEY))
     ctx.state.set(UNBONDING_SEQ_KEY, encode_int(seq + 1))
-    key = UNBONDING_PREFIX + completion.to_bytes(8, "big") + seq.to_bytes(8, "big")
-    ctx.state.set(key, encode_json({"owner": owner, "amount": amount, "kind": kind, "validator": validator, "completion_height": completion}))
-    ctx.emit("unbonding_started", owner=owner, validator=validator, amount=amount, completion_height=completion, kind=kind)
+    return UNBONDING_PREFIX + completion.to_bytes(8, "big") + seq.to_bytes(8, "big")
+
+
+def _queue_delegation_unbonding(ctx: Context, params: Params, owner: str, operator: str, amount: int) -> None:
+    """Tokens leaving `operator` now join its leaving pool of this height: slashable for what it did while they
+    were bonded, until they complete. The completion height is fixed here: a later hold cannot move it."""
+    hold = _active_hold(ctx.state, operator, ctx.height)
+    completion = ctx.height + params.unbonding_blocks
+    if hold is not None:
+        completion = max(completion, hold["until"] + 1)  # still there for the penalties of the round it left
+    pool = _leaving_pool(ctx.state, operator, ctx.height)
+    # tokens <= shares (slashes only lower tokens), so a positive amount always buys at least one share.
+    shares = amount if pool["shares"] == 0 else amount * pool["shares"] // pool["tokens"]
+    _set_leaving_pool(ctx.state, operator, ctx.height, {"tokens": pool["tokens"] + amount, "shares": pool["shares"] + shares})
+    seq = decode_int(ctx.state.get(UNBONDING_SEQ_KEY))
+    ctx.state.set(UNBONDING_SEQ_KEY, encode_int(seq + 1))
+    entry = {"owner": owner, "kind": "delegation", "validator": operator, "completion_height": completion, "left_height": ctx.height, "shares": shares}
+    ctx.state.set(UNBONDING_PREFIX + completion.to_bytes(8, "big") + seq.to_bytes(8, "big"), encode_json(entry))
+    ctx.emit("unbonding_started", owner=owner, validator=operator, amount=amount, completion_height=completion, kind="delegation")
+
+
+def _entry_amount(state: Overlay, entry: dict) -> int:
+    """What an unbonding entry pays now: its shares of its leaving pool (the last shares out take the remainder)."""
+    pool = _leaving_pool(state, entry["validator"], entry["left_height"])
+    return pool["tokens"] if entry["shares"] >= pool["shares"] else entry["shares"] * pool["tokens"] // pool["shares"]
 
 
 def unbondings(state: Overlay) -> list[dict]:
-    return [decode_json(v) for _, v in state.iter_prefix(UNBONDING_PREFIX)]
+    """Pending unbondings by completion height, each with what it pays now (for queries and tests)."""
+    out = []
+    for _, raw in state.iter_prefix(UNBONDING_PREFIX):
+        entry = decode_json(raw)
+        out.append({k: entry[k] for k in ("owner", "kind", "validator", "completion_height")} | {"amount": _entry_amount(state, entry)})
+    return out
 
 
-def _burn_stake(ctx: Context, validator: Validator, bps: int, reason: str) -> int:
-    """Burn `bps` of every delegation to `validator`; returns the amount burned."""
-    burned = 0
-    for delegator, amount in delegations_to(ctx.state, validator.operator):
-        cut = amount * bps // BPS
-        if cut:
-            _set_delegation(ctx.state, validator.operator, delegator, amount - cut)
-            burned += cut
+def hold_stake(ctx: Context, operators: list[str], until_height: int) -> None:
+    """For the training module: stake leaving these validators stays slashable until `until_height`.
+
+    Tokens undelegated from a held validator complete unbonding no earlier than
+    until_height + 1, fixed when they leave: a later, longer hold does not move
+    them, so back-to-back rounds cannot keep an undelegation from completing.
+    """
+    for operator in operators:
+        hold = _active_hold(ctx.state, operator, ctx.height)
+        if until_height >= ctx.height and (hold is None or until_height > hold["until"]):
+            ctx.state.set(HOLD_PREFIX + _raw(operator), encode_json({"until": until_height}))
+
+
+def _cut(tokens: int, bps: int) -> int:
+    return tokens * min(max(bps, 0), BPS) // BPS
+
+
+def _burn_stake(ctx: Context, operator: str, bps: int, since_height: int) -> int:
+    """Burn `bps` of the validator's bonded tokens (every delegation loses its share at once) and of each of its
+    leaving pools made at `since_height` or later (every entry in it at once). Returns the amount burned."""
+    validator = get_validator(ctx.state, operator)
+    burned = _cut(validator.tokens, bps) if validator else 0
     if burned:
         bank.burn(ctx, BONDED_POOL, burned)
-        current = get_validator(ctx.state, validator.operator)
-        _put_validator(ctx.state, replace(current, tokens=current.tokens - burned))
-        ctx.emit("slashed", validator=validator.operator, amount=burned, reason=reason)
+        _put_validator(ctx.state, replace(validator, tokens=validator.tokens - burned))
+    prefix = LEAVING_PREFIX + _raw(operator)
+    for key, raw in ctx.state.iter_prefix(prefix):  # its live pools only: bounded, see LEAVING_PREFIX
+        height = int.from_bytes(key[len(prefix) :], "big")
+        pool = decode_json(raw)
+        cut = _cut(pool["tokens"], bps) if height >= since_height else 0
+        if cut:
+            bank.burn(ctx, UNBONDING_POOL, cut)
+            _set_leaving_pool(ctx.state, operator, height, pool | {"tokens": pool["tokens"] - cut})
+            burned += cut
     return burned
 
 
-def slash_validator(ctx: Context, validator: Validator, bps: int, jail_blocks: int, reason: str) -> int:
-    """Burn `bps` of the validator's stake and jail it; returns the amount burned."""
-    burned = _burn_stake(ctx, validator, bps, reason)
+def slash_validator(ctx: Context, validator: Validator, bps: int, jail_blocks: int, reason: str, infraction_height: int) -> int:
+    """Burn `bps` of the validator's stake, including what left it after it signed at `infraction_height`
+    and is still unbonding, and jail it; returns the amount burned."""
+    burned = _burn_stake(ctx, validator.operator, bps, infraction_height - SIGNED_AFTER_LEAVING)
+    if burned:
+        ctx.emit("slashed", validator=validator.operator, amount=burned, reason=reason)
     until = ctx.height + jail_blocks
-    current = get_validator(ctx.state, validator.operator)
+    current = _existing(ctx.state, validator.operator)
     _put_validator(ctx.state, replace(current, jailed_until=max(until, current.jailed_until)))
     ctx.emit("jailed", validator=validator.operator, until=until, reason=reason)
     return burned
 
 
-def penalize(ctx: Context, operator: str, bps: int, reason: str) -> int:
-    """For the training module: a small burn without jail (e.g. a lazy or wrong verifier)."""
-    validator = get_validator(ctx.state, operator)
-    return _burn_stake(ctx, validator, bps, reason) if validator else 0
+def penalize(ctx: Context, operator: str, bps: int, reason: str, since_height: int) -> int:
+    """For the training module: burn `bps` of a validator's stake without jail (e.g. a lazy or wrong verifier).
 
-
-def slash_trainer(ctx: Context, trainer: str, bps: int, recipient: str | None = None) -> int:
-    """For the training module: take `bps` of a trainer's bond, to `recipient` or burned."""
-    bonded = trainer_bond(ctx.state, trainer)
-    amount = bonded * bps // BPS
-    if amount == 0:
-        return 0
-    _set_trainer_bond(ctx.state, trainer, bonded - amount)
-    if recipient is None:
-        bank.burn(ctx, TRAINER_POOL, amount)
-    else:
-        bank.transfer(ctx, TRAINER_POOL, recipient, amount)
-    ctx.emit("trainer_slashed", trainer=trainer, amount=amount, recipient=recipient or "burned")
-    return amount
+    The stake that left it at `since_height` (the round's open height) or later loses the
+    same fraction; stake that left before the round was not part of it. Returns the amount burned.
+    """
+    burned = _burn_stake(ctx, operator, bps, since_height)
+    if burned:
+        ctx.emit("slashed", validator=operator, amount=burned, reason=reason)
+    return burned
 
 
 # --- Genesis ----------------------------------------------------------------------
@@ -478,13 +709,24 @@ def genesis(ctx: Context, config: dict) -> None:
         self_bond = entry["self_bond"]
         if get_validator(ctx.state, operator) is not None or operator_of(ctx.state, consensus_address(pubkey)):
             raise ValueError(f"genesis validator {operator} is listed twice (or shares a pubkey)")
-        if not isinstance(self_bond, int) or self_bond < max(params.min_self_bond, params.power_unit):
+        if not isinstance(self_bond, int) or isinstance(self_bond, bool) or self_bond < max(params.min_self_bond, params.power_unit):
             raise ValueError(f"genesis validator {operator}: self_bond must be an integer >= min_self_bond and power_unit")
         bank.mint(ctx, BONDED_POOL, self_bond)
-        _put_validator(ctx.state, Validator(operator, pubkey.hex(), _moniker(entry.get("moniker", operator[:12])), self_bond))
+        _put_validator(ctx.state, Validator(operator, pubkey.hex(), _moniker(entry.get("moniker", operator[:12])), self_bond, self_bond))
         ctx.state.set(CONSENSUS_PREFIX + consensus_address(pubkey), _raw(operator))
-        _set_delegation(ctx.state, operator, operator, self_bond)
+        _set_delegation(ctx.state, operator, operator, Delegation(self_bond, 0))
     _sync_validator_set(ctx)
+
+
+def check_evidence_age(state: Overlay, max_age_num_blocks: int) -> None:
+    """InitChain: refuse consensus params under which CometBFT would accept evidence older than the unbonding
+    period: the stake that left after the infraction would have been paid out, out of the slash's reach."""
+    params = get_params(state)
+    if max_age_num_blocks + EVIDENCE_AGE_MARGIN > params.unbonding_blocks:
+        raise ValueError(
+            f"consensus_params.evidence.max_age_num_blocks is {max_age_num_blocks}: it must be at most "
+            f"staking.params.unbonding_blocks - {EVIDENCE_AGE_MARGIN} = {params.unbonding_blocks - EVIDENCE_AGE_MARGIN}"
+        )
 
 
 def _decode_pubkey(text: str) -> bytes:
@@ -502,9 +744,10 @@ def begin_block(ctx: Context) -> None:
     params = get_params(ctx.state)
     for evidence in ctx.block.misbehavior:
         operator = operator_of(ctx.state, evidence.validator)
-        if operator is None:
-            continue  # already unbonded and removed: nothing left to slash
-        slash_validator(ctx, _existing(ctx.state, operator), params.double_sign_slash_bps, params.double_sign_jail_blocks, "double_sign")
+        validator = get_validator(ctx.state, operator) if operator else None
+        if validator is None:
+            continue  # not a key of ours: nothing to slash
+        slash_validator(ctx, validator, params.double_sign_slash_bps, params.double_sign_jail_blocks, "double_sign", evidence.height)
     for vote in ctx.block.votes:
         if not vote.signed:
             _record_missed(ctx, params, vote.validator)
@@ -513,16 +756,15 @@ def begin_block(ctx: Context) -> None:
 def _record_missed(ctx: Context, params: Params, consensus_addr: bytes) -> None:
     """Keep the heights of recent misses; jail once there are downtime_max_missed in the window."""
     operator = operator_of(ctx.state, consensus_addr)
-    if operator is None:
-        return
-    validator = _existing(ctx.state, operator)
-    if validator.jailed:
-        return
+    validator = get_validator(ctx.state, operator) if operator else None
+    if validator is None or validator.jailed or consensus_address(bytes.fromhex(validator.pubkey)) != consensus_addr:
+        return  # a key the operator has replaced stops counting against it
     oldest = ctx.height - params.downtime_window
     missed = [h for h in decode_json(ctx.state.get(MISSED_PREFIX + consensus_addr)) or [] if h > oldest] + [ctx.height]
     if len(missed) >= params.downtime_max_missed:
         ctx.state.delete(MISSED_PREFIX + consensus_addr)
-        slash_validator(ctx, validator, params.downtime_slash_bps, params.jail_blocks, "downtime")
+        # The signature it missed last is of the previous block's commit.
+        slash_validator(ctx, validator, params.downtime_slash_bps, params.jail_blocks, "downtime", ctx.height - 1)
     else:
         ctx.state.set(MISSED_PREFIX + consensus_addr, encode_json(missed))
 
@@ -530,54 +772,63 @@ def _record_missed(ctx: Context, params: Params, consensus_addr: bytes) -> None:
 def end_block(ctx: Context) -> None:
     _complete_unbondings(ctx)
     _reward_proposer(ctx)
+
+
+def update_validator_set(ctx: Context) -> None:
+    """The runtime calls this after every module's end_block: the block's last word on stake."""
     _sync_validator_set(ctx)
 
 
 def _complete_unbondings(ctx: Context) -> None:
-    due = [(k, decode_json(v)) for k, v in ctx.state.iter_prefix(UNBONDING_PREFIX) if int.from_bytes(k[len(UNBONDING_PREFIX) : len(UNBONDING_PREFIX) + 8], "big") <= ctx.height]
-    for key, entry in due:
+    """Pay out the entries due by now: the queue is ordered by completion height, so stop at the first one not due."""
+    for key, raw in ctx.state.iter_prefix(UNBONDING_PREFIX):
+        if int.from_bytes(key[len(UNBONDING_PREFIX) : len(UNBONDING_PREFIX) + 8], "big") > ctx.height:
+            break
+        entry = decode_json(raw)
+        amount = _entry_amount(ctx.state, entry)
+        pool = _leaving_pool(ctx.state, entry["validator"], entry["left_height"])
+        # The last entry out takes the remainder and deletes the pool.
+        _set_leaving_pool(ctx.state, entry["validator"], entry["left_height"], {"tokens": pool["tokens"] - amount, "shares": max(pool["shares"] - entry["shares"], 0)})
         ctx.state.delete(key)
-        bank.transfer(ctx, UNBONDING_POOL, entry["owner"], entry["amount"])
-        ctx.emit("unbonding_completed", owner=entry["owner"], amount=entry["amount"], kind=entry["kind"])
+        if amount:
+            bank.transfer(ctx, UNBONDING_POOL, entry["owner"], amount)
+        ctx.emit("unbonding_completed", owner=entry["owner"], amount=amount, kind=entry["kind"])
 
 
 def _reward_proposer(ctx: Context) -> None:
-    """Fees collected in this block (+ block_reward if it carried txs) to the proposer's delegators."""
+    """Fees collected in this block (+ block_reward if it carried txs) to the proposer's delegators, per share."""
     fees = bank.balance(ctx.state, bank.FEE_COLLECTOR)
     if fees == 0:
         return  # no txs paid fees: an idle block changes nothing
     operator = operator_of(ctx.state, ctx.block.proposer)
-    if operator is None:
-        return  # proposer not (or no longer) ours: fees wait for the next block
+    validator = get_validator(ctx.state, operator) if operator else None
+    if validator is None or validator.shares == 0:
+        return  # proposer not ours, or nobody bonded to it any more: fees wait for the next block
     params = get_params(ctx.state)
     if params.block_reward:
         bank.mint(ctx, bank.FEE_COLLECTOR, params.block_reward)
     total = fees + params.block_reward
-    validator = _existing(ctx.state, operator)
-    shares = delegations_to(ctx.state, operator)
-    paid = 0
-    for delegator, amount in shares:
-        cut = total * amount // validator.tokens
-        if cut and delegator != operator:
-            bank.transfer(ctx, bank.FEE_COLLECTOR, delegator, cut)
-            paid += cut
-    bank.transfer(ctx, bank.FEE_COLLECTOR, operator, total - paid)  # operator's share + rounding remainder
-    ctx.emit("rewarded", validator=operator, amount=total)
+    bank.transfer(ctx, bank.FEE_COLLECTOR, DISTRIBUTION, total)
+    # The index rounds down; what it leaves stays in rewards_outstanding for the validator's last leaver.
+    index = validator.reward_index + total * REWARD_SCALE // validator.shares
+    _put_validator(ctx.state, replace(validator, reward_index=index, rewards_outstanding=validator.rewards_outstanding + total))
+    ctx.emit("rewarded", validator=validator.operator, amount=total)
 
 
 def _sync_validator_set(ctx: Context) -> None:
-    """Send CometBFT a validator update for every power that changed (0 removes)."""
-    wanted = {_raw(v.operator): (v.pubkey, p) for v, p in active_set(ctx.state)}
-    reported = {k[len(POWER_PREFIX) :]: decode_json(v) for k, v in ctx.state.iter_prefix(POWER_PREFIX)}
-    for operator_raw in sorted(set(wanted) | set(reported)):
-        pubkey, new_power = wanted.get(operator_raw, (reported.get(operator_raw, {}).get("pubkey"), 0))
-        old_power = reported.get(operator_raw, {}).get("power", 0)
+    """Send CometBFT one update per consensus pubkey whose power changed (0 removes), in pubkey order."""
+    wanted = {bytes.fromhex(v.pubkey): p for v, p in active_set(ctx.state)}
+    if not wanted:
+        return  # CometBFT halts on an empty set: keep the last one until someone bonds again
+    reported = {k[len(POWER_PREFIX) :]: decode_int(v) for k, v in ctx.state.iter_prefix(POWER_PREFIX)}
+    for pubkey in sorted(wanted.keys() | reported.keys()):
+        new_power, old_power = wanted.get(pubkey, 0), reported.get(pubkey, 0)
         if new_power == old_power:
             continue
-        key = POWER_PREFIX + operator_raw
-        ctx.state.set(key, encode_json({"pubkey": pubkey, "power": new_power})) if new_power else ctx.state.delete(key)
-        ctx.validator_updates.append(ValidatorUpdate(bytes.fromhex(pubkey), new_power))
-        ctx.emit("power_changed", validator=_addr(operator_raw), power=new_power)
+        key = POWER_PREFIX + pubkey
+        ctx.state.set(key, encode_int(new_power)) if new_power else ctx.state.delete(key)
+        ctx.validator_updates.append(ValidatorUpdate(pubkey, new_power))
+        ctx.emit("power_changed", validator=operator_of(ctx.state, consensus_address(pubkey)) or "", pubkey=pubkey.hex(), power=new_power)
 
 
 # --- Queries ----------------------------------------------------------------------
@@ -588,17 +839,12 @@ def query_validator(data: bytes) -> bytes:
     return VALIDATOR_PREFIX + _raw(crypto.parse_address(data.decode()))
 
 
-def query_trainer_bond(data: bytes) -> bytes:
-    """/staking/trainer_bond ADDRESS -> amount."""
-    return TRAINER_PREFIX + _raw(crypto.parse_address(data.decode()))
-
-
 def query_params(data: bytes) -> bytes:
     """/staking/params -> Params JSON."""
     return PARAMS_KEY
 
 
-QUERIES = {"validator": query_validator, "trainer_bond": query_trainer_bond, "params": query_params}
+QUERIES = {"validator": query_validator, "params": query_params}
 
 
 def view_validators(state: Overlay, data: bytes) -> bytes:
@@ -608,13 +854,14 @@ def view_validators(state: Overlay, data: bytes) -> bytes:
 
 
 def view_delegations(state: Overlay, data: bytes) -> bytes:
-    """/staking/delegations DELEGATOR -> [{validator, amount}]."""
-    delegator = _raw(crypto.parse_address(data.decode()))
+    """/staking/delegations DELEGATOR -> [{validator, amount (tokens), shares, rewards (pending)}]."""
+    delegator = crypto.parse_address(data.decode())
+    prefix = DELEGATOR_PREFIX + _raw(delegator)
     out = []
-    for key, value in state.iter_prefix(DELEGATION_PREFIX):
-        operator_raw, delegator_raw = key[len(DELEGATION_PREFIX) : -20], key[-20:]
-        if delegator_raw == delegator:
-            out.append({"validator": _addr(operator_raw), "amount": int(value)})
+    for key, _ in state.iter_prefix(prefix):
+        validator = get_validator(state, _addr(key[len(prefix) :]))
+        record = _get_delegation(state, validator.operator, delegator)
+        out.append({"validator": validator.operator, "amount": validator.value_of(record.shares), "shares": record.shares, "rewards": pending_rewards(validator, record)})
     return encode_json(out)
 
 

@@ -77,15 +77,24 @@ def delta_extra(work: Work, trained: Trained, kernel_path: str) -> dict[str, Any
 
 @dataclass(frozen=True)
 class Verdict:
+    """accept: matches and helps; no_gain: matches but the held-out loss regressed (not fraud); neither: fraud."""
+
     accept: bool
     error_ppm: int
     reason: str
     by_hash: bool = False  # compared bit for bit (same kernel path) rather than within tolerance
+    no_gain: bool = False  # only with accept False: the recomputation matched
+
+    @property
+    def verdict(self) -> str:
+        """"accept", "no_gain" or "fraud": what MsgAttest's accept / no_gain flags say."""
+        return "accept" if self.accept else "no_gain" if self.no_gain else "fraud"
 
 
 def judge(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, submitted: State, kernel_path: str = "",
           base_loss: float | None = None) -> Verdict:
-    """Recompute the submission and compare, then check the held-out loss did not get worse.
+    """Recompute the submission and compare (a mismatch is fraud), then check the held-out loss
+    did not get worse (a regression is "no gain": correct work, not merged, never slashed).
 
     On the submission's own kernel path (`kernel_path` = ours equals
     `work.kernel_path`) an honest recomputation is bitwise equal, so the
@@ -106,7 +115,7 @@ def judge(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, 
     before = heldout_loss(family, base, dataset) if base_loss is None else base_loss
     after = heldout_loss(family, family.apply(base, submitted), dataset)
     if to_micro(after) > to_micro(before) * (MICRO + work.params["max_heldout_regression_ppm"]) // MICRO:
-        return Verdict(False, error_ppm, f"held-out loss regressed from {before:.4f} to {after:.4f}", by_hash)
+        return Verdict(False, error_ppm, f"no gain: held-out loss regressed from {before:.4f} to {after:.4f}", by_hash, no_gain=True)
     return Verdict(True, error_ppm, "", by_hash)
 
 

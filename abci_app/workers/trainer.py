@@ -58,7 +58,8 @@ class Trainer(Worker):
         if rnd["phase"] != "submit" or self.chain.rpc.latest_height() + 1 >= rnd["submit_until"]:
             return False
         params = self.params()
-        bond = self.chain.query_int("/staking/trainer_bond", self.address)
+        found = self.chain.query_json("/training/trainer_bond", self.address) or {}
+        bond = found.get("bonded", 0) - found.get("locked", 0)  # what a submission can lock
         if bond < params["min_trainer_bond"]:
             # Our bond tx may still be on its way into a block (the round opens on the first trainer's bond):
             # training now would be wasted, and a submission signed before it commits reuses its nonce.

@@ -31,6 +31,8 @@ class Validator(Worker):
         rnd = self.current_round()
         if rnd is None or rnd["phase"] == "closed":
             return True
+        if self.address not in {operator for operator, _ in rnd.get("powers") or []}:
+            return True  # only the validators snapshotted when the round opened vote in it
         if rnd["phase"] in ("submit", "verify"):
             pending = [s for s in rnd["submission_list"] if s["status"] == "pending" and self.address not in {a["validator"] for a in s["attestations"]}]
             for sub in pending:
@@ -61,17 +63,21 @@ class Validator(Worker):
 
     def attest(self, rnd: dict, sub: dict, report: Callable[[str], None]) -> None:
         verdict = self.check(rnd, sub)
-        msg = txlib.MsgAttest(round=rnd["id"], submission=sub["index"], accept=verdict.accept, measured_error_ppm=verdict.error_ppm, reason=verdict.reason)
+        msg = txlib.MsgAttest(round=rnd["id"], submission=sub["index"], accept=verdict.accept, no_gain=verdict.no_gain,
+                              measured_error_ppm=verdict.error_ppm, reason=verdict.reason)
         try:
             self.chain.send(self.key, msg)
         except TxRejected as exc:
             if exc.codespace == "training" and exc.code in (8, 9):  # already attested or decided: nothing to do
                 return
+            if exc.codespace == "training" and exc.code == 6:  # evicted by a larger trainer bond while we recomputed
+                report(f"round {rnd['id']}: submission {sub['index']} was evicted before our attestation")
+                return
             if exc.codespace == "training" and exc.code in (1, 2):  # verification ended while we recomputed: too late, not fatal
                 report(f"round {rnd['id']}: submission {sub['index']}: verification ended before our attestation ({exc.log})")
                 return
             raise
-        word = "accept" if verdict.accept else f"reject ({verdict.reason})"
+        word = {"accept": "accept", "no_gain": f"valid, no gain ({verdict.reason})", "fraud": f"fraud ({verdict.reason})"}[verdict.verdict]
         how = "same kernel path: compared by hash" if verdict.by_hash else f"other kernel path ({sub['kernel_path']}): compared within tolerance"
         report(f"round {rnd['id']}: submission {sub['index']} by {sub['trainer']}: {word}, error {verdict.error_ppm} ppm, {how}")
 

@@ -82,7 +82,7 @@ def test_lora_round_on_smollm2(network: localnet.Network, tmp_path: Path) -> Non
         # Money: the honest trainer is rewarded, the cheater slashed (each paid two fees: bond and submission).
         assert chain.query_int("/bank/balance", address["dev1"]) == funds["dev1"] - BOND - 2 * min_fee + TRAINING["reward"]
         assert chain.query_int("/bank/balance", address["dev2"]) == funds["dev2"] - BOND - 2 * min_fee
-        assert chain.query_int("/staking/trainer_bond", address["dev2"]) == BOND - BOND * TRAINING["slash_bps"] // 10_000
+        assert chain.query_json("/training/trainer_bond", address["dev2"])["bonded"] == BOND - BOND * TRAINING["slash_bps"] // 10_000
 
         # Version 1: the honest adapter merged into the weights, evaluated by the validators.
         v1 = chain.query_json("/registry/version", "1")

@@ -74,6 +74,7 @@ def test_two_honest_trainers_and_a_cheater(network: localnet.Network, tmp_path: 
         assert "accepted" in trainers.text("dev1") and "rejected" in trainers.text("dev3")
         atts = run_json(net, "query", "training", "attestations", "--round", "0", "--submission", str(subs[address["dev3"]]["index"]))["attestations"]
         assert sum(not a["accept"] for a in atts) >= 3 and all(a["measured_error_ppm"] > TRAINING["tolerance_ppm"] for a in atts if not a["accept"])
+        assert not any(a.get("no_gain") for a in atts)  # a scaled delta does not recompute: fraud, not "valid, no gain" (issue 12)
 
         # Money: reward for honest work, slash for the cheat (each paid two fees: bond and submission).
         for name in TRAINERS:
@@ -81,8 +82,9 @@ def test_two_honest_trainers_and_a_cheater(network: localnet.Network, tmp_path: 
             reward = TRAINING["reward"] if name != "dev3" else 0
             assert balance == funds[name] - BOND - 2 * min_fee + reward, name
         slashed = BOND * TRAINING["slash_bps"] // 10_000
-        assert chain.query_int("/staking/trainer_bond", address["dev3"]) == BOND - slashed
-        assert [chain.query_int("/staking/trainer_bond", address[n]) for n in ("dev1", "dev2")] == [BOND, BOND]
+        assert chain.query_json("/training/trainer_bond", address["dev3"])["bonded"] == BOND - slashed
+        assert [chain.query_json("/training/trainer_bond", address[n])["bonded"] for n in ("dev1", "dev2")] == [BOND, BOND]
+        assert all(chain.query_json("/training/trainer_bond", address[n])["locked"] == 0 for n in TRAINERS)  # decided: unlocked
 
         # The round registered version 1 from the two accepted deltas.
         rnd = run_json(net, "query", "training", "round", "0")

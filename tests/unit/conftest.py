@@ -44,13 +44,15 @@ class Chain:
         return self.tx(key, tx.MsgSend(recipient=recipient, amount=amount), fee=fee, nonce=nonce, chain_id=chain_id)
 
     def block(self, txs: list[bytes], proposer: bytes = b"", votes=(), misbehavior=()) -> abci.ResponseFinalizeBlock:
-        """votes: (consensus address, signed) pairs; misbehavior: consensus addresses that double-signed."""
+        """votes: (consensus address, signed) pairs; misbehavior: consensus addresses that double-signed
+        at the previous height, or (address, height) pairs."""
         self.height += 1
         time = Timestamp(seconds=1_700_000_000 + self.height)
         commit = abci.CommitInfo(votes=[
             abci.VoteInfo(validator=abci.Validator(address=a, power=1), block_id_flag=2 if signed else 1) for a, signed in votes
         ])
-        evidence = [abci.Misbehavior(type=abci.DUPLICATE_VOTE, validator=abci.Validator(address=a, power=1), height=self.height - 1) for a in misbehavior]
+        evidence = [abci.Misbehavior(type=abci.DUPLICATE_VOTE, validator=abci.Validator(address=a, power=1), height=h)
+                    for a, h in (m if isinstance(m, tuple) else (m, self.height - 1) for m in misbehavior)]
         block_hash = hashlib.sha256(b"block %d" % self.height).digest()
         response = self.app.finalize_block(abci.RequestFinalizeBlock(
             txs=txs, height=self.height, time=time, proposer_address=proposer, decided_last_commit=commit, misbehavior=evidence,
@@ -83,3 +85,16 @@ def chain(tmp_path, keys):
     c = Chain(tmp_path / "app", {keys[0].address: 1_000, keys[1].address: 500})
     yield c
     c.app.close()
+
+
+TEST_PASSPHRASE = "unit-test passphrase"
+
+
+@pytest.fixture(autouse=True)
+def keyring_passphrase(monkeypatch):
+    """Keys the tests create live in the encrypted `file` keyring, opened without prompts; cheap scrypt here only."""
+    from abci_app import keyring
+
+    monkeypatch.delenv(keyring.BACKEND_ENV, raising=False)
+    monkeypatch.setenv(keyring.PASSPHRASE_ENV, TEST_PASSPHRASE)
+    monkeypatch.setattr(keyring, "SCRYPT_N", 2**10)

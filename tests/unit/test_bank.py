@@ -105,11 +105,14 @@ def test_check_tx_accumulates_spending_in_the_mempool_view(chain, keys):
     assert (second.codespace, second.code) == ("bank", 1)
 
 
-def test_check_tx_future_nonce_window(chain, keys):
+def test_check_tx_admits_only_contiguous_nonces(chain, keys):
+    """No look-ahead window (issue 11 defect 7): a nonce is admitted once the one before it is."""
     a, b = keys[0], keys[1]
+    ahead = chain.check(tx.build(a, CHAIN_ID, 3, 1, tx.MsgSend(recipient=b.address, amount=1)))
+    assert ahead.code == 5 and "expects 0" in ahead.log
+    for nonce in range(3):
+        assert chain.check(tx.build(a, CHAIN_ID, nonce, 1, tx.MsgSend(recipient=b.address, amount=1))).code == 0
     assert chain.check(tx.build(a, CHAIN_ID, 3, 1, tx.MsgSend(recipient=b.address, amount=1))).code == 0
-    far = chain.check(tx.build(a, CHAIN_ID, 100, 1, tx.MsgSend(recipient=b.address, amount=1)))
-    assert far.code == 5 and "expects 0" in far.log
 
 
 def test_recheck_after_commit_drops_used_nonces(chain, keys):

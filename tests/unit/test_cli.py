@@ -19,9 +19,8 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import click
 import pytest
@@ -34,6 +33,7 @@ from abci_app import tx as txlib
 from abci_app.cli.main import cli
 from abci_app.modules.bank import balance_key
 from abci_app.state.proof import lookup
+from tests.unit.lightchain import Signers, consensus_key, json_handler
 
 GRADCHAIN = shutil.which("gradchain", path=str(Path(sys.executable).parent)) or "gradchain"
 CHAIN_ID = "test-chain"
@@ -102,11 +102,12 @@ class FakeNode:
         self.query_reject: tuple[int, str, str] | None = None
         self.tamper = False
         self.params_published = True
+        self.signers = Signers(CHAIN_ID)  # signs the headers /commit serves, so --prove can verify them
         for address, amount in balances.items():
             self._set_balance(address, amount)
         self._commit()
         self._commit()  # two blocks, so the first state has a successor header to prove against
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), json_handler(lambda path, params: {"jsonrpc": "2.0", "id": -1, **getattr(self, "rpc_" + path)(params)}))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -121,26 +122,6 @@ class FakeNode:
     def _commit(self) -> None:
         self.roots[len(self.roots) + 1] = self.trie.root_hash
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        node = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlparse(self.path)
-                params = {k: v[0] for k, v in parse_qs(url.query).items()}
-                answer = getattr(node, "rpc_" + url.path.strip("/"))(params)
-                body = json.dumps({"jsonrpc": "2.0", "id": -1, **answer}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        return Handler
-
     # --- RPC methods: each returns {"result": ...} or {"error": ...} ----------
 
     def rpc_status(self, params: dict) -> dict:
@@ -150,9 +131,27 @@ class FakeNode:
                           "latest_block_time": "2025-01-01T00:00:00Z", "catching_up": False},
         }}
 
+    def consensus_powers(self) -> list[tuple[bytes, int]]:
+        """The CometBFT validator set: (ed25519 pubkey, power)."""
+        return [(consensus_key(i).pubkey, 10) for i in range(4)]
+
+    def app_hash_after(self, height: int) -> bytes:
+        return self.roots.get(height, b"")
+
+    def write_genesis(self, home: Path) -> None:
+        """The genesis file `--prove` trusts by default (HOME/config/genesis.json)."""
+        (home / "config").mkdir(parents=True, exist_ok=True)
+        (home / "config" / "genesis.json").write_text(json.dumps(self.signers.genesis_json(self.consensus_powers())))
+
     def rpc_validators(self, params: dict) -> dict:
-        validators = [{"address": f"{i:040X}", "voting_power": "10", "proposer_priority": "0"} for i in range(4)]
-        return {"result": {"block_height": str(self.height), "validators": validators, "count": "4", "total": "4"}}
+        validators = self.signers.validators_json(self.consensus_powers())
+        return {"result": {"block_height": str(self.height), "validators": validators, "count": str(len(validators)), "total": str(len(validators))}}
+
+    def rpc_commit(self, params: dict) -> dict:
+        height = int(params["height"])
+        if not 1 <= height <= self.height:
+            return {"error": {"code": -32603, "message": "Internal error", "data": f"height {height} must be less than or equal to the current blockchain height {self.height}"}}
+        return {"result": self.signers.commit_json(height, self.app_hash_after(height - 1), self.consensus_powers())}
 
     def rpc_header(self, params: dict) -> dict:
         height = int(params["height"])
@@ -162,6 +161,8 @@ class FakeNode:
 
     def rpc_abci_query(self, params: dict) -> dict:
         path = json.loads(params["path"])
+        if path == "/app/simulate":  # like a node without the byte fee: the CLI keeps min_fee
+            return {"result": {"response": {"code": 9, "codespace": "runtime", "log": f"unknown query path '{path}'"}}}
         data = bytes.fromhex(params.get("data", "0x")[2:]).decode()
         if self.query_reject:
             code, codespace, log = self.query_reject
@@ -224,6 +225,7 @@ def chain(home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeNod
     """A fake node where key `alice` holds RICH ugrad and key `bob` nothing; yields (node, alice, bob)."""
     alice, bob = add_key(home, "alice"), add_key(home, "bob")
     node = FakeNode({alice: RICH})
+    node.write_genesis(home)
     monkeypatch.setenv("GRADCHAIN_NODE", node.url)  # in os.environ, so subprocesses see it too
     yield node, alice, bob
     node.server.shutdown()
@@ -296,6 +298,105 @@ def test_keys_as_subprocess(home: Path) -> None:
     unknown = run_process(home, "keys", "export", "dave")
     assert unknown.returncode == 1
     assert_one_error_line(unknown.stderr, "unknown key 'dave'")
+
+
+def test_keys_add_encrypts_and_prints_the_mnemonic_once(home: Path, tmp_path: Path) -> None:
+    """issue 11 defect 13: `keys add` stored the seed in clear and gave no mnemonic; `--recover` rebuilds the key."""
+    added = run(home, "keys", "add", "alice", "-o", "json")
+    assert added.exit_code == 0, added.output
+    data = json.loads(added.stdout)
+    words = data["mnemonic"]
+    assert len(words.split()) == 24 and "write" in added.stderr and words not in added.stderr  # json: only in the JSON
+    seed = json.loads(run(home, "keys", "export", "alice").stdout)["seed"]
+    stored = (home / "keyring" / "alice.json").read_text()
+    assert seed not in stored and words.split()[0] not in json.loads(stored).values()
+
+    text = run(home, "keys", "add", "bob")
+    assert text.exit_code == 0 and "mnemonic" not in text.stdout
+    bob_words = text.stderr.strip().splitlines()[-1]
+    assert len(bob_words.split()) == 24 and "write this mnemonic phrase down" in text.stderr
+
+    for args in (["keys", "show", "alice", "-o", "json"], ["keys", "list", "-o", "json"]):
+        assert "mnemonic" not in run(home, *args).stdout  # shown once, at creation
+
+    other = tmp_path / "other"
+    recovered = run(other, "keys", "add", "alice", "--recover", "-o", "json", input=words + "\n")
+    assert recovered.exit_code == 0, recovered.output
+    assert json.loads(recovered.stdout) == {k: data[k] for k in ("name", "address", "pubkey")}
+    assert run(other, "keys", "add", "bob", "--recover", input=bob_words + "\n").exit_code == 0
+    assert run(other, "keys", "show", "bob", "-a").stdout == run(home, "keys", "show", "bob", "-a").stdout
+
+    bad = run(other, "keys", "add", "carol", "--recover", input="abandon " * 24 + "\n")
+    assert bad.exit_code == 1
+    assert_one_error_line(bad.stderr, "invalid mnemonic")
+    assert not (other / "keyring" / "carol.json").exists()
+
+
+def test_keys_passphrase_errors_are_one_line(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 11 defect 13: a wrong passphrase or none at all (no terminal) is one error line and writes nothing."""
+    add_key(home, "alice")
+    wrong = run(home, "keys", "export", "alice", env={"GRADCHAIN_KEYRING_PASSPHRASE": "not the passphrase"})
+    assert wrong.exit_code == 1 and wrong.stdout == ""
+    assert_one_error_line(wrong.stderr, "wrong passphrase for key 'alice'")
+    sign = run(home, "tx", "bank", "send", "alice", "alice", "5", "--yes", env={"GRADCHAIN_KEYRING_PASSPHRASE": "not the passphrase"})
+    assert_one_error_line(sign.stderr, "wrong passphrase for key 'alice'")
+
+    monkeypatch.delenv("GRADCHAIN_KEYRING_PASSPHRASE")
+    for args in (["keys", "add", "bob"], ["keys", "export", "alice"]):
+        result = run(home, *args)
+        assert result.exit_code == 1 and result.stdout == ""
+        assert_one_error_line(result.stderr, "no passphrase was given: set GRADCHAIN_KEYRING_PASSPHRASE, pass --passphrase-file FILE")
+    assert sorted(os.listdir(home / "keyring")) == ["alice.json"]
+    assert run(home, "keys", "show", "alice", "-a").exit_code == 0  # public parts need no passphrase
+
+
+def test_keys_passphrase_file_and_terminal_prompt(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scripts use --passphrase-file; at a terminal the passphrase is asked (twice at creation), hidden, on stderr."""
+    monkeypatch.delenv("GRADCHAIN_KEYRING_PASSPHRASE")
+    secret = tmp_path / "pass"
+    secret.write_text("from a file, 1st line\n")
+    added = run(home, "keys", "add", "alice", "--passphrase-file", str(secret), "-o", "json")
+    assert added.exit_code == 0, added.output
+    exported = run(home, "keys", "export", "alice", "--passphrase-file", str(secret))
+    assert json.loads(exported.stdout)["address"] == json.loads(added.stdout)["address"]
+
+    monkeypatch.setattr("abci_app.cli.common.is_terminal", lambda: True)
+    typed = run(home, "keys", "add", "bob", "-o", "json", input="typed passphrase\ntyped passphrase\n")
+    assert typed.exit_code == 0, typed.output
+    assert "typed passphrase" not in typed.output and "Repeat for confirmation" in typed.stderr
+    address = json.loads(typed.stdout)["address"]  # the prompts went to stderr: stdout is still one JSON document
+    shown = run(home, "keys", "export", "bob", input="typed passphrase\n")
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["address"] == address
+
+
+def test_keys_test_backend_and_localnet_keyring(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """issue 11 defect 13: the plain backend is opt-in (flag, env or a localnet's marker), never prompts, and warns."""
+    from abci_app.keyring import TEST_BACKEND_WARNING
+    from abci_app.localnet import dev_keyring
+
+    monkeypatch.delenv("GRADCHAIN_KEYRING_PASSPHRASE")
+    flagged = run(home, "keys", "add", "dev", "--keyring-backend", "test", "-o", "json")
+    assert flagged.exit_code == 0, flagged.output
+    assert flagged.stderr.startswith(TEST_BACKEND_WARNING + "\n")
+    assert "seed" in json.loads((home / "keyring" / "dev.json").read_text())
+
+    localnet = tmp_path / "localnet"
+    dev_keyring(localnet).add("dev0")
+    added = run(localnet, "keys", "add", "e2e-broke")  # what the e2e tests do on the localnet's keyring
+    assert added.exit_code == 0, added.output
+    assert added.stderr.startswith(TEST_BACKEND_WARNING + "\n")
+    listed = run(localnet, "keys", "list")
+    assert listed.stderr == TEST_BACKEND_WARNING + "\n" and "dev0" in listed.stdout and "e2e-broke" in listed.stdout
+    env_chosen = run(tmp_path / "env", "keys", "add", "x", env={"GRADCHAIN_KEYRING_BACKEND": "test"})
+    assert env_chosen.exit_code == 0 and TEST_BACKEND_WARNING in env_chosen.stderr
+
+
+def test_keys_import_of_an_encrypted_key_file(home: Path, tmp_path: Path) -> None:
+    """A keyring's own (encrypted) key file imports too, not only `keys export` output."""
+    alice = add_key(home, "alice")
+    imported = run(tmp_path / "other", "keys", "import", "alice", str(home / "keyring" / "alice.json"))
+    assert imported.exit_code == 0, imported.output
+    assert run(tmp_path / "other", "keys", "show", "alice", "-a").stdout.strip() == alice
 
 
 # --- argument errors ---------------------------------------------------------
@@ -457,9 +558,9 @@ def test_query_balance_with_proof(home: Path, chain: tuple[FakeNode, str, str]) 
         result = run(home, "query", "bank", "balance", who, "--prove")
         assert result.exit_code == 0, result.output
         height = node.height - 1
-        assert result.stdout.splitlines() == [
-            f"{expected} ugrad", f"proof verified against app hash {node.roots[height].hex().upper()} at height {height}",
-        ]
+        lines = result.stdout.splitlines()
+        assert lines[0] == f"{expected} ugrad"
+        assert lines[1].startswith(f"proof verified against app hash {node.roots[height].hex().upper()} at height {height}: key bank/balance/")
     absent = crypto.PrivateKey.generate().address  # a proof of absence: balance 0
     data = json.loads(run(home, "query", "bank", "balance", absent, "--prove", "-o", "json").stdout)
     assert data["balance"] == 0 and data["proof"]["verified"] is True

@@ -84,6 +84,7 @@ def node(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     app_node = TrainingNode(tmp_path / "app", {a: FUNDS for a in addresses.values()}, STAKING | {"validators": validators}, modules)
     app_node.addresses = addresses
     app_node.keys = {name: Keyring(home).get(name) for name in names}
+    app_node.write_genesis(home)
     monkeypatch.setenv("GRADCHAIN_NODE", app_node.url)
     yield app_node
     app_node.close()
@@ -176,9 +177,9 @@ def test_round_submissions_attestations_through_a_round(home: Path, node: Traini
     assert all("attestations" not in s for s in listed["submissions"])
     table = ok(home, "query", "training", "submissions").splitlines()
     assert table[0] == f"round 0 (submit), height {node.height}"
-    assert table[1].split() == ["INDEX", "TRAINER", "STATUS", "ACCEPT", "REJECT", "LOSS", "BEFORE", "LOSS", "AFTER", "CID"]
-    assert table[2].split() == ["0", node.addresses["alice"], "accepted", "30", "0", "2.5000", "2.4000", cid("alice")]
-    assert table[3].split()[:5] == ["1", node.addresses["bob"], "rejected", "0", "30"]
+    assert table[1].split() == ["INDEX", "TRAINER", "STATUS", "ACCEPT", "NO", "GAIN", "FRAUD", "LOSS", "BEFORE", "LOSS", "AFTER", "CID"]
+    assert table[2].split() == ["0", node.addresses["alice"], "accepted", "30", "0", "0", "2.5000", "2.4000", cid("alice")]
+    assert table[3].split()[:6] == ["1", node.addresses["bob"], "rejected", "0", "0", "30"]
 
     every = ok_json(home, "query", "training", "attestations")
     listed_atts = [(a["submission"], a["validator"], a["accept"], a["power"]) for a in every["attestations"]]
@@ -192,7 +193,7 @@ def test_round_submissions_attestations_through_a_round(home: Path, node: Traini
     rows = ok(home, "query", "training", "attestations", "--round", "0", "--submission", "1").splitlines()
     assert rows[1].split() == ["SUBMISSION", "VALIDATOR", "VERDICT", "POWER", "ERROR", "PPM", "HEIGHT", "REASON"]
     val1_row = next(row for row in rows[2:] if node.addresses["val1"] in row)
-    assert val1_row.split()[:5] == ["1", node.addresses["val1"], "reject", "10", "900000"] and val1_row.endswith("recomputation differs")
+    assert val1_row.split()[:5] == ["1", node.addresses["val1"], "fraud", "10", "900000"] and val1_row.endswith("recomputation differs")
     no_such = run(home, "query", "training", "attestations", "--submission", "7")
     assert no_such.exit_code == 1
     assert_one_error_line(no_such.stderr, "round 0 has no submission 7 (2 submitted")
@@ -257,3 +258,19 @@ def test_node_without_training(home: Path, node: TrainingNode, monkeypatch: pyte
         result = run(home, "query", "training", *args)
         assert result.exit_code == 1, args
         assert_one_error_line(result.stderr, "query /training/", "failed (runtime code 9): unknown query path")
+
+
+def test_valid_work_that_does_not_help_shows_as_not_merged(home: Path, node: TrainingNode) -> None:
+    """Issue 12: the three verdicts as the CLI shows them; a no-gain decision is "not_merged", not "rejected"."""
+    ok(home, "tx", "staking", "bond-trainer", "alice", "2000", "-y")
+    submit(node, "alice")
+    for who in ("val0", "val2"):
+        msg = txlib.MsgAttest(round=0, submission=0, accept=False, no_gain=True, reason="no gain: held-out loss regressed")
+        assert node.send(node.keys[who], msg).code == 0
+    (sub,) = ok_json(home, "query", "training", "submissions")["submissions"]
+    assert (sub["status"], sub["accept_power"], sub["no_gain_power"], sub["reject_power"]) == ("not_merged", 0, 30, 0)
+    table = ok(home, "query", "training", "submissions").splitlines()
+    assert table[2].split()[:6] == ["0", node.addresses["alice"], "not_merged", "0", "30", "0"]
+    rows = ok(home, "query", "training", "attestations").splitlines()
+    assert all(row.split()[2] == "no_gain" for row in rows[2:])
+    assert field(ok(home, "query", "training", "round"), "submissions") == "1 (1 not_merged)"

@@ -1,14 +1,14 @@
-"""The venv runs exactly the consensus dependencies that scripts/consensus.lock pins (issue 11, "pinned consensus")."""
+"""The venv runs exactly the consensus dependencies that scripts/consensus.lock pins (issue 11, "pinned consensus").
+
+The supported interpreter range is checked in test_safety_runtime."""
 
 from __future__ import annotations
 
 import re
-import sys
 from importlib import metadata
 from pathlib import Path
 
 LOCK = Path(__file__).resolve().parents[2] / "scripts" / "consensus.lock"
-PYPROJECT = LOCK.parents[1] / "pyproject.toml"
 
 
 def _pins() -> dict[str, str]:
@@ -29,9 +29,3 @@ def test_installed_versions_equal_the_lock():
     wrong = {name: (pinned, metadata.version(name)) for name, pinned in _pins().items() if metadata.version(name) != pinned}
     assert not wrong, f"installed consensus dependencies differ from scripts/consensus.lock (name: (locked, installed)): {wrong}"
 
-
-def test_interpreter_is_in_the_declared_range():
-    spec = re.search(r'requires-python = ">=3\.(\d+),<3\.(\d+)"', PYPROJECT.read_text())
-    assert spec, "pyproject.toml declares the supported Python range as >=3.X,<3.Y"
-    low, high = int(spec.group(1)), int(spec.group(2))
-    assert sys.version_info[0] == 3 and low <= sys.version_info[1] < high, f"Python {sys.version.split()[0]} is outside the supported range 3.{low}-3.{high - 1}"

@@ -24,11 +24,35 @@ def cid(tag: str) -> str:
     return "bafkrei" + hashlib.sha256(tag.encode()).hexdigest()[:52].translate(str.maketrans("0189", "2345"))
 
 
+def check_trainer_invariants(chain: Chain) -> None:
+    """The trainer pool holds exactly the bonded and unbonding collateral; the bonded-trainer count and the
+    unbonding totals match the records; locks never exceed bonds and match the undecided submissions."""
+    state = chain.app.store.begin_block()
+    params = training.get_params(state)
+    bonds = {crypto.bech32_encode("gc", k[len(training.TRAINER_PREFIX):]): training.TrainerBond(**json.loads(v))
+             for k, v in state.iter_prefix(training.TRAINER_PREFIX)}
+    assert bank.balance(state, training.TRAINER_POOL) == sum(b.bonded + b.unbonding for b in bonds.values())
+    assert training.bonded_trainers(state) == sum(b.bonded >= params.min_trainer_bond for b in bonds.values())
+    unbonding: dict[str, int] = {}
+    for entry in training.trainer_unbondings(state):
+        unbonding[entry["trainer"]] = unbonding.get(entry["trainer"], 0) + entry["amount"]
+    assert unbonding == {t: b.unbonding for t, b in bonds.items() if b.unbonding}
+    rnd = training.current_round(state)
+    pending = [s for s in training.submissions(state, rnd.id) if s.status == "pending"] if rnd else []
+    assert {t: b.locked for t, b in bonds.items() if b.locked} == {s.trainer: s.bond for s in pending}
+    assert all(0 <= b.locked <= b.bonded for b in bonds.values())
+    assert bank.balance(state, training.FORFEIT_POOL) == 0
+
+
 class TrainingChain(Chain):
     def block(self, txs, **kwargs):
         response = super().block(txs, **kwargs)
         check_invariants(self)
+        check_trainer_invariants(self)
         return response
+
+    def bond(self, trainer) -> dict:
+        return json.loads(self.query("/training/trainer_bond", trainer.address).value or b'{"bonded": 0, "locked": 0, "unbonding": 0}')
 
     def round(self, round_id=None) -> dict:
         if round_id is None:
@@ -140,7 +164,7 @@ def test_reject_slashes_the_trainer_and_pays_the_rejecters(net):
     net.block([attest(net, net.vals[2], 0, False), attest(net, net.vals[1], 0, False)])
     sub = net.round()["submission_list"][0]
     assert sub["status"] == "rejected"
-    assert int(net.query("/staking/trainer_bond", cheater.address).value) == 2_000 - 400
+    assert net.bond(cheater) == {"bonded": 2_000 - 400, "locked": 0, "unbonding": 0}
     # 400 slashed, 200 to the rejecters by power (20 : 10), 200 burned; each paid a fee of 1.
     assert net.balance(net.vals[2].address) - before[2] == 133 - 1
     assert net.balance(net.vals[1].address) - before[1] == 66 - 1
@@ -248,9 +272,15 @@ def test_undecided_submissions_expire(net):
 
 
 def test_aggregator_pick_is_stake_weighted_and_deterministic(net):
-    state = net.app.store.begin_block()
-    picks = [training._aggregator(state, hashlib.sha256(i.to_bytes(2, 'big')).hexdigest()) for i in range(400)]
-    assert picks == [training._aggregator(state, hashlib.sha256(i.to_bytes(2, 'big')).hexdigest()) for i in range(400)]
+    bond_all(net)
+    rnd = net.round()
+    assert sorted(p for _, p in rnd["powers"]) == [10, 10, 20] and rnd["total_power"] == 40
+
+    def pick(i: int) -> str:
+        return training._aggregator(rnd["powers"], rnd["total_power"], hashlib.sha256(i.to_bytes(2, "big")).hexdigest())
+
+    picks = [pick(i) for i in range(400)]
+    assert picks == [pick(i) for i in range(400)]
     share = picks.count(net.vals[2].address) / len(picks)
     assert 0.4 < share < 0.6  # power 20 of 40
 
