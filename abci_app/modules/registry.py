@@ -28,7 +28,7 @@ from abci_app.tx import tx_pb2
 MAX_FAMILY = 32
 MAX_CONFIG_BYTES = 4096  # UTF-8 bytes of config_json
 MAX_CONFIG_DEPTH = 8  # nesting of config_json, checked before json.loads
-MAX_LICENCE = 64
+MAX_LICENCE = 256  # a licence with its attribution (SmolLM2's is 89 characters)
 MAX_NOTE = 512
 MAX_DATASET_IDS = 16
 MAX_METRICS = 16

@@ -77,7 +77,7 @@ def test_lora_round_on_smollm2(network: localnet.Network, tmp_path: Path) -> Non
             assert atts and all(a["accept"] == (sub is honest) for a in atts), atts
         logs = "\n".join(net.nodes[i].log_path("worker").read_text(errors="replace") for i in range(len(net.nodes)))
         assert "accept, error 0 ppm, same kernel path: compared by hash" in logs
-        assert "reject (recomputation on the same kernel path" in logs
+        assert "fraud (recomputation on the same kernel path" in logs
 
         # Money: the honest trainer is rewarded, the cheater slashed (each paid two fees: bond and submission).
         assert chain.query_int("/bank/balance", address["dev1"]) == funds["dev1"] - BOND - 2 * min_fee + TRAINING["reward"]

@@ -287,9 +287,18 @@ def test_dataset_fields_are_bounded(chain, keys):
 
 def test_registry_fields_are_bounded(reg):
     """issue 11 defect 12: note, licence, family and dataset ids of a version are bounded."""
-    bad = [{"note": "n" * 600}, {"licence": "l" * 65}, {"family": "f" * 33}, {"family": "caf\u00e9"}, {"dataset_ids": [0] * 17}]
+    bad = [{"note": "n" * 600}, {"licence": "l" * 257}, {"family": "f" * 33}, {"family": "caf\u00e9"}, {"dataset_ids": [0] * 17}]
     result = reg.block([reg.tx(reg.authority, version_msg(i, **fields)) for i, fields in enumerate(bad)])
     assert codes(result) == [("registry", registry.InvalidVersion.code)] * len(bad)
+
+
+def test_the_localnet_genesis_model_fits_the_bounds(reg):
+    """The bounds must admit what `make localnet` registers: SmolLM2's licence with its attribution (89 characters)."""
+    from abci_app.ml import smollm2
+
+    note = "genesis model: SmolLM2-135M-Instruct (chat template embedded)"  # localnet.publish_genesis_assets' note
+    result = reg.block([reg.tx(reg.authority, version_msg(1, licence=smollm2.LICENCE, note=note))])
+    assert codes(result) == [("", 0)]
 
 
 def test_bytes_written_beyond_the_free_allowance_are_paid(reg):
