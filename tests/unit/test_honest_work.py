@@ -131,45 +131,23 @@ def test_split_accept_and_no_gain_is_not_merged_once_accept_cannot_win(net):
     assert stakes(net) == staked  # accept against no gain: nobody is wrong
 
 
-def test_a_fraud_vote_cannot_block_valid_work(net):
-    """20 accept + 10 no gain + 10 fraud: valid at 30, accept can no longer reach 27: not merged; the fraud voter was wrong."""
+@pytest.mark.parametrize("blocks, decided, wrong", [
+    # 20 accept + 10 no gain + 10 fraud: valid at 30, accept can no longer reach 27: not merged; the fraud voter was wrong
+    ([[(2, "accept"), (0, "no_gain")], [(1, "fraud")]], "not_merged", {1}),
+    ([[(0, "fraud"), (2, "accept")], [(1, "accept")]], "accepted", {0}),  # fraud on accepted work
+    ([[(0, "accept"), (2, "fraud")], [(1, "fraud")]], "rejected", {0}),  # valid (accept) on fraud
+    ([[(0, "no_gain"), (2, "fraud")], [(1, "fraud")]], "rejected", {0}),  # valid (no gain) on fraud
+], ids=["fraud-vote-cannot-block-valid-work", "fraud-on-accepted", "accept-on-fraud", "no-gain-on-fraud"])
+def test_votes_against_the_valid_or_fraud_decision_are_wrong(net, blocks, decided, wrong):
+    """Fraud against valid (accepted or not merged) and valid against fraud pay verifier_penalty_bps; the others nothing."""
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
     staked = stakes(net)
-    net.block([vote(net, net.vals[2], 0, "accept"), vote(net, net.vals[0], 0, "no_gain")])
-    net.block([vote(net, net.vals[1], 0, "fraud")])
-    assert status(net) == "not_merged"
+    for votes in blocks:
+        net.block([vote(net, net.vals[i], 0, verdict) for i, verdict in votes])
+    assert status(net) == decided
     finish_verification(net)
-    after = stakes(net)
-    assert after[1] == staked[1] - penalty(staked[1])
-    assert (after[0], after[2]) == (staked[0], staked[2])
-
-
-def test_fraud_votes_on_accepted_work_are_wrong(net):
-    bond_all(net)
-    net.block([submit(net, net.trainers[0])])
-    staked = stakes(net)
-    net.block([vote(net, net.vals[0], 0, "fraud"), vote(net, net.vals[2], 0, "accept")])
-    net.block([vote(net, net.vals[1], 0, "accept")])
-    assert status(net) == "accepted"
-    finish_verification(net)
-    after = stakes(net)
-    assert after[0] == staked[0] - penalty(staked[0])
-    assert after[1:] == staked[1:]
-
-
-@pytest.mark.parametrize("verdict", ["accept", "no_gain"])
-def test_valid_votes_on_fraud_are_wrong(net, verdict):
-    bond_all(net)
-    net.block([submit(net, net.trainers[0])])
-    staked = stakes(net)
-    net.block([vote(net, net.vals[0], 0, verdict), vote(net, net.vals[2], 0, "fraud")])
-    net.block([vote(net, net.vals[1], 0, "fraud")])
-    assert status(net) == "rejected"
-    finish_verification(net)
-    after = stakes(net)
-    assert after[0] == staked[0] - penalty(staked[0])
-    assert after[1:] == staked[1:]
+    assert stakes(net) == [s - penalty(s) if i in wrong else s for i, s in enumerate(staked)]
 
 
 def test_no_gain_votes_do_not_share_the_fraud_slash(net):
