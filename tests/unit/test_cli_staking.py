@@ -24,20 +24,11 @@ from abci_app.cli.staking import consensus_address, parse_pubkey
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from tests.unit.conftest import Chain
 from tests.unit.test_cli import FakeNode, add_key, assert_one_error_line, free_port, run
+from tests.unit.test_staking import PARAMS, cons_key
 
-PARAMS = {
-    "min_self_bond": 100, "power_unit": 100, "unbonding_blocks": 3, "jail_blocks": 5,
-    "downtime_window": 5, "downtime_max_missed": 3, "downtime_slash_bps": 1000, "double_sign_slash_bps": 500,
-    "double_sign_jail_blocks": 50, "max_validators": 10,
-}
 MIN_FEE = 2
 FUNDS = 10_000
 GENESIS_BOND = 1_000
-
-
-def cons_key(i: int) -> bytes:
-    """A CometBFT consensus pubkey (ed25519, 32 bytes)."""
-    return crypto.PrivateKey(bytes([100 + i]) * 32).pubkey
 
 
 def _b64(raw: bytes) -> str:

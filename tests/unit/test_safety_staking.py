@@ -17,22 +17,10 @@ from abci_app.context import Context
 from abci_app.modules import staking
 from abci_app.state import overlay
 from tests.unit.conftest import CHAIN_ID, Chain, fixed_key
+from tests.unit.test_staking import PARAMS, check_invariants, cons_key, create_msg
 
-PARAMS = {
-    "min_self_bond": 100, "power_unit": 100, "unbonding_blocks": 3, "jail_blocks": 5,
-    "downtime_window": 5, "downtime_max_missed": 3, "downtime_slash_bps": 1000, "double_sign_slash_bps": 500,
-    "double_sign_jail_blocks": 50, "max_validators": 10,
-}
 FUNDS = 10_000
 BOND = 1_000
-
-
-def cons_priv(i: int) -> crypto.PrivateKey:
-    return crypto.PrivateKey(bytes([100 + i]) * 32)
-
-
-def cons_key(i: int) -> bytes:
-    return cons_priv(i).pubkey
 
 
 def cons_addr(i: int) -> bytes:
@@ -41,10 +29,9 @@ def cons_addr(i: int) -> bytes:
 
 def create(operator: crypto.PrivateKey, i: int, amount: int = BOND, moniker: str = "node", signer: crypto.PrivateKey | None = None):
     """MsgCreateValidator for consensus key i, with a proof of possession signed by `signer` (default: key i)."""
-    msg = tx.MsgCreateValidator(pubkey=cons_key(i), amount=amount, moniker=moniker)
-    if "pubkey_signature" in tx.MsgCreateValidator.DESCRIPTOR.fields_by_name:
-        pop = b"gradchain/pop/v1" + CHAIN_ID.encode() + crypto.address_raw(operator.address)
-        msg.pubkey_signature = (signer or cons_priv(i)).sign(pop)
+    msg = create_msg(operator, i, amount, moniker)
+    if signer is not None:
+        msg.pubkey_signature = signer.sign(staking.pop_message(CHAIN_ID, operator.address))
     return msg
 
 
@@ -80,13 +67,8 @@ class Net(Chain):
         bonded = {bytes.fromhex(v["pubkey"]): v["power"] for v in json.loads(self.query("/staking/validators").value) if v["power"] > 0}
         # With every validator jailed, staking keeps CometBFT's last set rather than send an empty one (a halt).
         assert self.cometbft == bonded or (not bonded and not response.validator_updates), "CometBFT's set differs from staking's bonded set"
-        self.check_books()
+        check_invariants(self)  # supply, pools, shares, rewards
         return response
-
-    def check_books(self):
-        from tests.unit.test_staking import check_invariants  # supply, pools, shares, rewards
-
-        check_invariants(self)
 
     def validator(self, op) -> dict | None:
         raw = self.query("/staking/validator", op.address).value

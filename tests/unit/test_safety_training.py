@@ -11,27 +11,15 @@ import pytest
 
 from abci_app import crypto, tx
 from abci_app.modules import bank, staking, training
-from tests.unit.conftest import fixed_key
 from tests.unit.test_staking import cons_key
-from tests.unit.test_training import CID, PARAMS, TrainingChain, attest, cid, codes, sha, submit
+from tests.unit.test_training import PARAMS, TrainingChain, attest, cid, codes, make_net, sha, submit
 
 UNIT = 100  # power_unit
 
 
 def make_chain(tmp_path, self_bonds: list[int], trainers: int = 3, **params) -> TrainingChain:
-    """Validators with these self-bonds (power = bond / 100) and `trainers` funded trainer accounts."""
-    vals = [fixed_key(i) for i in range(1, 1 + len(self_bonds))]
-    trainer_keys = [fixed_key(i) for i in range(40, 40 + trainers)]
-    chain = TrainingChain(
-        tmp_path / "app", {k.address: 100_000 for k in vals + trainer_keys},
-        staking={"params": {"min_self_bond": 100, "power_unit": UNIT, "unbonding_blocks": 3, "downtime_max_missed": 1000},
-                 "validators": [{"operator": v.address, "pubkey": cons_key(i).hex(), "self_bond": b} for i, (v, b) in enumerate(zip(vals, self_bonds))]},
-        datasets={"datasets": [{"name": "kjv", "cid": CID, "sha256": sha("corpus"), "licence": "public-domain", "bytes": 100, "tokens": 100, "tokenizer": "bytes"}]},
-        registry={"versions": [{"cid": cid("v0"), "sha256": sha("v0"), "bytes": 10, "family": "tiny-gpt", "config": {"n_layer": 1}, "dataset_ids": [0], "licence": "Apache-2.0"}]},
-        training={"params": PARAMS | params},
-    )
-    chain.vals, chain.trainers = vals, trainer_keys
-    return chain
+    """test_training's network with these self-bonds (power = bond / UNIT), a short unbonding period."""
+    return make_net(tmp_path, self_bonds, trainers, staking_params={"power_unit": UNIT, "unbonding_blocks": 3}, **params)
 
 
 @pytest.fixture

@@ -67,14 +67,15 @@ def net(tmp_path):
     chain.app.close()
 
 
-def make_net(tmp_path, **params):
-    vals = [fixed_key(i) for i in range(1, 4)]  # 3 validators, powers 10, 10, 20
-    trainers = [fixed_key(i) for i in range(10, 13)]
-    bonds = [1_000, 1_000, 2_000]
+def make_net(tmp_path, self_bonds=(1_000, 1_000, 2_000), trainers: int = 3, staking_params: dict | None = None, **params):
+    """Validators with these self-bonds (power = bond / 100; by default 10, 10, 20), `trainers` funded
+    trainer accounts, and training PARAMS | params."""
+    vals = [fixed_key(i) for i in range(1, 1 + len(self_bonds))]
+    trainers = [fixed_key(i) for i in range(10, 10 + trainers)]
     chain = TrainingChain(
         tmp_path / "app", {k.address: 100_000 for k in vals + trainers},
-        staking={"params": {"min_self_bond": 100, "power_unit": 100, "downtime_max_missed": 1000},
-                 "validators": [{"operator": v.address, "pubkey": cons_key(i).hex(), "self_bond": b} for i, (v, b) in enumerate(zip(vals, bonds))]},
+        staking={"params": {"min_self_bond": 100, "power_unit": 100, "downtime_max_missed": 1000} | (staking_params or {}),
+                 "validators": [{"operator": v.address, "pubkey": cons_key(i).hex(), "self_bond": b} for i, (v, b) in enumerate(zip(vals, self_bonds))]},
         datasets={"datasets": [{"name": "kjv", "cid": CID, "sha256": sha("corpus"), "licence": "public-domain", "bytes": 100, "tokens": 100, "tokenizer": "bytes"}]},
         registry={"versions": [{"cid": cid("v0"), "sha256": sha("v0"), "bytes": 10, "family": "tiny-gpt", "config": {"n_layer": 1}, "dataset_ids": [0], "licence": "Apache-2.0"}]},
         training={"params": PARAMS | params},
