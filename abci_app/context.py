@@ -194,6 +194,26 @@ def is_utf8_encodable(text: str) -> bool:
     return True
 
 
+# --- queues keyed by due height: hooks read only what is due ---------------------
+
+
+def enqueue(state: Overlay, prefix: bytes, seq_key: bytes, due: int, value) -> None:
+    """Store `value` under prefix + due height (8 BE) + a sequence number (8 BE): ordered by height, FIFO within one."""
+    seq = decode_int(state.get(seq_key))
+    state.set(seq_key, encode_int(seq + 1))
+    state.set(prefix + due.to_bytes(8, "big") + seq.to_bytes(8, "big"), encode_json(value))
+
+
+def due_entries(state: Overlay, prefix: bytes, height: int) -> list[tuple[bytes, object]]:
+    """(key, value) of the entries due at `height` or before, in order: reading stops at the first later one."""
+    due = []
+    for key, raw in state.iter_prefix(prefix):
+        if int.from_bytes(key[len(prefix) : len(prefix) + 8], "big") > height:
+            break
+        due.append((key, decode_json(raw)))
+    return due
+
+
 # --- content references: what datasets and model versions point at -------------
 
 _CID_V1_BASE32 = re.compile(r"^b[a-z2-7]{58}$")  # CIDv1, sha2-256, base32: 59 characters

@@ -39,8 +39,10 @@ from abci_app.context import (
     ValidatorUpdate,
     decode_int,
     decode_json,
+    due_entries,
     encode_int,
     encode_json,
+    enqueue,
     is_printable_ascii,
 )
 from abci_app.modules import bank
@@ -591,12 +593,6 @@ def _settle(ctx: Context, validator: Validator, delegator: str, record: Delegati
     return replace(validator, rewards_outstanding=validator.rewards_outstanding - owed)
 
 
-def _next_unbonding_key(ctx: Context, completion: int) -> bytes:
-    seq = decode_int(ctx.state.get(UNBONDING_SEQ_KEY))
-    ctx.state.set(UNBONDING_SEQ_KEY, encode_int(seq + 1))
-    return UNBONDING_PREFIX + completion.to_bytes(8, "big") + seq.to_bytes(8, "big")
-
-
 def _queue_delegation_unbonding(ctx: Context, params: Params, owner: str, operator: str, amount: int) -> None:
     """Tokens leaving `operator` now join its leaving pool of this height: slashable for what it did while they
     were bonded, until they complete. The completion height is fixed here: a later hold cannot move it."""
@@ -608,10 +604,8 @@ def _queue_delegation_unbonding(ctx: Context, params: Params, owner: str, operat
     # tokens <= shares (slashes only lower tokens), so a positive amount always buys at least one share.
     shares = amount if pool["shares"] == 0 else amount * pool["shares"] // pool["tokens"]
     _set_leaving_pool(ctx.state, operator, ctx.height, {"tokens": pool["tokens"] + amount, "shares": pool["shares"] + shares})
-    seq = decode_int(ctx.state.get(UNBONDING_SEQ_KEY))
-    ctx.state.set(UNBONDING_SEQ_KEY, encode_int(seq + 1))
     entry = {"owner": owner, "kind": "delegation", "validator": operator, "completion_height": completion, "left_height": ctx.height, "shares": shares}
-    ctx.state.set(UNBONDING_PREFIX + completion.to_bytes(8, "big") + seq.to_bytes(8, "big"), encode_json(entry))
+    enqueue(ctx.state, UNBONDING_PREFIX, UNBONDING_SEQ_KEY, completion, entry)
     ctx.emit("unbonding_started", owner=owner, validator=operator, amount=amount, completion_height=completion, kind="delegation")
 
 
@@ -715,7 +709,7 @@ def genesis(ctx: Context, config: dict) -> None:
         _put_validator(ctx.state, Validator(operator, pubkey.hex(), _moniker(entry.get("moniker", operator[:12])), self_bond, self_bond))
         ctx.state.set(CONSENSUS_PREFIX + consensus_address(pubkey), _raw(operator))
         _set_delegation(ctx.state, operator, operator, Delegation(self_bond, 0))
-    _sync_validator_set(ctx)
+    update_validator_set(ctx)
 
 
 def check_evidence_age(state: Overlay, max_age_num_blocks: int) -> None:
@@ -774,17 +768,9 @@ def end_block(ctx: Context) -> None:
     _reward_proposer(ctx)
 
 
-def update_validator_set(ctx: Context) -> None:
-    """The runtime calls this after every module's end_block: the block's last word on stake."""
-    _sync_validator_set(ctx)
-
-
 def _complete_unbondings(ctx: Context) -> None:
-    """Pay out the entries due by now: the queue is ordered by completion height, so stop at the first one not due."""
-    for key, raw in ctx.state.iter_prefix(UNBONDING_PREFIX):
-        if int.from_bytes(key[len(UNBONDING_PREFIX) : len(UNBONDING_PREFIX) + 8], "big") > ctx.height:
-            break
-        entry = decode_json(raw)
+    """Pay out the entries due by now (the queue is ordered by completion height)."""
+    for key, entry in due_entries(ctx.state, UNBONDING_PREFIX, ctx.height):
         amount = _entry_amount(ctx.state, entry)
         pool = _leaving_pool(ctx.state, entry["validator"], entry["left_height"])
         # The last entry out takes the remainder and deletes the pool.
@@ -815,7 +801,7 @@ def _reward_proposer(ctx: Context) -> None:
     ctx.emit("rewarded", validator=validator.operator, amount=total)
 
 
-def _sync_validator_set(ctx: Context) -> None:
+def update_validator_set(ctx: Context) -> None:
     """Send CometBFT one update per consensus pubkey whose power changed (0 removes), in pubkey order."""
     wanted = {bytes.fromhex(v.pubkey): p for v, p in active_set(ctx.state)}
     if not wanted:

@@ -47,7 +47,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field, replace
 
 from abci_app import crypto
-from abci_app.context import Context, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_sha256_hex
+from abci_app.context import Context, ModuleError, decode_int, decode_json, due_entries, encode_int, encode_json, enqueue, is_cid, is_sha256_hex
 from abci_app.modules import bank, datasets, registry, staking
 from abci_app.state import Overlay
 from abci_app.tx import tx_pb2
@@ -558,11 +558,8 @@ def unbond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgUnbondTrainer) -> N
         locked = f" ({bond.locked}{bank.DENOM} more is locked by an undecided submission)" if bond.locked else ""
         raise InsufficientTrainerBond(f"cannot unbond {msg.amount}{bank.DENOM}: {signer} has {bond.bonded - bond.locked}{bank.DENOM} unlocked trainer bond{locked}")
     due = ctx.height + params.trainer_unbonding_blocks
-    seq = decode_int(ctx.state.get(TRAINER_UNBONDING_SEQ_KEY))
     _put_trainer_bond(ctx.state, params, signer, replace(bond, bonded=bond.bonded - msg.amount, unbonding=bond.unbonding + msg.amount))
-    ctx.state.set(TRAINER_UNBONDING_SEQ_KEY, encode_int(seq + 1))
-    entry = {"trainer": signer, "amount": msg.amount, "completion_height": due}
-    ctx.state.set(TRAINER_UNBONDING_PREFIX + _u64(due) + _u64(seq), encode_json(entry))
+    enqueue(ctx.state, TRAINER_UNBONDING_PREFIX, TRAINER_UNBONDING_SEQ_KEY, due, {"trainer": signer, "amount": msg.amount, "completion_height": due})
     ctx.emit("trainer_unbonding_started", trainer=signer, amount=msg.amount, completion_height=due)
 
 
@@ -707,12 +704,8 @@ def end_block(ctx: Context) -> None:
 
 
 def _complete_trainer_unbondings(ctx: Context) -> None:
-    """Pay out entries due by now: the queue is ordered by due height, so reading stops at the first later one."""
-    due = []
-    for key, value in ctx.state.iter_prefix(TRAINER_UNBONDING_PREFIX):
-        if int.from_bytes(key[len(TRAINER_UNBONDING_PREFIX) : len(TRAINER_UNBONDING_PREFIX) + 8], "big") > ctx.height:
-            break
-        due.append((key, decode_json(value)))
+    """Pay out entries due by now (the queue is ordered by due height)."""
+    due = due_entries(ctx.state, TRAINER_UNBONDING_PREFIX, ctx.height)
     if not due:
         return
     params = get_params(ctx.state)
