@@ -47,7 +47,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field, replace
 
 from abci_app import crypto
-from abci_app.context import Context, ModuleError, decode_int, decode_json, due_entries, encode_int, encode_json, enqueue, is_cid, is_sha256_hex
+from abci_app.context import Context, ModuleError, decode_int, decode_json, due_entries, encode_int, encode_json, enqueue, is_cid, is_sha256_hex, parse_uint64
 from abci_app.modules import bank, datasets, registry, staking
 from abci_app.state import Overlay
 from abci_app.tx import tx_pb2
@@ -206,13 +206,6 @@ def attest_verdict(accept: bool, no_gain: bool) -> str:
 
 def _u64(n: int) -> bytes:
     return n.to_bytes(8, "big")
-
-
-def _parse_u64(text: str) -> int:
-    """A query's decimal id; ValueError (a bad query, never a crash) outside 0..2**64-1."""
-    if not text.isascii() or not text.isdigit() or len(text) > 20 or int(text) >= 1 << 64:
-        raise ValueError(f"expected an integer from 0 to 2**64-1, got {text[:32]!r}")
-    return int(text)
 
 
 _raw = crypto.address_raw
@@ -784,7 +777,7 @@ def _aggregator(powers: list[list], total: int, seed: str) -> str:
 
 def query_round(data: bytes) -> bytes:
     """/training/round ID -> Round JSON."""
-    return ROUND_PREFIX + _u64(_parse_u64(data.decode()))
+    return ROUND_PREFIX + _u64(parse_uint64(data))
 
 
 def query_submission(data: bytes) -> bytes:
@@ -792,7 +785,7 @@ def query_submission(data: bytes) -> bytes:
     parts = data.decode().split("/")
     if len(parts) != 2:
         raise ValueError("expected ROUND/INDEX")
-    return SUBMISSION_PREFIX + _u64(_parse_u64(parts[0])) + _u64(_parse_u64(parts[1]))
+    return SUBMISSION_PREFIX + _u64(parse_uint64(parts[0])) + _u64(parse_uint64(parts[1]))
 
 
 def query_params(data: bytes) -> bytes:
@@ -819,7 +812,7 @@ def view_current(state: Overlay, data: bytes) -> bytes:
 
 def view_round_detail(state: Overlay, data: bytes) -> bytes:
     """/training/round_detail ID -> the round with its submissions, attestations and merge votes."""
-    return _round_view(state, get_round(state, _parse_u64(data.decode())))
+    return _round_view(state, get_round(state, parse_uint64(data)))
 
 
 def _round_view(state: Overlay, rnd: Round | None) -> bytes:
