@@ -310,6 +310,14 @@ MAX_QUERY_PATH = 128
 MAX_QUERY_DATA = txcodec.MAX_TX_BYTES  # the largest argument is a tx, for /app/simulate
 
 
+def key_builder(path: str) -> Callable[[bytes], bytes] | None:
+    """The state-key builder of a provable single-key query path (a module's QUERIES), or None:
+    the app reads that key, and `--prove` builds the same key itself instead of trusting the node."""
+    parts = path.strip("/").split("/")
+    module = MODULES.get(parts[0]) if len(parts) == 2 else None
+    return getattr(module, "QUERIES", {}).get(parts[1]) if module else None
+
+
 def resolve_query(path: str, data: bytes, state: Overlay, next_height: int = 0) -> tuple[bytes | None, bytes | None]:
     """Answer `/module/name` + argument: (state key, None) for a provable single-key
     query (QUERIES: the caller reads the key at the asked height), or (None, value)
@@ -325,7 +333,7 @@ def resolve_query(path: str, data: bytes, state: Overlay, next_height: int = 0) 
     if parts == ["app", "simulate"]:
         return None, simulate(state, data, next_height)
     module = MODULES.get(parts[0]) if len(parts) == 2 else None
-    key_query = getattr(module, "QUERIES", {}).get(parts[-1]) if module else None
+    key_query = key_builder(path)
     view = getattr(module, "VIEWS", {}).get(parts[-1]) if module else None
     if key_query is None and view is None:
         raise UnknownQuery(f"unknown query path '{path}' (try /bank/balance, /auth/nonce, /staking/validators, /app/params)")

@@ -73,9 +73,7 @@ def proven_key(path: str, data: str) -> bytes:
     """The state key a provable query reads, built here exactly as the app builds it: never taken from the node."""
     from abci_app import runtime
 
-    parts = path.strip("/").split("/")
-    module = runtime.MODULES.get(parts[0]) if len(parts) == 2 else None
-    build = getattr(module, "QUERIES", {}).get(parts[1]) if module else None
+    build = runtime.key_builder(path)
     if build is None:
         raise CliError(f"query {path} reads no single state key, so it cannot be proven")
     try:
