@@ -16,6 +16,7 @@ from abci_app.ml import evaluate, train
 from abci_app.ml.corpus import Dataset
 from abci_app.ml.evaluate import MICRO, to_micro  # noqa: F401  (workers and tests use them from here)
 from abci_app.ml.family import LoadedModel, ModelFamily, State
+from abci_app.modules.training import attest_verdict
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Verdict:
     @property
     def verdict(self) -> str:
         """"accept", "no_gain" or "fraud": what MsgAttest's accept / no_gain flags say."""
-        return "accept" if self.accept else "no_gain" if self.no_gain else "fraud"
+        return attest_verdict(self.accept, self.no_gain)
 
 
 def judge(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, submitted: State, kernel_path: str = "",
