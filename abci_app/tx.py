@@ -29,7 +29,11 @@ MsgUnbondTrainer = tx_pb2.MsgUnbondTrainer
 MsgRegisterDataset = tx_pb2.MsgRegisterDataset
 MsgRegisterVersion = tx_pb2.MsgRegisterVersion
 MsgSubmitDelta = tx_pb2.MsgSubmitDelta
-MsgAttest = tx_pb2.MsgAttest
+MsgCommitVerdicts = tx_pb2.MsgCommitVerdicts
+MsgRevealVerdicts = tx_pb2.MsgRevealVerdicts
+AuditVerdict = tx_pb2.AuditVerdict
+MsgJudgeClaims = tx_pb2.MsgJudgeClaims
+ClaimJudgement = tx_pb2.ClaimJudgement
 MsgAttestMerge = tx_pb2.MsgAttestMerge
 
 

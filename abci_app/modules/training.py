@@ -1,38 +1,57 @@
-"""training: rounds, delta submissions, attestations, acceptance, rewards, merged versions.
+"""training: rounds, delta submissions, sampled audits, fraud disputes, rewards, merged versions.
 
-Training happens off chain; this module only counts stake and checks hashes,
-so block time does not depend on model size. A round:
+Training happens off chain; this module only counts stake and checks hashes
+and signatures, so block time does not depend on model size. A round:
 
 1. opens (end_block) when training is enabled, a model version and the
    dataset exist, and some trainer is bonded; its seed is derived from the
    opening block's hash, so nobody picks their data. The active validators'
-   powers are snapshotted into the round: only they vote, with that power,
-   against that total, and staking keeps their stake slashable until the
-   round's last possible height (`staking.hold_stake`);
-2. SUBMIT: bonded trainers submit one delta each (`submit_delta`) until
-   `submit_until`. A submission locks the trainer's whole free bond until it
-   is decided; a full round takes a new submission only by evicting the
-   pending, unattested one with the smallest bond, for a strictly larger one;
-3. VERIFY: the snapshotted validators recompute each submission off chain and
-   `attest` one of three verdicts: accept (the recomputation matches and the
-   held-out loss did not regress beyond `max_heldout_regression_ppm`), no gain
-   (it matches, but the loss regressed) or fraud (it does not match, or is
-   unusable). With `quorum_bps` of the snapshot power: fraud rejects it
-   (`slash_bps` of its locked bond slashed, part of it to the attesters who
-   said so); accept accepts it (reward minted to the trainer, merged); valid
-   (accept + no gain) once accept can no longer get there leaves it not
-   merged: correct work that does not help earns nothing and keeps its bond.
-   The phase ends at `verify_until`, or as soon as the submission window is
-   over and every submission is decided; one still open then is not merged if
-   valid power reached quorum, else it expires. Validators who called valid
-   work fraud or fraud valid, or did not attest one that was still open at the
-   end, pay `verifier_penalty_bps` of their stake (accept against no gain is an
-   honest difference of measurement, not penalised);
-4. MERGE: if anything was accepted, validators recompute the merge (the
+   powers are snapshotted into the round: only they audit and judge, with
+   that power, and staking keeps their stake slashable until the round's last
+   possible height (`staking.hold_stake`);
+2. SUBMIT: bonded trainers submit one delta each (`submit_delta`) with its
+   trajectory: a manifest of the k+1 training states on IPFS (by sha256) and
+   a commitment to each step's gradient (`audit.grad_commitment`). A
+   submission pays `check_fee` (what checking it costs the network, paid to
+   its auditors) and locks the trainer's free bond until it is decided; a full
+   round takes a new one only by evicting the one with the smallest bond, for
+   a strictly larger bond (slots are bond-weighted, not first come);
+3. COMMIT: the block that ends the submission window fixes the beacon (its
+   hash) and, from it, each submission's committee: `committee_size`
+   validators drawn by stake without replacement (0 = all of them). Each
+   member signs `audit.audit_message` with its operator key (deterministic
+   ed25519: nobody, itself included, can steer it), recomputes the
+   `audit_steps` steps `audit.audit_sample` draws from the signature (from
+   the committed pre-states), checks the endpoints, and sends ONE
+   `commit_verdicts` for the round: the hash of all its verdicts;
+4. REVEAL: members open their commitments (`reveal_verdicts`): for each
+   submission accept, no gain (correct but the held-out loss regressed) or
+   fraud naming the step that does not reproduce (or the endpoints, or
+   unavailable content), and, for a valid verdict, the gradient proof of
+   each sampled step, which must hash to the trainer's commitment: only a
+   recomputation yields it. A member that does not reveal, or reveals a
+   proof that does not match, pays `unrevealed_penalty_bps` per entry;
+5. DISPUTE (only if some member claimed fraud): every snapshotted validator
+   recomputes the claimed single steps and `judge_claims` in one tx. A claim
+   upheld by `quorum_bps` of the snapshot power rejects the submission:
+   `slash_bps` of the trainer's locked bond is slashed (part to the
+   claimants), and committee members who called it valid pay
+   `fraud_proof_slash_bps`. A claim refuted by the quorum costs its claimant
+   `false_claim_penalty_bps`; judges against the quorum, or absent where
+   their vote was needed, pay `verifier_penalty_bps`;
+6. decisions: without an upheld claim, a submission is accepted when
+   committee members with `quorum_bps` of the committee's power revealed
+   accept (reward minted to the trainer, merged), not merged when they said
+   valid but not all accept (correct work that does not help: nothing paid,
+   bond kept), else it expires (bond released, check fee refunded). The
+   check fee, plus `verifier_reward_bps` of the reward on an acceptance, is
+   split among the members whose proven verdict matches the decision;
+7. MERGE: if anything was accepted, validators recompute the merge (the
    accepted deltas averaged in submission order) and `attest_merge` its CID
    and sha256; the aggregator chosen from the seed publishes it to IPFS. At
-   quorum on (cid, sha256) the registry records the next version; if no
-   quorum by `merge_until`, the round closes without one.
+   quorum on (cid, sha256, bytes) the registry records the next version with
+   the stake-weighted median of the voters' measurements; votes for another
+   file, or none when the merge failed, pay `verifier_penalty_bps`.
 
 Trainer bonds live here, with the module that slashes them: `bond_trainer`,
 `unbond_trainer` (only the unlocked part, returned after
@@ -47,8 +66,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field, replace
 
 from abci_app import crypto
-from abci_app.context import Context, ModuleError, decode_int, decode_json, due_entries, encode_int, encode_json, enqueue, is_cid, is_sha256_hex, parse_uint64
-from abci_app.modules import bank, datasets, registry, staking
+from abci_app.context import Context, ModuleError, decode_int, decode_json, due_entries, encode_int, encode_json, enqueue, is_cid, is_printable_ascii, is_sha256_hex, parse_uint64
+from abci_app.modules import audit, bank, datasets, registry, staking
 from abci_app.state import Overlay
 from abci_app.tx import tx_pb2
 
@@ -58,24 +77,39 @@ BPS = 10_000
 LORA_TARGETS = ("down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj")  # Llama projections
 
 
+MAX_STEPS = 256  # k bound: a submission's grad commitments (32 bytes a step) sit in state
+MAX_COMMITTEE = 1_000
+CLAIM_ENDPOINTS_OFFSET, CLAIM_UNAVAILABLE_OFFSET = 0, 1  # a fraud claim names step k (+0): the endpoints or manifest; k + 1: content not fetchable in time
+
+
 @dataclass(frozen=True)
 class Params:
     enabled: bool = False
     dataset_id: int = 0  # the registered dataset batches are drawn from
     submission_blocks: int = 20
-    verification_blocks: int = 40
+    verification_blocks: int = 40  # COMMIT window: committee members recompute their samples and commit
+    reveal_blocks: int = 20
+    dispute_blocks: int = 40
     merge_blocks: int = 40
-    steps: int = 4  # k: training steps per submission
+    steps: int = 64  # k: training steps per submission, each committed to
+    audit_steps: int = 12  # s: steps each committee member recomputes (s = k: full recomputation)
+    committee_size: int = 0  # c: auditors per submission, drawn by stake after the window closes (0 = every validator)
     learning_rate_micro: int = 1_000  # lr = 1e-3, in millionths
     batch_size: int = 8
     seq_len: int = 64
-    tolerance_ppm: int = 2_000  # relative L2 error accepted between recomputations: 8.6x the worst honest cross-kernel error measured, 4.9x below a 1% perturbation (docs/training.md)
-    recompute_steps: int = 0  # steps a validator recomputes; 0 = all k
+    step_tolerance_ppm: int = 2_000  # one step's recomputation on another kernel path may differ this much (docs/training.md)
+    max_state_bytes: int = 64 * 1024 * 1024  # one training state file (weights + optimiser moments)
+    fetch_seconds: int = 120  # an auditor that cannot fetch a file in this long calls it unavailable (a reject, not an expiry)
     max_heldout_regression_ppm: int = 50_000  # held-out loss may not rise more than 5%
     reward: int = 1_000_000  # minted to a trainer per accepted submission
     slash_bps: int = 2_000  # share of the trainer bond taken from a rejected submission
-    attester_share_bps: int = 5_000  # share of that slash paid to the attesters who rejected it
-    verifier_penalty_bps: int = 10  # stake burned from a validator that was wrong or absent
+    attester_share_bps: int = 5_000  # share of that slash paid to the validators whose fraud claim was upheld
+    check_fee: int = 10_000  # paid by each submission to the auditors whose verdict matches the decision
+    verifier_reward_bps: int = 1_000  # share of an accepted submission's reward also minted to those auditors
+    unrevealed_penalty_bps: int = 100  # stake burned per committee entry not revealed, or revealed with a proof no recomputation gives
+    fraud_proof_slash_bps: int = 1_000  # stake burned from an auditor that called a proven fraud valid
+    false_claim_penalty_bps: int = 100  # stake burned from a validator whose fraud claim the quorum refuted
+    verifier_penalty_bps: int = 10  # stake burned from a judge or merge voter that was wrong or absent
     quorum_bps: int = 6_667  # 2/3 of the active voting power
     min_trainer_bond: int = 1_000_000
     trainer_unbonding_blocks: int = 20  # blocks before unbonded trainer collateral is paid out
@@ -97,18 +131,26 @@ class Params:
                     raise ValueError(f"training.params.lora_targets must be distinct comma-separated names from {','.join(LORA_TARGETS)}, got {value!r}")
             elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"training.params.{name} must be a non-negative integer")
-        if not 0 < self.quorum_bps <= BPS or self.slash_bps > BPS or self.attester_share_bps > BPS:
+        if not 0 < self.quorum_bps <= BPS or any(getattr(self, n) > BPS for n in _BPS_FIELDS):
             raise ValueError("training params in basis points must be at most 10000 (quorum above 0)")
         if self.steps == 0 or self.submission_blocks == 0 or self.batch_size == 0 or self.seq_len == 0:
             raise ValueError("training.params steps, submission_blocks, batch_size and seq_len must be positive")
+        if self.verification_blocks == 0 or self.reveal_blocks == 0 or self.dispute_blocks == 0:
+            raise ValueError("training.params verification_blocks, reveal_blocks and dispute_blocks must be positive")
+        if self.steps > MAX_STEPS or not 0 < self.audit_steps <= self.steps:
+            raise ValueError(f"training.params: need 0 < audit_steps <= steps <= {MAX_STEPS} (audit_steps = steps recomputes everything)")
+        if self.committee_size > MAX_COMMITTEE:
+            raise ValueError(f"training.params.committee_size must be at most {MAX_COMMITTEE} (0 = every validator)")
         if self.min_trainer_bond == 0:
             raise ValueError("training.params.min_trainer_bond must be positive: a free submission slot is a free lock-out")
         if self.lora_rank == 0 or self.lora_alpha == 0:
             raise ValueError("training.params lora_rank and lora_alpha must be positive")
-        if self.recompute_steps not in (0, self.steps):
-            # Sampling s of k steps needs per-step state commitments and a post-submission
-            # seed (docs/training.md, "Sampling"); until then validators recompute all k.
-            raise ValueError("training.params.recompute_steps: only full recomputation (0 or steps) is implemented")
+        if self.max_state_bytes == 0 or self.fetch_seconds == 0:
+            raise ValueError("training.params max_state_bytes and fetch_seconds must be positive")
+
+
+_BPS_FIELDS = ("slash_bps", "attester_share_bps", "verifier_reward_bps", "unrevealed_penalty_bps", "fraud_proof_slash_bps",
+               "false_claim_penalty_bps", "verifier_penalty_bps")
 
 
 # --- Storage --------------------------------------------------------------------
@@ -120,7 +162,10 @@ COUNT_KEY = PREFIX + b"count"  # rounds ever opened
 ROUND_PREFIX = PREFIX + b"round/"  # <round 8 BE> -> Round JSON
 SUBMISSION_PREFIX = PREFIX + b"submission/"  # <round 8 BE><index 8 BE> -> Submission JSON
 BY_TRAINER_PREFIX = PREFIX + b"by_trainer/"  # <round 8 BE><trainer 20> -> index
-ATTESTATION_PREFIX = PREFIX + b"attestation/"  # <round 8 BE><index 8 BE><validator 20> -> Attestation JSON
+COMMITMENT_PREFIX = PREFIX + b"commitment/"  # <round 8 BE><validator 20> -> {"commitment", "revealed"}
+VERDICT_PREFIX = PREFIX + b"verdict/"  # <round 8 BE><index 8 BE><validator 20> -> AuditEntry JSON
+CLAIM_PREFIX = PREFIX + b"claim/"  # <round 8 BE><index 8 BE><step 8 BE> -> Claim JSON
+JUDGED_PREFIX = PREFIX + b"judged/"  # <round 8 BE><validator 20> -> [[index, step, valid]] (one judge_claims per round)
 MERGE_VOTE_PREFIX = PREFIX + b"merge_vote/"  # <round 8 BE><validator 20> -> MergeVote JSON
 TRAINER_PREFIX = PREFIX + b"trainer/"  # <trainer 20> -> TrainerBond JSON
 BONDED_TRAINERS_KEY = PREFIX + b"bonded_trainers"  # trainers with bonded >= min_trainer_bond: opening a round reads no list
@@ -128,10 +173,12 @@ TRAINER_UNBONDING_PREFIX = PREFIX + b"trainer_unbonding/"  # <due height 8 BE><s
 TRAINER_UNBONDING_SEQ_KEY = PREFIX + b"trainer_unbonding_seq"
 
 TRAINER_POOL = bank.module_address("trainer_pool")  # holds every trainer's bonded and unbonding collateral
+CHECK_FEE_POOL = bank.module_address("training_check_fees")  # the check fees of the round's undecided submissions
 
-SUBMIT, VERIFY, MERGE, CLOSED = "submit", "verify", "merge", "closed"
+SUBMIT, COMMIT, REVEAL, DISPUTE, MERGE, CLOSED = "submit", "commit", "reveal", "dispute", "merge", "closed"
 PENDING, ACCEPTED, REJECTED, EXPIRED = "pending", "accepted", "rejected", "expired"
 NOT_MERGED = "not_merged"  # valid (recomputation matches) but it does not help: not merged, no reward, bond kept
+UPHELD, REFUTED, UNDECIDED = "upheld", "refuted", "undecided"  # a fraud claim after the dispute
 
 
 @dataclass(frozen=True)
@@ -142,8 +189,10 @@ class Round:
     seed: str  # hex; sha256 of the opening block's hash and the round id
     open_height: int
     submit_until: int  # submissions accepted while height < submit_until
-    verify_until: int
-    merge_until: int = 0  # set when the merge phase starts
+    commit_until: int = 0  # set when the commit phase starts (upper bounds: phases end early once everyone acted)
+    reveal_until: int = 0
+    dispute_until: int = 0
+    merge_until: int = 0
     phase: str = SUBMIT
     submissions: int = 0  # submissions in the round now (at most max_submissions; an eviction frees one)
     next_index: int = 0  # index of the next submission: an evicted index is never reused, so no late vote lands on another delta
@@ -151,7 +200,13 @@ class Round:
     aggregator: str = ""  # chosen from the seed when the merge phase starts
     version: int | None = None  # the version registered from this round
     powers: list[list] = field(default_factory=list)  # [[operator, power]] of the active set at opening, operator byte order (<= max_validators)
-    total_power: int = 0  # sum of `powers`: the quorum's denominator for the whole round
+    total_power: int = 0  # sum of `powers`: the dispute and merge quorum's denominator
+    beacon: str = ""  # hash of the block that closed the submission window: committees and samples derive from it
+    auditors: list[str] = field(default_factory=list)  # validators on some committee, operator order: who must commit
+    commits: int = 0  # auditors that committed
+    reveals: int = 0  # auditors that revealed
+    claims: int = 0  # fraud claims open for the dispute
+    judges: int = 0  # snapshotted validators that judged the claims
 
 
 @dataclass(frozen=True)
@@ -167,11 +222,18 @@ class Submission:
     steps: int
     kernel_path: str
     height: int
+    trajectory_cid: str = ""
+    trajectory_sha256: str = ""
+    state_bytes: int = 0
+    grad_commitments: str = ""  # hex, 64 chars per step
     status: str = PENDING
-    accept_power: int = 0
-    reject_power: int = 0  # power that attested fraud
     bond: int = 0  # trainer bond locked by this submission until it is decided; slash_bps of it is at stake
-    no_gain_power: int = 0  # power that attested "valid, does not help"
+    check_fee: int = 0  # paid in, held until the decision
+    committee: list[list] = field(default_factory=list)  # [[operator, power]] drawn at the beacon, operator order
+    committee_power: int = 0
+    accept_power: int = 0  # committee power that revealed accept
+    no_gain_power: int = 0  # committee power that revealed "valid, does not help"
+    reject_power: int = 0  # committee power that revealed a fraud claim
 
 
 @dataclass(frozen=True)
@@ -182,26 +244,35 @@ class TrainerBond:
 
 
 @dataclass(frozen=True)
-class Attestation:
+class AuditEntry:
+    """One committee member's revealed verdict on one submission."""
+
     validator: str
-    accept: bool
+    verdict: str  # accept | no_gain | fraud
     power: int
+    steps_checked: list[int]  # the sample its signature drew
+    proven: bool  # gave a gradient proof for every sampled step (same kernel path as the trainer)
+    proof_ok: bool  # ... and every proof hashes to the trainer's commitment
+    fraud_step: int
     measured_error_ppm: int
     reason: str
     height: int
-    no_gain: bool = False  # with accept false: valid but does not help; else fraud
 
-    @property
-    def verdict(self) -> str:
-        return attest_verdict(self.accept, self.no_gain)
+
+@dataclass(frozen=True)
+class Claim:
+    """A fraud claim on one step (or the endpoints, or availability) of one submission, and its judgement."""
+
+    submission: int
+    step: int
+    claimants: list[str]  # in reveal order
+    valid_power: int = 0  # judged: the step reproduces (the claim is false)
+    invalid_power: int = 0  # judged: it does not (the claim holds)
+    outcome: str = ""  # upheld | refuted | undecided, set when the dispute ends
 
 
 ACCEPT, NO_GAIN, FRAUD = "accept", "no_gain", "fraud"
-
-
-def attest_verdict(accept: bool, no_gain: bool) -> str:
-    """An attestation's verdict from MsgAttest's two flags (accept with no_gain is refused at the call)."""
-    return ACCEPT if accept else NO_GAIN if no_gain else FRAUD
+VERDICTS = (ACCEPT, NO_GAIN, FRAUD)  # AuditVerdict.verdict 0, 1, 2
 
 
 def _u64(n: int) -> bytes:
@@ -243,12 +314,58 @@ def submissions(state: Overlay, round_id: int) -> list[Submission]:
     return [Submission(**decode_json(v)) for _, v in state.iter_prefix(SUBMISSION_PREFIX + _u64(round_id))]
 
 
-def attestations(state: Overlay, round_id: int, index: int) -> list[Attestation]:
-    return [Attestation(**decode_json(v)) for _, v in state.iter_prefix(ATTESTATION_PREFIX + _u64(round_id) + _u64(index))]
+def audit_entries(state: Overlay, round_id: int, index: int) -> list[AuditEntry]:
+    """The revealed verdicts on one submission, in validator byte order."""
+    return [AuditEntry(**decode_json(v)) for _, v in state.iter_prefix(VERDICT_PREFIX + _u64(round_id) + _u64(index))]
+
+
+def claims(state: Overlay, round_id: int, index: int) -> list[Claim]:
+    """The fraud claims on one submission, by step."""
+    return [Claim(**decode_json(v)) for _, v in state.iter_prefix(CLAIM_PREFIX + _u64(round_id) + _u64(index))]
+
+
+def _put_claim(state: Overlay, round_id: int, claim: Claim) -> None:
+    state.set(CLAIM_PREFIX + _u64(round_id) + _u64(claim.submission) + _u64(claim.step), encode_json(asdict(claim)))
+
+
+def commitment(state: Overlay, round_id: int, validator: str) -> dict | None:
+    """{"commitment": hex, "revealed": bool} of an auditor, or None."""
+    return decode_json(state.get(COMMITMENT_PREFIX + _u64(round_id) + _raw(validator)))
 
 
 def merge_votes(state: Overlay, round_id: int) -> list[dict]:
     return [decode_json(v) for _, v in state.iter_prefix(MERGE_VOTE_PREFIX + _u64(round_id))]
+
+
+def verdicts_commitment(round_id: int, salt: bytes, operator_pubkey: bytes, verdicts) -> bytes:
+    """What MsgCommitVerdicts carries: sha256 over the round, the salt, the key and each AuditVerdict's canonical bytes.
+
+    The salt keeps a commitment to a short list of verdicts from being guessed by trying them all."""
+    h = hashlib.sha256(audit.VERDICTS_DOMAIN + _u64(round_id) + salt + operator_pubkey)
+    for v in verdicts:
+        raw = v.SerializeToString(deterministic=True)
+        h.update(len(raw).to_bytes(4, "big") + raw)
+    return h.digest()
+
+
+def committee(powers: list[list], beacon: str, round_id: int, index: int, size: int) -> list[list]:
+    """`size` members drawn by stake without replacement from the snapshot (all when size is 0 or too big), operator order.
+
+    Each draw walks the remaining members to sha256(beacon, round, index, draw) mod their power."""
+    remaining = [list(p) for p in powers if p[1] > 0]
+    if size == 0 or size >= len(remaining):
+        return remaining
+    chosen = []
+    seed = hashlib.sha256(b"gradchain/committee/v1" + bytes.fromhex(beacon) + _u64(round_id) + _u64(index)).digest()
+    for draw in range(size):
+        total = sum(p for _, p in remaining)
+        target = int.from_bytes(hashlib.sha256(seed + _u64(draw)).digest(), "big") % total
+        for i, (operator, p) in enumerate(remaining):
+            if target < p:
+                chosen.append(remaining.pop(i))
+                break
+            target -= p
+    return sorted(chosen, key=lambda op: _raw(op[0]))
 
 
 def trainer_bond(state: Overlay, trainer: str) -> TrainerBond:
@@ -288,15 +405,22 @@ def quorum(params: Params, total_power: int) -> int:
 
 
 # --- Events ---------------------------------------------------------------------
-# round_opened(round, base_version, seed, submit_until, verify_until)
-# delta_submitted(round, submission, trainer, cid, sha256, bond)
-# submission_evicted(round, submission, trainer, bond, by)   a larger bond took its slot; its lock is released
-# attested(round, submission, validator, verdict, measured_error_ppm)   verdict accept | no_gain | reject (fraud)
+# round_opened(round, base_version, seed, submit_until)
+# delta_submitted(round, submission, trainer, cid, sha256, bond, trajectory_cid)
+# submission_evicted(round, submission, trainer, bond, by)   a larger bond took its slot; its lock and fee are returned
+# audit_started(round, beacon, commit_until, auditors)      committees drawn; auditors commit their sealed verdicts
+# verdicts_committed(round, validator)
+# reveal_started(round, reveal_until)
+# verdict_revealed(round, submission, validator, verdict, steps, proven, proof_ok)   verdict accept | no_gain | fraud
+# dispute_started(round, dispute_until, claims)
+# claims_judged(round, validator, judgements)
+# claim_decided(round, submission, step, outcome)         upheld | refuted | undecided
 # delta_accepted(round, submission, trainer, reward)
 # delta_not_merged(round, submission, trainer)       valid but no help: lock released, nothing slashed or paid
-# delta_rejected(round, submission, trainer, slashed)       fraud: slash_bps of the submission's locked bond
-# submission_expired(round, submission, trainer)     no quorum within the window
-# verifier_penalized(round, validator, amount, reason)   wrong | absent
+# delta_rejected(round, submission, trainer, slashed)       fraud upheld: slash_bps of the submission's locked bond
+# submission_expired(round, submission, trainer)     no decision within the windows: lock and check fee returned
+# verifier_paid(round, submission, validator, amount)
+# verifier_penalized(round, validator, amount, reason)   unrevealed | bad_proof | accepted_fraud | false_claim | wrong | absent | merge_wrong | merge_absent
 # merge_started(round, aggregator, merge_until, accepted)
 # merge_attested(round, validator, cid, sha256)
 # round_closed(round, version)                         version "" when none was registered
@@ -348,19 +472,19 @@ class UnknownSubmission(TrainingError):
 
 
 class NotValidator(TrainingError):
-    """Only active validators attest."""
+    """Only the validators snapshotted when the round opened audit and judge in it (and only committee members commit verdicts)."""
 
     code = 7
 
 
 class DuplicateAttestation(TrainingError):
-    """A validator attests once per submission (and once per merge)."""
+    """A validator commits, reveals and judges once per round, and attests the merge once."""
 
     code = 8
 
 
 class AlreadyDecided(TrainingError):
-    """The submission already reached a quorum."""
+    """The submission or claim is already decided."""
 
     code = 9
 
@@ -383,6 +507,18 @@ class InsufficientTrainerBond(TrainingError):
     code = 12
 
 
+class InvalidReveal(TrainingError):
+    """A reveal that does not open the commitment, names a submission twice or off its committees, or carries a bad signature or proof list."""
+
+    code = 13
+
+
+class NotCommitted(TrainingError):
+    """A reveal from a validator that committed nothing in the round."""
+
+    code = 14
+
+
 # --- Calls ------------------------------------------------------------------------
 
 
@@ -394,8 +530,14 @@ def _round_in_progress(state: Overlay, round_id: int) -> Round:
     return rnd
 
 
+def _in_phase(rnd: Round, phase: str) -> None:
+    if rnd.phase != phase:
+        raise WrongPhase(f"round {rnd.id} is in its {rnd.phase} phase, not {phase}")
+
+
 def submit_delta(ctx: Context, signer: str, msg: tx_pb2.MsgSubmitDelta) -> None:
-    """MsgSubmitDelta: a bonded trainer's delta for the open round; locks the trainer's free bond until it is decided."""
+    """MsgSubmitDelta: a bonded trainer's delta and trajectory for the open round; pays check_fee and locks the
+    trainer's free bond until it is decided."""
     params = get_params(ctx.state)
     rnd = _round_in_progress(ctx.state, msg.round)
     if rnd.phase != SUBMIT or ctx.height >= rnd.submit_until:
@@ -410,101 +552,175 @@ def submit_delta(ctx: Context, signer: str, msg: tx_pb2.MsgSubmitDelta) -> None:
         raise InvalidSubmission("invalid delta reference: expected a CIDv1, a 64-hex sha256 and a non-zero size")
     if msg.steps != params.steps:
         raise InvalidSubmission(f"a submission trains exactly {params.steps} steps, got {msg.steps}")
+    if not is_cid(msg.trajectory_cid) or not is_sha256_hex(msg.trajectory_sha256):
+        raise InvalidSubmission("invalid trajectory reference: expected the manifest's CIDv1 and 64-hex sha256")
+    if not 0 < msg.state_bytes <= params.max_state_bytes:
+        raise InvalidSubmission(f"state files of {msg.state_bytes} bytes: each must be 1..{params.max_state_bytes} bytes (max_state_bytes)")
+    if len(msg.grad_commitments) != audit.DIGEST_BYTES * params.steps:
+        raise InvalidSubmission(f"grad_commitments must be {audit.DIGEST_BYTES} bytes per step ({audit.DIGEST_BYTES * params.steps}), got {len(msg.grad_commitments)}")
+    if not is_printable_ascii(msg.kernel_path, 64, min_len=0):
+        raise InvalidSubmission("kernel_path must be at most 64 printable ASCII characters")
     evicted = None
     if rnd.submissions >= params.max_submissions:
         evicted = _eviction_candidate(ctx.state, rnd.id)
         if evicted is None or evicted.bond >= stake:
-            smallest = f"the smallest evictable bond is {evicted.bond}{bank.DENOM}" if evicted else "every submission already has attestations"
+            smallest = f"the smallest bond in it is {evicted.bond}{bank.DENOM}" if evicted else "none can be evicted"
             raise RoundFull(f"round {rnd.id} already has {params.max_submissions} submissions and {smallest}; a larger trainer bond ({stake}{bank.DENOM} now) takes a slot")
+    bank.transfer(ctx, signer, CHECK_FEE_POOL, params.check_fee)  # first: the only step that can fail
     if evicted is not None:
         _evict(ctx, params, evicted, by=signer)
         rnd = replace(rnd, submissions=rnd.submissions - 1)
     sub = Submission(
         round=rnd.id, index=rnd.next_index, trainer=signer, cid=msg.cid, sha256=msg.sha256, bytes=msg.bytes,
         loss_before_micro=msg.loss_before_micro, loss_after_micro=msg.loss_after_micro, steps=msg.steps,
-        kernel_path=msg.kernel_path[:64], height=ctx.height, bond=stake,
+        kernel_path=msg.kernel_path, height=ctx.height, trajectory_cid=msg.trajectory_cid, trajectory_sha256=msg.trajectory_sha256,
+        state_bytes=msg.state_bytes, grad_commitments=msg.grad_commitments.hex(), bond=stake, check_fee=params.check_fee,
     )
     _put_trainer_bond(ctx.state, params, signer, replace(bond, locked=bond.locked + stake))
     _put_submission(ctx.state, sub)
     ctx.state.set(BY_TRAINER_PREFIX + _u64(rnd.id) + _raw(signer), encode_int(sub.index))
     _put_round(ctx.state, replace(rnd, submissions=rnd.submissions + 1, next_index=rnd.next_index + 1))
-    ctx.emit("delta_submitted", round=rnd.id, submission=sub.index, trainer=signer, cid=sub.cid, sha256=sub.sha256, bond=stake)
+    ctx.emit("delta_submitted", round=rnd.id, submission=sub.index, trainer=signer, cid=sub.cid, sha256=sub.sha256, bond=stake,
+             trajectory_cid=sub.trajectory_cid)
 
 
 def _eviction_candidate(state: Overlay, round_id: int) -> Submission | None:
-    """The pending submission nobody attested yet with the smallest bond (ties: the latest index)."""
-    open_ = [s for s in submissions(state, round_id) if s.status == PENDING and s.accept_power == 0 and s.reject_power == 0 and s.no_gain_power == 0]
-    return min(open_, key=lambda s: (s.bond, -s.index), default=None)
+    """The submission with the smallest bond (ties: the latest index). Only submissions are in the round while it takes them."""
+    return min(submissions(state, round_id), key=lambda s: (s.bond, -s.index), default=None)
 
 
 def _evict(ctx: Context, params: Params, sub: Submission, by: str) -> None:
-    """Drop an unattested submission and release its lock; its trainer may submit again with a larger bond."""
+    """Drop a submission and return its lock and check fee; its trainer may submit again with a larger bond."""
     bond = trainer_bond(ctx.state, sub.trainer)
     _put_trainer_bond(ctx.state, params, sub.trainer, replace(bond, locked=bond.locked - sub.bond))
+    if sub.check_fee:
+        bank.transfer(ctx, CHECK_FEE_POOL, sub.trainer, sub.check_fee)
     ctx.state.delete(SUBMISSION_PREFIX + _u64(sub.round) + _u64(sub.index))
     ctx.state.delete(BY_TRAINER_PREFIX + _u64(sub.round) + _raw(sub.trainer))
     ctx.emit("submission_evicted", round=sub.round, submission=sub.index, trainer=sub.trainer, bond=sub.bond, by=by)
 
 
 def _snapshot_power(rnd: Round, signer: str) -> int:
-    """The signer's power in the round's snapshot; only its members vote."""
+    """The signer's power in the round's snapshot; only its members act in the round."""
     power = dict(rnd.powers).get(signer)
     if power is None:
-        raise NotValidator(f"{signer} was not an active validator when round {rnd.id} opened: only those validators attest in it")
+        raise NotValidator(f"{signer} was not an active validator when round {rnd.id} opened: only those validators audit in it")
     return power
 
 
-def attest(ctx: Context, signer: str, msg: tx_pb2.MsgAttest) -> None:
-    """MsgAttest: a snapshotted validator's verdict on one submission."""
-    params = get_params(ctx.state)
+def commit_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgCommitVerdicts) -> None:
+    """MsgCommitVerdicts: an auditor seals its verdicts on every submission of its committees (one tx a round)."""
     rnd = _round_in_progress(ctx.state, msg.round)
-    if rnd.phase not in (SUBMIT, VERIFY):
-        raise WrongPhase(f"round {rnd.id} is past verification (phase {rnd.phase})")
-    power = _snapshot_power(rnd, signer)
-    if msg.accept and msg.no_gain:
-        raise InvalidSubmission("an attestation is accept, no_gain or neither (fraud), not both accept and no_gain")
-    sub = get_submission(ctx.state, rnd.id, msg.submission)
-    if sub is None:
-        raise UnknownSubmission(f"round {rnd.id} has no submission {msg.submission}")
-    key = ATTESTATION_PREFIX + _u64(rnd.id) + _u64(sub.index) + _raw(signer)
+    _in_phase(rnd, COMMIT)
+    if signer not in rnd.auditors:
+        raise NotValidator(f"{signer} sits on no committee of round {rnd.id}: only committee members commit verdicts")
+    if len(msg.commitment) != audit.DIGEST_BYTES:
+        raise InvalidReveal(f"a commitment is {audit.DIGEST_BYTES} bytes (sha256), got {len(msg.commitment)}")
+    key = COMMITMENT_PREFIX + _u64(rnd.id) + _raw(signer)
     if ctx.state.get(key) is not None:
-        raise DuplicateAttestation(f"{signer} already attested submission {sub.index} of round {rnd.id}")
-    if sub.status != PENDING:
-        raise AlreadyDecided(f"submission {sub.index} of round {rnd.id} is already {sub.status}")
-    att = Attestation(signer, msg.accept, power, msg.measured_error_ppm, msg.reason[:120], ctx.height, msg.no_gain)
-    ctx.state.set(key, encode_json(asdict(att)))
-    verdict = att.verdict
-    sub = replace(sub, accept_power=sub.accept_power + power * (verdict == ACCEPT), no_gain_power=sub.no_gain_power + power * (verdict == NO_GAIN),
-                  reject_power=sub.reject_power + power * (verdict == FRAUD))
-    ctx.emit("attested", round=rnd.id, submission=sub.index, validator=signer, verdict="reject" if verdict == FRAUD else verdict, measured_error_ppm=msg.measured_error_ppm)
-    decision = _decision(params, rnd, sub, closing=False)
-    if decision == ACCEPTED:
-        sub = _accept(ctx, params, rnd, sub)
-    elif decision == REJECTED:
-        sub = _reject(ctx, params, rnd, sub)
-    elif decision == NOT_MERGED:
-        sub = _not_merged(ctx, params, rnd, sub)
-    _put_submission(ctx.state, sub)
+        raise DuplicateAttestation(f"{signer} already committed its verdicts for round {rnd.id}")
+    ctx.state.set(key, encode_json({"commitment": msg.commitment.hex(), "revealed": False}))
+    _put_round(ctx.state, replace(rnd, commits=rnd.commits + 1))
+    ctx.emit("verdicts_committed", round=rnd.id, validator=signer)
 
 
-def _decision(params: Params, rnd: Round, sub: Submission, closing: bool) -> str:
-    """What the votes so far decide: REJECTED, ACCEPTED, NOT_MERGED or PENDING.
+def reveal_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgRevealVerdicts) -> None:
+    """MsgRevealVerdicts: open the sealed verdicts. Everything is checked before anything is written:
+    the opening, the key, each entry's committee, signature and proof list; proofs that do not match the
+    trainer's commitments are recorded (they cost stake at the end of the reveal), not refused."""
+    rnd = _round_in_progress(ctx.state, msg.round)
+    _in_phase(rnd, REVEAL)
+    key = COMMITMENT_PREFIX + _u64(rnd.id) + _raw(signer)
+    sealed = decode_json(ctx.state.get(key))
+    if sealed is None:
+        raise NotCommitted(f"{signer} committed no verdicts in round {rnd.id}: nothing to reveal")
+    if sealed["revealed"]:
+        raise DuplicateAttestation(f"{signer} already revealed its verdicts for round {rnd.id}")
+    if len(msg.salt) != audit.DIGEST_BYTES or len(msg.operator_pubkey) != crypto.PUBKEY_BYTES or crypto.address_of(msg.operator_pubkey) != signer:
+        raise InvalidReveal(f"a reveal carries a {audit.DIGEST_BYTES}-byte salt and the signer's own {crypto.PUBKEY_BYTES}-byte ed25519 key")
+    if verdicts_commitment(rnd.id, msg.salt, msg.operator_pubkey, msg.verdicts).hex() != sealed["commitment"]:
+        raise InvalidReveal(f"these verdicts and salt do not open {signer}'s commitment for round {rnd.id}")
+    entries = []
+    last = -1
+    for v in msg.verdicts:  # bounded by the committees' size: at most max_submissions entries pass the checks
+        if v.submission <= last:
+            raise InvalidReveal("verdicts must name submissions in strictly increasing order")
+        last = v.submission
+        sub = get_submission(ctx.state, rnd.id, v.submission)
+        if sub is None or signer not in dict(sub.committee):
+            raise InvalidReveal(f"{signer} is not on the committee of submission {v.submission} of round {rnd.id}")
+        entries.append((sub, _audit_entry(ctx, rnd, sub, signer, msg.operator_pubkey, v)))
+    for sub, entry in entries:
+        ctx.state.set(VERDICT_PREFIX + _u64(rnd.id) + _u64(sub.index) + _raw(signer), encode_json(asdict(entry)))
+        power = entry.power
+        _put_submission(ctx.state, replace(sub, accept_power=sub.accept_power + power * (entry.verdict == ACCEPT),
+                                           no_gain_power=sub.no_gain_power + power * (entry.verdict == NO_GAIN),
+                                           reject_power=sub.reject_power + power * (entry.verdict == FRAUD)))
+        claims_added = 0
+        if entry.verdict == FRAUD:
+            ckey = CLAIM_PREFIX + _u64(rnd.id) + _u64(sub.index) + _u64(entry.fraud_step)
+            found = decode_json(ctx.state.get(ckey))
+            claim = Claim(**found) if found else Claim(sub.index, entry.fraud_step, [])
+            claims_added = 0 if found else 1
+            _put_claim(ctx.state, rnd.id, replace(claim, claimants=claim.claimants + [signer]))
+        rnd = replace(rnd, claims=rnd.claims + claims_added)
+        ctx.emit("verdict_revealed", round=rnd.id, submission=sub.index, validator=signer, verdict=entry.verdict,
+                 steps=",".join(map(str, entry.steps_checked)), proven=entry.proven, proof_ok=entry.proof_ok)
+    ctx.state.set(key, encode_json(sealed | {"revealed": True}))
+    _put_round(ctx.state, replace(rnd, reveals=rnd.reveals + 1))
 
-    Fraud and accept each need the quorum. Valid power (accept + no gain) at
-    quorum settles that the work is correct; it is not merged once accept
-    cannot reach the quorum any more: no gain has the quorum, the power yet to
-    vote is too small, or (`closing`) the window is over.
-    """
-    needed = quorum(params, rnd.total_power)
-    if sub.reject_power >= needed:
-        return REJECTED
-    if sub.accept_power >= needed:
-        return ACCEPTED
-    if sub.accept_power + sub.no_gain_power >= needed:
-        unvoted = rnd.total_power - sub.accept_power - sub.no_gain_power - sub.reject_power
-        if closing or sub.no_gain_power >= needed or sub.accept_power + unvoted < needed:
-            return NOT_MERGED
-    return PENDING
+
+def _audit_entry(ctx: Context, rnd: Round, sub: Submission, signer: str, pubkey: bytes, v: tx_pb2.AuditVerdict) -> AuditEntry:
+    """Check one revealed verdict and say what it proves (raises InvalidReveal on a malformed one)."""
+    if v.verdict >= len(VERDICTS):
+        raise InvalidReveal(f"verdict {v.verdict} on submission {sub.index}: expected 0 (accept), 1 (no gain) or 2 (fraud)")
+    message = audit.audit_message(rnd.id, sub.index, sub.trajectory_sha256, rnd.beacon)
+    if len(v.audit_signature) != crypto.SIGNATURE_BYTES or not crypto.verify(pubkey, message, v.audit_signature):
+        raise InvalidReveal(f"the audit signature on submission {sub.index} is not {signer}'s signature of its audit message")
+    if not is_printable_ascii(v.reason, 120, min_len=0):
+        raise InvalidReveal("a verdict's reason is at most 120 printable ASCII characters")
+    params = get_params(ctx.state)
+    sample = audit.audit_sample(v.audit_signature, sub.steps, params.audit_steps)
+    verdict = VERDICTS[v.verdict]
+    proven = proof_ok = False
+    if verdict == FRAUD:
+        if v.fraud_step > sub.steps + CLAIM_UNAVAILABLE_OFFSET or v.step_proofs:
+            raise InvalidReveal(f"a fraud verdict names a step 0..{sub.steps + CLAIM_UNAVAILABLE_OFFSET} and carries no proofs")
+    elif v.step_proofs:
+        if len(v.step_proofs) != len(sample) or any(len(p) != audit.DIGEST_BYTES for p in v.step_proofs):
+            raise InvalidReveal(f"a valid verdict proves all {len(sample)} sampled steps with {audit.DIGEST_BYTES}-byte proofs, or none")
+        commitments = bytes.fromhex(sub.grad_commitments)
+        proven = True
+        proof_ok = all(
+            audit.grad_commitment(p) == commitments[audit.DIGEST_BYTES * step : audit.DIGEST_BYTES * (step + 1)] for p, step in zip(v.step_proofs, sample)
+        )
+    return AuditEntry(signer, verdict, dict(sub.committee)[signer], sample, proven, proof_ok, v.fraud_step if verdict == FRAUD else 0,
+                      v.measured_error_ppm, v.reason, ctx.height)
+
+
+def judge_claims(ctx: Context, signer: str, msg: tx_pb2.MsgJudgeClaims) -> None:
+    """MsgJudgeClaims: a snapshotted validator's judgement of the round's fraud claims (one tx a round)."""
+    rnd = _round_in_progress(ctx.state, msg.round)
+    _in_phase(rnd, DISPUTE)
+    power = _snapshot_power(rnd, signer)
+    key = JUDGED_PREFIX + _u64(rnd.id) + _raw(signer)
+    if ctx.state.get(key) is not None:
+        raise DuplicateAttestation(f"{signer} already judged the claims of round {rnd.id}")
+    judged, seen = [], []
+    for j in msg.judgements:  # each names an open claim, at most once: bounded by rnd.claims
+        name = (j.submission, j.step)
+        if name in seen:
+            raise InvalidSubmission(f"claim {j.submission}/{j.step} is judged twice")
+        seen.append(name)
+        found = decode_json(ctx.state.get(CLAIM_PREFIX + _u64(rnd.id) + _u64(j.submission) + _u64(j.step)))
+        if found is None:
+            raise UnknownSubmission(f"round {rnd.id} has no fraud claim on step {j.step} of submission {j.submission}")
+        judged.append((Claim(**found), j.valid))
+    for claim, valid in judged:
+        _put_claim(ctx.state, rnd.id, replace(claim, valid_power=claim.valid_power + power * valid, invalid_power=claim.invalid_power + power * (not valid)))
+    ctx.state.set(key, encode_json([[c.submission, c.step, valid] for c, valid in judged]))
+    _put_round(ctx.state, replace(rnd, judges=rnd.judges + 1))
+    ctx.emit("claims_judged", round=rnd.id, validator=signer, judgements=len(judged))
 
 
 def attest_merge(ctx: Context, signer: str, msg: tx_pb2.MsgAttestMerge) -> None:
@@ -556,46 +772,84 @@ def unbond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgUnbondTrainer) -> N
     ctx.emit("trainer_unbonding_started", trainer=signer, amount=msg.amount, completion_height=due)
 
 
-CALLS = {"submit_delta": submit_delta, "attest": attest, "attest_merge": attest_merge, "bond_trainer": bond_trainer, "unbond_trainer": unbond_trainer}
+CALLS = {"submit_delta": submit_delta, "commit_verdicts": commit_verdicts, "reveal_verdicts": reveal_verdicts, "judge_claims": judge_claims, "attest_merge": attest_merge, "bond_trainer": bond_trainer, "unbond_trainer": unbond_trainer}
 
 # --- Decisions --------------------------------------------------------------------
 
 
-def _accept(ctx: Context, params: Params, rnd: Round, sub: Submission) -> Submission:
+def _decide_valid(ctx: Context, params: Params, rnd: Round, sub: Submission) -> None:
+    """A submission without an upheld claim: accepted, not merged or expired by its committee's revealed valid verdicts.
+
+    Verdicts whose proofs failed count for nothing (no recomputation gave them);
+    unproven ones (another kernel path) count but are not paid."""
+    valid = [e for e in audit_entries(ctx.state, rnd.id, sub.index) if e.verdict != FRAUD and not (e.proven and not e.proof_ok)]
+    needed = quorum(params, sub.committee_power)
+    accept_power = sum(e.power for e in valid if e.verdict == ACCEPT)
+    payees = [e.validator for e in valid if e.proven]
+    if accept_power >= needed:
+        _release(ctx, params, sub, slashed=0)
+        if params.reward:
+            bank.mint(ctx, sub.trainer, params.reward)
+        rnd = get_round(ctx.state, rnd.id)
+        _put_round(ctx.state, replace(rnd, accepted=sorted(rnd.accepted + [sub.index])))
+        _pay_auditors(ctx, rnd, sub, payees, params.reward * params.verifier_reward_bps // BPS)
+        ctx.emit("delta_accepted", round=rnd.id, submission=sub.index, trainer=sub.trainer, reward=params.reward)
+        _put_submission(ctx.state, replace(sub, status=ACCEPTED))
+    elif sum(e.power for e in valid) >= needed:
+        _release(ctx, params, sub, slashed=0)  # correct work that does not help: bond kept, nothing paid, not merged
+        _pay_auditors(ctx, rnd, sub, payees, 0)
+        ctx.emit("delta_not_merged", round=rnd.id, submission=sub.index, trainer=sub.trainer)
+        _put_submission(ctx.state, replace(sub, status=NOT_MERGED))
+    else:
+        _expire(ctx, params, rnd, sub)
+
+
+def _expire(ctx: Context, params: Params, rnd: Round, sub: Submission) -> None:
+    """No decision: the trainer gets its lock and check fee back (the auditors did not do their part)."""
     _release(ctx, params, sub, slashed=0)
-    if params.reward:
-        bank.mint(ctx, sub.trainer, params.reward)
-    _put_round(ctx.state, replace(get_round(ctx.state, rnd.id), accepted=sorted(get_round(ctx.state, rnd.id).accepted + [sub.index])))
-    ctx.emit("delta_accepted", round=rnd.id, submission=sub.index, trainer=sub.trainer, reward=params.reward)
-    return replace(sub, status=ACCEPTED)
+    if sub.check_fee:
+        bank.transfer(ctx, CHECK_FEE_POOL, sub.trainer, sub.check_fee)
+    ctx.emit("submission_expired", round=rnd.id, submission=sub.index, trainer=sub.trainer)
+    _put_submission(ctx.state, replace(sub, status=EXPIRED))
 
 
-def _not_merged(ctx: Context, params: Params, rnd: Round, sub: Submission) -> Submission:
-    """Correct work that does not help: the whole bond is unlocked, nothing slashed, nothing paid, not in the merge."""
-    _release(ctx, params, sub, slashed=0)
-    ctx.emit("delta_not_merged", round=rnd.id, submission=sub.index, trainer=sub.trainer)
-    return replace(sub, status=NOT_MERGED)
-
-
-def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission) -> Submission:
-    """Slash slash_bps of the submission's locked bond; the attesters who rejected it share attester_share_bps of that by power."""
+def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission, claimants: list[str]) -> None:
+    """A fraud claim was upheld: slash slash_bps of the locked bond; the upheld claimants share attester_share_bps of it
+    and the check fee; committee members that called the submission valid pay fraud_proof_slash_bps."""
     slashed = sub.bond * params.slash_bps // BPS
     _release(ctx, params, sub, slashed=slashed)
-    paid = 0
     if slashed:
-        bank.transfer(ctx, TRAINER_POOL, FORFEIT_POOL, slashed)
-        to_attesters = slashed * params.attester_share_bps // BPS
-        rejecters = [a for a in attestations(ctx.state, rnd.id, sub.index) if a.verdict == FRAUD]
-        total = sum(a.power for a in rejecters)
-        for a in rejecters:
-            cut = to_attesters * a.power // total if total else 0
-            if cut:
-                bank.transfer(ctx, FORFEIT_POOL, a.validator, cut)
-                paid += cut
-        if slashed - paid:
-            bank.burn(ctx, FORFEIT_POOL, slashed - paid)
+        bank.transfer(ctx, TRAINER_POOL, CHECK_FEE_POOL, slashed)
+    _pay_auditors(ctx, rnd, sub, claimants, 0, from_slash=slashed, slash_share=slashed * params.attester_share_bps // BPS)
+    for e in audit_entries(ctx.state, rnd.id, sub.index):
+        if e.verdict != FRAUD:
+            _penalize(ctx, rnd, e.validator, params.fraud_proof_slash_bps, "accepted_fraud")
     ctx.emit("delta_rejected", round=rnd.id, submission=sub.index, trainer=sub.trainer, slashed=slashed)
-    return replace(sub, status=REJECTED)
+    _put_submission(ctx.state, replace(sub, status=REJECTED))
+
+
+def _pay_auditors(ctx: Context, rnd: Round, sub: Submission, payees: list[str], minted: int, from_slash: int = 0, slash_share: int = 0) -> None:
+    """Split the check fee (+ `minted` new tokens, + `slash_share` of a slash sitting in the pool) equally among
+    `payees`; burn what is left (the rest of the slash, the remainder of the division, everything without payees)."""
+    if minted and payees:
+        bank.mint(ctx, CHECK_FEE_POOL, minted)
+    pool = sub.check_fee + (minted if payees else 0) + from_slash
+    paid_out = sub.check_fee + (minted if payees else 0) + slash_share
+    share = paid_out // len(payees) if payees else 0
+    for payee in payees:
+        if share:
+            bank.transfer(ctx, CHECK_FEE_POOL, payee, share)
+            ctx.emit("verifier_paid", round=rnd.id, submission=sub.index, validator=payee, amount=share)
+    if pool - share * len(payees):
+        bank.burn(ctx, CHECK_FEE_POOL, pool - share * len(payees))
+
+
+def _penalize(ctx: Context, rnd: Round, operator: str, bps: int, reason: str, count: int = 1) -> None:
+    """Burn bps (times count, at most all) of a validator's stake, including stake that left since the round opened."""
+    bps = min(BPS, bps * count)
+    if bps:
+        amount = staking.penalize(ctx, operator, bps, f"training_{reason}", since_height=rnd.open_height)
+        ctx.emit("verifier_penalized", round=rnd.id, validator=operator, amount=amount, reason=reason)
 
 
 def _release(ctx: Context, params: Params, sub: Submission, slashed: int) -> None:
@@ -604,49 +858,23 @@ def _release(ctx: Context, params: Params, sub: Submission, slashed: int) -> Non
     _put_trainer_bond(ctx.state, params, sub.trainer, replace(bond, bonded=bond.bonded - slashed, locked=bond.locked - sub.bond))
 
 
-FORFEIT_POOL = bank.module_address("training_forfeits")  # holds a slash only within the tx that splits it
-
-
-def _penalize_verifiers(ctx: Context, params: Params, rnd: Round, open_at_end: list[int]) -> None:
-    """Each snapshotted validator pays once per submission it got wrong, or skipped while its vote was still needed.
-
-    Wrong is fraud against a submission decided valid (accepted or not merged),
-    or a valid verdict on one decided fraud; accept against no gain is not wrong
-    (both say the work is correct; whether it helps is a measurement).
-    Skipping a submission that others decided costs nothing: after the quorum the
-    chain refuses attestations (AlreadyDecided), so up to 1/3 of the power can never
-    vote on it, and blaming them punished the slowest honest validators every round.
-    `open_at_end`: indexes still pending when the window closed (expired, or not
-    merged for want of their votes): skipping those is absence.
-    The round's snapshot, not today's set, says who was asked: stake that left
-    after voting is held by staking until the round closes, so it still pays.
-    """
-    if not params.verifier_penalty_bps:
-        return
-    for sub in submissions(ctx.state, rnd.id):  # at most max_submissions
-        voted = {a.validator: a.verdict == FRAUD for a in attestations(ctx.state, rnd.id, sub.index)}
-        for operator, _ in rnd.powers:  # at most max_validators
-            if operator not in voted:
-                if sub.index not in open_at_end:
-                    continue  # decided without it: it could not have attested any more
-                reason = "absent"
-            elif sub.status in (ACCEPTED, NOT_MERGED, REJECTED) and voted[operator] != (sub.status == REJECTED):
-                reason = "wrong"
-            else:
-                continue
-            amount = staking.penalize(ctx, operator, params.verifier_penalty_bps, f"training_{reason}", since_height=rnd.open_height)
-            ctx.emit("verifier_penalized", round=rnd.id, submission=sub.index, validator=operator, amount=amount, reason=reason)
+def _weighted_median(votes: list[dict], name: str) -> int:
+    """The stake-weighted median of one measurement: the smallest value with at least half the voters' power at or
+    below it, so validators holding less than half the power cannot move it however far they lie."""
+    total = sum(v["power"] for v in votes)
+    seen = 0
+    for v in sorted(votes, key=lambda v: (v.get(name, 0), _raw(v["validator"]))):
+        seen += v["power"]
+        if 2 * seen >= total:
+            return v.get(name, 0)
+    return 0
 
 
 def _register_merge(ctx: Context, params: Params, rnd: Round, agreeing: list[dict]) -> None:
     base = registry.get(ctx.state, rnd.base_version)
-    def median(field: str) -> int:  # validators measure the same file; the median ignores an outlier
-        values = sorted(v.get(field, 0) for v in agreeing)
-        return values[len(values) // 2]
-
-    metrics = {"held_out_loss_micro": median("held_out_loss_micro"), "accepted_submissions": len(rnd.accepted)}
-    if median("prompts_total"):
-        metrics |= {"prompts_correct": median("prompts_correct"), "prompts_total": median("prompts_total")}
+    metrics = {"held_out_loss_micro": _weighted_median(agreeing, "held_out_loss_micro"), "accepted_submissions": len(rnd.accepted)}
+    if _weighted_median(agreeing, "prompts_total"):
+        metrics |= {"prompts_correct": _weighted_median(agreeing, "prompts_correct"), "prompts_total": _weighted_median(agreeing, "prompts_total")}
     first = agreeing[0]
     version = registry.register(
         ctx, parent=base.id, cid=first["cid"], sha256=first["sha256"], size=first["bytes"], family=base.family,
@@ -654,6 +882,10 @@ def _register_merge(ctx: Context, params: Params, rnd: Round, agreeing: list[dic
         round=rnd.id, metrics=metrics,
         note=f"round {rnd.id}: accepted submissions {rnd.accepted}",
     )
+    winner = (first["cid"], first["sha256"], first["bytes"])
+    for vote in merge_votes(ctx.state, rnd.id):  # at most one per snapshotted validator
+        if (vote["cid"], vote["sha256"], vote["bytes"]) != winner:
+            _penalize(ctx, rnd, vote["validator"], params.verifier_penalty_bps, "merge_wrong")
     _close(ctx, replace(rnd, version=version.id))
 
 
@@ -677,23 +909,33 @@ def genesis(ctx: Context, config: dict) -> None:
 
 
 def end_block(ctx: Context) -> None:
-    """Pay out due trainer unbondings; advance the round in progress by height, or open the next one."""
+    """Pay out due trainer unbondings; advance the round in progress by height (or once everyone acted), or open the next one."""
     _complete_trainer_unbondings(ctx)
     params = get_params(ctx.state)
     rnd = current_round(ctx.state)
     if rnd is None:
         _maybe_open(ctx, params)
         return
-    if rnd.phase == SUBMIT and ctx.height >= rnd.submit_until - 1:
-        rnd = replace(rnd, phase=VERIFY)
+
+    def last(until: int) -> bool:
+        return ctx.height >= until - 1
+
+    if rnd.phase == SUBMIT and last(rnd.submit_until):
+        _start_audit(ctx, params, rnd)
+    elif rnd.phase == COMMIT and (rnd.commits == len(rnd.auditors) or last(rnd.commit_until)):
+        rnd = replace(rnd, phase=REVEAL, reveal_until=ctx.height + 1 + params.reveal_blocks)
         _put_round(ctx.state, rnd)
-    if rnd.phase == VERIFY:
-        subs = submissions(ctx.state, rnd.id)  # at most max_submissions
-        all_decided = all(s.status != PENDING for s in subs)
-        if all_decided or ctx.height >= rnd.verify_until - 1:
-            _end_verification(ctx, params, rnd, subs)
-    elif rnd.phase == MERGE and ctx.height >= rnd.merge_until - 1:
-        _close(ctx, rnd)  # no quorum on a merge in time: nothing is registered
+        ctx.emit("reveal_started", round=rnd.id, reveal_until=rnd.reveal_until)
+    elif rnd.phase == REVEAL and (rnd.reveals == rnd.commits or last(rnd.reveal_until)):
+        _end_reveal(ctx, params, rnd)
+    elif rnd.phase == DISPUTE and (rnd.judges == len(rnd.powers) or last(rnd.dispute_until)):
+        _end_dispute(ctx, params, rnd)
+    elif rnd.phase == MERGE and last(rnd.merge_until):
+        voted = [v["validator"] for v in merge_votes(ctx.state, rnd.id)]
+        for operator, _ in rnd.powers:  # no quorum on a merge in time: nothing is registered; who did not vote pays
+            if operator not in voted:
+                _penalize(ctx, rnd, operator, params.verifier_penalty_bps, "merge_absent")
+        _close(ctx, rnd)
 
 
 def _complete_trainer_unbondings(ctx: Context) -> None:
@@ -728,30 +970,106 @@ def _maybe_open(ctx: Context, params: Params) -> None:
     start = ctx.height + 1
     rnd = Round(
         id=round_id, base_version=base.id, dataset_id=params.dataset_id, seed=round_seed(ctx.block.hash, round_id),
-        open_height=start, submit_until=start + params.submission_blocks,
-        verify_until=start + params.submission_blocks + params.verification_blocks, powers=powers, total_power=total,
+        open_height=start, submit_until=start + params.submission_blocks, powers=powers, total_power=total,
     )
-    # merge_until is at most verify_until + merge_blocks: penalties and votes are over by then.
-    staking.hold_stake(ctx, [operator for operator, _ in powers], until_height=rnd.verify_until + params.merge_blocks)
+    # Every phase ends by its window at the latest: penalties and votes are over by then.
+    last = rnd.submit_until + params.verification_blocks + params.reveal_blocks + params.dispute_blocks + params.merge_blocks
+    staking.hold_stake(ctx, [operator for operator, _ in powers], until_height=last)
     _put_round(ctx.state, rnd)
     ctx.state.set(CURRENT_KEY, encode_int(round_id))
     ctx.state.set(COUNT_KEY, encode_int(round_id + 1))
-    ctx.emit("round_opened", round=round_id, base_version=base.id, seed=rnd.seed, submit_until=rnd.submit_until, verify_until=rnd.verify_until)
+    ctx.emit("round_opened", round=round_id, base_version=base.id, seed=rnd.seed, submit_until=rnd.submit_until)
 
 
-def _end_verification(ctx: Context, params: Params, rnd: Round, subs: list[Submission]) -> None:
-    open_at_end = [sub.index for sub in subs if sub.status == PENDING]
+def _start_audit(ctx: Context, params: Params, rnd: Round) -> None:
+    """The submission window closed in this block: its hash is the beacon; draw each submission's committee."""
+    subs = submissions(ctx.state, rnd.id)  # at most max_submissions
+    if not subs:
+        _close(ctx, rnd)
+        return
+    beacon = hashlib.sha256(b"gradchain/beacon/v1" + ctx.block.hash + _u64(rnd.id)).hexdigest()
+    auditors: dict[str, int] = {}
     for sub in subs:
-        if sub.status != PENDING:
-            continue
-        if _decision(params, rnd, sub, closing=True) == NOT_MERGED:  # shown valid, and accept did not get there in time
-            _put_submission(ctx.state, _not_merged(ctx, params, rnd, sub))
-            continue
-        _release(ctx, params, sub, slashed=0)
-        _put_submission(ctx.state, replace(sub, status=EXPIRED))
-        ctx.emit("submission_expired", round=rnd.id, submission=sub.index, trainer=sub.trainer)
-    _penalize_verifiers(ctx, params, rnd, open_at_end)
+        members = committee(rnd.powers, beacon, rnd.id, sub.index, params.committee_size)
+        _put_submission(ctx.state, replace(sub, committee=members, committee_power=sum(p for _, p in members)))
+        for operator, power in members:
+            auditors[operator] = power
+    rnd = replace(rnd, phase=COMMIT, beacon=beacon, auditors=sorted(auditors, key=_raw), commit_until=ctx.height + 1 + params.verification_blocks)
+    _put_round(ctx.state, rnd)
+    ctx.emit("audit_started", round=rnd.id, beacon=beacon, commit_until=rnd.commit_until, auditors=len(rnd.auditors))
+
+
+def _end_reveal(ctx: Context, params: Params, rnd: Round) -> None:
+    """Charge the auditors that did not reveal (or revealed proofs no recomputation gives), decide the unclaimed
+    submissions, and open the dispute if anyone claimed fraud."""
+    missing: dict[str, int] = {}
+    bad: dict[str, int] = {}
+    for sub in submissions(ctx.state, rnd.id):  # at most max_submissions, each with at most committee_size entries
+        entries = {e.validator: e for e in audit_entries(ctx.state, rnd.id, sub.index)}
+        for operator, _ in sub.committee:
+            entry = entries.get(operator)
+            if entry is None:
+                missing[operator] = missing.get(operator, 0) + 1
+            elif entry.proven and not entry.proof_ok:
+                bad[operator] = bad.get(operator, 0) + 1
+        if sub.status == PENDING and not claims(ctx.state, rnd.id, sub.index):
+            _decide_valid(ctx, params, rnd, sub)
+    for operator in rnd.auditors:
+        _penalize(ctx, rnd, operator, params.unrevealed_penalty_bps, "unrevealed", missing.get(operator, 0))
+        _penalize(ctx, rnd, operator, params.unrevealed_penalty_bps, "bad_proof", bad.get(operator, 0))
     rnd = get_round(ctx.state, rnd.id)
+    if rnd.claims:
+        rnd = replace(rnd, phase=DISPUTE, dispute_until=ctx.height + 1 + params.dispute_blocks)
+        _put_round(ctx.state, rnd)
+        ctx.emit("dispute_started", round=rnd.id, dispute_until=rnd.dispute_until, claims=rnd.claims)
+        return
+    _finish_verification(ctx, params, rnd)
+
+
+def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
+    """Decide every claim by the snapshot's quorum; reject what an upheld claim shows, decide the rest by their verdicts;
+    charge false claimants, judges against a decided claim, and absent judges where a claim stayed undecided."""
+    needed = quorum(params, rnd.total_power)
+    judgements = {op: decode_json(ctx.state.get(JUDGED_PREFIX + _u64(rnd.id) + _raw(op))) for op, _ in rnd.powers}
+    wrong: dict[str, int] = {}
+    absent: dict[str, int] = {}
+    false_claims: dict[str, int] = {}
+    for sub in submissions(ctx.state, rnd.id):  # at most max_submissions
+        claimed = claims(ctx.state, rnd.id, sub.index)  # at most committee_size each
+        if sub.status != PENDING or not claimed:
+            continue
+        upheld_by: list[str] = []
+        undecided = False
+        for claim in claimed:
+            outcome = UPHELD if claim.invalid_power >= needed else REFUTED if claim.valid_power >= needed else UNDECIDED
+            _put_claim(ctx.state, rnd.id, replace(claim, outcome=outcome))
+            ctx.emit("claim_decided", round=rnd.id, submission=sub.index, step=claim.step, outcome=outcome)
+            if outcome == UPHELD:
+                upheld_by += [c for c in claim.claimants if c not in upheld_by]
+            elif outcome == REFUTED:
+                for c in claim.claimants:
+                    false_claims[c] = false_claims.get(c, 0) + 1
+            undecided = undecided or outcome == UNDECIDED
+            for op, _ in rnd.powers:
+                said = next((valid for i, step, valid in judgements[op] or [] if (i, step) == (claim.submission, claim.step)), None)
+                if said is None and outcome == UNDECIDED:
+                    absent[op] = absent.get(op, 0) + 1
+                elif said is not None and outcome != UNDECIDED and said != (outcome == REFUTED):
+                    wrong[op] = wrong.get(op, 0) + 1
+        if upheld_by:
+            _reject(ctx, params, rnd, sub, upheld_by)
+        elif undecided:
+            _expire(ctx, params, rnd, sub)
+        else:
+            _decide_valid(ctx, params, rnd, sub)
+    for operator, _ in rnd.powers:
+        _penalize(ctx, rnd, operator, params.false_claim_penalty_bps, "false_claim", false_claims.get(operator, 0))
+        _penalize(ctx, rnd, operator, params.verifier_penalty_bps, "wrong", wrong.get(operator, 0))
+        _penalize(ctx, rnd, operator, params.verifier_penalty_bps, "absent", absent.get(operator, 0))
+    _finish_verification(ctx, params, get_round(ctx.state, rnd.id))
+
+
+def _finish_verification(ctx: Context, params: Params, rnd: Round) -> None:
     if not rnd.accepted:
         _close(ctx, rnd)
         return
@@ -818,8 +1136,14 @@ def view_round_detail(state: Overlay, data: bytes) -> bytes:
 def _round_view(state: Overlay, rnd: Round | None) -> bytes:
     if rnd is None:
         return encode_json(None)
-    subs = [asdict(s) | {"attestations": [asdict(a) for a in attestations(state, rnd.id, s.index)]} for s in submissions(state, rnd.id)]
-    return encode_json(asdict(rnd) | {"submission_list": subs, "merge_votes": merge_votes(state, rnd.id)})
+    subs = [asdict(s) | {"verdicts": [asdict(e) for e in audit_entries(state, rnd.id, s.index)],
+                         "claims": [asdict(c) for c in claims(state, rnd.id, s.index)]} for s in submissions(state, rnd.id)]
+    sealed = {op: commitment(state, rnd.id, op) for op in rnd.auditors}
+    return encode_json(asdict(rnd) | {
+        "submission_list": subs, "merge_votes": merge_votes(state, rnd.id),
+        "committed": [op for op in rnd.auditors if sealed[op]], "revealed": [op for op in rnd.auditors if sealed[op] and sealed[op]["revealed"]],
+        "judged": [op for op, _ in rnd.powers if state.get(JUDGED_PREFIX + _u64(rnd.id) + _raw(op)) is not None],
+    })
 
 
 VIEWS = {"current": view_current, "round_detail": view_round_detail}

@@ -133,3 +133,21 @@ def merged_checkpoint(family: ModelFamily, base: LoadedModel, deltas: list[State
     merged = family.apply(base, family.merge(deltas))
     sha256 = family.save(merged, out, parent=str(base_version), extra={"round": round_id})
     return sha256, merged
+
+
+# --- Trajectories (issue 12) ---
+
+
+def batch_at(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, i: int) -> tuple:
+    """Step i's batch, as `batches(...)[i]` gives it, without making the other k - 1 (a validator replays a few steps)."""
+    if not 0 <= i < work.params["steps"]:
+        raise ValueError(f"step {i} is outside the submission's {work.params['steps']} steps")
+    seed = train.batch_seed(bytes.fromhex(work.round_seed), work.trainer, work.dataset_sha256)
+    seq_len = min(work.params["seq_len"], family.context_length(base))
+    # train.iter_batches's per-step seed: seed || "/step/" || u32be(i)
+    return train.batch_for(seed + b"/step/" + i.to_bytes(4, "big"), dataset.train, work.params["batch_size"], seq_len)
+
+
+def lr_of(work: Work) -> float:
+    """The learning rate `train_delta` trains `work` at."""
+    return work.params["learning_rate_micro"] / MICRO
