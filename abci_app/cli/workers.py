@@ -50,9 +50,13 @@ def _run(cli: Cli, worker_cls: type, label: str, key_name: str, ipfs: str, cache
 
 @click.command()
 @worker_options
-@click.option("--cheat", type=click.Choice(["scale", "noise"]), default=None, hidden=True, help="Submit a corrupted delta (tests and demos).")
+@click.option("--cheat", type=click.Choice(["scale", "noise", "skip-steps"]), default=None, hidden=True,
+              help="Submit a corrupted delta, or fake some steps (tests and demos).")
+@click.option("--fake-fraction", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, hidden=True,
+              help="With --cheat skip-steps: the share of the k steps never computed.")
 @shared_flags()
-def train(cli: Cli, key_name: str, ipfs: str, cache_dir: Path | None, threads: int, poll: float, once: bool, yes: bool, cheat: str | None) -> None:
+def train(cli: Cli, key_name: str, ipfs: str, cache_dir: Path | None, threads: int, poll: float, once: bool, yes: bool, cheat: str | None,
+          fake_fraction: float) -> None:
     """Train on the chain's assigned batches and submit deltas, round after round.
 
     Needs a trainer bond (`gradchain tx staking bond-trainer`). With --once it
@@ -64,16 +68,17 @@ def train(cli: Cli, key_name: str, ipfs: str, cache_dir: Path | None, threads: i
     """
     from abci_app.workers.trainer import Trainer
 
-    _run(cli, Trainer, "trainer", key_name, ipfs, cache_dir, threads, poll, once, cheat=cheat)
+    _run(cli, Trainer, "trainer", key_name, ipfs, cache_dir, threads, poll, once, cheat=cheat, fake_fraction_bps=round(fake_fraction * 10_000))
 
 
 @click.command()
 @worker_options
 @shared_flags()
 def validate(cli: Cli, key_name: str, ipfs: str, cache_dir: Path | None, threads: int, poll: float, once: bool, yes: bool) -> None:
-    """Recompute every submission, attest verdicts and merges (one per validator).
+    """Audit the submissions of our committees (recompute the sampled steps), commit and reveal
+    the verdicts, judge fraud claims, and attest merges (one per validator).
 
-    Restarts resume from chain state: attestations already on chain are not repeated.
+    Restarts resume from chain state and HOME/audits: nothing is audited or sent twice.
 
     \b
     Example:

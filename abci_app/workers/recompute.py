@@ -1,9 +1,9 @@
 """The computation a trainer does and a validator repeats, in one place.
 
 Trainer and validator call the same functions with the same chain data
-(round seed, trainer address, dataset sha256, params), so an honest delta is
+(round seed, trainer address, dataset sha256, params), so an honest step is
 recomputed bit for bit at equal thread counts and kernel paths, and within
-`tolerance_ppm` otherwise.
+`step_tolerance_ppm` otherwise (the spot-check itself: abci_app.workers.spotcheck).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from abci_app.ml import evaluate, train
 from abci_app.ml.corpus import Dataset
 from abci_app.ml.evaluate import MICRO, to_micro  # noqa: F401  (workers and tests use them from here)
 from abci_app.ml.family import LoadedModel, ModelFamily, State
-from abci_app.modules.training import attest_verdict
 
 
 @dataclass(frozen=True)
@@ -74,50 +73,6 @@ def delta_extra(work: Work, trained: Trained, kernel_path: str) -> dict[str, Any
         "steps": work.params["steps"], "kernel_path": kernel_path,
         "heldout_before_micro": to_micro(trained.heldout_before), "heldout_after_micro": to_micro(trained.heldout_after),
     }
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """accept: matches and helps; no_gain: matches but the held-out loss regressed (not fraud); neither: fraud."""
-
-    accept: bool
-    error_ppm: int
-    reason: str
-    by_hash: bool = False  # compared bit for bit (same kernel path) rather than within tolerance
-    no_gain: bool = False  # only with accept False: the recomputation matched
-
-    @property
-    def verdict(self) -> str:
-        """"accept", "no_gain" or "fraud": what MsgAttest's accept / no_gain flags say."""
-        return attest_verdict(self.accept, self.no_gain)
-
-
-def judge(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, submitted: State, kernel_path: str = "",
-          base_loss: float | None = None) -> Verdict:
-    """Recompute the submission and compare (a mismatch is fraud), then check the held-out loss
-    did not get worse (a regression is "no gain": correct work, not merged, never slashed).
-
-    On the submission's own kernel path (`kernel_path` = ours equals
-    `work.kernel_path`) an honest recomputation is bitwise equal, so the
-    delta's sha256 must match exactly; on another path the relative L2 error
-    must be within `tolerance_ppm` (measured across kernel paths: docs/training.md).
-    `base_loss`: the base's held-out loss, the same for every submission of a
-    round, so a validator computes it once (`heldout_loss`); None computes it here.
-    """
-    honest_delta, _, _ = train_delta(family, base, dataset, work)
-    error = train.relative_l2(submitted, honest_delta)
-    error_ppm = to_micro(error)
-    by_hash = bool(kernel_path) and kernel_path == work.kernel_path
-    if by_hash:
-        if train.state_sha256(submitted) != train.state_sha256(honest_delta):
-            return Verdict(False, error_ppm, f"recomputation on the same kernel path {kernel_path} differs (relative L2 error {error:.3g})", True)
-    elif error_ppm > work.params["tolerance_ppm"]:
-        return Verdict(False, error_ppm, f"recomputation differs: relative L2 error {error:.3g} > tolerance {work.params['tolerance_ppm'] / MICRO:.3g}")
-    before = heldout_loss(family, base, dataset) if base_loss is None else base_loss
-    after = heldout_loss(family, family.apply(base, submitted), dataset)
-    if to_micro(after) > to_micro(before) * (MICRO + work.params["max_heldout_regression_ppm"]) // MICRO:
-        return Verdict(False, error_ppm, f"no gain: held-out loss regressed from {before:.4f} to {after:.4f}", by_hash, no_gain=True)
-    return Verdict(True, error_ppm, "", by_hash)
 
 
 def prompt_score(family: ModelFamily, model: LoadedModel, n: int, on_answer=None) -> dict[str, int]:

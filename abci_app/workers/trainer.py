@@ -1,8 +1,11 @@
 """The trainer daemon: wait for an open round, train k steps on the assigned
-batch, publish the delta on IPFS, submit it, and report the decision."""
+batch while recording every training state, publish the delta and the
+trajectory (states + manifest) on IPFS, submit them with the per-step gradient
+commitments, and report the decision."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from collections.abc import Callable
@@ -13,7 +16,8 @@ import torch
 from abci_app import tx as txlib
 from abci_app.ipfs.cid import cid_of_file
 from abci_app.workers.base import Worker
-from abci_app.workers.recompute import Trained, Work, delta_extra, to_micro, train_submission
+from abci_app.workers.recompute import Work, delta_extra, to_micro
+from abci_app.workers.spotcheck import manifest_bytes, train_trajectory
 
 log = logging.getLogger("trainer")
 
@@ -23,15 +27,24 @@ PENDING = "pending"
 CHEATS: dict[str, Callable[[dict], dict]] = {
     "scale": lambda delta: {n: t * 10 for n, t in delta.items()},
     "noise": lambda delta: {n: torch.randn(t.shape, generator=torch.Generator().manual_seed(7)) * t.std() for n, t in delta.items()},
+    "skip-steps": lambda delta: delta,  # the delta is honest to its trajectory; `fake_fraction` of the steps were never computed
 }
 
 
+def faked_steps(round_seed: str, trainer: str, steps: int, fraction_bps: int) -> list[int]:
+    """The steps a "skip-steps" cheat fakes: ceil(fraction x k) of them, spread by a hash the cheat picks."""
+    count = min(steps, -(-steps * fraction_bps // 10_000))
+    order = sorted(range(steps), key=lambda i: hashlib.sha256(f"{round_seed}/{trainer}/{i}".encode()).digest())
+    return sorted(order[:count])
+
+
 class Trainer(Worker):
-    def __init__(self, *args, cheat: str | None = None, **kwargs):
+    def __init__(self, *args, cheat: str | None = None, fake_fraction_bps: int = 5_000, **kwargs):
         super().__init__(*args, **kwargs)
         if cheat is not None and cheat not in CHEATS:
             raise ValueError(f"unknown cheat {cheat!r} (known: {', '.join(CHEATS)})")
         self.cheat = cheat
+        self.fake_fraction_bps = fake_fraction_bps
         self.submitted: dict[int, str] = {}  # round -> PENDING, or the decision once known
         self.waiting_for_bond = False
 
@@ -75,27 +88,46 @@ class Trainer(Worker):
         family, base = self.base_model(rnd["base_version"], params)
         entry, dataset = self.dataset(rnd["dataset_id"], family, base)
         work = Work(rnd["id"], rnd["base_version"], rnd["seed"], self.address, entry["sha256"], params, self.kernel_path)
-        report(f"round {rnd['id']}: training {params['steps']} steps on version {rnd['base_version']} ...")
         steps = params["steps"]
-        trained = train_submission(family, base, dataset, work, on_step=lambda i, loss, _: report(f"round {rnd['id']}: step {i + 1}/{steps} loss {loss:.4f}"))
-        delta = CHEATS[self.cheat](trained.delta) if self.cheat else trained.delta
+        faked = faked_steps(rnd["seed"], self.address, steps, self.fake_fraction_bps) if self.cheat == "skip-steps" else []
+        report(f"round {rnd['id']}: training {steps} steps on version {rnd['base_version']}, recording each state ...")
+
+        def progress(i: int, loss: float, _opt) -> None:
+            if i + 1 == steps or (i + 1) % max(1, steps // 8) == 0:
+                report(f"round {rnd['id']}: step {i + 1}/{steps} loss {loss:.4f}")
+
         with tempfile.TemporaryDirectory() as tmp:
+            traj = train_trajectory(family, base, dataset, work, Path(tmp) / "states", on_step=progress, faked_steps=faked)
+            delta = CHEATS[self.cheat](traj.delta) if self.cheat else traj.delta
             path = Path(tmp) / "delta.safetensors"
-            sha256 = family.save_delta(path, delta, base, parent=str(rnd["base_version"]), extra=delta_extra(work, trained, self.kernel_path))
-            cid = self.ipfs.add(path)
-            if cid != cid_of_file(path):
-                raise RuntimeError(f"IPFS returned CID {cid} for a file whose CID is {cid_of_file(path)}")
+            sha256 = family.save_delta(path, delta, base, parent=str(rnd["base_version"]), extra=delta_extra(work, traj, self.kernel_path))
+            cid = self._add(path)
             size = path.stat().st_size
+            states = [(self._add(p), h, n) for p, h, n in zip(traj.recorded.state_paths, traj.recorded.state_hashes, traj.recorded.state_sizes)]
+            manifest = Path(tmp) / "trajectory.json"
+            manifest.write_bytes(manifest_bytes(work, self.kernel_path, states))
+            trajectory_cid = self._add(manifest)
+            trajectory_sha256 = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        total = sum(n for _, _, n in states)
+        report(f"round {rnd['id']}: published the delta and {len(states)} training states ({total / 1e6:.1f} MB) on IPFS")
         msg = txlib.MsgSubmitDelta(
-            round=rnd["id"], cid=cid, sha256=sha256, bytes=size, loss_before_micro=to_micro(trained.heldout_before),
-            loss_after_micro=to_micro(trained.heldout_after), steps=params["steps"], kernel_path=self.kernel_path,
+            round=rnd["id"], cid=cid, sha256=sha256, bytes=size, loss_before_micro=to_micro(traj.heldout_before),
+            loss_after_micro=to_micro(traj.heldout_after), steps=steps, kernel_path=self.kernel_path,
+            trajectory_cid=trajectory_cid, trajectory_sha256=trajectory_sha256, state_bytes=max(n for _, _, n in states),
+            grad_commitments=traj.grad_commitments(),
         )
         result = self.chain.send(self.key, msg)
         self.submitted[rnd["id"]] = PENDING
         report(
-            f"round {rnd['id']}: submitted delta {cid} (held-out loss {trained.heldout_before:.4f} -> {trained.heldout_after:.4f}) "
+            f"round {rnd['id']}: submitted delta {cid} (held-out loss {traj.heldout_before:.4f} -> {traj.heldout_after:.4f}) "
             f"in block {result.height}"
         )
 
+    def _add(self, path: Path) -> str:
+        cid = self.ipfs.add(path)
+        if cid != cid_of_file(path):
+            raise RuntimeError(f"IPFS returned CID {cid} for a file whose CID is {cid_of_file(path)}")
+        return cid
 
-__all__ = ["Trainer", "CHEATS", "Trained"]
+
+__all__ = ["Trainer", "CHEATS", "faked_steps"]

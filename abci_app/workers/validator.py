@@ -1,10 +1,14 @@
-"""The validator daemon: recompute every submission of the round, attest the
-verdict, then recompute and attest the merged checkpoint. It reads what it
-already attested from the chain, so a restart never attests twice."""
+"""The validator daemon: audit the submissions of its committees by recomputing its sampled steps, commit the
+sealed verdicts, reveal them, judge fraud claims, then recompute and attest the merged checkpoint.
+
+It reads what it already did from the chain (committed, revealed, judged, merge
+votes), and keeps its sealed verdicts under HOME/audits until they are revealed,
+so a restart never audits twice or loses what it must reveal."""
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,18 +17,24 @@ from abci_app import tx as txlib
 from abci_app.client import TxRejected
 from abci_app.ipfs.cid import cid_of_file
 from abci_app.ipfs.client import IpfsError
-from abci_app.ipfs.download import VerificationError
-from abci_app.ml.checkpoint import CheckpointError
+from abci_app.ipfs.download import VerificationError, fetch_verified
+from abci_app.modules import audit
+from abci_app.modules.training import verdicts_commitment
 from abci_app.workers.base import Worker
-from abci_app.workers.recompute import Verdict, Work, heldout_loss, judge, merged_checkpoint, prompt_score, to_micro
+from abci_app.workers.recompute import Work, heldout_loss, merged_checkpoint, prompt_score, to_micro
+from abci_app.workers.spotcheck import Auditor, Mismatch, Unavailable
 
 log = logging.getLogger("validator")
+
+# Training error codes a daemon outlives: the round moved on (1, 2), or it already did this (8).
+_TOO_LATE, _DONE = (1, 2), (8,)
 
 
 class Validator(Worker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._base_losses: dict[tuple[int, int, int], float] = {}
+        self.audit_dir = self.cache.root.parent / "audits"  # HOME/audits, beside HOME/cache
+        self._auditor: tuple[tuple, Auditor] | None = None
 
     def step(self, report: Callable[[str], None] = log.info) -> bool:
         """One pass over the round in progress. True when there is nothing left for us to do."""
@@ -32,54 +42,125 @@ class Validator(Worker):
         if rnd is None or rnd["phase"] == "closed":
             return True
         if self.address not in {operator for operator, _ in rnd.get("powers") or []}:
-            return True  # only the validators snapshotted when the round opened vote in it
-        if rnd["phase"] in ("submit", "verify"):
-            pending = [s for s in rnd["submission_list"] if s["status"] == "pending" and self.address not in {a["validator"] for a in s["attestations"]}]
-            for sub in pending:
-                self.attest(rnd, sub, report)
-            return not pending and rnd["phase"] == "verify"
-        if rnd["phase"] == "merge" and self.address not in {v["validator"] for v in rnd["merge_votes"]}:
-            self.attest_merge(rnd, report)
-        return True
+            return True  # only the validators snapshotted when the round opened act in it
+        phase = rnd["phase"]
+        if phase == "commit" and self.address in rnd["auditors"] and self.address not in rnd["committed"]:
+            self.commit(rnd, report)
+        elif phase == "reveal" and self.address in rnd["committed"] and self.address not in rnd["revealed"]:
+            self.reveal(rnd, report)
+        elif phase == "dispute" and self.address not in rnd["judged"]:
+            self.judge_claims(rnd, report)
+        elif phase == "merge":
+            if self.address not in {v["validator"] for v in rnd["merge_votes"]}:
+                self.attest_merge(rnd, report)
+            return True
+        return False
 
-    def check(self, rnd: dict, sub: dict) -> Verdict:
+    # --- auditing ---
+
+    def auditor(self, rnd: dict) -> tuple[Auditor, dict]:
+        """The round's auditor (one per round: it keeps the replay model, state 0 and the base loss) and the params."""
         params = self.params()
         family, base = self.base_model(rnd["base_version"], params)
         entry, dataset = self.dataset(rnd["dataset_id"], family, base)
-        try:
-            path = self.fetch(sub["cid"], sub["sha256"], ".delta.safetensors")
-            delta, meta = family.load_delta(path, base)
-        except (IpfsError, VerificationError, CheckpointError) as exc:
-            return Verdict(False, 0, f"delta unusable: {exc}"[:120])
-        work = Work(rnd["id"], rnd["base_version"], rnd["seed"], sub["trainer"], entry["sha256"], params, sub["kernel_path"])
-        return judge(family, base, dataset, work, delta, kernel_path=self.kernel_path, base_loss=self.base_loss(rnd, family, base, dataset))
-
-    def base_loss(self, rnd: dict, family, base, dataset) -> float:
-        """The round's base held-out loss, once per round (an evaluation costs ~11 CPU-s on SmolLM2)."""
         key = (rnd["id"], rnd["base_version"], rnd["dataset_id"])
-        if key not in self._base_losses:
-            self._base_losses = {key: heldout_loss(family, base, dataset)}
-        return self._base_losses[key]
+        if self._auditor is None or self._auditor[0] != key:
+            self._auditor = (key, Auditor(family, base, dataset, params, self.kernel_path, self._fetch_for(params)))
+        return self._auditor[1], entry
 
-    def attest(self, rnd: dict, sub: dict, report: Callable[[str], None]) -> None:
-        verdict = self.check(rnd, sub)
-        msg = txlib.MsgAttest(round=rnd["id"], submission=sub["index"], accept=verdict.accept, no_gain=verdict.no_gain,
-                              measured_error_ppm=verdict.error_ppm, reason=verdict.reason)
+    def _fetch_for(self, params: dict):
+        deadline = float(params["fetch_seconds"])
+
+        def fetch(cid: str, sha256: str, suffix: str) -> Path:
+            path = self.cache.path_for(sha256, suffix)
+            if path.exists():
+                return path
+            try:
+                return fetch_verified(self.ipfs, cid, sha256, path, timeout=deadline)
+            except VerificationError as exc:
+                raise Mismatch(str(exc)) from None
+            except IpfsError as exc:
+                raise Unavailable(str(exc)) from None
+
+        return fetch
+
+    def _work(self, rnd: dict, sub: dict, entry: dict, params: dict) -> Work:
+        return Work(rnd["id"], rnd["base_version"], rnd["seed"], sub["trainer"], entry["sha256"], params, sub["kernel_path"])
+
+    def sealed_path(self, rnd: dict) -> Path:
+        return self.audit_dir / f"round-{rnd['id']}-{rnd['beacon'][:16]}.reveal"
+
+    def commit(self, rnd: dict, report: Callable[[str], None]) -> None:
+        """Audit every submission of our committees, keep the opening on disk, then send its commitment."""
+        path = self.sealed_path(rnd)
+        if path.exists():  # audited before a restart: commit what we sealed then
+            reveal = txlib.MsgRevealVerdicts.FromString(path.read_bytes())
+        else:
+            reveal = self._audit_all(rnd, report)
+            self.audit_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(reveal.SerializeToString(deterministic=True))
+            os.replace(tmp, path)
+        commitment = verdicts_commitment(reveal.round, reveal.salt, reveal.operator_pubkey, reveal.verdicts)
+        if self._send(txlib.MsgCommitVerdicts(round=rnd["id"], commitment=commitment), "commit", rnd, report):
+            report(f"round {rnd['id']}: committed sealed verdicts on {len(reveal.verdicts)} submissions")
+
+    def _audit_all(self, rnd: dict, report: Callable[[str], None]) -> txlib.MsgRevealVerdicts:
+        auditor, entry = self.auditor(rnd)
+        params = auditor.params
+        verdicts = []
+        for sub in sorted(rnd["submission_list"], key=lambda s: s["index"]):
+            if self.address not in {op for op, _ in sub["committee"]}:
+                continue
+            signature = self.key.sign(audit.audit_message(rnd["id"], sub["index"], sub["trajectory_sha256"], rnd["beacon"]))
+            sample = audit.audit_sample(signature, sub["steps"], params["audit_steps"])
+            result = auditor.audit(self._work(rnd, sub, entry, params), sub, sample)
+            verdicts.append(txlib.AuditVerdict(
+                submission=sub["index"], verdict=result.verdict_code, audit_signature=signature, step_proofs=result.proofs,
+                fraud_step=result.fraud_step, measured_error_ppm=result.error_ppm, reason=result.reason))
+            word = {"accept": "accept", "no_gain": f"valid, no gain ({result.reason})", "fraud": f"fraud at step {result.fraud_step} ({result.reason})"}[result.verdict]
+            how = "compared by hash, proofs attached" if result.proofs else f"other kernel path ({sub['kernel_path']}): within tolerance, max {result.error_ppm} ppm"
+            report(f"round {rnd['id']}: submission {sub['index']} by {sub['trainer']}: checked steps {sorted(sample)} of {sub['steps']}: {word}; {how}")
+        return txlib.MsgRevealVerdicts(round=rnd["id"], salt=os.urandom(32), operator_pubkey=self.key.pubkey, verdicts=verdicts)
+
+    def reveal(self, rnd: dict, report: Callable[[str], None]) -> None:
+        path = self.sealed_path(rnd)
+        if not path.exists():
+            report(f"round {rnd['id']}: committed, but the sealed verdicts are gone from {path}: cannot reveal (this costs stake)")
+            return
+        msg = txlib.MsgRevealVerdicts.FromString(path.read_bytes())
+        if self._send(msg, "reveal", rnd, report):
+            report(f"round {rnd['id']}: revealed verdicts on {len(msg.verdicts)} submissions")
+            path.unlink(missing_ok=True)
+
+    def judge_claims(self, rnd: dict, report: Callable[[str], None]) -> None:
+        """Recompute every claimed step (or check the endpoints or availability) and judge all claims in one tx."""
+        auditor, entry = self.auditor(rnd)
+        judgements = []
+        for sub in sorted(rnd["submission_list"], key=lambda s: s["index"]):
+            claimants_steps = {e["validator"]: e["steps_checked"] for e in sub["verdicts"]}
+            for claim in sub["claims"]:
+                steps = sorted({i for c in claim["claimants"] for i in claimants_steps.get(c, [])})
+                valid = auditor.judge(self._work(rnd, sub, entry, auditor.params), sub, claim["step"], steps)
+                judgements.append(txlib.ClaimJudgement(submission=sub["index"], step=claim["step"], valid=valid))
+                report(f"round {rnd['id']}: claim on step {claim['step']} of submission {sub['index']}: "
+                       f"{'the step reproduces (claim false)' if valid else 'the claim holds'}")
+        if self._send(txlib.MsgJudgeClaims(round=rnd["id"], judgements=judgements), "judgement", rnd, report):
+            report(f"round {rnd['id']}: judged {len(judgements)} claims")
+
+    def _send(self, msg, what: str, rnd: dict, report: Callable[[str], None]) -> bool:
         try:
             self.chain.send(self.key, msg)
         except TxRejected as exc:
-            if exc.codespace == "training" and exc.code in (8, 9):  # already attested or decided: nothing to do
-                return
-            if exc.codespace == "training" and exc.code == 6:  # evicted by a larger trainer bond while we recomputed
-                report(f"round {rnd['id']}: submission {sub['index']} was evicted before our attestation")
-                return
-            if exc.codespace == "training" and exc.code in (1, 2):  # verification ended while we recomputed: too late, not fatal
-                report(f"round {rnd['id']}: submission {sub['index']}: verification ended before our attestation ({exc.log})")
-                return
+            if exc.codespace == "training" and exc.code in _DONE:
+                return False
+            if exc.codespace == "training" and exc.code in _TOO_LATE:  # the phase ended while we worked: too late, not fatal
+                report(f"round {rnd['id']}: our {what} came too late ({exc.log})")
+                return False
             raise
-        word = {"accept": "accept", "no_gain": f"valid, no gain ({verdict.reason})", "fraud": f"fraud ({verdict.reason})"}[verdict.verdict]
-        how = "same kernel path: compared by hash" if verdict.by_hash else f"other kernel path ({sub['kernel_path']}): compared within tolerance"
-        report(f"round {rnd['id']}: submission {sub['index']} by {sub['trainer']}: {word}, error {verdict.error_ppm} ppm, {how}")
+        return True
+
+    # --- the merge ---
 
     def attest_merge(self, rnd: dict, report: Callable[[str], None]) -> None:
         params = self.params()
@@ -103,12 +184,8 @@ class Validator(Worker):
         score = prompt_score(family, merged, params["eval_prompts"])
         msg = txlib.MsgAttestMerge(round=rnd["id"], cid=cid, sha256=sha256, bytes=size, held_out_loss_micro=to_micro(loss),
                                    prompts_correct=score["prompts_correct"], prompts_total=score["prompts_total"])
-        try:
-            self.chain.send(self.key, msg)
-        except TxRejected as exc:
-            if exc.codespace == "training" and exc.code in (1, 2, 8):  # round moved on, or already attested
-                return
-            raise
+        if not self._send(msg, "merge vote", rnd, report):
+            return
         role = "aggregator" if rnd["aggregator"] == self.address else "validator"
         prompts = f", prompts {score['prompts_correct']}/{score['prompts_total']}" if score["prompts_total"] else ""
         report(f"round {rnd['id']}: merged {len(deltas)} deltas -> {cid} (held-out loss {loss:.4f}{prompts}) as {role}")

@@ -98,3 +98,15 @@ def keyring_passphrase(monkeypatch):
     monkeypatch.delenv(keyring.BACKEND_ENV, raising=False)
     monkeypatch.setenv(keyring.PASSPHRASE_ENV, TEST_PASSPHRASE)
     monkeypatch.setattr(keyring, "SCRYPT_N", 2**10)
+
+
+def synthetic_corpus(path):
+    """600 lines of pseudo-scripture: learnable structure, enough lines for a held-out split."""
+    import random
+
+    words = ("the lord said unto moses and aaron in the land of egypt saying this month shall be unto you "
+             "the beginning of months it shall be the first month of the year to you").split()
+    rng = random.Random(6)
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(6, 14))).capitalize() + "." for _ in range(600)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
