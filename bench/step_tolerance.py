@@ -77,7 +77,7 @@ def tiny_assets(workdir: Path) -> dict:
         family.save(family.build(model.GENESIS_CONFIG, seed=0), model_path)
     corpus = cache / "kjv.txt"
     if not corpus.exists():
-        from tests.unit.test_adversarial import synthetic_corpus
+        from tests.unit.test_trajectory import synthetic_corpus
 
         corpus = synthetic_corpus(workdir / "corpus.txt")
     return {"name": "tiny-gpt", "label": label, "model": str(model_path), "corpus": str(corpus)}
@@ -125,8 +125,6 @@ def default_params() -> dict:
 
 def record_all(assets: dict, trajectories: int, steps: int, cheat_every: int, workdir: Path, log) -> dict:
     """Record the honest trajectories and the other-batch cheats; time the pieces. Returns the spec workers read."""
-    import torch
-
     from abci_app.ml import trajectory as tj
     from abci_app.workers.recompute import batch_at, lr_of
 
@@ -159,7 +157,6 @@ def record_all(assets: dict, trajectories: int, steps: int, cheat_every: int, wo
     timing |= time_pieces(family, base, dataset, ws[0], min(steps, 8), workdir / assets["name"] / "timing")
     timing["state_bytes"] = rec.state_sizes[0]
     spec["timing"] = timing
-    del torch
     return spec
 
 
@@ -276,6 +273,8 @@ def summarise(spec: dict, results: dict[str, dict]) -> dict:
         "cheats_vs_same_kernels": {c: dist([s["cheats"][c] for s in same["steps"] if "cheats" in s]) for c in CHEATS},
         "timing": spec["timing"] | {f"replay_step_s_{r}": results[r]["replay_s"] / max(1, len(results[r]["steps"])) for r in results},
     }  # fmt: skip
+    summary["worst_honest_steps"] = [{"trajectory": r["trajectory"], "step": r["step"], "error_ppm": r["error_ppm"]}
+                                     for r in sorted(other["steps"], key=lambda r: -r["error_ppm"])[:8]]  # fmt: skip
     worst = max(honest_other)
     smallest_cheat = min(min(s["cheats"].values()) for r in ("same", "other") for s in results[r]["steps"] if "cheats" in s)
     tolerance = nice_ceiling(SAFETY * max(1, worst))

@@ -1,15 +1,18 @@
-"""`gradchain query training`: rounds, submissions, attestations, params.
+"""`gradchain query training`: rounds, submissions, audit verdicts and fraud claims, params.
 
-A round goes submit -> verify -> merge -> closed (abci_app/modules/training.py).
-`round` and the lists read the computed views /training/current (the round in
-progress, or the last one) and /training/round_detail ID, which carry the
-round with its submissions, attestations and merge votes; `params` reads the
+A round goes submit -> commit -> reveal -> (dispute) -> merge -> closed
+(abci_app/modules/training.py). `round` and the lists read the computed views
+/training/current (the round in progress, or the last one) and
+/training/round_detail ID, which carry the round with its submissions, their
+revealed verdicts and fraud claims, and the merge votes; `params` reads the
 provable key /training/params.
 
-Windows are heights: submissions land while height < submit_until; the
-verification phase ends by verify_until - 1 (earlier once the submission
-window is over and every submission is decided); a merge ends by
-merge_until - 1.
+Windows are heights. Submissions land while height < submit_until. Each later
+phase starts in the block after the previous one ended and sets its X_until
+then, so it starts at X_until - X_blocks; it ends by X_until - 1 at the latest,
+earlier once everyone acted. A phase's real last height is therefore the next
+phase's first height - 1; for the last phase a round went through only the
+bound is known.
 """
 
 from __future__ import annotations
@@ -23,11 +26,23 @@ from abci_app.cli.common import Cli, CliError, abci_query, shared_flags
 from abci_app.cli.query import Prover, proof_text, prove_option
 from abci_app.rpc import AbciQueryResult, RpcClient
 
+# The phases after submit, in order, with the param that bounds each one's length.
+LATER_PHASES = (("commit", "verification_blocks"), ("reveal", "reveal_blocks"), ("dispute", "dispute_blocks"), ("merge", "merge_blocks"))
+BPS = 10_000
+
+
 def _json(result: AbciQueryResult, path: str) -> Any:
     try:
         return json.loads(result.value) if result.value else None
     except (UnicodeDecodeError, ValueError):
         raise CliError(f"query {path} returned {result.value[:32]!r}, not JSON") from None
+
+
+def _params(rpc: RpcClient, node: str) -> dict:
+    found = _json(abci_query(rpc, "/training/params"), "/training/params")
+    if not isinstance(found, dict):
+        raise CliError(f"node {node} has no training params (is it a gradchain node?)")
+    return found
 
 
 def _round(rpc: RpcClient, round_id: int | None) -> tuple[dict | None, int]:
@@ -70,25 +85,82 @@ def _micro(value: int | None) -> str:
     return "-" if value is None else f"{value / 1e6:.4f}"
 
 
-def _round_text(rnd: dict, height: int, merge_blocks: int) -> str:
+def _quorum(total_power: int, quorum_bps: int) -> int:
+    """The chain's quorum: the smallest power that is at least quorum_bps of the total (training.quorum)."""
+    return -(-total_power * quorum_bps // BPS)
+
+
+def _step_name(step: int, steps: int) -> str:
+    """A fraud claim's step: a training step, or past the last one the endpoints (k) or unavailable content (k + 1)."""
+    return str(step) if step < steps else "endpoints" if step == steps else "unavailable"
+
+
+# --- round ----------------------------------------------------------------------------
+
+
+def _phase_lines(rnd: dict, params: dict, height: int) -> list[str]:
+    """One line per phase: its heights, exact once the next phase has started, else bounds."""
     phase = rnd["phase"]
-    verify_first = rnd["submit_until"]
+    lines = [("submit", _window(rnd["open_height"], rnd["submit_until"] - 1, height, phase == "submit"))]
+    started = [(name, rnd[f"{name}_until"] - params[blocks], rnd[f"{name}_until"] - 1) for name, blocks in LATER_PHASES if rnd.get(f"{name}_until")]
+    for i, (name, first, bound) in enumerate(started):
+        if i + 1 < len(started):  # over: it ended in the block before the next one started
+            last = started[i + 1][1] - 1
+            lines.append((name, f"heights {first}-{last}" + (" (ended early: everyone acted)" if last < bound else "")))
+        else:
+            lines.append((name, _window(first, bound, height, phase == name, " at the latest")))
+    seen = {name for name, _ in lines}
+    closed = phase == "closed"
+    for name, blocks in LATER_PHASES:
+        if name in seen:
+            continue
+        if closed or (name == "dispute" and phase == "merge"):
+            reason = {"commit": "no submissions", "reveal": "no submissions", "dispute": "no fraud claim", "merge": "nothing accepted"}[name]
+            text = f"- ({reason})"
+        elif name == "commit":  # it starts right after the submission window
+            text = f"heights {rnd['submit_until']}-{rnd['submit_until'] + params[blocks] - 1} at the latest"
+        elif name == "reveal":
+            text = f"after the commit phase, {params[blocks]} blocks at most"
+        elif name == "dispute":
+            text = f"only if an auditor claims fraud, {params[blocks]} blocks at most"
+        else:
+            text = f"after verification, if a submission is accepted; {params[blocks]} blocks at most"
+        lines.append((name, text))
+    order = ["submit"] + [name for name, _ in LATER_PHASES]
+    return [f"{name + ':':<15}{text}" for name, text in sorted(lines, key=lambda line: order.index(line[0]))]
+
+
+def _committee_text(rnd: dict, params: dict) -> str:
+    validators = sum(1 for _, power in rnd.get("powers") or [] if power > 0)
+    size = params.get("committee_size", 0)
+    if size == 0 or size >= validators:
+        return f"every validator of the round ({validators})"
+    return f"{size} of the round's {validators} validators, drawn by stake for each submission"
+
+
+def _round_text(rnd: dict, height: int, params: dict) -> str:
+    phase = rnd["phase"]
+    subs = rnd.get("submission_list") or []
+    steps, sampled = params.get("steps", 0), params.get("audit_steps", 0)
     lines = [
         f"round:         {rnd['id']} ({phase})",
         f"height:        {height}",
         f"base version:  {rnd['base_version']}",
         f"dataset:       {rnd['dataset_id']}",
         f"seed:          {rnd['seed']}",
-        f"submit:        {_window(rnd['open_height'], rnd['submit_until'] - 1, height, phase == 'submit')}",
+        f"beacon:        {rnd.get('beacon') or '- (the hash of the block that closes the submission window)'}",
+        f"audit:         {sampled} of {steps} steps recomputed by each auditor" + (" (all of them)" if sampled >= steps else ""),
+        f"committee:     {_committee_text(rnd, params)}",
+        *_phase_lines(rnd, params, height),
     ]
-    merge_first = max(verify_first, rnd["merge_until"] - merge_blocks) if rnd.get("merge_until") else None
-    if merge_first is not None:  # verification is over: it ended in the block before the merge began
-        lines.append(f"verify:        ended at height {merge_first - 1} (every submission decided, or the window over)")
-        lines.append(f"merge:         {_window(merge_first, rnd['merge_until'] - 1, height, phase == 'merge')}")
-    else:
-        lines.append(f"verify:        {_window(verify_first, rnd['verify_until'] - 1, height, phase == 'verify', ' at the latest')}")
-        lines.append("merge:         -" if phase == "closed" else "merge:         after verification, if a submission is accepted")
-    subs = rnd.get("submission_list") or []
+    auditors = len(rnd.get("auditors") or [])
+    lines.append(f"auditors:      {auditors} ({rnd.get('commits', 0)} committed, {rnd.get('reveals', 0)} revealed)" if auditors else "auditors:      -")
+    outcomes = [c["outcome"] or "open" for s in subs for c in s.get("claims") or []]
+    decided = ", ".join(f"{outcomes.count(o)} {o}" for o in ("open", "upheld", "refuted", "undecided") if o in outcomes)
+    claims = f"claims:        {rnd.get('claims', 0)}" + (f" ({decided})" if decided else "")
+    if rnd.get("claims") or rnd.get("judges"):
+        claims += f"; judged by {rnd.get('judges', 0)} of {len(rnd.get('powers') or [])} validators"
+    lines.append(claims)
     counts = {s: sum(1 for x in subs if x["status"] == s) for s in ("pending", "accepted", "not_merged", "rejected", "expired")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     lines += [
@@ -103,14 +175,18 @@ def _round_text(rnd: dict, height: int, merge_blocks: int) -> str:
 
 @click.group("training")
 def training_query() -> None:
-    """Training queries: rounds, submissions, attestations, params."""
+    """Training queries: rounds, submissions, verdicts and fraud claims, params."""
 
 
 @training_query.command("round", context_settings={"ignore_unknown_options": True})  # `round -1`: a bad N, not an unknown option
 @click.argument("round_id", metavar="[N]", type=click.IntRange(min=0), required=False)
 @shared_flags()
 def round_(cli: Cli, round_id: int | None) -> None:
-    """Show round N (default: the round in progress, else the last one): phase, windows, seed, outcome.
+    """Show round N (default: the round in progress, else the last one): phase windows, beacon, audit, outcome.
+
+    The audit lines (steps each auditor recomputes, committee size) are the
+    chain's training params; -o json prints the round view as the chain
+    serves it, with the query height.
 
     \b
     Example:
@@ -119,21 +195,31 @@ def round_(cli: Cli, round_id: int | None) -> None:
     """
     with cli.rpc() as rpc:
         rnd, height = _require_round(rpc, round_id)
-        merge_blocks = 0
-        if rnd.get("merge_until"):  # the round stores where its merge ends; it started merge_blocks before
-            merge_blocks = int((_json(abci_query(rpc, "/training/params"), "/training/params") or {}).get("merge_blocks", 0))
-    cli.emit(rnd | {"height": height}, _round_text(rnd, height, merge_blocks))
+        text = _round_text(rnd, height, _params(rpc, cli.node)) if cli.output != "json" else ""
+    cli.emit(rnd | {"height": height}, text)
+
+
+# --- submissions ----------------------------------------------------------------------
+
+
+def _committee_cell(sub: dict) -> str:
+    members = sub.get("committee") or []
+    return f"{len(members)} (power {sub.get('committee_power', 0)})" if members else "-"
 
 
 @training_query.command("submissions")
 @click.option("--round", "round_id", type=click.IntRange(min=0), default=None, metavar="N", help="Round id [default: the current round].")
 @shared_flags()
 def submissions(cli: Cli, round_id: int | None) -> None:
-    """List a round's submissions: trainer, status, accept / no-gain / fraud power, held-out losses, CID.
+    """List a round's submissions: trainer, status, committee, accept / no-gain / fraud power, losses.
 
-    Status not_merged: validators found the work correct (recomputed) but the
-    held-out loss regressed; it is not merged and earns nothing, and the
-    trainer's bond is not slashed. rejected: fraud, slashed.
+    COMMITTEE is the number of auditors drawn for the submission (and their
+    power); ACCEPT, NO GAIN and FRAUD are the committee power that revealed
+    each verdict. Status not_merged: the committee found the work correct but
+    the held-out loss regressed; it is not merged and earns nothing, and the
+    trainer's bond is not slashed. rejected: a fraud claim was upheld,
+    slashed. expired: no decision in time; bond and check fee returned.
+    -o json adds each submission's CID, trajectory and committee.
 
     \b
     Example:
@@ -141,7 +227,7 @@ def submissions(cli: Cli, round_id: int | None) -> None:
     """
     with cli.rpc() as rpc:
         rnd, height = _require_round(rpc, round_id)
-    subs = [{k: v for k, v in s.items() if k != "attestations"} for s in rnd.get("submission_list") or []]
+    subs = [{k: v for k, v in s.items() if k not in ("verdicts", "claims")} for s in rnd.get("submission_list") or []]
     data = {"round": rnd["id"], "phase": rnd["phase"], "height": height, "submissions": subs}
     if not subs:
         if cli.output == "json":
@@ -149,69 +235,119 @@ def submissions(cli: Cli, round_id: int | None) -> None:
         else:
             click.echo(f"round {rnd['id']} ({rnd['phase']}) has no submissions at height {height}", err=True)
         return
-    header = ("INDEX", "TRAINER", "STATUS", "ACCEPT", "NO GAIN", "FRAUD", "LOSS BEFORE", "LOSS AFTER", "CID")
-    rows = [(s["index"], s["trainer"], s["status"], s["accept_power"], s.get("no_gain_power", 0), s["reject_power"], _micro(s.get("loss_before_micro")),
-             _micro(s.get("loss_after_micro")), s["cid"]) for s in subs]
+    header = ("INDEX", "TRAINER", "STATUS", "COMMITTEE", "ACCEPT", "NO GAIN", "FRAUD", "LOSS BEFORE", "LOSS AFTER")
+    rows = [(s["index"], s["trainer"], s["status"], _committee_cell(s), s["accept_power"], s["no_gain_power"], s["reject_power"],
+             _micro(s.get("loss_before_micro")), _micro(s.get("loss_after_micro"))) for s in subs]
     cli.emit(data, f"round {rnd['id']} ({rnd['phase']}), height {height}\n" + _table(header, rows))
 
 
-@training_query.command("attestations")
-@click.option("--round", "round_id", type=click.IntRange(min=0), default=None, metavar="N", help="Round id [default: the current round].")
-@click.option("--submission", "index", type=click.IntRange(min=0), default=None, metavar="I", help="Only this submission's attestations.")
-@shared_flags()
-def attestations(cli: Cli, round_id: int | None, index: int | None) -> None:
-    """List validators' verdicts on a round's submissions, and their merge votes.
+# --- verdicts -------------------------------------------------------------------------
 
-    A verdict is accept (recomputed, and it helps), no_gain (recomputed, but the
-    held-out loss regressed: not merged, not slashed) or fraud (does not match).
 
-    \b
-    Example:
-      $ gradchain query training attestations --round 0 --submission 1
-    """
-    with cli.rpc() as rpc:
-        rnd, height = _require_round(rpc, round_id)
-    subs = rnd.get("submission_list") or []
-    if index is not None:
-        subs = [s for s in subs if s["index"] == index]
-        if not subs:
-            raise CliError(f"round {rnd['id']} has no submission {index} ({rnd['submissions']} submitted; see `gradchain query training submissions --round {rnd['id']}`)")
-    atts = [{"submission": s["index"], **a} for s in subs for a in s.get("attestations") or []]
-    votes = (rnd.get("merge_votes") or []) if index is None else []
-    data: dict[str, Any] = {"round": rnd["id"], "phase": rnd["phase"], "height": height, "attestations": atts}
-    if index is None:
-        data["merge_votes"] = votes
-    else:
-        data["submission"] = index
-    if not atts and not votes:
-        what = f"submission {index} of round {rnd['id']}" if index is not None else f"round {rnd['id']} ({rnd['phase']})"
-        if cli.output == "json":
-            cli.emit(data, "")
-        else:
-            click.echo(f"no attestations for {what} at height {height}", err=True)
-        return
+def _proof_word(entry: dict) -> str:
+    """ok: every sampled step's proof matches the trainer's commitment; bad: some does not; none: not proven (another kernel path)."""
+    if entry["verdict"] == "fraud":
+        return "-"
+    return ("ok" if entry["proof_ok"] else "bad") if entry["proven"] else "none"
+
+
+def _verdicts_text(rnd: dict, height: int, params: dict, subs: list[dict], votes: list[dict]) -> str:
+    steps = {s["index"]: s["steps"] for s in subs}
     parts = [f"round {rnd['id']} ({rnd['phase']}), height {height}"]
-    if atts:
-        header = ("SUBMISSION", "VALIDATOR", "VERDICT", "POWER", "ERROR PPM", "HEIGHT", "REASON")
-        rows = [(a["submission"], a["validator"], _verdict_word(a), a["power"], a["measured_error_ppm"], a["height"],
-                 a.get("reason") or "-") for a in atts]
+    verdicts = [(s["index"], e) for s in subs for e in s.get("verdicts") or []]
+    if verdicts:
+        header = ("SUBMISSION", "VALIDATOR", "VERDICT", "POWER", "STEPS CHECKED", "PROOF", "FRAUD STEP", "ERROR PPM", "HEIGHT", "REASON")
+        rows = [(i, e["validator"], e["verdict"], e["power"], ",".join(map(str, e["steps_checked"])) or "-", _proof_word(e),
+                 _step_name(e["fraud_step"], steps[i]) if e["verdict"] == "fraud" else "-", e["measured_error_ppm"], e["height"],
+                 e["reason"] or "-") for i, e in verdicts]
+        parts.append(_table(header, rows))
+    claims = [c for s in subs for c in s.get("claims") or []]
+    if claims:
+        needed = _quorum(rnd["total_power"], params["quorum_bps"])
+        parts.append(f"fraud claims: upheld or refuted by {needed} of the round's {rnd['total_power']} power")
+        header = ("SUBMISSION", "STEP", "CLAIMANTS", "VALID", "INVALID", "OUTCOME")
+        rows = [(c["submission"], _step_name(c["step"], steps[c["submission"]]), ",".join(c["claimants"]), c["valid_power"], c["invalid_power"],
+                 c["outcome"] or "open") for c in claims]
         parts.append(_table(header, rows))
     if votes:
         header = ("MERGE VOTE BY", "POWER", "HELD-OUT", "SHA256", "CID")
         rows = [(v["validator"], v["power"], _micro(v.get("held_out_loss_micro")), v["sha256"], v["cid"]) for v in votes]
         parts.append(_table(header, rows))
-    cli.emit(data, "\n".join(parts))
+    return "\n".join(parts)
 
 
-def _verdict_word(att: dict) -> str:
-    return "accept" if att["accept"] else "no_gain" if att.get("no_gain") else "fraud"
+def _show_verdicts(cli: Cli, round_id: int | None, index: int | None) -> None:
+    with cli.rpc() as rpc:
+        rnd, height = _require_round(rpc, round_id)
+        params = _params(rpc, cli.node) if cli.output != "json" else {}  # the claims' quorum
+    subs = rnd.get("submission_list") or []
+    if index is not None:
+        subs = [s for s in subs if s["index"] == index]
+        if not subs:
+            raise CliError(f"round {rnd['id']} has no submission {index} ({rnd['submissions']} submitted; see `gradchain query training submissions --round {rnd['id']}`)")
+    verdicts = [{"submission": s["index"], **e} for s in subs for e in s.get("verdicts") or []]
+    claims = [c for s in subs for c in s.get("claims") or []]
+    votes = (rnd.get("merge_votes") or []) if index is None else []
+    data: dict[str, Any] = {"round": rnd["id"], "phase": rnd["phase"], "height": height, "verdicts": verdicts, "claims": claims}
+    if index is None:
+        data["merge_votes"] = votes
+    else:
+        data["submission"] = index
+    if cli.output == "json":
+        cli.emit(data, "")
+    elif verdicts or votes:
+        cli.emit(data, _verdicts_text(rnd, height, params, subs, votes))
+    else:
+        what = f"submission {index} of round {rnd['id']}" if index is not None else f"round {rnd['id']}"
+        sealed = f"; {rnd.get('commits', 0)} of {len(rnd.get('auditors') or [])} auditors committed, verdicts open in the reveal phase" if rnd["phase"] == "commit" else ""
+        click.echo(f"no verdicts revealed for {what} ({rnd['phase']}{sealed}) at height {height}", err=True)
+
+
+def _verdict_options(command: Any) -> Any:
+    command = shared_flags()(command)
+    command = click.option("--submission", "index", type=click.IntRange(min=0), default=None, metavar="I", help="Only this submission's verdicts and claims.")(command)
+    return click.option("--round", "round_id", type=click.IntRange(min=0), default=None, metavar="N", help="Round id [default: the current round].")(command)
+
+
+@training_query.command("verdicts")
+@_verdict_options
+def verdicts(cli: Cli, round_id: int | None, index: int | None) -> None:
+    """List the auditors' revealed verdicts on a round's submissions, the fraud claims and their judgement, and the merge votes.
+
+    A verdict is accept (the sampled steps reproduce, and the delta helps),
+    no_gain (they reproduce, but the held-out loss regressed: not merged, not
+    slashed) or fraud, naming the step that does not reproduce (or the
+    endpoints, or content that could not be fetched). PROOF: ok when the
+    auditor's gradient proof of every step it checked matches the trainer's
+    commitment, bad when one does not (the verdict counts for nothing), none
+    when it gave no proofs (another kernel path). Every validator of the round
+    judges each fraud claim in the dispute phase: VALID is the power that says
+    the step reproduces (the claim is false), INVALID the power that says it
+    does not. Verdicts are sealed until the reveal phase.
+
+    \b
+    Example:
+      $ gradchain query training verdicts --round 0 --submission 1
+    """
+    _show_verdicts(cli, round_id, index)
+
+
+@training_query.command("attestations", hidden=True)
+@_verdict_options
+def attestations(cli: Cli, round_id: int | None, index: int | None) -> None:
+    """Deprecated alias of `verdicts` (validators no longer attest; committees reveal verdicts)."""
+    click.echo("`gradchain query training attestations` is deprecated: it prints `gradchain query training verdicts`", err=True)
+    _show_verdicts(cli, round_id, index)
+
+
+# --- params ---------------------------------------------------------------------------
 
 
 @training_query.command("params")
 @shared_flags()
 @prove_option
 def params(cli: Cli, prove: Prover | None) -> None:
-    """Show the training parameters: windows, steps, batch, tolerance, reward, slashing, quorum.
+    """Show the training parameters: windows, steps, audit sample and committee, reward, slashing, quorum.
 
     Values in millionths (`_micro`, `_ppm`) and basis points (`_bps`, 10000 = 100%) are integers on chain.
 

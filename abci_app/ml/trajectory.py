@@ -243,25 +243,27 @@ def record(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     params = trainable_parameters(family, model)
-    rec = Recorded([], [], [], [], [], None)  # type: ignore[arg-type]  # the optimizer comes from train_steps
+    paths: list[Path] = []
+    hashes: list[str] = []
+    sizes: list[int] = []
+    proofs: list[bytes] = []
 
     def keep(i: int, state: State) -> None:
         path = out_dir / f"state-{i:04d}.safetensors"
         sha256, size = write_state(path, state)
-        rec.state_paths.append(path)
-        rec.state_hashes.append(sha256)
-        rec.state_sizes.append(size)
+        paths.append(path)
+        hashes.append(sha256)
+        sizes.append(size)
 
     def after_step(i: int, loss: float, optimizer: torch.optim.Optimizer) -> None:
-        rec.grad_proofs.append(grad_proof(params))  # the gradients are still the clipped ones of step i
+        proofs.append(grad_proof(params))  # the gradients are still the clipped ones of step i
         keep(i + 1, _state_of(params, optimizer))
         if on_step is not None:
             on_step(i, loss, optimizer)
 
     keep(0, initial_state(family, model))
     result = family.train_steps(model, batches, lr, on_step=after_step)
-    rec.losses, rec.optimizer = result.losses, result.optimizer
-    return rec
+    return Recorded(paths, hashes, sizes, proofs, result.losses, result.optimizer)
 
 
 def replay_step(

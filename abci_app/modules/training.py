@@ -813,17 +813,27 @@ def _expire(ctx: Context, params: Params, rnd: Round, sub: Submission) -> None:
     _put_submission(ctx.state, replace(sub, status=EXPIRED))
 
 
-def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission, claimants: list[str]) -> None:
+def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission, claimants: list[str], upheld_steps: list[int]) -> None:
     """A fraud claim was upheld: slash slash_bps of the locked bond; the upheld claimants share attester_share_bps of it
-    and the check fee; committee members that called the submission valid pay fraud_proof_slash_bps."""
+    and the check fee. Committee members pay fraud_proof_slash_bps when they called the submission valid although
+    their own sample held an upheld step (or the claim was on the endpoints, which every auditor checks), or when they
+    committed and then did not reveal on it (keeping quiet once a claim shows up is no way out). A member whose
+    sample missed the bad steps made an honest miss: it is not charged."""
     slashed = sub.bond * params.slash_bps // BPS
     _release(ctx, params, sub, slashed=slashed)
     if slashed:
         bank.transfer(ctx, TRAINER_POOL, CHECK_FEE_POOL, slashed)
     _pay_auditors(ctx, rnd, sub, claimants, 0, from_slash=slashed, slash_share=slashed * params.attester_share_bps // BPS)
-    for e in audit_entries(ctx.state, rnd.id, sub.index):
-        if e.verdict != FRAUD:
-            _penalize(ctx, rnd, e.validator, params.fraud_proof_slash_bps, "accepted_fraud")
+    entries = {e.validator: e for e in audit_entries(ctx.state, rnd.id, sub.index)}
+    endpoints = sub.steps + CLAIM_ENDPOINTS_OFFSET
+    for operator, _ in sub.committee:  # at most committee_size
+        entry = entries.get(operator)
+        if entry is None:
+            sealed = commitment(ctx.state, rnd.id, operator)
+            if sealed is not None:
+                _penalize(ctx, rnd, operator, params.fraud_proof_slash_bps, "accepted_fraud")
+        elif entry.verdict != FRAUD and any(step == endpoints or step in entry.steps_checked for step in upheld_steps):
+            _penalize(ctx, rnd, operator, params.fraud_proof_slash_bps, "accepted_fraud")
     ctx.emit("delta_rejected", round=rnd.id, submission=sub.index, trainer=sub.trainer, slashed=slashed)
     _put_submission(ctx.state, replace(sub, status=REJECTED))
 
@@ -1030,7 +1040,9 @@ def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
     """Decide every claim by the snapshot's quorum; reject what an upheld claim shows, decide the rest by their verdicts;
     charge false claimants, judges against a decided claim, and absent judges where a claim stayed undecided."""
     needed = quorum(params, rnd.total_power)
-    judgements = {op: decode_json(ctx.state.get(JUDGED_PREFIX + _u64(rnd.id) + _raw(op))) for op, _ in rnd.powers}
+    # Each judge's judgements by (submission, step): one lookup per claim and judge, however many claims a round has.
+    judgements = {op: {(i, step): valid for i, step, valid in decode_json(ctx.state.get(JUDGED_PREFIX + _u64(rnd.id) + _raw(op))) or []}
+                  for op, _ in rnd.powers}
     wrong: dict[str, int] = {}
     absent: dict[str, int] = {}
     false_claims: dict[str, int] = {}
@@ -1039,6 +1051,7 @@ def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
         if sub.status != PENDING or not claimed:
             continue
         upheld_by: list[str] = []
+        upheld_steps: list[int] = []
         undecided = False
         for claim in claimed:
             outcome = UPHELD if claim.invalid_power >= needed else REFUTED if claim.valid_power >= needed else UNDECIDED
@@ -1046,18 +1059,19 @@ def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
             ctx.emit("claim_decided", round=rnd.id, submission=sub.index, step=claim.step, outcome=outcome)
             if outcome == UPHELD:
                 upheld_by += [c for c in claim.claimants if c not in upheld_by]
+                upheld_steps.append(claim.step)
             elif outcome == REFUTED:
                 for c in claim.claimants:
                     false_claims[c] = false_claims.get(c, 0) + 1
             undecided = undecided or outcome == UNDECIDED
             for op, _ in rnd.powers:
-                said = next((valid for i, step, valid in judgements[op] or [] if (i, step) == (claim.submission, claim.step)), None)
+                said = judgements[op].get((claim.submission, claim.step))
                 if said is None and outcome == UNDECIDED:
                     absent[op] = absent.get(op, 0) + 1
                 elif said is not None and outcome != UNDECIDED and said != (outcome == REFUTED):
                     wrong[op] = wrong.get(op, 0) + 1
         if upheld_by:
-            _reject(ctx, params, rnd, sub, upheld_by)
+            _reject(ctx, params, rnd, sub, upheld_by, upheld_steps)
         elif undecided:
             _expire(ctx, params, rnd, sub)
         else:

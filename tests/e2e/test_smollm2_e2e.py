@@ -7,8 +7,10 @@ an adapter of the honest delta's scale in a random direction) train in the
 same round.
 
 Asserted: version 0 is SmolLM2 with its licence and eval figures; the honest
-LoRA delta is accepted, compared by hash (the trainer and validators share the
-kernel path) and rewarded; the cheater's is rejected and its bond slashed;
+LoRA delta is accepted, each auditor recomputing only its sampled steps and
+proving them by hash (the trainer and validators share the kernel path), and
+rewarded; the cheater's delta is not its trajectory's (caught at the endpoints,
+upheld in the dispute), rejected and its bond slashed;
 version 1 is registered with held-out loss and prompt score; `gradchain chat
 --version 1 --prompt "What is the capital of France?"` answers with "Paris";
 every node has the same app hash.
@@ -38,7 +40,8 @@ pytestmark = pytest.mark.e2e
 # the merged model: 4 x 25 greedy answers would add minutes on 2 cores) and a shorter submission window.
 EVAL_PROMPTS = 8
 APP_STATE = localnet.localnet_app_state(localnet.MODEL_SMOLLM2)
-APP_STATE["training"]["params"].update({"eval_prompts": EVAL_PROMPTS, "submission_blocks": 80})
+# k = 8 committed steps with s = 3 audited (the localnet's 64 and 12 would add minutes of training here).
+APP_STATE["training"]["params"].update({"eval_prompts": EVAL_PROMPTS, "submission_blocks": 120, "steps": 8, "audit_steps": 3})
 TRAINING = APP_STATE["training"]["params"]
 TRAINERS = {"dev1": None, "dev2": "noise"}  # key -> cheat
 BOND = 2 * TRAINING["min_trainer_bond"]
@@ -72,16 +75,20 @@ def test_lora_round_on_smollm2(network: localnet.Network, tmp_path: Path) -> Non
         honest, cheat = subs[address["dev1"]], subs[address["dev2"]]
         assert honest["bytes"] < 3_000_000  # a LoRA adapter delta (r=8 on q_proj, v_proj: 1.9 MB), not a 540 MB model
         assert honest["loss_after_micro"] < honest["loss_before_micro"]
-        for sub in (honest, cheat):
-            atts = run_json(net, "query", "training", "attestations", "--round", "0", "--submission", str(sub["index"]))["attestations"]
-            assert atts and all(a["accept"] == (sub is honest) for a in atts), atts
+        detail = {s["index"]: s for s in chain.query_json("/training/round_detail", "0")["submission_list"]}
+        honest_verdicts, cheat_verdicts = detail[honest["index"]]["verdicts"], detail[cheat["index"]]["verdicts"]
+        assert len(honest_verdicts) == 4 and all(v["verdict"] == "accept" and v["proven"] and v["proof_ok"] and len(v["steps_checked"]) == 3
+                                                 for v in honest_verdicts), honest_verdicts
+        assert cheat_verdicts and all(v["verdict"] == "fraud" and v["fraud_step"] == TRAINING["steps"] for v in cheat_verdicts), cheat_verdicts
+        assert [c["outcome"] for c in detail[cheat["index"]]["claims"]] == ["upheld"]
         logs = "\n".join(net.nodes[i].log_path("worker").read_text(errors="replace") for i in range(len(net.nodes)))
-        assert "accept, error 0 ppm, same kernel path: compared by hash" in logs
-        assert "fraud (recomputation on the same kernel path" in logs
+        assert ": accept; compared by hash, proofs attached" in logs
+        assert "the delta is not the last state's weights minus the base's" in logs
 
-        # Money: the honest trainer is rewarded, the cheater slashed (each paid two fees: bond and submission).
-        assert chain.query_int("/bank/balance", address["dev1"]) == funds["dev1"] - BOND - 2 * min_fee + TRAINING["reward"]
-        assert chain.query_int("/bank/balance", address["dev2"]) == funds["dev2"] - BOND - 2 * min_fee
+        # Money: the honest trainer is rewarded less its check fee, the cheater slashed (each paid its tx fees).
+        for name, reward in (("dev1", TRAINING["reward"]), ("dev2", 0)):
+            fees = funds[name] - BOND - chain.query_int("/bank/balance", address[name]) + reward - TRAINING["check_fee"]
+            assert 2 * min_fee <= fees < 100_000, (name, fees)
         assert chain.query_json("/training/trainer_bond", address["dev2"])["bonded"] == BOND - BOND * TRAINING["slash_bps"] // 10_000
 
         # Version 1: the honest adapter merged into the weights, evaluated by the validators.

@@ -1,16 +1,17 @@
-"""Unit tests for `gradchain query training round|submissions|attestations|params`.
+"""Unit tests for `gradchain query training round|submissions|verdicts|params`.
 
 The node is test_cli_staking's AppNode (test_cli's RPC server in front of the
-real Application), with datasets, a registered model and training enabled.
-Trainers bond through the CLI; deltas and attestations, which only the
-workers send, are signed with the keyring's keys and committed directly.
+real Application) over test_training's TrainingChain, with datasets, a
+registered model and training enabled. Trainers bond through the CLI;
+submissions, sealed and revealed verdicts, judgements and merge votes, which
+only the workers send, are built by test_training's tx helpers (real audit
+signatures and samples) and committed directly (`TrainingNode.drive`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +20,18 @@ import pytest
 from abci_app import tx as txlib
 from abci_app.keyring import Keyring
 from abci_app.modules import training
-from tests.unit.conftest import CHAIN_ID, Chain
 from tests.unit.test_cli import add_key, assert_one_error_line, free_port, run
 from tests.unit.test_cli_staking import MIN_FEE, AppNode, cons_key, ok, ok_json, on_app_thread
+from tests.unit.test_training import PARAMS, TrainingChain, audit_round, cid, codes, commit, judge, reveal, sha, submit, until_phase, verdict
 
-TRAINING = {"enabled": True, "submission_blocks": 8, "verification_blocks": 10, "merge_blocks": 6, "steps": 2, "reward": 500,
-            "min_trainer_bond": 1_000, "max_submissions": 4, "slash_bps": 2_000}
+# test_training's params (its helpers submit PARAMS["steps"] steps), with windows of distinct lengths.
+TRAINING = PARAMS | {"submission_blocks": 8, "verification_blocks": 6, "reveal_blocks": 5, "dispute_blocks": 4, "merge_blocks": 6}
 STAKING = {"params": {"min_self_bond": 100, "power_unit": 100, "downtime_max_missed": 1000}}
 FUNDS = 100_000
 
 
-def sha(tag: str) -> str:
-    return hashlib.sha256(tag.encode()).hexdigest()
-
-
-def cid(tag: str) -> str:
-    return "bafkrei" + sha(tag)[:52].translate(str.maketrans("0189", "2345"))
-
-
 class TrainingNode(AppNode):
-    """AppNode over a chain with a dataset, model version 0 and training params in genesis."""
+    """AppNode over a TrainingChain with a dataset, model version 0 and training params in genesis."""
 
     def __init__(self, app_home: Path, balances: dict[str, int], staking: dict, modules: dict):
         self.modules = modules
@@ -46,20 +39,34 @@ class TrainingNode(AppNode):
 
     @on_app_thread
     def _start(self, app_home: Path, balances: dict[str, int], staking: dict) -> None:
-        self.chain = Chain(app_home, balances, min_fee=MIN_FEE, staking=staking, **self.modules)
+        self.chain = TrainingChain(app_home, balances, min_fee=MIN_FEE, staking=staking, **self.modules)
         self.app_hashes = {1: self.chain.app.store.app_hash}
         self.power = {u.pub_key.ed25519: u.power for u in self.chain.init.validators}
         self._block([])
 
     @on_app_thread
-    def send(self, key: Any, msg: Any) -> Any:
-        """Sign `msg` with the account's next nonce and commit it in a block of its own; its result."""
-        raw = txlib.build(key, CHAIN_ID, self.chain.nonce(key.address), MIN_FEE, msg)
-        return self._block([raw]).tx_results[0]
+    def drive(self, use: Callable[[NodeNet], Any]) -> Any:
+        """Run `use` (test_training's helpers, given this node as their chain) on the app thread, which owns the store."""
+        return use(NodeNet(self))
 
     @on_app_thread
-    def round(self) -> dict | None:
-        return json.loads(self.chain.query("/training/current").value)
+    def round(self, round_id: int | None = None) -> dict | None:
+        return self.chain.round(round_id)
+
+
+class NodeNet:
+    """The chain test_training's helpers expect (tx, block, round, app), over the node's: txs pay the node's fee
+    at the account's next nonce (the CLI sends txs too), blocks go through the node, which records their app hashes."""
+
+    def __init__(self, node: TrainingNode):
+        self.node, self.app, self.round = node, node.chain.app, node.chain.round
+
+    def tx(self, key: Any, msg: Any) -> bytes:
+        chain = self.node.chain
+        return chain.tx(key, msg, fee=MIN_FEE, nonce=max(chain.nonce(key.address), chain.nonces.get(key.address, 0)))
+
+    def block(self, txs: list[bytes]) -> Any:
+        return self.node._block(txs)
 
 
 @pytest.fixture
@@ -90,26 +97,27 @@ def node(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     app_node.close()
 
 
-def submit(node: TrainingNode, who: str, round_id: int = 0) -> None:
-    msg = txlib.MsgSubmitDelta(round=round_id, cid=cid(who), sha256=sha(who), bytes=1234, loss_before_micro=2_500_000,
-                               loss_after_micro=2_400_000, steps=TRAINING["steps"], kernel_path="torch-test/AVX2")
-    assert node.send(node.keys[who], msg).code == 0
+def all_ok(response: Any) -> None:
+    assert codes(response) == [("", 0)] * len(response.tx_results), [r.log for r in response.tx_results]
 
 
-def attest(node: TrainingNode, who: str, index: int, accept: bool, round_id: int = 0) -> None:
-    msg = txlib.MsgAttest(round=round_id, submission=index, accept=accept, measured_error_ppm=0 if accept else 900_000,
-                          reason="" if accept else "recomputation differs")
-    assert node.send(node.keys[who], msg).code == 0
-
-
-def merge_vote(node: TrainingNode, who: str) -> None:
-    msg = txlib.MsgAttestMerge(round=0, cid=cid("merged"), sha256=sha("merged"), bytes=10, held_out_loss_micro=2_345_678)
-    assert node.send(node.keys[who], msg).code == 0
+def merge_vote(net: NodeNet, val: Any) -> bytes:
+    return net.tx(val, txlib.MsgAttestMerge(round=0, cid=cid("merged"), sha256=sha("merged"), bytes=10, held_out_loss_micro=2_345_678))
 
 
 def field(text: str, name: str) -> str:
     """The value of `name:` in a key-value listing."""
     return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name + ":"))
+
+
+def round_text(home: Path, node: TrainingNode) -> str:
+    """`query training round` as text, after checking that its JSON is the chain's round view."""
+    assert ok_json(home, "query", "training", "round") == node.round() | {"height": node.height}
+    return ok(home, "query", "training", "round")
+
+
+def now(first: int, last: int, height: int) -> str:
+    return f"heights {first}-{last} at the latest (now; {last - height} blocks left)"
 
 
 # --- params -----------------------------------------------------------------------------
@@ -120,6 +128,7 @@ def test_params(home: Path, node: TrainingNode) -> None:
     assert params == json.loads(json.dumps(training.Params(**TRAINING).__dict__))
     text = ok(home, "query", "training", "params")
     assert field(text, "submission_blocks") == "8" and field(text, "quorum_bps") == "6667" and field(text, "enabled") == "true"
+    assert field(text, "audit_steps") == "2" and field(text, "committee_size") == "0"
     assert [line.split(":")[0] for line in text.splitlines()] == sorted(params)
     proven = ok_json(home, "query", "training", "params", "--prove")
     assert proven["proof"]["verified"] is True and proven["reward"] == 500
@@ -130,7 +139,7 @@ def test_params(home: Path, node: TrainingNode) -> None:
 
 
 def test_no_round_before_a_trainer_bonds(home: Path, node: TrainingNode) -> None:
-    for args in (["round"], ["submissions"], ["attestations"]):
+    for args in (["round"], ["submissions"], ["verdicts"]):
         result = run(home, "query", "training", *args)
         assert result.exit_code == 1 and result.stdout == ""
         assert_one_error_line(result.stderr, "no training round has opened yet", "a trainer is bonded")
@@ -138,88 +147,144 @@ def test_no_round_before_a_trainer_bonds(home: Path, node: TrainingNode) -> None
     assert_one_error_line(missing.stderr, "round 0 does not exist", "no round has opened yet")
 
 
-def test_round_submissions_attestations_through_a_round(home: Path, node: TrainingNode) -> None:
+def test_a_round_through_every_phase_with_a_dispute(home: Path, node: TrainingNode) -> None:
+    """Two submissions: a false fraud claim on alice's (refuted: accepted), a true one on bob's (upheld: rejected)."""
     ok(home, "tx", "staking", "bond-trainer", "alice", "2000", "-y")
     ok(home, "tx", "staking", "bond-trainer", "bob", "2000", "-y")
+    alice, bob, v0, v1, v2 = (node.keys[n] for n in ("alice", "bob", "val0", "val1", "val2"))
     opened = node.round()
+    first, submit_until = opened["open_height"], opened["submit_until"]
 
-    # submit phase, nothing submitted yet
+    # submit: every later window is still to come
     rnd = ok_json(home, "query", "training", "round")
-    assert {k: rnd[k] for k in ("id", "phase", "base_version", "dataset_id", "seed", "submissions", "version")} == {
-        "id": 0, "phase": "submit", "base_version": 0, "dataset_id": 0, "seed": opened["seed"], "submissions": 0, "version": None}
-    assert rnd["height"] == node.height and rnd["submit_until"] == rnd["open_height"] + TRAINING["submission_blocks"]
+    assert {k: rnd[k] for k in ("id", "phase", "base_version", "dataset_id", "seed", "submissions", "version", "beacon")} == {
+        "id": 0, "phase": "submit", "base_version": 0, "dataset_id": 0, "seed": opened["seed"], "submissions": 0, "version": None, "beacon": ""}
     assert ok_json(home, "query", "training", "round", "0") == rnd
-    text = ok(home, "query", "training", "round")
-    left = rnd["submit_until"] - 1 - node.height
+    text = round_text(home, node)
     assert field(text, "round") == "0 (submit)" and field(text, "height") == str(node.height) and field(text, "seed") == opened["seed"]
-    assert field(text, "submit") == f"heights {rnd['open_height']}-{rnd['submit_until'] - 1} (now; {left} blocks left)"
-    assert field(text, "verify") == f"heights {rnd['submit_until']}-{rnd['verify_until'] - 1} at the latest"
-    assert field(text, "merge").startswith("after verification") and field(text, "version") == "-"
+    assert field(text, "submit") == f"heights {first}-{submit_until - 1} (now; {submit_until - 1 - node.height} blocks left)"
+    assert field(text, "commit") == f"heights {submit_until}-{submit_until + 5} at the latest"
+    assert field(text, "reveal") == "after the commit phase, 5 blocks at most"
+    assert field(text, "dispute") == "only if an auditor claims fraud, 4 blocks at most"
+    assert field(text, "merge") == "after verification, if a submission is accepted; 6 blocks at most"
+    assert field(text, "beacon").startswith("- (") and field(text, "audit") == "2 of 8 steps recomputed by each auditor"
+    assert field(text, "committee") == "every validator of the round (3)"
+    assert (field(text, "auditors"), field(text, "claims"), field(text, "version")) == ("-", "0", "-")
     empty = run(home, "query", "training", "submissions")
     assert empty.exit_code == 0 and empty.stdout == "" and "round 0 (submit) has no submissions" in empty.stderr
     assert ok_json(home, "query", "training", "submissions")["submissions"] == []
-    assert "no attestations for round 0" in run(home, "query", "training", "attestations").stderr
+    nothing = run(home, "query", "training", "verdicts")
+    assert (nothing.exit_code, nothing.stdout, nothing.stderr) == (0, "", f"no verdicts revealed for round 0 (submit) at height {node.height}\n")
 
-    # two submissions: alice's accepted (10 + 20 of 40), bob's rejected
-    submit(node, "alice")
-    submit(node, "bob")
-    attest(node, "val0", 0, True)
-    pending = ok_json(home, "query", "training", "submissions")["submissions"][0]
-    assert (pending["status"], pending["accept_power"], pending["reject_power"]) == ("pending", 10, 0)
-    attest(node, "val2", 0, True)
-    attest(node, "val1", 1, False)
-    attest(node, "val2", 1, False)
-
-    listed = ok_json(home, "query", "training", "submissions", "--round", "0")
-    assert (listed["round"], listed["phase"], listed["height"]) == (0, "submit", node.height)
-    summary = [(s["index"], s["trainer"], s["status"], s["accept_power"], s["reject_power"], s["cid"]) for s in listed["submissions"]]
-    assert summary == [(0, node.addresses["alice"], "accepted", 30, 0, cid("alice")), (1, node.addresses["bob"], "rejected", 0, 30, cid("bob"))]
-    assert all("attestations" not in s for s in listed["submissions"])
+    # commit: the window closed, the beacon drew the committees (every validator: committee_size 0)
+    all_ok(node.drive(lambda net: net.block([submit(net, alice), submit(net, bob)])))
+    rnd = node.drive(lambda net: until_phase(net, "commit"))
+    assert rnd["beacon"] and rnd["commit_until"] == submit_until + 6 and len(rnd["auditors"]) == 3
+    text = round_text(home, node)
+    assert field(text, "round") == "0 (commit)" and field(text, "beacon") == rnd["beacon"]
+    assert field(text, "submit") == f"heights {first}-{submit_until - 1}"
+    assert field(text, "commit") == now(submit_until, rnd["commit_until"] - 1, node.height)
+    assert field(text, "auditors") == "3 (0 committed, 0 revealed)"
     table = ok(home, "query", "training", "submissions").splitlines()
-    assert table[0] == f"round 0 (submit), height {node.height}"
-    assert table[1].split() == ["INDEX", "TRAINER", "STATUS", "ACCEPT", "NO", "GAIN", "FRAUD", "LOSS", "BEFORE", "LOSS", "AFTER", "CID"]
-    assert table[2].split() == ["0", node.addresses["alice"], "accepted", "30", "0", "0", "2.5000", "2.4000", cid("alice")]
-    assert table[3].split()[:6] == ["1", node.addresses["bob"], "rejected", "0", "0", "30"]
+    assert table[0] == f"round 0 (commit), height {node.height}"
+    assert table[1].split() == ["INDEX", "TRAINER", "STATUS", "COMMITTEE", "ACCEPT", "NO", "GAIN", "FRAUD", "LOSS", "BEFORE", "LOSS", "AFTER"]
+    assert table[2].split() == ["0", alice.address, "pending", "3", "(power", "40)", "0", "0", "0", "2.0000", "1.9000"]
+    listed = ok_json(home, "query", "training", "submissions", "--round", "0")
+    assert (listed["round"], listed["phase"], listed["height"]) == (0, "commit", node.height)
+    assert [{k: v for k, v in s.items()} | {"verdicts": [], "claims": []} for s in listed["submissions"]] == rnd["submission_list"]
 
-    every = ok_json(home, "query", "training", "attestations")
-    listed_atts = [(a["submission"], a["validator"], a["accept"], a["power"]) for a in every["attestations"]]
-    assert [a[0] for a in listed_atts] == [0, 0, 1, 1] and sorted(listed_atts) == sorted([
-        (0, node.addresses["val0"], True, 10), (0, node.addresses["val2"], True, 20),
-        (1, node.addresses["val1"], False, 10), (1, node.addresses["val2"], False, 20),
-    ])
-    assert every["merge_votes"] == []
-    only_bob = ok_json(home, "query", "training", "attestations", "--submission", "1")
-    assert only_bob["submission"] == 1 and sorted(a["validator"] for a in only_bob["attestations"]) == sorted([node.addresses["val1"], node.addresses["val2"]])
-    rows = ok(home, "query", "training", "attestations", "--round", "0", "--submission", "1").splitlines()
-    assert rows[1].split() == ["SUBMISSION", "VALIDATOR", "VERDICT", "POWER", "ERROR", "PPM", "HEIGHT", "REASON"]
-    val1_row = next(row for row in rows[2:] if node.addresses["val1"] in row)
-    assert val1_row.split()[:5] == ["1", node.addresses["val1"], "fraud", "10", "900000"] and val1_row.endswith("recomputation differs")
-    no_such = run(home, "query", "training", "attestations", "--submission", "7")
+    # val0 calls alice's step 5 a fraud and accepts bob's with made-up proofs; val2 calls bob's endpoints a fraud
+    sealed = node.drive(lambda net: {
+        v0: [verdict(net, v0, 0, "fraud", fraud_step=5), verdict(net, v0, 1, proofs="wrong")],
+        v1: [verdict(net, v1, 0), verdict(net, v1, 1, "no_gain")],
+        v2: [verdict(net, v2, 0), verdict(net, v2, 1, "fraud", fraud_step=TRAINING["steps"])],
+    })
+    sealed[v1][1].measured_error_ppm = 1_200
+    sealed[v2][1].reason = "end state differs"
+    all_ok(node.drive(lambda net: net.block([commit(net, v, sealed[v]) for v in (v0, v1)])))
+    assert field(round_text(home, node), "auditors") == "3 (2 committed, 0 revealed)"
+    waiting = run(home, "query", "training", "verdicts", "--submission", "0")
+    assert waiting.stdout == "" and waiting.stderr == (
+        f"no verdicts revealed for submission 0 of round 0 (commit; 2 of 3 auditors committed, verdicts open in the reveal phase) at height {node.height}\n")
+
+    # reveal: the last commitment ended the commit phase early
+    all_ok(node.drive(lambda net: net.block([commit(net, v2, sealed[v2])])))
+    committed_at = node.height
+    rnd = node.round()
+    text = round_text(home, node)
+    assert field(text, "round") == "0 (reveal)"
+    assert field(text, "commit") == f"heights {submit_until}-{committed_at} (ended early: everyone acted)"
+    assert field(text, "reveal") == now(committed_at + 1, rnd["reveal_until"] - 1, node.height)
+    all_ok(node.drive(lambda net: net.block([reveal(net, v, sealed[v]) for v in (v0, v1)])))
+    text = round_text(home, node)
+    assert (field(text, "auditors"), field(text, "claims")) == ("3 (3 committed, 2 revealed)", "1 (1 open); judged by 0 of 3 validators")
+    partial = ok_json(home, "query", "training", "verdicts")
+    assert sorted((e["submission"], e["validator"], e["verdict"]) for e in partial["verdicts"]) == sorted([
+        (0, v0.address, "fraud"), (0, v1.address, "accept"), (1, v0.address, "accept"), (1, v1.address, "no_gain")])
+    assert partial["claims"] == [{"submission": 0, "step": 5, "claimants": [v0.address], "valid_power": 0, "invalid_power": 0, "outcome": ""}]
+
+    # dispute: two claims for every validator of the round to judge
+    all_ok(node.drive(lambda net: net.block([reveal(net, v2, sealed[v2])])))
+    revealed_at = node.height
+    rnd = node.round()
+    text = round_text(home, node)
+    assert field(text, "round") == "0 (dispute)"
+    assert field(text, "reveal") == f"heights {committed_at + 1}-{revealed_at} (ended early: everyone acted)"
+    assert field(text, "dispute") == now(revealed_at + 1, rnd["dispute_until"] - 1, node.height)
+    assert (field(text, "auditors"), field(text, "claims")) == ("3 (3 committed, 3 revealed)", "2 (2 open); judged by 0 of 3 validators")
+    rows = ok(home, "query", "training", "verdicts").splitlines()
+    assert rows[0] == f"round 0 (dispute), height {node.height}"
+    assert rows[1].split() == ["SUBMISSION", "VALIDATOR", "VERDICT", "POWER", "STEPS", "CHECKED", "PROOF", "FRAUD", "STEP", "ERROR", "PPM", "HEIGHT", "REASON"]
+    by_row = {tuple(row.split()[:2]): row.split() for row in rows[2:8]}
+    entries = {(e["submission"], e["validator"]): e for s in rnd["submission_list"] for e in s["verdicts"]}
+    steps_checked = {key: ",".join(map(str, e["steps_checked"])) for key, e in entries.items()}
+    assert by_row[("0", v0.address)] == ["0", v0.address, "fraud", "10", steps_checked[(0, v0.address)], "-", "5", "0", str(revealed_at - 1), "-"]
+    assert by_row[("1", v0.address)] == ["1", v0.address, "accept", "10", steps_checked[(1, v0.address)], "bad", "-", "0", str(revealed_at - 1), "-"]
+    assert by_row[("1", v1.address)] == ["1", v1.address, "no_gain", "10", steps_checked[(1, v1.address)], "ok", "-", "1200", str(revealed_at - 1), "-"]
+    assert by_row[("1", v2.address)][2:7] == ["fraud", "20", steps_checked[(1, v2.address)], "-", "endpoints"]
+    assert rows[7].endswith("end state differs")
+    assert rows[8] == "fraud claims: upheld or refuted by 27 of the round's 40 power"
+    assert [row.split() for row in rows[9:]] == [["SUBMISSION", "STEP", "CLAIMANTS", "VALID", "INVALID", "OUTCOME"],
+                                                 ["0", "5", v0.address, "0", "0", "open"], ["1", "endpoints", v2.address, "0", "0", "open"]]
+    all_ok(node.drive(lambda net: net.block([judge(net, v, [(0, 5, True), (1, TRAINING["steps"], False)]) for v in (v1, v2)])))
+    assert field(round_text(home, node), "claims") == "2 (2 open); judged by 2 of 3 validators"
+    only_bob = ok_json(home, "query", "training", "verdicts", "--submission", "1")
+    assert (only_bob["submission"], "merge_votes" in only_bob) == (1, False)
+    assert sorted(e["validator"] for e in only_bob["verdicts"]) == sorted([v0.address, v1.address, v2.address])
+    assert [(c["step"], c["valid_power"], c["invalid_power"], c["outcome"]) for c in only_bob["claims"]] == [(TRAINING["steps"], 0, 30, "")]
+    no_such = run(home, "query", "training", "verdicts", "--submission", "7")
     assert no_such.exit_code == 1
     assert_one_error_line(no_such.stderr, "round 0 has no submission 7 (2 submitted")
 
-    # the window closes, every submission is decided: merge
-    while node.round()["phase"] != "merge":
-        node.block([])
-    merging = ok_json(home, "query", "training", "round")
-    assert merging["accepted"] == [0] and merging["aggregator"] in {node.addresses[f"val{i}"] for i in range(3)}
-    text = ok(home, "query", "training", "round")
-    merge_first = merging["merge_until"] - TRAINING["merge_blocks"]
+    # merge: the last judge ended the dispute early; alice's claim refuted (accepted), bob's upheld (rejected)
+    all_ok(node.drive(lambda net: net.block([judge(net, v0, [(0, 5, False)])])))
+    judged_at = node.height
+    merging = node.round()
+    text = round_text(home, node)
     assert field(text, "round") == "0 (merge)" and field(text, "accepted") == "0" and field(text, "aggregator") == merging["aggregator"]
-    assert field(text, "merge") == f"heights {merge_first}-{merging['merge_until'] - 1} (now; {merging['merge_until'] - 1 - node.height} blocks left)"
-    assert field(text, "verify").startswith(f"ended at height {merge_first - 1} ")
+    assert field(text, "dispute") == f"heights {revealed_at + 1}-{judged_at} (ended early: everyone acted)"
+    assert field(text, "merge") == now(judged_at + 1, merging["merge_until"] - 1, node.height)
+    assert field(text, "claims") == "2 (1 upheld, 1 refuted); judged by 3 of 3 validators"
     assert field(text, "submissions") == "2 (1 accepted, 1 rejected)"
+    table = ok(home, "query", "training", "submissions").splitlines()
+    assert table[2].split()[:9] == ["0", alice.address, "accepted", "3", "(power", "40)", "30", "0", "10"]
+    assert table[3].split()[:9] == ["1", bob.address, "rejected", "3", "(power", "40)", "10", "10", "20"]
+    claim_rows = ok(home, "query", "training", "verdicts").splitlines()[-2:]
+    assert [row.split() for row in claim_rows] == [["0", "5", v0.address, "30", "10", "refuted"], ["1", "endpoints", v2.address, "0", "30", "upheld"]]
 
-    merge_vote(node, "val0")
-    merge_vote(node, "val2")  # 30 of 40 agree: version 1
-    closed = ok_json(home, "query", "training", "round", "0")
-    assert (closed["phase"], closed["version"]) == ("closed", 1)
-    assert field(ok(home, "query", "training", "round", "0"), "version") == "1"
-    votes = ok_json(home, "query", "training", "attestations", "--round", "0")["merge_votes"]
+    # closed: 30 of 40 agree on the merge, version 1
+    all_ok(node.drive(lambda net: net.block([merge_vote(net, v0), merge_vote(net, v2)])))
+    text = round_text(home, node)
+    assert (field(text, "round"), field(text, "version"), field(text, "merge votes")) == ("0 (closed)", "1", "2")
+    assert field(text, "merge") == f"heights {judged_at + 1}-{merging['merge_until'] - 1} at the latest"
+    votes = ok_json(home, "query", "training", "verdicts", "--round", "0")["merge_votes"]
     assert sorted((v["validator"], v["sha256"], v["held_out_loss_micro"]) for v in votes) == sorted(
         [(node.addresses[n], sha("merged"), 2_345_678) for n in ("val0", "val2")])
-    merge_table = ok(home, "query", "training", "attestations", "--round", "0").splitlines()
-    assert [node.addresses["val0"], "10", "2.3457", sha("merged"), cid("merged")] in [line.split() for line in merge_table]
+    listing = ok(home, "query", "training", "verdicts", "--round", "0")
+    assert [v0.address, "10", "2.3457", sha("merged"), cid("merged")] in [line.split() for line in listing.splitlines()]
+    alias = run(home, "query", "training", "attestations", "--round", "0")
+    assert alias.exit_code == 0 and alias.stdout == listing
+    assert alias.stderr == "`gradchain query training attestations` is deprecated: it prints `gradchain query training verdicts`\n"
 
     # both trainers are still bonded: round 1 opens on version 1, and is what `round` shows by default
     node.block([])
@@ -229,13 +294,35 @@ def test_round_submissions_attestations_through_a_round(home: Path, node: Traini
     assert_one_error_line(missing.stderr, "round 5 does not exist", "the latest is round 1")
 
 
+def test_valid_work_that_does_not_help_shows_as_not_merged(home: Path, node: TrainingNode) -> None:
+    """Issue 12: every auditor proves the work correct but says no gain: "not_merged", not "rejected"; the round closes
+    after the reveal, with no dispute and no merge."""
+    ok(home, "tx", "staking", "bond-trainer", "alice", "2000", "-y")
+    all_ok(node.drive(lambda net: net.block([submit(net, node.keys["alice"])])))
+    vals = [node.keys[f"val{i}"] for i in range(3)]
+    node.drive(lambda net: audit_round(net, {v: {0: "no_gain"} for v in vals}))
+    rnd = node.round()
+    (sub,) = ok_json(home, "query", "training", "submissions")["submissions"]
+    assert (sub["status"], sub["accept_power"], sub["no_gain_power"], sub["reject_power"]) == ("not_merged", 0, 40, 0)
+    table = ok(home, "query", "training", "submissions").splitlines()
+    assert table[2].split()[:9] == ["0", node.addresses["alice"], "not_merged", "3", "(power", "40)", "0", "40", "0"]
+    rows = ok(home, "query", "training", "verdicts").splitlines()
+    assert len(rows) == 5 and all(row.split()[2:4] == ["no_gain", p] and row.split()[5] == "ok" for row, p in zip(
+        rows[2:], [str(dict(rnd["powers"])[e["validator"]]) for e in rnd["submission_list"][0]["verdicts"]]))
+    text = round_text(home, node)
+    assert field(text, "round") == "0 (closed)" and field(text, "submissions") == "1 (1 not_merged)"
+    assert field(text, "reveal") == f"heights {rnd['reveal_until'] - TRAINING['reveal_blocks']}-{rnd['reveal_until'] - 1} at the latest"
+    assert (field(text, "dispute"), field(text, "merge"), field(text, "claims")) == ("- (no fraud claim)", "- (nothing accepted)", "0")
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 
-COMMANDS = [["round"], ["round", "3"], ["submissions"], ["submissions", "--round", "1"], ["attestations", "--submission", "0"], ["params"]]
+COMMANDS = [["round"], ["round", "3"], ["submissions"], ["submissions", "--round", "1"], ["verdicts"], ["verdicts", "--submission", "0"], ["params"]]
 
 
-@pytest.mark.parametrize("args", [["round", "-1"], ["round", "x"], ["submissions", "--round", "-2"], ["attestations", "--submission", "one"]])
+@pytest.mark.parametrize("args", [["round", "-1"], ["round", "x"], ["submissions", "--round", "-2"], ["verdicts", "--submission", "one"],
+                                  ["verdicts", "--round", "-1"], ["attestations", "--round", "x"]])
 def test_bad_arguments(home: Path, args: list[str]) -> None:
     result = run(home, "query", "training", *args, "--node", f"http://127.0.0.1:{free_port()}")
     assert result.exit_code == 2
@@ -260,17 +347,6 @@ def test_node_without_training(home: Path, node: TrainingNode, monkeypatch: pyte
         assert_one_error_line(result.stderr, "query /training/", "failed (runtime code 9): unknown query path")
 
 
-def test_valid_work_that_does_not_help_shows_as_not_merged(home: Path, node: TrainingNode) -> None:
-    """Issue 12: the three verdicts as the CLI shows them; a no-gain decision is "not_merged", not "rejected"."""
-    ok(home, "tx", "staking", "bond-trainer", "alice", "2000", "-y")
-    submit(node, "alice")
-    for who in ("val0", "val2"):
-        msg = txlib.MsgAttest(round=0, submission=0, accept=False, no_gain=True, reason="no gain: held-out loss regressed")
-        assert node.send(node.keys[who], msg).code == 0
-    (sub,) = ok_json(home, "query", "training", "submissions")["submissions"]
-    assert (sub["status"], sub["accept_power"], sub["no_gain_power"], sub["reject_power"]) == ("not_merged", 0, 30, 0)
-    table = ok(home, "query", "training", "submissions").splitlines()
-    assert table[2].split()[:6] == ["0", node.addresses["alice"], "not_merged", "0", "30", "0"]
-    rows = ok(home, "query", "training", "attestations").splitlines()
-    assert all(row.split()[2] == "no_gain" for row in rows[2:])
-    assert field(ok(home, "query", "training", "round"), "submissions") == "1 (1 not_merged)"
+def test_attestations_is_a_hidden_alias(home: Path) -> None:
+    listing = ok(home, "query", "training", "--help")
+    assert "verdicts" in listing and "attestations" not in listing

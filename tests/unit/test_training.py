@@ -296,9 +296,32 @@ def test_an_upheld_fraud_claim_rejects_slashes_and_charges_the_auditors_who_call
     assert net.bond(cheater) == {"bonded": 2_000 - 400, "locked": 0, "unbonding": 0}
     # The claimant gets the check fee and half of the 400 slashed; the rest is burned.
     assert net.balance(net.vals[0].address) - before[net.vals[0]] == PARAMS["check_fee"] + 200 - 1
+    # An accept whose own sample held step 5 had to see it: charged hard. One whose sample missed it made an honest miss.
+    checked = {e["validator"]: e["steps_checked"] for e in sub["verdicts"]}
     for v in net.vals[1:]:
-        assert tokens(net, v) == staked[v] - staked[v] * PARAMS["fraud_proof_slash_bps"] // 10_000
+        charge = staked[v] * PARAMS["fraud_proof_slash_bps"] // 10_000 if 5 in checked[v.address] else 0
+        assert tokens(net, v) == staked[v] - charge, (checked[v.address], charge)
     assert tokens(net, net.vals[0]) == staked[net.vals[0]]
+
+
+def test_an_upheld_endpoint_claim_charges_every_accept_and_every_silent_committer(net):
+    """Every auditor checks the endpoints (state 0 is the base, the delta is w_k - w_0), so an accept on a bad
+    endpoint is never an honest miss; a member that committed and then kept quiet pays the same."""
+    bond_all(net)
+    net.block([submit(net, net.trainers[1])])
+    until_phase(net, "commit")
+    sealed = {v: [verdict(net, v, 0, "fraud", fraud_step=PARAMS["steps"]) if v is net.vals[0] else verdict(net, v, 0)] for v in net.vals}
+    net.block([commit(net, v, vs) for v, vs in sealed.items()])
+    until_phase(net, "reveal")
+    net.block([reveal(net, v, sealed[v]) for v in net.vals[:2]])  # vals[2] committed and stays silent
+    until_phase(net, "dispute")
+    staked = {v: tokens(net, v) for v in net.vals}
+    net.block([judge(net, v, [(0, PARAMS["steps"], False)]) for v in net.vals])
+    assert net.round(0)["submission_list"][0]["status"] == "rejected"
+    hard = PARAMS["fraud_proof_slash_bps"]
+    assert tokens(net, net.vals[0]) == staked[net.vals[0]]
+    assert tokens(net, net.vals[1]) == staked[net.vals[1]] - staked[net.vals[1]] * hard // 10_000
+    assert tokens(net, net.vals[2]) == staked[net.vals[2]] - staked[net.vals[2]] * hard // 10_000  # on top of its unrevealed charge
 
 
 def test_a_refuted_fraud_claim_costs_its_sender_and_the_work_is_decided_on_its_merits(net):

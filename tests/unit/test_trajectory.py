@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import subprocess
 import sys
 from dataclasses import asdict
@@ -25,12 +26,21 @@ from abci_app.ml.corpus import load_dataset
 from abci_app.ml.family import TinyGPT
 from abci_app.modules import training
 from abci_app.workers.recompute import Work, batch_at, batches, lr_of, train_delta
-from tests.unit.test_adversarial import synthetic_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 6
 PARAMS = asdict(training.Params()) | {"steps": STEPS, "batch_size": 4, "seq_len": 32}
 CAP = 10**8  # bytes: far above a TEST_CONFIG state (~0.5 MB)
+
+
+
+def synthetic_corpus(path: Path) -> Path:
+    """600 lines of pseudo-scripture: learnable structure, enough lines for a held-out split."""
+    words = "in the beginning god created the heaven and the earth and the earth was without form and void".split()
+    rng = random.Random(12)
+    path.write_text("".join(" ".join(rng.choice(words) for _ in range(rng.randint(6, 14))).capitalize() + ".\n" for _ in range(600)))
+    return path
+
 
 # A fresh process: rebuild state 0, replay every recorded step from its file, report hashes and proofs.
 REPLAY_SCRIPT = """
