@@ -6,7 +6,9 @@ a few accounts and consensus keys, honest and byzantine (bad amounts, foreign
 keys, nonce gaps, replays, bad signatures, junk bytes, unknown fields, invalid
 UTF-8, lone surrogates, deep JSON), proposers, missed signatures and
 double-sign evidence. Training runs with tiny windows, so rounds open, take
-submissions, attestations and merges. After every block it checks:
+submissions (with trajectories, some with faked steps), sealed verdicts and
+their reveals (honest, lazy, guessing, copying, falsely claiming), fraud
+judgements and merges. After every block it checks:
 
 - no exception escapes FinalizeBlock/Commit, nor CheckTx, PrepareProposal,
   ProcessProposal or Query on the same txs and random queries;
@@ -16,7 +18,10 @@ submissions, attestations and merges. After every block it checks:
   per pubkey, no removal of a non-member, never an empty set) and the set
   CometBFT holds, replayed from every update, equals staking's active set by
   pubkey, with no jailed or zero-stake member;
-- supply = sum of balances; each module pool = what staking says it holds;
+- supply = sum of balances, and it moved by exactly what the block minted
+  less what it burned; each module pool = what its module says it holds (the
+  check-fee pool: the fees of the round's undecided submissions); trainer
+  locks equal the undecided submissions' bonds and never exceed a bond;
 - a replica closed and reopened from disk reports the committed height and
   app hash (Info) and continues in step, also when it crashed between
   FinalizeBlock and Commit.
@@ -43,7 +48,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from abci_app import crypto, runtime
 from abci_app import tx as txcodec
 from abci_app.app import Application
-from abci_app.modules import auth, bank, registry, staking, training
+from abci_app.modules import audit, auth, bank, registry, staking, training
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 
 CHAIN_ID = "fuzz-chain"
@@ -71,14 +76,23 @@ STAKING_PARAMS = {
     "downtime_max_missed": 3, "downtime_slash_bps": 100, "block_reward": 7,
 }
 TRAINING_PARAMS = {
-    "enabled": True, "submission_blocks": 3, "verification_blocks": 4, "merge_blocks": 3, "steps": 2, "reward": 50,
-    "slash_bps": 2_000, "attester_share_bps": 5_000, "verifier_penalty_bps": 100, "min_trainer_bond": 100,
-    "max_submissions": 3, "eval_prompts": 2,
+    "enabled": True, "submission_blocks": 3, "verification_blocks": 3, "reveal_blocks": 3, "dispute_blocks": 3, "merge_blocks": 3,
+    "steps": 4, "audit_steps": 2, "reward": 50, "slash_bps": 2_000, "attester_share_bps": 5_000, "verifier_penalty_bps": 100,
+    "check_fee": 20, "verifier_reward_bps": 1_000, "unrevealed_penalty_bps": 100, "fraud_proof_slash_bps": 500, "false_claim_penalty_bps": 100,
+    "min_trainer_bond": 100, "max_submissions": 3, "eval_prompts": 2, "max_state_bytes": 1_000,
 }
 
 
 def fake_sha(tag: str) -> str:
     return hashlib.sha256(tag.encode()).hexdigest()
+
+
+AUDIT_MESSAGES = {training.COMMIT: "commit_verdicts", training.REVEAL: "reveal_verdicts", training.DISPUTE: "judge_claims"}  # by phase
+
+
+def grad_proof(delta_sha256: str, step: int) -> bytes:
+    """The gradient proof an honest recomputation of `step` gives (stands in for torch): derived from the delta's digest."""
+    return hashlib.sha256(b"fuzz grad" + delta_sha256.encode() + step.to_bytes(4, "big")).digest()
 
 
 def fake_cid(tag: str) -> str:
@@ -94,7 +108,9 @@ EXTREME_PARAMS = {
     "staking": {"max_validators": [1, 2, 4], "power_unit": [1, 100], "unbonding_blocks": [0, 1, 4], "jail_blocks": [0, 3],
                 "double_sign_slash_bps": [0, 500, 10_000], "downtime_slash_bps": [0, 100, 10_000], "block_reward": [0, 7, 10**6]},
     "training": {"verifier_penalty_bps": [0, 100, 10_000], "slash_bps": [0, 2_000, 10_000], "attester_share_bps": [0, 5_000, 10_000],
-                 "quorum_bps": [1, 6_667, 10_000], "reward": [0, 50], "max_submissions": [1, 3]},
+                 "quorum_bps": [1, 6_667, 10_000], "reward": [0, 50], "max_submissions": [1, 3], "check_fee": [0, 1, 20],
+                 "committee_size": [0, 1, 2], "audit_steps": [1, 4], "unrevealed_penalty_bps": [0, 10_000], "fraud_proof_slash_bps": [0, 10_000],
+                 "false_claim_penalty_bps": [0, 10_000], "verifier_reward_bps": [0, 10_000]},
 }
 
 
@@ -345,6 +361,24 @@ def staking_accounting(state) -> None:
         raise FuzzFailure(f"staking accounting (tests/unit/test_staking.check_invariants): {line} {exc}") from None
 
 
+def training_locks(state) -> tuple[int, list[str]]:
+    """(what the check-fee pool must hold, problems): the undecided submissions of the round in progress hold their
+    check fees in the pool and lock exactly their bonds; no lock exceeds its bond."""
+    rnd = training.current_round(state)
+    pending = [s for s in training.submissions(state, rnd.id) if s.status == training.PENDING] if rnd is not None else []
+    problems = []
+    locks = {}
+    for key, raw in state.iter_prefix(training.TRAINER_PREFIX):
+        bond = training.TrainerBond(**json.loads(raw))
+        if not 0 <= bond.locked <= bond.bonded or bond.unbonding < 0:
+            problems.append(f"trainer {_u(key[len(training.TRAINER_PREFIX):])} has {bond}")
+        if bond.locked:
+            locks[_u(key[len(training.TRAINER_PREFIX):])] = bond.locked
+    if locks != {s.trainer: s.bond for s in pending}:
+        problems.append(f"trainer locks {locks} != the undecided submissions' bonds {[(s.trainer, s.bond) for s in pending]}")
+    return sum(s.check_fee for s in pending), problems
+
+
 def check_state_invariants(state, pool_offsets: dict[str, int] | None = None) -> tuple[dict[bytes, int], list[str], dict[str, int]]:
     """Bank and staking bookkeeping on committed state: (staking's wanted set by pubkey, problems, pool surpluses).
 
@@ -362,6 +396,10 @@ def check_state_invariants(state, pool_offsets: dict[str, int] | None = None) ->
     pools = {"bonded pool": (staking.BONDED_POOL, sum(v.tokens for v in vals), "validators' tokens")}
     pool, expected = trainer_pool(state)
     pools["trainer pool"] = (pool, expected, "trainer collateral")
+    if hasattr(training, "CHECK_FEE_POOL"):
+        fees, lock_problems = training_locks(state)
+        pools["check-fee pool"] = (training.CHECK_FEE_POOL, fees, "undecided submissions' check fees")
+        problems += lock_problems
     if not hasattr(staking, "LEAVING_PREFIX"):  # before delegations became shares: tokens are exactly the delegations
         pools["unbonding pool"] = (staking.UNBONDING_POOL, sum(u["amount"] for u in staking.unbondings(state)), "pending unbondings")
         for v in vals:
@@ -427,6 +465,8 @@ class Fuzzer:
         self.stats = Stats()
         self.flaky = self.r.randrange(len(CONSENSUS))  # one consensus key misses many signatures
         self.params = random_params(self.r) if extreme_params else {}
+        self.supply: int | None = None  # after the last checked block
+        self.sealed: dict[tuple[int, str], tuple[bytes, list]] = {}  # (round, operator) -> (salt, verdicts) it committed
         try:
             self.replicas[0].app.init_chain(self.init_request())
         except ValueError:  # genesis validation refuses this mix (its right: genesis is trusted input); use the defaults
@@ -529,6 +569,7 @@ class Fuzzer:
         self.last_request, self.last_response = req, responses[0]
         self._tally(txs, responses[0])
         self.check(h, responses[0].app_hash)
+        self.check_supply(h, responses[0])
         if len(self.replicas) > 1 and h >= 2 and self.r.randrange(self.reopen_every) == 0:
             info = self._call("reopening a replica", self.replicas[-1].reopen)
             if (info.last_block_height, info.last_block_app_hash) != (h, responses[0].app_hash):
@@ -560,6 +601,15 @@ class Fuzzer:
                         signature="CometBFT's validator set != staking's active set")
             return
         self.stats.checks += 1
+
+    def check_supply(self, h: int, response: abci.ResponseFinalizeBlock) -> None:
+        """Supply is conserved: a block changes it by what it minted less what it burned, nothing else."""
+        supply = bank.supply(committed_state(self.replicas[0].app))
+        events = [e for result in response.tx_results for e in result.events] + list(response.events)
+        moved = sum(int(a.value) * (1 if e.type == "minted" else -1) for e in events if e.type in ("minted", "burned") for a in e.attributes if a.key == "amount")
+        if self.supply is not None and supply - self.supply != moved:
+            self.report(self.failure(f"after block {h}: supply moved by {supply - self.supply}, but the block minted less burned {moved}"))
+        self.supply = supply
 
     def _tally(self, txs: list[bytes], response: abci.ResponseFinalizeBlock) -> None:
         self.stats.blocks += 1
@@ -663,6 +713,8 @@ class Fuzzer:
     def random_txs(self, state, h: int) -> tuple[list[bytes], list[str]]:
         r = self.r
         ctx = TxContext(state, h)
+        rnd = training.current_round(state)
+        self.sealed = {k: v for k, v in self.sealed.items() if rnd is not None and k[0] == rnd.id}  # what can still be revealed
         count = r.randint(0, 2 * self.txs_per_block)
         while len(ctx.txs) < count:
             if r.random() < 0.15:
@@ -688,12 +740,15 @@ class Fuzzer:
         names = [f.name for f in txcodec.TxBody.DESCRIPTOR.oneofs_by_name["msg"].fields]
         weights = {"send": 3, "create_validator": 3, "delegate": 3, "undelegate": 4, "edit_validator": 1, "unjail": 2,
                    "bond_trainer": 2, "unbond_trainer": 2, "register_dataset": 1, "register_version": 2,
-                   "submit_delta": 4, "attest": 6, "attest_merge": 5}
+                   "submit_delta": 4, "commit_verdicts": 3, "reveal_verdicts": 3, "judge_claims": 3, "attest_merge": 5}
         name = r.choices(names, weights=[weights.get(n, 2) for n in names])[0]
+        rnd = training.current_round(ctx.state)
+        if name in AUDIT_MESSAGES.values() and rnd is not None and rnd.phase in AUDIT_MESSAGES and r.random() < 0.8:
+            name = AUDIT_MESSAGES[rnd.phase]  # mostly the message the phase takes, so that audits get somewhere
         signer = r.choice(ACCOUNTS)
         if name == "register_version" and r.random() < 0.8:
             signer = AUTHORITY
-        elif name in ("attest", "attest_merge", "edit_validator", "unjail") and r.random() < 0.8:
+        elif name in ("commit_verdicts", "reveal_verdicts", "judge_claims", "attest_merge", "edit_validator", "unjail") and r.random() < 0.8:
             signer = r.choice(list(self.operators_by_key(ctx).values()) or ACCOUNTS)
         msg, note = self.random_msg(ctx, signer, name)
         big = name.startswith("register_") and r.random() < 0.8  # state is priced per byte: big records pay more
@@ -813,28 +868,139 @@ class Fuzzer:
         return base if self.r.random() < 0.85 else self.r.choice([base + 1, max(base - 1, 0), U64])
 
     def msg_submit_delta(self, ctx, signer):
+        """A delta with its trajectory; a cheater fakes some steps' gradient commitments (an auditor that samples one
+        claims fraud on it), and sometimes one field is malformed."""
         r = self.r
         round_id = self.current_round_id(ctx)
         tag = f"delta {round_id} {signer.address} {r.randrange(3)}"
-        msg = txcodec.MsgSubmitDelta(
-            round=round_id, cid=fake_cid(tag), sha256=fake_sha(tag), bytes=self.amount(100), loss_before_micro=r.choice(INTERESTING_INTS),
-            loss_after_micro=r.choice(INTERESTING_INTS), steps=TRAINING_PARAMS["steps"] if r.random() < 0.9 else r.choice([0, 1, U64]),
-            kernel_path=r.choice(["torch AVX2"] + STRINGS),
-        )
-        return msg, f"{_n(signer)} submit_delta round {round_id}"
+        steps, digest = TRAINING_PARAMS["steps"], fake_sha(tag)
+        faked = [i for i in range(steps) if r.random() < 0.15]
+        commitments = b"".join(audit.grad_commitment(r.randbytes(32) if i in faked else grad_proof(digest, i)) for i in range(steps))
+        valid = {"round": round_id, "cid": fake_cid(tag), "sha256": digest, "bytes": self.amount(100), "loss_before_micro": r.choice(INTERESTING_INTS),
+                 "loss_after_micro": r.choice(INTERESTING_INTS), "steps": steps, "kernel_path": r.choice(["torch AVX2", "", "torch-2.5 AVX512"]),
+                 "trajectory_cid": fake_cid("trajectory " + tag), "trajectory_sha256": fake_sha("trajectory " + tag), "state_bytes": r.choice([1, 500, 1_000]),
+                 "grad_commitments": commitments}
+        nasty = {"steps": [0, 1, steps + 1, U64], "kernel_path": STRINGS, "trajectory_cid": STRINGS, "trajectory_sha256": ["", "AB" * 32, digest[:-1]],
+                 "state_bytes": [0, TRAINING_PARAMS["max_state_bytes"] + 1, U64], "grad_commitments": [b"", commitments[:-1], commitments + b"\0", commitments * 2],
+                 "cid": STRINGS[:4], "sha256": ["", "g" * 64]}
+        fields, broken = self.break_one_field(valid, nasty) if r.random() < 0.5 else (valid, "")
+        return txcodec.MsgSubmitDelta(**fields), f"{_n(signer)} submit_delta round {round_id} faked steps {faked}{broken}"
 
-    def msg_attest(self, ctx, signer):
+    def audit_verdicts(self, ctx, key: crypto.PrivateKey, rnd) -> tuple[list, str]:
+        """The verdicts `key` seals in round `rnd`: an honest recomputation of its sample of each submission on its
+        committees, or one of the ways a validator cheats: always accept without proofs (lazy) or with guessed ones,
+        a fraud claim on honest work (a step, the endpoints k, unavailability k + 1, or k + 2, refused), a malformed entry."""
+        r = self.r
+        params = training.get_params(ctx.state)
+        behaviour = r.choices(["honest", "lazy", "guess", "false_claim", "broken"], weights=[8, 1, 1, 1, 1])[0]
+        verdicts = []
+        for sub in training.submissions(ctx.state, rnd.id):
+            if key.address not in dict(sub.committee) and not (behaviour == "broken" and r.random() < 0.3):
+                continue
+            signature = key.sign(audit.audit_message(rnd.id, sub.index, sub.trajectory_sha256, rnd.beacon))
+            sample = audit.audit_sample(signature, sub.steps, params.audit_steps)
+            commitments = bytes.fromhex(sub.grad_commitments)
+            bad = [i for i in sample if audit.grad_commitment(grad_proof(sub.sha256, i)) != commitments[32 * i : 32 * i + 32]]
+            v = txcodec.AuditVerdict(submission=sub.index, audit_signature=signature, measured_error_ppm=r.choice([0, 0, 10, U64]))
+            if behaviour == "honest" and bad:
+                v.verdict, v.fraud_step = 2, bad[0]
+            elif behaviour == "honest":
+                v.verdict = 1 if sub.loss_after_micro > sub.loss_before_micro else 0
+                if r.random() < 0.9:  # else it ran on another kernel path: no proofs
+                    v.step_proofs.extend(grad_proof(sub.sha256, i) for i in sample)
+            elif behaviour == "lazy":
+                v.verdict = 0
+            elif behaviour == "guess":
+                v.step_proofs.extend(r.randbytes(32) for _ in sample)
+            elif behaviour == "false_claim":
+                v.verdict, v.fraud_step = 2, r.choice([0, sub.steps - 1, sub.steps, sub.steps + 1, sub.steps + 2])
+            else:
+                broken = r.choice(["verdict", "signature", "proofs", "proof_size", "reason", "fraud_with_proofs"])
+                v.step_proofs.extend(grad_proof(sub.sha256, i) for i in sample)
+                if broken == "verdict":
+                    v.verdict = r.choice([3, 2**32 - 1])
+                elif broken == "signature":
+                    v.audit_signature = r.choice([b"", r.randbytes(64), r.choice(ACCOUNTS).sign(b"another message")])
+                elif broken == "proofs":
+                    del v.step_proofs[-1:]
+                elif broken == "proof_size":
+                    v.step_proofs[0] = v.step_proofs[0][:31]
+                elif broken == "reason":
+                    v.reason = r.choice(STRINGS[5:])
+                else:
+                    v.verdict = 2
+            verdicts.append(v)
+        if behaviour == "broken" and verdicts and r.random() < 0.3:
+            verdicts.append(verdicts[0])  # the same submission twice
+        return verdicts, behaviour
+
+    def msg_commit_verdicts(self, ctx, signer):
         r = self.r
         round_id = self.current_round_id(ctx)
         rnd = training.current_round(ctx.state)
-        count = rnd.submissions if rnd is not None else 0
-        index = r.randrange(count) if count and r.random() < 0.9 else r.choice([0, count, U64])
-        accept = r.random() < 0.6
-        no_gain = r.random() < (0.5 if not accept else 0.05)  # valid but not helping; with accept it is refused
-        msg = txcodec.MsgAttest(round=round_id, submission=index, accept=accept, no_gain=no_gain, measured_error_ppm=r.choice([0, 10, 900_000, U64]),
-                                reason=r.choice(["", "ok", "x" * 500]))
-        verdict = "accept" if accept else "no_gain" if no_gain else "reject"
-        return msg, f"{_n(signer)} attest round {round_id} submission {index} {verdict}{' +no_gain' if accept and no_gain else ''}"
+        verdicts, behaviour = self.audit_verdicts(ctx, signer, rnd) if rnd is not None else ([], "no round")
+        salt = r.randbytes(32)
+        sealed = training.verdicts_commitment(round_id, salt, signer.pubkey, verdicts)
+        key = (round_id, signer.address)
+        if key not in ctx.sealing and training.commitment(ctx.state, round_id, signer.address) is None:  # what a reveal will open
+            self.sealed[key] = (salt, verdicts)
+            ctx.sealing.add(key)
+        commitment = sealed if r.random() < 0.95 else r.choice([b"", sealed[:31], sealed + b"\0"])
+        return txcodec.MsgCommitVerdicts(round=round_id, commitment=commitment), \
+            f"{_n(signer)} commit_verdicts round {round_id} {behaviour} on {[v.submission for v in verdicts]}"
+
+    def msg_reveal_verdicts(self, ctx, signer):
+        """Mostly the opening of what the signer committed; sometimes one that cannot open it: a copy of another
+        auditor's sealed verdicts, another salt, another key, an edited verdict."""
+        r = self.r
+        round_id = self.current_round_id(ctx)
+        salt, verdicts = self.sealed.get((round_id, signer.address), (r.randbytes(32), []))
+        pubkey = signer.pubkey
+        how = r.choices(["opening", "copy", "salt", "key", "edited"], weights=[16, 1, 1, 1, 1])[0]
+        if how == "copy":
+            others = [vs for (rid, operator), (_, vs) in sorted(self.sealed.items(), key=lambda item: item[0]) if rid == round_id and operator != signer.address]
+            verdicts = r.choice(others) if others else verdicts
+        elif how == "salt":
+            salt = r.randbytes(r.choice([31, 32]))
+        elif how == "key":
+            pubkey = r.choice(ACCOUNTS + CONSENSUS).pubkey
+        elif how == "edited" and verdicts:
+            edited = txcodec.AuditVerdict()
+            edited.CopyFrom(verdicts[0])
+            edited.verdict = (edited.verdict + 1) % 3
+            verdicts = [edited] + list(verdicts[1:])
+        msg = txcodec.MsgRevealVerdicts(round=round_id, salt=salt, operator_pubkey=pubkey, verdicts=verdicts)
+        return msg, f"{_n(signer)} reveal_verdicts round {round_id} {how} on {[v.submission for v in verdicts]}"
+
+    def msg_judge_claims(self, ctx, signer):
+        """Honest judgements of the round's claims (a step reproduces iff its commitment is the honest proof's; the
+        fuzzer's endpoints and content are always fine), sometimes flipped, partial, duplicated or about no claim."""
+        r = self.r
+        round_id = self.current_round_id(ctx)
+        rnd = training.current_round(ctx.state)
+        judgements = []
+        for sub in training.submissions(ctx.state, rnd.id) if rnd is not None else []:
+            commitments = bytes.fromhex(sub.grad_commitments)
+            for claim in training.claims(ctx.state, rnd.id, sub.index):
+                step = claim.step
+                valid = step >= sub.steps or audit.grad_commitment(grad_proof(sub.sha256, step)) == commitments[32 * step : 32 * step + 32]
+                judgements.append(txcodec.ClaimJudgement(submission=sub.index, step=step, valid=valid))
+        how = r.choices(["honest", "flipped", "partial", "twice", "unknown"], weights=[12, 2, 2, 1, 1])[0]
+        if how == "flipped":
+            for j in judgements:
+                j.valid = j.valid != (r.random() < 0.5)
+        elif how == "partial":
+            judgements = [j for j in judgements if r.random() < 0.5]
+        elif how == "twice" and judgements:
+            judgements.append(judgements[0])
+        elif how == "unknown":
+            judgements.append(txcodec.ClaimJudgement(submission=r.choice([0, U64]), step=r.choice([0, 2**32, U64]), valid=True))
+        return txcodec.MsgJudgeClaims(round=round_id, judgements=judgements), f"{_n(signer)} judge_claims round {round_id} {how} {len(judgements)}"
+
+    def audit_phase_msg(self, ctx, key, rnd):
+        """The audit message `key` would send in the round's phase, or None outside the audit phases."""
+        name = AUDIT_MESSAGES.get(rnd.phase)
+        return getattr(self, f"msg_{name}")(ctx, key) if name else None
 
     def msg_attest_merge(self, ctx, signer):
         r = self.r
@@ -862,9 +1028,9 @@ class Fuzzer:
     def combo(self, ctx: "TxContext") -> None:
         r = self.r
         ops = self.operators_by_key(ctx)
-        kind = r.choice(["exit_recreate", "grab_key", "vote_and_leave", "submit_and_unbond", "jail_escape", "everyone_attests", "everyone_merges"])
+        kind = r.choice(["exit_recreate", "grab_key", "vote_and_leave", "submit_and_unbond", "jail_escape", "everyone_audits", "everyone_merges"])
         if kind in ("exit_recreate", "grab_key", "vote_and_leave", "jail_escape") and not ops:
-            kind = "everyone_attests"
+            kind = "everyone_audits"
         if kind == "exit_recreate":  # an operator leaves and comes back with another key in the same block
             operator = r.choice(sorted(ops))
             key = ops[operator]
@@ -885,7 +1051,7 @@ class Fuzzer:
             pubkey = bytes.fromhex(validator.pubkey)
             ctx.signed(r, other, create_validator_msg(pubkey, STAKING_PARAMS["min_self_bond"] * 2, "grab", other.address),
                        f"{_n(other)} create_validator with {_n(key)}'s key {_key(pubkey)} [grab_key]")
-        elif kind == "vote_and_leave":  # attest, then take the stake away in the same block
+        elif kind == "vote_and_leave":  # vote (commit, reveal, judge or merge), then take the stake away in the same block
             operator = r.choice(sorted(ops))
             key = ops[operator]
             rnd = training.current_round(ctx.state)
@@ -893,8 +1059,8 @@ class Fuzzer:
                 if rnd.phase == training.MERGE:
                     tag = f"merge {rnd.id} 0"
                     ctx.signed(r, key, txcodec.MsgAttestMerge(round=rnd.id, cid=fake_cid(tag), sha256=fake_sha(tag), bytes=100), f"{_n(key)} attest_merge [vote_and_leave]")
-                elif rnd.submissions:
-                    ctx.signed(r, key, txcodec.MsgAttest(round=rnd.id, submission=r.randrange(rnd.submissions), accept=True), f"{_n(key)} attest accept [vote_and_leave]")
+                elif (made := self.audit_phase_msg(ctx, key, rnd)) is not None:
+                    ctx.signed(r, key, made[0], made[1] + " [vote_and_leave]")
             self_bond = staking.delegation(ctx.state, operator, operator)
             ctx.signed(r, key, txcodec.MsgUndelegate(validator=operator, amount=self_bond), f"{_n(key)} undelegate {self_bond} [vote_and_leave]")
         elif kind == "submit_and_unbond":  # submit a delta, then pull the bond in the same block
@@ -916,17 +1082,15 @@ class Fuzzer:
             ctx.signed(r, key, create_validator_msg(bytes.fromhex(validator.pubkey), STAKING_PARAMS["min_self_bond"], "again", key.address),
                        f"{_n(key)} create_validator same key [jail_escape]")
             ctx.signed(r, key, txcodec.MsgUnjail(), f"{_n(key)} unjail [jail_escape]")
-        elif kind == "everyone_attests":
+        elif kind == "everyone_audits":  # every validator we hold commits, reveals or judges, as the phase asks
             rnd = training.current_round(ctx.state)
-            if rnd is None or not rnd.submissions:
+            if rnd is None or rnd.phase not in (training.COMMIT, training.REVEAL, training.DISPUTE):
                 self.one_tx(ctx)
                 return
-            index, accept = r.randrange(rnd.submissions), r.random() < 0.6
-            no_gain = not accept and r.random() < 0.5
             for operator, key in sorted(ops.items()):
                 if r.random() < 0.8:
-                    ctx.signed(r, key, txcodec.MsgAttest(round=rnd.id, submission=index, accept=accept, no_gain=no_gain, measured_error_ppm=0),
-                               f"{_n(key)} attest {index} {'accept' if accept else 'no_gain' if no_gain else 'reject'} [everyone_attests]")
+                    msg, note = self.audit_phase_msg(ctx, key, rnd)
+                    ctx.signed(r, key, msg, note + " [everyone_audits]")
         elif kind == "everyone_merges":
             rnd = training.current_round(ctx.state)
             if rnd is None or rnd.phase != training.MERGE:
@@ -947,6 +1111,7 @@ class TxContext:
         self.nonces: dict[str, int] = {}
         self.txs: list[bytes] = []
         self.notes: list[str] = []
+        self.sealing: set[tuple[int, str]] = set()  # (round, operator) whose commitment this block records
 
     def addresses(self) -> list[str]:
         return [k.address for k in ACCOUNTS] + [staking.BONDED_POOL, bank.FEE_COLLECTOR]

@@ -24,11 +24,11 @@ import click
 
 from abci_app.cli.common import Cli, CliError, abci_query, shared_flags
 from abci_app.cli.query import Prover, proof_text, prove_option
+from abci_app.modules import training as chain
 from abci_app.rpc import AbciQueryResult, RpcClient
 
 # The phases after submit, in order, with the param that bounds each one's length.
 LATER_PHASES = (("commit", "verification_blocks"), ("reveal", "reveal_blocks"), ("dispute", "dispute_blocks"), ("merge", "merge_blocks"))
-BPS = 10_000
 
 
 def _json(result: AbciQueryResult, path: str) -> Any:
@@ -72,67 +72,64 @@ def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
+def _heights(first: int, last: int) -> str:
+    return f"height {first}" if first == last else f"heights {first}-{last}"
+
+
 def _window(first: int, last: int, height: int, current: bool, note: str = "") -> str:
     """`heights A-B`, and where the chain is relative to it."""
-    text = f"heights {first}-{last}{note}"
+    text = f"{_heights(first, last)}{note}"
     if current:
         left = last - height
         return text + (f" (now; {left} block{'s' if left != 1 else ''} left)" if left > 0 else " (now; ends with the next block)")
     return text
 
 
-def _micro(value: int | None) -> str:
-    return "-" if value is None else f"{value / 1e6:.4f}"
-
-
-def _quorum(total_power: int, quorum_bps: int) -> int:
-    """The chain's quorum: the smallest power that is at least quorum_bps of the total (training.quorum)."""
-    return -(-total_power * quorum_bps // BPS)
+def _micro(value: int) -> str:
+    return f"{value / 1e6:.4f}"
 
 
 def _step_name(step: int, steps: int) -> str:
     """A fraud claim's step: a training step, or past the last one the endpoints (k) or unavailable content (k + 1)."""
-    return str(step) if step < steps else "endpoints" if step == steps else "unavailable"
+    return str(step) if step < steps else "endpoints" if step == steps + chain.CLAIM_ENDPOINTS_OFFSET else "unavailable"
 
 
 # --- round ----------------------------------------------------------------------------
 
 
+SKIPPED = {"commit": "no submissions", "reveal": "no submissions", "dispute": "no fraud claim", "merge": "nothing accepted"}
+
+
 def _phase_lines(rnd: dict, params: dict, height: int) -> list[str]:
     """One line per phase: its heights, exact once the next phase has started, else bounds."""
     phase = rnd["phase"]
-    lines = [("submit", _window(rnd["open_height"], rnd["submit_until"] - 1, height, phase == "submit"))]
-    started = [(name, rnd[f"{name}_until"] - params[blocks], rnd[f"{name}_until"] - 1) for name, blocks in LATER_PHASES if rnd.get(f"{name}_until")]
+    texts = {"submit": _window(rnd["open_height"], rnd["submit_until"] - 1, height, phase == "submit")}
+    started = [(name, rnd[f"{name}_until"] - params[blocks], rnd[f"{name}_until"] - 1) for name, blocks in LATER_PHASES if rnd[f"{name}_until"]]
     for i, (name, first, bound) in enumerate(started):
         if i + 1 < len(started):  # over: it ended in the block before the next one started
             last = started[i + 1][1] - 1
-            lines.append((name, f"heights {first}-{last}" + (" (ended early: everyone acted)" if last < bound else "")))
+            texts[name] = _heights(first, last) + (" (ended early: everyone acted)" if last < bound else "")
         else:
-            lines.append((name, _window(first, bound, height, phase == name, " at the latest")))
-    seen = {name for name, _ in lines}
-    closed = phase == "closed"
+            texts[name] = _window(first, bound, height, phase == name, " at the latest")
     for name, blocks in LATER_PHASES:
-        if name in seen:
+        if name in texts:
             continue
-        if closed or (name == "dispute" and phase == "merge"):
-            reason = {"commit": "no submissions", "reveal": "no submissions", "dispute": "no fraud claim", "merge": "nothing accepted"}[name]
-            text = f"- ({reason})"
+        if phase == "closed" or (name == "dispute" and phase == "merge"):
+            texts[name] = f"- ({SKIPPED[name]})"
         elif name == "commit":  # it starts right after the submission window
-            text = f"heights {rnd['submit_until']}-{rnd['submit_until'] + params[blocks] - 1} at the latest"
+            texts[name] = _heights(rnd["submit_until"], rnd["submit_until"] + params[blocks] - 1) + " at the latest"
         elif name == "reveal":
-            text = f"after the commit phase, {params[blocks]} blocks at most"
+            texts[name] = f"after the commit phase, {params[blocks]} blocks at most"
         elif name == "dispute":
-            text = f"only if an auditor claims fraud, {params[blocks]} blocks at most"
+            texts[name] = f"only if an auditor claims fraud, {params[blocks]} blocks at most"
         else:
-            text = f"after verification, if a submission is accepted; {params[blocks]} blocks at most"
-        lines.append((name, text))
-    order = ["submit"] + [name for name, _ in LATER_PHASES]
-    return [f"{name + ':':<15}{text}" for name, text in sorted(lines, key=lambda line: order.index(line[0]))]
+            texts[name] = f"after verification, if a submission is accepted; {params[blocks]} blocks at most"
+    return [f"{name + ':':<15}{texts[name]}" for name in ("submit", *(name for name, _ in LATER_PHASES))]
 
 
 def _committee_text(rnd: dict, params: dict) -> str:
-    validators = sum(1 for _, power in rnd.get("powers") or [] if power > 0)
-    size = params.get("committee_size", 0)
+    validators = sum(1 for _, power in rnd["powers"] if power > 0)
+    size = params["committee_size"]
     if size == 0 or size >= validators:
         return f"every validator of the round ({validators})"
     return f"{size} of the round's {validators} validators, drawn by stake for each submission"
@@ -140,35 +137,35 @@ def _committee_text(rnd: dict, params: dict) -> str:
 
 def _round_text(rnd: dict, height: int, params: dict) -> str:
     phase = rnd["phase"]
-    subs = rnd.get("submission_list") or []
-    steps, sampled = params.get("steps", 0), params.get("audit_steps", 0)
+    subs = rnd["submission_list"]
+    steps, sampled = params["steps"], params["audit_steps"]
     lines = [
         f"round:         {rnd['id']} ({phase})",
         f"height:        {height}",
         f"base version:  {rnd['base_version']}",
         f"dataset:       {rnd['dataset_id']}",
         f"seed:          {rnd['seed']}",
-        f"beacon:        {rnd.get('beacon') or '- (the hash of the block that closes the submission window)'}",
+        f"beacon:        {rnd['beacon'] or '- (the hash of the block that closes the submission window)'}",
         f"audit:         {sampled} of {steps} steps recomputed by each auditor" + (" (all of them)" if sampled >= steps else ""),
         f"committee:     {_committee_text(rnd, params)}",
         *_phase_lines(rnd, params, height),
     ]
-    auditors = len(rnd.get("auditors") or [])
-    lines.append(f"auditors:      {auditors} ({rnd.get('commits', 0)} committed, {rnd.get('reveals', 0)} revealed)" if auditors else "auditors:      -")
-    outcomes = [c["outcome"] or "open" for s in subs for c in s.get("claims") or []]
+    auditors = len(rnd["auditors"])
+    lines.append(f"auditors:      {auditors} ({rnd['commits']} committed, {rnd['reveals']} revealed)" if auditors else "auditors:      -")
+    outcomes = [c["outcome"] or "open" for s in subs for c in s["claims"]]
     decided = ", ".join(f"{outcomes.count(o)} {o}" for o in ("open", "upheld", "refuted", "undecided") if o in outcomes)
-    claims = f"claims:        {rnd.get('claims', 0)}" + (f" ({decided})" if decided else "")
-    if rnd.get("claims") or rnd.get("judges"):
-        claims += f"; judged by {rnd.get('judges', 0)} of {len(rnd.get('powers') or [])} validators"
+    claims = f"claims:        {rnd['claims']}" + (f" ({decided})" if decided else "")
+    if rnd["claims"] or rnd["judges"]:
+        claims += f"; judged by {rnd['judges']} of {len(rnd['powers'])} validators"
     lines.append(claims)
     counts = {s: sum(1 for x in subs if x["status"] == s) for s in ("pending", "accepted", "not_merged", "rejected", "expired")}
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     lines += [
-        f"aggregator:    {rnd.get('aggregator') or '-'}",
+        f"aggregator:    {rnd['aggregator'] or '-'}",
         f"submissions:   {rnd['submissions']}" + (f" ({summary})" if summary else ""),
-        f"accepted:      {', '.join(map(str, rnd.get('accepted') or [])) or '-'}",
-        f"merge votes:   {len(rnd.get('merge_votes') or [])}",
-        f"version:       {'-' if rnd.get('version') is None else rnd['version']}",
+        f"accepted:      {', '.join(map(str, rnd['accepted'])) or '-'}",
+        f"merge votes:   {len(rnd['merge_votes'])}",
+        f"version:       {'-' if rnd['version'] is None else rnd['version']}",
     ]
     return "\n".join(lines)
 
@@ -203,8 +200,7 @@ def round_(cli: Cli, round_id: int | None) -> None:
 
 
 def _committee_cell(sub: dict) -> str:
-    members = sub.get("committee") or []
-    return f"{len(members)} (power {sub.get('committee_power', 0)})" if members else "-"
+    return f"{len(sub['committee'])} (power {sub['committee_power']})" if sub["committee"] else "-"
 
 
 @training_query.command("submissions")
@@ -227,7 +223,7 @@ def submissions(cli: Cli, round_id: int | None) -> None:
     """
     with cli.rpc() as rpc:
         rnd, height = _require_round(rpc, round_id)
-    subs = [{k: v for k, v in s.items() if k not in ("verdicts", "claims")} for s in rnd.get("submission_list") or []]
+    subs = [{k: v for k, v in s.items() if k not in ("verdicts", "claims")} for s in rnd["submission_list"]]
     data = {"round": rnd["id"], "phase": rnd["phase"], "height": height, "submissions": subs}
     if not subs:
         if cli.output == "json":
@@ -237,7 +233,7 @@ def submissions(cli: Cli, round_id: int | None) -> None:
         return
     header = ("INDEX", "TRAINER", "STATUS", "COMMITTEE", "ACCEPT", "NO GAIN", "FRAUD", "LOSS BEFORE", "LOSS AFTER")
     rows = [(s["index"], s["trainer"], s["status"], _committee_cell(s), s["accept_power"], s["no_gain_power"], s["reject_power"],
-             _micro(s.get("loss_before_micro")), _micro(s.get("loss_after_micro"))) for s in subs]
+             _micro(s["loss_before_micro"]), _micro(s["loss_after_micro"])) for s in subs]
     cli.emit(data, f"round {rnd['id']} ({rnd['phase']}), height {height}\n" + _table(header, rows))
 
 
@@ -254,16 +250,16 @@ def _proof_word(entry: dict) -> str:
 def _verdicts_text(rnd: dict, height: int, params: dict, subs: list[dict], votes: list[dict]) -> str:
     steps = {s["index"]: s["steps"] for s in subs}
     parts = [f"round {rnd['id']} ({rnd['phase']}), height {height}"]
-    verdicts = [(s["index"], e) for s in subs for e in s.get("verdicts") or []]
+    verdicts = [(s["index"], e) for s in subs for e in s["verdicts"]]
     if verdicts:
         header = ("SUBMISSION", "VALIDATOR", "VERDICT", "POWER", "STEPS CHECKED", "PROOF", "FRAUD STEP", "ERROR PPM", "HEIGHT", "REASON")
         rows = [(i, e["validator"], e["verdict"], e["power"], ",".join(map(str, e["steps_checked"])) or "-", _proof_word(e),
                  _step_name(e["fraud_step"], steps[i]) if e["verdict"] == "fraud" else "-", e["measured_error_ppm"], e["height"],
                  e["reason"] or "-") for i, e in verdicts]
         parts.append(_table(header, rows))
-    claims = [c for s in subs for c in s.get("claims") or []]
+    claims = [c for s in subs for c in s["claims"]]
     if claims:
-        needed = _quorum(rnd["total_power"], params["quorum_bps"])
+        needed = chain.quorum(chain.Params(**params), rnd["total_power"])
         parts.append(f"fraud claims: upheld or refuted by {needed} of the round's {rnd['total_power']} power")
         header = ("SUBMISSION", "STEP", "CLAIMANTS", "VALID", "INVALID", "OUTCOME")
         rows = [(c["submission"], _step_name(c["step"], steps[c["submission"]]), ",".join(c["claimants"]), c["valid_power"], c["invalid_power"],
@@ -271,7 +267,7 @@ def _verdicts_text(rnd: dict, height: int, params: dict, subs: list[dict], votes
         parts.append(_table(header, rows))
     if votes:
         header = ("MERGE VOTE BY", "POWER", "HELD-OUT", "SHA256", "CID")
-        rows = [(v["validator"], v["power"], _micro(v.get("held_out_loss_micro")), v["sha256"], v["cid"]) for v in votes]
+        rows = [(v["validator"], v["power"], _micro(v["held_out_loss_micro"]), v["sha256"], v["cid"]) for v in votes]
         parts.append(_table(header, rows))
     return "\n".join(parts)
 
@@ -280,14 +276,14 @@ def _show_verdicts(cli: Cli, round_id: int | None, index: int | None) -> None:
     with cli.rpc() as rpc:
         rnd, height = _require_round(rpc, round_id)
         params = _params(rpc, cli.node) if cli.output != "json" else {}  # the claims' quorum
-    subs = rnd.get("submission_list") or []
+    subs = rnd["submission_list"]
     if index is not None:
         subs = [s for s in subs if s["index"] == index]
         if not subs:
             raise CliError(f"round {rnd['id']} has no submission {index} ({rnd['submissions']} submitted; see `gradchain query training submissions --round {rnd['id']}`)")
-    verdicts = [{"submission": s["index"], **e} for s in subs for e in s.get("verdicts") or []]
-    claims = [c for s in subs for c in s.get("claims") or []]
-    votes = (rnd.get("merge_votes") or []) if index is None else []
+    verdicts = [{"submission": s["index"], **e} for s in subs for e in s["verdicts"]]
+    claims = [c for s in subs for c in s["claims"]]
+    votes = rnd["merge_votes"] if index is None else []
     data: dict[str, Any] = {"round": rnd["id"], "phase": rnd["phase"], "height": height, "verdicts": verdicts, "claims": claims}
     if index is None:
         data["merge_votes"] = votes
@@ -299,11 +295,12 @@ def _show_verdicts(cli: Cli, round_id: int | None, index: int | None) -> None:
         cli.emit(data, _verdicts_text(rnd, height, params, subs, votes))
     else:
         what = f"submission {index} of round {rnd['id']}" if index is not None else f"round {rnd['id']}"
-        sealed = f"; {rnd.get('commits', 0)} of {len(rnd.get('auditors') or [])} auditors committed, verdicts open in the reveal phase" if rnd["phase"] == "commit" else ""
+        sealed = f"; {rnd['commits']} of {len(rnd['auditors'])} auditors committed, verdicts open in the reveal phase" if rnd["phase"] == "commit" else ""
         click.echo(f"no verdicts revealed for {what} ({rnd['phase']}{sealed}) at height {height}", err=True)
 
 
 def _verdict_options(command: Any) -> Any:
+    """--round, --submission and the shared flags: `verdicts` and its deprecated alias take the same."""
     command = shared_flags()(command)
     command = click.option("--submission", "index", type=click.IntRange(min=0), default=None, metavar="I", help="Only this submission's verdicts and claims.")(command)
     return click.option("--round", "round_id", type=click.IntRange(min=0), default=None, metavar="N", help="Round id [default: the current round].")(command)

@@ -566,7 +566,8 @@ def submit_delta(ctx: Context, signer: str, msg: tx_pb2.MsgSubmitDelta) -> None:
         if evicted is None or evicted.bond >= stake:
             smallest = f"the smallest bond in it is {evicted.bond}{bank.DENOM}" if evicted else "none can be evicted"
             raise RoundFull(f"round {rnd.id} already has {params.max_submissions} submissions and {smallest}; a larger trainer bond ({stake}{bank.DENOM} now) takes a slot")
-    bank.transfer(ctx, signer, CHECK_FEE_POOL, params.check_fee)  # first: the only step that can fail
+    if params.check_fee:  # bank.transfer refuses 0, and check_fee = 0 is a valid param
+        bank.transfer(ctx, signer, CHECK_FEE_POOL, params.check_fee)  # first: the only step that can fail
     if evicted is not None:
         _evict(ctx, params, evicted, by=signer)
         rnd = replace(rnd, submissions=rnd.submissions - 1)

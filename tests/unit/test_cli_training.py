@@ -110,10 +110,10 @@ def field(text: str, name: str) -> str:
     return next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith(name + ":"))
 
 
-def round_text(home: Path, node: TrainingNode) -> str:
-    """`query training round` as text, after checking that its JSON is the chain's round view."""
-    assert ok_json(home, "query", "training", "round") == node.round() | {"height": node.height}
-    return ok(home, "query", "training", "round")
+def round_text(home: Path, node: TrainingNode, *round_id: str) -> str:
+    """`query training round [N]` as text, after checking that its JSON is the chain's round view."""
+    assert ok_json(home, "query", "training", "round", *round_id) == node.round(*map(int, round_id)) | {"height": node.height}
+    return ok(home, "query", "training", "round", *round_id)
 
 
 def now(first: int, last: int, height: int) -> str:
@@ -191,7 +191,7 @@ def test_a_round_through_every_phase_with_a_dispute(home: Path, node: TrainingNo
     assert table[2].split() == ["0", alice.address, "pending", "3", "(power", "40)", "0", "0", "0", "2.0000", "1.9000"]
     listed = ok_json(home, "query", "training", "submissions", "--round", "0")
     assert (listed["round"], listed["phase"], listed["height"]) == (0, "commit", node.height)
-    assert [{k: v for k, v in s.items()} | {"verdicts": [], "claims": []} for s in listed["submissions"]] == rnd["submission_list"]
+    assert [s | {"verdicts": [], "claims": []} for s in listed["submissions"]] == rnd["submission_list"]
 
     # val0 calls alice's step 5 a fraud and accepts bob's with made-up proofs; val2 calls bob's endpoints a fraud
     sealed = node.drive(lambda net: {
@@ -235,14 +235,13 @@ def test_a_round_through_every_phase_with_a_dispute(home: Path, node: TrainingNo
     rows = ok(home, "query", "training", "verdicts").splitlines()
     assert rows[0] == f"round 0 (dispute), height {node.height}"
     assert rows[1].split() == ["SUBMISSION", "VALIDATOR", "VERDICT", "POWER", "STEPS", "CHECKED", "PROOF", "FRAUD", "STEP", "ERROR", "PPM", "HEIGHT", "REASON"]
-    by_row = {tuple(row.split()[:2]): row.split() for row in rows[2:8]}
-    entries = {(e["submission"], e["validator"]): e for s in rnd["submission_list"] for e in s["verdicts"]}
-    steps_checked = {key: ",".join(map(str, e["steps_checked"])) for key, e in entries.items()}
-    assert by_row[("0", v0.address)] == ["0", v0.address, "fraud", "10", steps_checked[(0, v0.address)], "-", "5", "0", str(revealed_at - 1), "-"]
-    assert by_row[("1", v0.address)] == ["1", v0.address, "accept", "10", steps_checked[(1, v0.address)], "bad", "-", "0", str(revealed_at - 1), "-"]
-    assert by_row[("1", v1.address)] == ["1", v1.address, "no_gain", "10", steps_checked[(1, v1.address)], "ok", "-", "1200", str(revealed_at - 1), "-"]
-    assert by_row[("1", v2.address)][2:7] == ["fraud", "20", steps_checked[(1, v2.address)], "-", "endpoints"]
-    assert rows[7].endswith("end state differs")
+    by_row = {tuple(row.split()[:2]): row for row in rows[2:8]}
+    steps_checked = {(s["index"], e["validator"]): ",".join(map(str, e["steps_checked"])) for s in rnd["submission_list"] for e in s["verdicts"]}
+    assert by_row[("0", v0.address)].split() == ["0", v0.address, "fraud", "10", steps_checked[(0, v0.address)], "-", "5", "0", str(revealed_at - 1), "-"]
+    assert by_row[("1", v0.address)].split() == ["1", v0.address, "accept", "10", steps_checked[(1, v0.address)], "bad", "-", "0", str(revealed_at - 1), "-"]
+    assert by_row[("1", v1.address)].split() == ["1", v1.address, "no_gain", "10", steps_checked[(1, v1.address)], "ok", "-", "1200", str(revealed_at - 1), "-"]
+    assert by_row[("1", v2.address)].split()[2:] == ["fraud", "20", steps_checked[(1, v2.address)], "-", "endpoints", "0", str(revealed_at),
+                                                     "end", "state", "differs"]
     assert rows[8] == "fraud claims: upheld or refuted by 27 of the round's 40 power"
     assert [row.split() for row in rows[9:]] == [["SUBMISSION", "STEP", "CLAIMANTS", "VALID", "INVALID", "OUTCOME"],
                                                  ["0", "5", v0.address, "0", "0", "open"], ["1", "endpoints", v2.address, "0", "0", "open"]]
@@ -272,9 +271,9 @@ def test_a_round_through_every_phase_with_a_dispute(home: Path, node: TrainingNo
     claim_rows = ok(home, "query", "training", "verdicts").splitlines()[-2:]
     assert [row.split() for row in claim_rows] == [["0", "5", v0.address, "30", "10", "refuted"], ["1", "endpoints", v2.address, "0", "30", "upheld"]]
 
-    # closed: 30 of 40 agree on the merge, version 1
+    # closed: 30 of 40 agree on the merge, version 1; both trainers are still bonded, so round 1 opens in the same block
     all_ok(node.drive(lambda net: net.block([merge_vote(net, v0), merge_vote(net, v2)])))
-    text = round_text(home, node)
+    text = round_text(home, node, "0")
     assert (field(text, "round"), field(text, "version"), field(text, "merge votes")) == ("0 (closed)", "1", "2")
     assert field(text, "merge") == f"heights {judged_at + 1}-{merging['merge_until'] - 1} at the latest"
     votes = ok_json(home, "query", "training", "verdicts", "--round", "0")["merge_votes"]
@@ -286,10 +285,10 @@ def test_a_round_through_every_phase_with_a_dispute(home: Path, node: TrainingNo
     assert alias.exit_code == 0 and alias.stdout == listing
     assert alias.stderr == "`gradchain query training attestations` is deprecated: it prints `gradchain query training verdicts`\n"
 
-    # both trainers are still bonded: round 1 opens on version 1, and is what `round` shows by default
-    node.block([])
-    assert ok_json(home, "query", "training", "round")["id"] == 1
-    assert ok_json(home, "query", "training", "round")["base_version"] == 1
+    # round 1 trains version 1, and is what the commands show by default
+    latest = ok_json(home, "query", "training", "round")
+    assert (latest["id"], latest["phase"], latest["base_version"]) == (1, "submit", 1)
+    assert run(home, "query", "training", "verdicts").stderr.startswith("no verdicts revealed for round 1 (submit)")
     missing = run(home, "query", "training", "submissions", "--round", "5")
     assert_one_error_line(missing.stderr, "round 5 does not exist", "the latest is round 1")
 

@@ -61,20 +61,25 @@ def test_random_blocks_keep_every_invariant(tmp_path, seed):
 
 def test_the_fuzzer_reaches_every_corner(tmp_path):
     """The random blocks do what they are meant to: validators join, leave and get jailed, rounds
-    open and decide submissions, every message type succeeds at least once. (Coverage only: failures
-    are the job of the test above, so this run records them and goes on.)"""
+    open, committees commit and reveal verdicts, fraud claims are judged, submissions are decided, every
+    message type succeeds at least once. (Coverage only: failures are the job of the test above, so this
+    run records them and goes on.)"""
     fuzzer = Fuzzer(tmp_path, seed=7, replicas=1, probe=False, keep_going=True)
     try:
         stats = fuzzer.run(200)
     finally:
         fuzzer.close()
     for event in ("validator_created", "unbonding_completed", "power_changed", "jailed", "slashed", "rewarded", "round_opened",
-                  "delta_submitted", "attested", "round_closed"):
+                  "delta_submitted", "audit_started", "verdicts_committed", "verdict_revealed", "dispute_started", "claim_decided",
+                  "verifier_paid", "verifier_penalized", "round_closed"):
         assert stats.events[event], f"no {event} event in 200 random blocks: {dict(stats.events)}"
     assert stats.events["delta_accepted"] + stats.events["delta_rejected"], "no submission was decided"
-    for name in ("send", "create_validator", "delegate", "undelegate", "edit_validator", "bond_trainer", "unbond_trainer", "submit_delta", "attest"):
+    for name in ("send", "create_validator", "delegate", "undelegate", "edit_validator", "bond_trainer", "unbond_trainer", "submit_delta",
+                 "commit_verdicts", "reveal_verdicts", "judge_claims"):
         assert stats.messages_ok[name], f"no {name} succeeded in 200 random blocks: {dict(stats.messages_ok)}"
     assert stats.messages["undecodable"] and stats.reopens == 0
+    # The invalid openings and entries were sent, and refused (training 13: InvalidReveal; 14: NotCommitted).
+    assert stats.refusals[("reveal_verdicts", "training", 13)] and stats.refusals[("reveal_verdicts", "training", 14)]
 
 
 def _update(i: int, power: int) -> abci.ValidatorUpdate:

@@ -1,14 +1,15 @@
 """Honest work is never slashed (issue 12): three verdicts, and what the chain decides from them.
 
-A validator attests accept (the recomputation matches and the delta helps), no
-gain (it matches, but the held-out loss regressed beyond
-max_heldout_regression_ppm) or fraud (it does not match, or is unusable).
-Fraud at quorum rejects and slashes; accept at quorum accepts and rewards;
-valid power (accept + no gain) at quorum once accept cannot get there leaves
-the submission not merged: lock released, bond whole, no reward.
+A committee member reveals accept (its sampled steps reproduce and the delta
+helps), no gain (they reproduce, but the held-out loss regressed beyond
+max_heldout_regression_ppm) or fraud (a step, the endpoints or the content do
+not check out). A fraud claim upheld by the snapshot's quorum rejects and
+slashes; accept at the committee's quorum accepts and rewards; valid power
+(accept + no gain) at quorum without an accept quorum leaves the submission
+not merged: lock released, bond whole, no reward.
 
 The chain here has three validators of power 10, 10, 20 (total 40, quorum 27),
-so deciding anything takes the 20 and one of the 10s.
+all on every committee, so deciding anything takes the 20 and one of the 10s.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from abci_app import tx
+from abci_app import crypto, tx
 from abci_app.ipfs.cid import cid_of_file
 from abci_app.ml import determinism, model
 from abci_app.ml.corpus import load_dataset
@@ -29,7 +30,8 @@ from abci_app.workers.recompute import Work, delta_extra, judge, train_submissio
 from abci_app.workers.validator import Validator
 from tests.unit.conftest import fixed_key
 from tests.unit.test_adversarial import FakeChain, FakeIpfs, synthetic_corpus
-from tests.unit.test_training import PARAMS, bond_all, codes, make_net, submit
+from tests.unit.test_training import PARAMS, audit_round, bond_all, codes, commit, make_net, reveal, submit, until_phase, verdict
+from tests.unit.test_training import judge as judge_claims
 
 
 @pytest.fixture
@@ -39,14 +41,17 @@ def net(tmp_path):
     chain.app.close()
 
 
-def vote(net, val, index, verdict, round_id=0):
-    """MsgAttest for a verdict: accept | no_gain | fraud."""
-    accept, no_gain = verdict == "accept", verdict == "no_gain"
-    return net.tx(val, tx.MsgAttest(round=round_id, submission=index, accept=accept, no_gain=no_gain,
-                                    measured_error_ppm=900_000 if verdict == "fraud" else 0))
+def audit(net, plan):
+    """test_training's audit_round on submission 0: plan = {validator index: verdict or ("fraud", step)}."""
+    return audit_round(net, {net.vals[i]: {0: kind} for i, kind in plan.items()})
 
 
-def status(net, index=0, round_id=None) -> str:
+def leave(net, phase, round_id=0) -> None:
+    while net.round(round_id)["phase"] == phase:
+        net.block([])
+
+
+def status(net, index=0, round_id=0) -> str:
     return net.round(round_id)["submission_list"][index]["status"]
 
 
@@ -55,17 +60,11 @@ def stakes(net) -> list[int]:
     return [staking.get_validator(state, v.address).tokens for v in net.vals]
 
 
-def penalty(stake: int) -> int:
-    return stake * PARAMS["verifier_penalty_bps"] // 10_000
-
-
-def finish_verification(net) -> None:
-    while net.round(0)["phase"] in ("submit", "verify"):
-        net.block([])
-
-
-def events(response) -> list[str]:
-    return [e.type for res in response.tx_results for e in res.events]
+def penalized(stake: int, *bps: int) -> int:
+    """A stake after these penalties, burned one after the other."""
+    for b in bps:
+        stake -= stake * b // 10_000
+    return stake
 
 
 # --- decisions -----------------------------------------------------------------------
@@ -74,7 +73,9 @@ def events(response) -> list[str]:
 def test_fraud_quorum_rejects_and_slashes(net):
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
-    net.block([vote(net, net.vals[2], 0, "fraud"), vote(net, net.vals[0], 0, "fraud")])
+    audit(net, {2: ("fraud", 3), 0: ("fraud", 3), 1: "accept"})
+    net.block([judge_claims(net, net.vals[i], [(0, 3, False)]) for i in (2, 0)])  # 30 of 40: the step does not reproduce
+    leave(net, "dispute")
     assert status(net) == "rejected"
     assert net.bond(net.trainers[0]) == {"bonded": 2_000 - 400, "locked": 0, "unbonding": 0}
 
@@ -83,8 +84,8 @@ def test_accept_quorum_accepts_and_rewards(net):
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
     before = net.balance(net.trainers[0].address)
-    net.block([vote(net, net.vals[2], 0, "accept"), vote(net, net.vals[1], 0, "accept")])
-    assert status(net) == "accepted" and net.round()["accepted"] == [0]
+    audit(net, {2: "accept", 1: "accept"})  # 30 of the committee's 40
+    assert status(net) == "accepted" and net.round(0)["accepted"] == [0]
     assert net.balance(net.trainers[0].address) == before + PARAMS["reward"]
 
 
@@ -97,25 +98,26 @@ def test_no_gain_quorum_is_not_merged_and_keeps_the_whole_bond(net):
     net.block([submit(net, trainer)])
     assert net.bond(trainer) == {"bonded": 2_000, "locked": 2_000, "unbonding": 0}
     balance, staked = net.balance(trainer.address), stakes(net)
-    r = net.block([vote(net, v, 0, "no_gain") for v in net.vals])
-    assert codes(r) == [("", 0), ("", 0), ("", 0)]  # 10 + 10 is short of 27; the 20 decides it
-    sub = net.round()["submission_list"][0]
+    audit(net, {i: "no_gain" for i in range(3)})
+    sub = net.round(0)["submission_list"][0]
     assert (sub["status"], sub["accept_power"], sub["no_gain_power"], sub["reject_power"]) == ("not_merged", 0, 40, 0)
-    assert "delta_not_merged" in events(r) and "delta_rejected" not in events(r)
     assert net.bond(trainer) == {"bonded": 2_000, "locked": 0, "unbonding": 0}
-    assert net.balance(trainer.address) == balance  # no reward (and the trainer paid no fee here)
-    finish_verification(net)
+    assert net.balance(trainer.address) == balance  # no reward (its check fee paid the auditors)
     assert net.round(0)["accepted"] == [] and net.round(0)["phase"] == "closed"  # nothing to merge
     assert stakes(net) == staked  # nobody pays a penalty
-    assert net.bond(trainer) == {"bonded": 2_000, "locked": 0, "unbonding": 0}
 
 
 def test_split_accept_and_no_gain_waits_while_accept_can_still_win(net):
+    """Nothing is decided from a partial reveal: valid 30 >= 27 with accept at 20, and the last 10 still to reveal."""
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
-    net.block([vote(net, net.vals[2], 0, "accept"), vote(net, net.vals[0], 0, "no_gain")])
-    assert status(net) == "pending"  # valid 30 >= 27, but accept 20 + the 10 still to vote could reach 27
-    net.block([vote(net, net.vals[1], 0, "accept")])
+    until_phase(net, "commit")
+    sealed = {i: [verdict(net, net.vals[i], 0, kind)] for i, kind in ((2, "accept"), (0, "no_gain"), (1, "accept"))}
+    net.block([commit(net, net.vals[i], vs) for i, vs in sealed.items()])
+    until_phase(net, "reveal")
+    net.block([reveal(net, net.vals[i], sealed[i]) for i in (2, 0)])
+    assert status(net) == "pending" and net.round(0)["phase"] == "reveal"
+    net.block([reveal(net, net.vals[1], sealed[1])])
     assert status(net) == "accepted"
 
 
@@ -123,82 +125,112 @@ def test_split_accept_and_no_gain_is_not_merged_once_accept_cannot_win(net):
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
     staked = stakes(net)
-    net.block([vote(net, net.vals[2], 0, "accept"), vote(net, net.vals[0], 0, "no_gain")])
-    net.block([vote(net, net.vals[1], 0, "no_gain")])
+    audit(net, {2: "accept", 0: "no_gain", 1: "no_gain"})
     assert status(net) == "not_merged"
     assert net.bond(net.trainers[0]) == {"bonded": 2_000, "locked": 0, "unbonding": 0}
-    finish_verification(net)
     assert stakes(net) == staked  # accept against no gain: nobody is wrong
 
 
-@pytest.mark.parametrize("blocks, decided, wrong", [
-    # 20 accept + 10 no gain + 10 fraud: valid at 30, accept can no longer reach 27: not merged; the fraud voter was wrong
-    ([[(2, "accept"), (0, "no_gain")], [(1, "fraud")]], "not_merged", {1}),
-    ([[(0, "fraud"), (2, "accept")], [(1, "accept")]], "accepted", {0}),  # fraud on accepted work
-    ([[(0, "accept"), (2, "fraud")], [(1, "fraud")]], "rejected", {0}),  # valid (accept) on fraud
-    ([[(0, "no_gain"), (2, "fraud")], [(1, "fraud")]], "rejected", {0}),  # valid (no gain) on fraud
+FALSE, FRAUD_PROOF, WRONG = PARAMS["false_claim_penalty_bps"], PARAMS["fraud_proof_slash_bps"], PARAMS["verifier_penalty_bps"]
+
+
+@pytest.mark.parametrize("verdicts, judgements, decided, penalties", [
+    # 20 accept + 10 no gain + 10 fraud, the claim refuted: valid at 30, accept short of 27: not merged; the claimant
+    # (who also judged its own claim upheld) pays for the false claim and the wrong judgement
+    ({2: "accept", 0: "no_gain", 1: ("fraud", 3)}, {0: True, 2: True, 1: False}, "not_merged", {1: [FALSE, WRONG]}),
+    ({0: ("fraud", 3), 2: "accept", 1: "accept"}, {1: True, 2: True}, "accepted", {0: [FALSE]}),  # fraud on accepted work
+    ({0: "accept", 2: ("fraud", 3), 1: ("fraud", 3)}, {0: True, 1: False, 2: False}, "rejected", {0: [FRAUD_PROOF, WRONG]}),  # accept on fraud
+    ({0: "no_gain", 2: ("fraud", 3), 1: ("fraud", 3)}, {1: False, 2: False}, "rejected", {0: [FRAUD_PROOF]}),  # valid (no gain) on fraud
 ], ids=["fraud-vote-cannot-block-valid-work", "fraud-on-accepted", "accept-on-fraud", "no-gain-on-fraud"])
-def test_votes_against_the_valid_or_fraud_decision_are_wrong(net, blocks, decided, wrong):
-    """Fraud against valid (accepted or not merged) and valid against fraud pay verifier_penalty_bps; the others nothing."""
+def test_votes_against_the_valid_or_fraud_decision_are_wrong(net, verdicts, judgements, decided, penalties):
+    """A fraud claim the quorum refutes pays false_claim_penalty_bps; a valid verdict (accept or no gain) on an upheld
+    fraud pays fraud_proof_slash_bps; a judge against a decided claim pays verifier_penalty_bps; the others nothing
+    (a judge that stayed away from a claim the others decided included)."""
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
+    audit(net, verdicts)
+    assert net.round(0)["phase"] == "dispute"
     staked = stakes(net)
-    for votes in blocks:
-        net.block([vote(net, net.vals[i], 0, verdict) for i, verdict in votes])
+    net.block([judge_claims(net, net.vals[i], [(0, 3, valid)]) for i, valid in sorted(judgements.items())])
+    leave(net, "dispute")
     assert status(net) == decided
-    finish_verification(net)
-    assert stakes(net) == [s - penalty(s) if i in wrong else s for i, s in enumerate(staked)]
+    assert stakes(net) == [penalized(s, *penalties.get(i, [])) for i, s in enumerate(staked)]
 
 
 def test_no_gain_votes_do_not_share_the_fraud_slash(net):
-    """Only fraud attesters are paid from a slash (20 : 10 of 200), not those who called it valid."""
+    """Only the upheld claimants are paid from a slash (the check fee and half of 400, in equal shares), not those
+    who called it valid."""
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
+    audit(net, {0: "no_gain", 2: ("fraud", 3), 1: ("fraud", 3)})
     before = [net.balance(v.address) for v in net.vals]
-    net.block([vote(net, net.vals[0], 0, "no_gain"), vote(net, net.vals[2], 0, "fraud"), vote(net, net.vals[1], 0, "fraud")])
+    net.block([judge_claims(net, v, [(0, 3, False)]) for v in net.vals])
     assert status(net) == "rejected"
-    assert [net.balance(v.address) - b for v, b in zip(net.vals, before)] == [-1, 66 - 1, 133 - 1]
+    share = (PARAMS["check_fee"] + 400 * PARAMS["attester_share_bps"] // 10_000) // 2
+    assert [net.balance(v.address) - b for v, b in zip(net.vals, before)] == [-1, share - 1, share - 1]  # less the judge tx fee
 
 
 def test_valid_at_quorum_when_the_window_closes_is_not_merged(net):
-    """20 accept + 10 no gain, the last 10 never votes: valid at quorum, accept never got there: not merged, not
-    expired; the absent validator's vote was still needed, so it pays."""
+    """20 accept + 10 no gain revealed, the last 10 committed and never revealed: valid at quorum, accept never got
+    there: not merged, not expired; the silent auditor pays unrevealed_penalty_bps."""
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
+    until_phase(net, "commit")
+    sealed = {i: [verdict(net, net.vals[i], 0, kind)] for i, kind in ((2, "accept"), (0, "no_gain"), (1, "accept"))}
+    net.block([commit(net, net.vals[i], vs) for i, vs in sealed.items()])
+    until_phase(net, "reveal")
     staked = stakes(net)
-    net.block([vote(net, net.vals[2], 0, "accept"), vote(net, net.vals[0], 0, "no_gain")])
-    finish_verification(net)
-    assert status(net, round_id=0) == "not_merged"
+    net.block([reveal(net, net.vals[i], sealed[i]) for i in (2, 0)])
+    leave(net, "reveal")
+    assert status(net) == "not_merged"
     assert net.bond(net.trainers[0]) == {"bonded": 2_000, "locked": 0, "unbonding": 0}
-    after = stakes(net)
-    assert after[1] == staked[1] - penalty(staked[1])  # absent
-    assert (after[0], after[2]) == (staked[0], staked[2])
+    assert stakes(net) == [staked[0], penalized(staked[1], PARAMS["unrevealed_penalty_bps"]), staked[2]]
 
 
 def test_short_of_valid_quorum_expires(net):
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
-    net.block([vote(net, net.vals[2], 0, "no_gain")])
-    finish_verification(net)
-    assert status(net, round_id=0) == "expired"
+    balance = net.balance(net.trainers[0].address)
+    audit(net, {2: "no_gain"})  # 20 of 40
+    leave(net, "reveal")
+    assert status(net) == "expired"
+    assert net.balance(net.trainers[0].address) == balance + PARAMS["check_fee"]
 
 
 def test_accept_with_no_gain_is_refused(net):
+    """MsgAttest took accept and no_gain as two flags, and refused both set. A verdict is now one of three, and a
+    reveal that says two things about one submission (accept, then no gain) is refused whole: nothing of it counts,
+    and its sender ends up unrevealed and pays."""
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
-    r = net.block([net.tx(net.vals[0], tx.MsgAttest(round=0, submission=0, accept=True, no_gain=True))])
-    assert codes(r) == [("training", 5)] and "not both" in r.tx_results[0].log
-    assert net.round()["submission_list"][0]["attestations"] == []
+    until_phase(net, "commit")
+    v0, v1, v2 = net.vals
+    sealed = {v0: [verdict(net, v0, 0, "accept"), verdict(net, v0, 0, "no_gain")], v1: [verdict(net, v1, 0)], v2: [verdict(net, v2, 0)]}
+    net.block([commit(net, v, vs) for v, vs in sealed.items()])
+    until_phase(net, "reveal")
+    staked = stakes(net)
+    r = net.block([reveal(net, v, vs) for v, vs in sealed.items()])
+    assert codes(r) == [("training", 13), ("", 0), ("", 0)] and "strictly increasing" in r.tx_results[0].log
+    leave(net, "reveal")
+    sub = net.round(0)["submission_list"][0]
+    assert sub["status"] == "accepted" and [e["validator"] for e in sub["verdicts"]] == sorted([v1.address, v2.address], key=crypto.address_raw)
+    assert stakes(net)[0] == penalized(staked[0], PARAMS["unrevealed_penalty_bps"])
 
 
-def test_an_attested_no_gain_submission_is_not_evicted(tmp_path):
-    """Eviction takes only unattested submissions: a no-gain vote counts as attested."""
+def test_a_submission_is_evictable_only_before_committees_are_drawn(tmp_path):
+    """Eviction used to spare attested submissions. Nobody audits before the window closes, so during it any
+    submission can give its slot to a larger bond (lock and check fee returned); once committees are drawn, none can."""
     net = make_net(tmp_path, max_submissions=1)
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
-    net.block([vote(net, net.vals[0], 0, "no_gain")])
     r = net.block([net.tx(net.trainers[2], tx.MsgBondTrainer(amount=5_000)), submit(net, net.trainers[2])])
-    assert codes(r) == [("", 0), ("training", 10)]
+    assert codes(r) == [("", 0), ("", 0)]
+    assert net.bond(net.trainers[0]) == {"bonded": 2_000, "locked": 0, "unbonding": 0}
+    until_phase(net, "commit")
+    r = net.block([net.tx(net.trainers[1], tx.MsgBondTrainer(amount=9_000)), submit(net, net.trainers[1])])
+    assert codes(r) == [("", 0), ("training", 2)]
+    audit_round(net, {v: {1: "no_gain"} for v in net.vals})
+    assert [(s["index"], s["status"]) for s in net.round(0)["submission_list"]] == [(1, "not_merged")]
     net.app.close()
 
 

@@ -8,26 +8,32 @@ from __future__ import annotations
 from abci_app import tx
 from tests.unit.test_safety_staking import BOND, Net, cons_addr, cons_key, create, undelegate
 from tests.unit.test_safety_training import make_chain
-from tests.unit.test_training import attest, codes, submit
+from tests.unit.test_training import codes, commit, reveal, submit, until_phase, verdict
 
 # --- state fee: rewriting a record is not storing new bytes -----------------------------------------------
 
 
 def test_training_txs_do_not_pay_for_rewriting_the_round_snapshot(tmp_path):
-    """issue 11 defect 12 (review): the round record carries the power snapshot (about 50 bytes per validator)
-    and submit_delta / the deciding attest rewrite it. The state fee charged every byte rewritten, so with 60
-    validators a submission needed ~18,000ugrad, and the attest that reached quorum failed with StateFeeTooLow
-    for a validator that had simulated it before the others' votes landed: the submission then expired and the
-    honest validators whose votes failed were penalized as absent. Only bytes the message adds are charged."""
+    """issue 11 defect 12 (review): the round record carries the power snapshot (about 50 bytes per validator, and
+    now the auditor list too) and submit_delta, every commit and every reveal rewrite it. The state fee charged every
+    byte rewritten, so with 60 validators a submission needed ~18,000ugrad, and a vote signed with the fee
+    fee_for quoted before the others' votes landed failed with StateFeeTooLow: the submission then expired and
+    the honest validators whose votes failed were penalized. Only bytes the message adds are charged."""
     net = make_chain(tmp_path, [1_000] * 60)
     net.block([net.tx(net.trainers[0], tx.MsgBondTrainer(amount=2_000))])
     assert net.round()["phase"] == "submit"
     r = net.block([submit(net, net.trainers[0])])
     assert codes(r) == [("", 0)], r.tx_results[0].log
-    # Every validator signed with min_fee, as fee_for said before any vote was in: the deciding one must pass too.
-    r = net.block([attest(net, v, 0, True) for v in net.vals])
-    assert codes(r)[:41] == [("", 0)] * 41, [x.log for x in r.tx_results if x.code][:1]
-    assert net.round()["submission_list"][0]["status"] == "accepted"
+    until_phase(net, "commit")
+    assert len(net.round()["auditors"]) == 60
+    # Every validator signs its commit and its reveal with min_fee, in one block each: all of them must pass.
+    sealed = {v: [verdict(net, v, 0)] for v in net.vals}
+    r = net.block([commit(net, v, vs) for v, vs in sealed.items()])
+    assert codes(r) == [("", 0)] * 60, [x.log for x in r.tx_results if x.code][:1]
+    assert net.round()["phase"] == "reveal"
+    r = net.block([reveal(net, v, vs) for v, vs in sealed.items()])
+    assert codes(r) == [("", 0)] * 60, [x.log for x in r.tx_results if x.code][:1]
+    assert net.round(0)["submission_list"][0]["status"] == "accepted"
 
 
 # --- downtime: rotating the consensus key does not reset the missed-signature count -----------------------

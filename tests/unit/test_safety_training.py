@@ -165,7 +165,7 @@ def test_a_submitted_bond_cannot_be_unbonded_before_the_decision(tmp_path):
     assert codes(r) == [("", 0), ("training", 12), ("training", 12)]
     assert "0ugrad unlocked trainer bond (2000ugrad more is locked" in r.tx_results[1].log
     assert net.bond(cheater) == {"bonded": 2_000, "locked": 2_000, "unbonding": 0}
-    until_phase(net, "reveal")
+    until_phase(net, "commit")
     assert net.bond(cheater)["locked"] == 2_000  # still locked while the committee audits it
     r = fraud_everywhere(net)
     assert attrs(events(r, "delta_rejected")[0])["slashed"] == "400"
