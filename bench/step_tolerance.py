@@ -224,7 +224,8 @@ def run_worker(spec_path: Path, role: str) -> None:
             replay_s += time.perf_counter() - start
             theirs = tj.read_state(traj["paths"][i + 1], cap, shapes)
             row = {"trajectory": t, "step": i, "bitwise": tj.state_hash(mine) == traj["hashes"][i + 1],
-                   "proof_equal": proof.hex() == traj["proofs"][i], "error_ppm": tj.step_error_ppm(theirs, mine, pre)}  # fmt: skip
+                   "proof_equal": proof.hex() == traj["proofs"][i], "error_ppm": tj.step_error_ppm(theirs, mine, pre),
+                   "check_ppm": tj.step_check_ppm(theirs, mine, pre, lr)}  # fmt: skip
             if str(i) in traj["cheats"]:
                 other = tj.read_state(traj["cheats"][str(i)], cap, shapes)
                 scaled = dict(theirs)
@@ -233,8 +234,9 @@ def run_worker(spec_path: Path, role: str) -> None:
                     scaled[f"w/{n}"] = pre[f"w/{n}"] + (theirs[f"w/{n}"] - pre[f"w/{n}"]) * 1.01
                     moments[f"m/{n}"] = theirs[f"m/{n}"] * 1.01
                     moments[f"v/{n}"] = theirs[f"v/{n}"] * 1.01
-                row["cheats"] = {"other_batch": tj.step_error_ppm(other, mine, pre), "update_x1.01": tj.step_error_ppm(scaled, mine, pre),
-                                 "moments_x1.01": tj.step_error_ppm(moments, mine, pre)}  # fmt: skip
+                cheats = {"other_batch": other, "update_x1.01": scaled, "moments_x1.01": moments}
+                row["cheats"] = {c: tj.step_error_ppm(post, mine, pre) for c, post in cheats.items()}
+                row["cheats_check"] = {c: tj.step_check_ppm(post, mine, pre, lr) for c, post in cheats.items()}
             steps.append(row)
     Path("result.json").write_text(json.dumps({"kernel_path": kernel, "replay_s": replay_s, "steps": steps}))
 
@@ -271,8 +273,13 @@ def summarise(spec: dict, results: dict[str, dict]) -> dict:
                           "error_ppm": dist(honest_other)},
         "cheats_vs_other_kernels": {c: dist([s["cheats"][c] for s in other["steps"] if "cheats" in s]) for c in CHEATS},
         "cheats_vs_same_kernels": {c: dist([s["cheats"][c] for s in same["steps"] if "cheats" in s]) for c in CHEATS},
+        "step_check": {"same_kernels": dist([s["check_ppm"] for s in same["steps"]]), "other_kernels": dist([s["check_ppm"] for s in other["steps"]]),
+                       "cheats_vs_other_kernels": {c: dist([s["cheats_check"][c] for s in other["steps"] if "cheats" in s]) for c in CHEATS}},
         "timing": spec["timing"] | {f"replay_step_s_{r}": results[r]["replay_s"] / max(1, len(results[r]["steps"])) for r in results},
     }  # fmt: skip
+    worst_check = max(s["check_ppm"] for s in other["steps"])
+    smallest_cheat_check = min(min(s["cheats_check"].values()) for r in ("same", "other") for s in results[r]["steps"] if "cheats" in s)
+    summary["step_check"] |= {"suggested_tolerance_ppm": nice_ceiling(SAFETY * max(1, worst_check)), "smallest_cheat_ppm": smallest_cheat_check}
     summary["worst_honest_steps"] = [{"trajectory": r["trajectory"], "step": r["step"], "error_ppm": r["error_ppm"]}
                                      for r in sorted(other["steps"], key=lambda r: -r["error_ppm"])[:8]]  # fmt: skip
     worst = max(honest_other)
@@ -290,7 +297,8 @@ def table(s: dict) -> str:
     lines = [
         f"model: {s['model']['name']} ({s['model']['label']}); {s['steps']} honest steps; trainer {s['kernel_paths']['same']}, "
         f"other validator {s['kernel_paths']['other']}",
-        f"{'series':<34}{'n':>6}{'min':>10}{'median':>10}{'p99':>10}{'max':>12}   (step error, ppm)",
+        f"{'step_error_ppm (update, m, v vs the recomputation)':<34}",
+        f"{'series':<34}{'n':>6}{'min':>10}{'median':>10}{'p99':>10}{'max':>12}",
         f"{'honest, same kernels':<34}{s['same_kernels']['error_ppm']['n']:>6}{s['same_kernels']['error_ppm']['min']:>10}"
         f"{s['same_kernels']['error_ppm']['median']:>10}{s['same_kernels']['error_ppm']['p99']:>10}{s['same_kernels']['error_ppm']['max']:>12}",
         f"{'honest, other kernels':<34}{d['n']:>6}{d['min']:>10}{d['median']:>10}{d['p99']:>10}{d['max']:>12}",
@@ -298,6 +306,12 @@ def table(s: dict) -> str:
     for c in CHEATS:
         e = s["cheats_vs_other_kernels"][c]
         lines.append(f"{'cheat ' + c + ', other kernels':<34}{e['n']:>6}{e['min']:>10}{e['median']:>10}{e['p99']:>10}{e['max']:>12}")
+    c = s["step_check"]
+    lines.append("step_check_ppm (moments vs the recomputation; update vs the claimed moments):")
+    for label, e in [("honest, same kernels", c["same_kernels"]), ("honest, other kernels", c["other_kernels"])] + [
+            ("cheat " + k + ", other kernels", c["cheats_vs_other_kernels"][k]) for k in CHEATS]:  # fmt: skip
+        lines.append(f"{label:<34}{e['n']:>6}{e['min']:>10}{e['median']:>10}{e['p99']:>10}{e['max']:>12}")
+    lines.append(f"  suggested tolerance for step_check_ppm: {c['suggested_tolerance_ppm']} ppm; smallest cheat {c['smallest_cheat_ppm']} ppm")
     sk, ok = s["same_kernels"], s["other_kernels"]
     m = s["tolerance_margins"]
     lines += [

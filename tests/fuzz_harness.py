@@ -741,9 +741,12 @@ class Fuzzer:
         weights = {"send": 3, "create_validator": 3, "delegate": 3, "undelegate": 4, "edit_validator": 1, "unjail": 2,
                    "bond_trainer": 2, "unbond_trainer": 2, "register_dataset": 1, "register_version": 2,
                    "submit_delta": 4, "commit_verdicts": 3, "reveal_verdicts": 3, "judge_claims": 3, "attest_merge": 5}
-        name = r.choices(names, weights=[weights.get(n, 2) for n in names])[0]
         rnd = training.current_round(ctx.state)
-        if name in AUDIT_MESSAGES.values() and rnd is not None and rnd.phase in AUDIT_MESSAGES and r.random() < 0.8:
+        auditing = rnd is not None and rnd.phase in AUDIT_MESSAGES
+        if auditing:  # a short phase: its message is likelier while it lasts
+            weights = weights | {AUDIT_MESSAGES[rnd.phase]: 12}
+        name = r.choices(names, weights=[weights.get(n, 2) for n in names])[0]
+        if name in AUDIT_MESSAGES.values() and auditing and r.random() < 0.8:
             name = AUDIT_MESSAGES[rnd.phase]  # mostly the message the phase takes, so that audits get somewhere
         signer = r.choice(ACCOUNTS)
         if name == "register_version" and r.random() < 0.8:
