@@ -90,10 +90,11 @@ SMOLLM2_TRAINING = {
 }
 
 
-# The tiny GPT's genesis is trained to convergence (cosine down to 3e-4); 4 fresh-AdamW steps at 1e-3
+# The tiny GPT's genesis is trained to convergence (cosine down to 3e-4); fresh-AdamW steps at 1e-3
 # on 8 x 64 tokens move every weight by ~lr per step and raised its held-out loss by 6.5-8% (issue 12).
-# At 3e-5 consecutive honest rounds lower it: 1.2428 -> 1.2396 over 8 rounds, never up by more than
-# 0.005% in one round (3 seed sets; docs/training.md). The test genesis is far from converged: 1e-3 suits it.
+# At 3e-5 consecutive honest rounds of k = 64 steps lower it: 1.24283 -> 1.23603 -> 1.23353 -> 1.23207
+# over 3 rounds of 2 trainers, every submission accepted (bench/recipe.py; docs/training.md). The test
+# genesis is far from converged: 1e-3 suits it.
 TINY_TRAINING = {"learning_rate_micro": 30}
 
 
