@@ -325,6 +325,9 @@ class ScaleResult:
     slowest_end_block_s: float
     slowest_end_block_phase: str
     statuses: dict
+    version: int | None  # the version the round registered (None: no merge registered)
+    merge_errors: list  # why attest_merge txs failed (other than arriving after the quorum closed the round)
+    penalties: dict  # reason -> validators charged
     audit_txs: int  # submit + commit + reveal (+ judge)
     merge_txs: int
     old_txs: int
@@ -374,12 +377,20 @@ def run_scale(validators: int, submissions: int, committee_size: int, audit_cpu_
             merge = tx.MsgAttestMerge(round=rnd.id, cid=cid(f"merge/{rnd.id}"), sha256=sha(f"merge/{rnd.id}"), bytes=1_000_000,
                                       held_out_loss_micro=1_990_000)
             chain.block([("attest_merge", chain.tx(v, merge)) for v in vals])
+            merge_errors = sorted({r.log for r in chain.last_results if r.code and "not merging" not in r.log})
+            chain.until((training.CLOSED, training.SUBMIT, "idle"))
+        else:
+            merge_errors = []
         state = chain.state()
         closed = training.get_round(state, rnd.id)
         statuses: dict[str, int] = {}
         for sub in training.submissions(state, rnd.id):
             statuses[sub.status] = statuses.get(sub.status, 0) + 1
         assert closed.phase == training.CLOSED, f"round {rnd.id} did not close: {closed.phase}"
+        penalties: dict[str, int] = {}
+        for kind, attrs in chain.events:
+            if kind == "verifier_penalized":
+                penalties[attrs["reason"]] = penalties.get(attrs["reason"], 0) + 1
         growth = chain.training_state_bytes() - before
         blocks = chain.stats[first_block:]
         txs: dict[str, int] = {}
@@ -402,6 +413,7 @@ def run_scale(validators: int, submissions: int, committee_size: int, audit_cpu_
             training_written=sum(b.training_written for b in blocks), training_growth=growth,
             slowest_finalize_s=max(b.finalize_s for b in blocks), slowest_end_block_s=slowest.end_block_s,
             slowest_end_block_phase=slowest.phase_after, statuses=statuses,
+            version=closed.version, merge_errors=merge_errors, penalties=penalties,
             audit_txs=sum(txs.get(kind, 0) for kind in ("submit_delta", "commit_verdicts", "reveal_verdicts", "judge_claims")),
             merge_txs=txs.get("attest_merge", 0), old_txs=validators * submissions, old_tx_bytes=old_attest_tx_bytes(),
             cpu_per_validator_s={"min": min(entries) * audit_cpu_s, "mean": sum(entries) / len(entries) * audit_cpu_s,
@@ -664,6 +676,8 @@ def print_scale(r: ScaleResult, max_entries: int) -> None:
           f"({r.training_growth / r.submissions:,.0f} B per submission)")
     print(f"  slowest FinalizeBlock {r.slowest_finalize_s:.2f} s; slowest end_block {r.slowest_end_block_s:.2f} s (phase after it: "
           f"{r.slowest_end_block_phase}) [this machine, in process; informative]")
+    print(f"  merge: {'version %d registered' % r.version if r.version is not None else 'NO version registered'}"
+          f"{'; attest_merge failed: ' + '; '.join(r.merge_errors) if r.merge_errors else ''}; penalties (reason: validators) {r.penalties}")
     print(f"  decisions: {r.statuses}; refused reveals (entries, bytes): {r.refused_reveals[:5]}{' ...' if len(r.refused_reveals) > 5 else ''}")
     print(f"  CPU per validator per round at {r.cpu_per_validator_s['mean'] / max(r.entries_per_auditor['mean'], 1e-9):.2f} CPU-s per audit: "
           f"mean {r.cpu_per_validator_s['mean']:,.0f} s, max {r.cpu_per_validator_s['max']:,.0f} s "

@@ -19,9 +19,12 @@ keeping each step's gradient proof (sha256 of the clipped gradients; see
 abci_app.modules.audit). A validator reads a committed pre-state
 (`read_state`, size-capped and shape-checked), `replay_step`s it on the
 step's batch (`abci_app.workers.recompute.batch_at`) and compares the
-post-state hash (same kernel path) or `step_error_ppm` against the per-step
-tolerance (another kernel path); the endpoints are tied to the base
-(`initial_state`) and to the submitted delta (`delta_of`).
+post-state hash (same kernel path) or, on another kernel path, an error
+against the per-step tolerance: `step_error_ppm` (update, m and v against the
+recomputation) or the tighter `step_check_ppm` (m and v against the
+recomputation, the update against the claimed m and v; bench/step_tolerance.py
+measures both). The endpoints are tied to the base (`initial_state`) and to
+the submitted delta (`delta_of`).
 """
 
 from __future__ import annotations

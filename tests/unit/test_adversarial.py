@@ -1,309 +1,336 @@
-"""Adversarial cases of issue 6, each with its outcome asserted.
+"""Adversarial cases of issues 6 and 12, each with its outcome asserted.
 
-1. Recomputation (abci_app.workers.recompute.judge, what every validator runs):
-   honest work is accepted bit for bit; noise, a scaled delta, a delta copied
-   from another trainer and one trained on a stale base are rejected.
-2. The validator worker: a delta file whose bytes do not match the sha256 (or
-   the CID) on chain is never recomputed, and the verdict is a rejection; an
-   attestation the chain refuses as too late does not stop the daemon.
-3. The chain: invalid training txs get their error code and change no state
-   but the fee (and the nonce that paid it); verifiers pay for wrong votes and
-   for missing ones that were needed, not for ones the chain would refuse.
+1. The audit (abci_app.workers.spotcheck.Auditor, what a committee member
+   runs; here often over every step, s = k): honest work passes with a proof of
+   every step; a scaled or noise delta (at the endpoints), a delta copied from
+   another trainer (at the endpoints, or at every step when its trajectory is
+   copied too) and a trajectory from a stale base (state 0) are fraud; honest
+   work that raises the held-out loss is no gain, not fraud; steps compare by
+   hash on the trainer's kernel path and within step_tolerance_ppm elsewhere.
+2. The workers: a delta whose bytes do not match the sha256 (or the CID) on
+   chain, that is no delta, or that nobody serves is fraud at the endpoints
+   (or unavailable) in the validator's sealed verdict; the validator evaluates
+   the base once a round; the trainer loads the latest version before a round
+   opens and waits for its bond to commit (test_workers_audit: the daemons).
+3. The chain: invalid training txs (submissions, commits, reveals, judgements,
+   merge votes) get their error code and change no state but the fee (and the
+   nonce that paid it); judges pay for wrong judgements and for missing ones
+   that were needed, not for ones the others made unnecessary.
 
 The model is tiny-gpt's TEST_CONFIG from a random init and the corpus a
-synthetic text written here, so nothing is downloaded or trained for long.
+synthetic text (conftest's synthetic_corpus), so nothing is downloaded or trained for long.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-import torch
 
 from abci_app import crypto, tx
-from abci_app.client import TxRejected
-from abci_app.ipfs.cid import cid_of_bytes, cid_of_file
-from abci_app.ml import determinism, model
-from abci_app.ml.corpus import Dataset, load_dataset
-from abci_app.ml.family import LoadedModel, TinyGPT
-from abci_app.modules import auth, bank, training
-from abci_app.workers.recompute import MICRO, Trained, Work, delta_extra, judge, train_submission
+from abci_app.ipfs.cid import cid_of_bytes
+from abci_app.ipfs.client import IpfsError
+from abci_app.ml import determinism, model, trajectory
+from abci_app.ml.corpus import load_dataset
+from abci_app.ml.family import TinyGPT
+from abci_app.modules import audit, auth, bank, training
+from abci_app.workers.recompute import Work
+from abci_app.workers.spotcheck import Auditor
 from abci_app.workers.trainer import CHEATS
 from abci_app.workers.validator import Validator
-from tests.unit.conftest import fixed_key
+from tests.unit.conftest import fixed_key, synthetic_corpus
+from tests.unit.test_spotcheck import PARAMS as WORK_PARAMS
+from tests.unit.test_spotcheck import K, SEED, TRAINER, auditor, publish
 from tests.unit.test_staking import cons_key
-from tests.unit.test_training import CID, PARAMS, TrainingChain, attest, bond_all, cid, codes, sha, submit
+from tests.unit.test_training import (CID, PARAMS, TrainingChain, audit_round, bond_all, cid, codes, commit, judge, reveal, sha, submit, tokens,
+                                      until_phase, verdict)
 
-# Small but real: k steps of AdamW on the assigned windows, the chain's default tolerance.
-WORK_PARAMS = asdict(training.Params()) | {"steps": 3, "batch_size": 4, "seq_len": 32}
-ROUND_SEED = hashlib.sha256(b"adversarial round seed").hexdigest()
-ALICE = fixed_key(31).address  # the trainer whose submission is judged
+# test_spotcheck's work: k = 8 AdamW steps on the assigned windows, s = 3 sampled, the chain's step tolerance.
+ALICE = TRAINER  # the trainer whose submission is audited
 BOB = fixed_key(32).address
+VALIDATOR = fixed_key(1)
+OTHER_VALIDATOR = fixed_key(2).address
+BEACON = hashlib.sha256(b"adversarial beacon").hexdigest()
+OTHER_PATH = "torch-0.0/DEFAULT/t2"  # a kernel path that is not this machine's
 
 
-def synthetic_corpus(path: Path) -> Path:
-    """600 lines of pseudo-scripture: learnable structure, enough lines for a held-out split."""
-    words = ("the lord said unto moses and aaron in the land of egypt saying this month shall be unto you "
-             "the beginning of months it shall be the first month of the year to you").split()
-    rng = random.Random(6)
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(6, 14))).capitalize() + "." for _ in range(600)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def work(trainer: str = ALICE, base_version: int = 0, round_id: int = 0, kernel_path: str = "", **params: int) -> Work:
-    return Work(round_id, base_version, ROUND_SEED, trainer, DATA["dataset"].sha256, WORK_PARAMS | params, kernel_path)
-
-
-DATA: dict = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One base model, one dataset, and the honest work of two trainers, shared by the module."""
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """One base model and one dataset, shared by the module: (family, base, dataset)."""
     determinism.pin(2)  # as the workers do
-    fam = TinyGPT()
-    DATA["family"] = fam
-    DATA["base"] = fam.build(model.TEST_CONFIG, seed=1)
-    DATA["dataset"] = load_dataset(synthetic_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt"))
-    DATA["alice"] = train_submission(fam, DATA["base"], DATA["dataset"], work(ALICE))
-    DATA["bob"] = train_submission(fam, DATA["base"], DATA["dataset"], work(BOB))
-    yield
-    DATA.clear()
+    family = TinyGPT()
+    base = family.build(model.TEST_CONFIG, seed=1)
+    return family, base, load_dataset(synthetic_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt"))
 
 
-def fam() -> TinyGPT:
-    return DATA["family"]
+@pytest.fixture(scope="module")
+def honest(tiny, tmp_path_factory: pytest.TempPathFactory):
+    """Alice's honest submission, published once: (store, work, sub, trajectory)."""
+    return publish(tiny, tmp_path_factory.mktemp("honest"))
 
 
-def base() -> LoadedModel:
-    return DATA["base"]
+def work_of(tiny, trainer: str, round_id: int = 0, base_version: int = 0) -> Work:
+    return Work(round_id, base_version, SEED, trainer, tiny[2].sha256, WORK_PARAMS, determinism.kernel_path())
 
 
-def dataset() -> Dataset:
-    return DATA["dataset"]
+def with_delta(tiny, honest, delta, tmp_path: Path) -> dict:
+    """Alice's submission with another delta file in place of hers; her states and commitments unchanged."""
+    family, base, _ = tiny
+    store, _, sub, _ = honest
+    path = tmp_path / "other-delta.safetensors"
+    sha256 = family.save_delta(path, delta, base, parent="0")
+    return sub | {"cid": store.add(path), "sha256": sha256}
 
 
-def honest(who: str = "alice") -> Trained:
-    return DATA[who]
+# --- 1. the audit -------------------------------------------------------------------
 
 
-def tolerance_ppm() -> int:
-    return WORK_PARAMS["tolerance_ppm"]
+def test_honest_work_is_accepted_with_every_step_proven(tiny, honest) -> None:
+    store, work, sub, traj = honest
+    result = auditor(tiny, store).audit(work, sub, list(range(K)))  # s = k: full recomputation
+    assert (result.verdict, result.fraud_step, result.error_ppm, result.reason) == ("accept", 0, 0, "")
+    assert b"".join(audit.grad_commitment(p) for p in result.proofs) == bytes.fromhex(sub["grad_commitments"])  # bit for bit
+    assert traj.heldout_after < traj.heldout_before  # k steps of honest work help
 
 
-# --- 1. recomputation ----------------------------------------------------------------
+@pytest.mark.parametrize("cheat", ["scale", "noise"])
+def test_a_scaled_or_noise_delta_is_fraud_at_the_endpoints(tiny, honest, tmp_path: Path, cheat: str) -> None:
+    """Every published step is honest and reproduces, but the delta is not w_k - w_0: fraud at step k, whatever the sample."""
+    store, work, sub, traj = honest
+    cheating = with_delta(tiny, honest, CHEATS[cheat](traj.delta), tmp_path)
+    check = auditor(tiny, store)
+    for sample in ([], list(range(K))):
+        result = check.audit(work, cheating, sample)
+        assert (result.verdict, result.fraud_step, result.proofs) == ("fraud", K, []) and "last state" in result.reason
+    assert check.judge(work, cheating, K, []) is False  # the endpoint claim holds in a dispute
+    assert check.judge(work, sub, K, []) is True  # and is refuted against the honest delta
 
 
-def test_honest_delta_is_accepted_bit_for_bit() -> None:
-    verdict = judge(fam(), base(), dataset(), work(ALICE), honest().delta)
-    assert (verdict.accept, verdict.error_ppm, verdict.reason) == (True, 0, "")
-    assert honest().heldout_after < honest().heldout_before  # k steps of honest work help
+def test_a_delta_copied_from_another_trainer_is_fraud(tiny, tmp_path: Path) -> None:
+    """Bob's honest work is honest for Bob's batches only. Alice submitting his delta over her own trajectory fails at
+    the endpoints; submitting his whole trajectory (states, commitments, delta) fails at every step, on her batches,
+    on either kernel path."""
+    bob_store, bob_work, bob_sub, bob = publish(tiny, tmp_path / "bob", work=work_of(tiny, BOB))
+    assert auditor(tiny, bob_store).audit(bob_work, bob_sub, list(range(K))).verdict == "accept"
+
+    store, work, sub, _ = publish(tiny, tmp_path / "delta", edit_states=lambda traj, _: setattr(traj, "delta", bob.delta))
+    result = auditor(tiny, store).audit(work, sub, [])
+    assert (result.verdict, result.fraud_step) == ("fraud", K) and "last state" in result.reason
+
+    def copy_trajectory(traj, _) -> None:
+        for mine, his in zip(traj.recorded.state_paths, bob.recorded.state_paths):
+            mine.write_bytes(his.read_bytes())
+        traj.recorded.grad_proofs[:] = bob.recorded.grad_proofs
+        traj.delta = bob.delta
+
+    store, work, sub, _ = publish(tiny, tmp_path / "all", edit_states=copy_trajectory)
+    check = auditor(tiny, store)
+    assert check.audit(work, sub, []).verdict == "accept"  # the endpoints alone hold: state 0 is the base, the delta w_k - w_0
+    for step in range(K):
+        same = check.audit(work, sub, [step])
+        assert (same.verdict, same.fraud_step) == ("fraud", step) and "does not reproduce" in same.reason
+        other = check.audit(work, sub | {"kernel_path": OTHER_PATH}, [step])
+        assert (other.verdict, other.fraud_step) == ("fraud", step) and other.error_ppm > WORK_PARAMS["step_tolerance_ppm"]
 
 
-def test_random_noise_delta_is_rejected() -> None:
-    noise = CHEATS["noise"](honest().delta)  # same shapes and scale as an honest delta, random direction
-    verdict = judge(fam(), base(), dataset(), work(ALICE), noise)
-    assert not verdict.accept
-    assert verdict.error_ppm > 10 * tolerance_ppm() and verdict.reason.startswith("recomputation differs")
+def test_a_trajectory_from_a_stale_base_is_fraud(tiny, honest, tmp_path: Path) -> None:
+    """Round 1 trains version 1 (version 0 plus Alice's round-0 delta). A trainer that trains version 0 again, on round 1's
+    batches and labels, publishes steps that all reproduce from its states, but a state 0 that is not the registered base."""
+    family, base, dataset = tiny
+    round1 = work_of(tiny, ALICE, round_id=1, base_version=1)
+    store, _, sub, _ = publish(tiny, tmp_path, work=round1)  # trained from tiny's base: version 0
+    assert auditor(tiny, store).audit(round1, sub, list(range(K))).verdict == "accept"  # honest work, on the wrong base
+    version1 = Auditor(family, family.apply(base, honest[3].delta), dataset, WORK_PARAMS, determinism.kernel_path(), store.fetch)
+    for sample in ([], [0, 5]):
+        result = version1.audit(round1, sub, sample)
+        assert (result.verdict, result.fraud_step, result.reason) == ("fraud", K, "state 0 is not the registered base with a fresh optimiser")
 
 
-def test_honest_delta_scaled_by_ten_is_rejected() -> None:
-    verdict = judge(fam(), base(), dataset(), work(ALICE), CHEATS["scale"](honest().delta))
-    assert not verdict.accept
-    assert abs(verdict.error_ppm - 9 * MICRO) <= 10  # ||10d - d|| / ||d|| = 9
-    assert "relative L2 error 9" in verdict.reason
+def test_honest_work_that_raises_the_heldout_loss_is_no_gain_not_fraud(tiny, tmp_path: Path) -> None:
+    """Issue 12: steps that reproduce are no fraud, whatever the held-out loss; one that rose beyond
+    max_heldout_regression_ppm is no gain (not merged, not slashed). An over-large learning rate makes such honest
+    steps; compared within step_tolerance_ppm (another kernel path), as by hash (test_honest_work)."""
+    params = WORK_PARAMS | {"learning_rate_micro": 1_000_000, "max_heldout_regression_ppm": training.Params().max_heldout_regression_ppm}
+    store, work, sub, traj = publish(tiny, tmp_path, params=params)
+    assert traj.heldout_after > traj.heldout_before * 1.05
+    result = auditor(tiny, store, params=params).audit(work, sub | {"kernel_path": OTHER_PATH}, list(range(K)))
+    assert (result.verdict, result.fraud_step, result.proofs) == ("no_gain", 0, [])
+    assert result.error_ppm <= params["step_tolerance_ppm"] and result.reason.startswith("no gain: held-out loss")
 
 
-def test_delta_copied_from_another_trainer_is_rejected() -> None:
-    """Bob's honest delta is honest for Bob's batch only: submitted as Alice's, it fails on Alice's batch."""
-    assert judge(fam(), base(), dataset(), work(BOB), honest("bob").delta).accept
-    verdict = judge(fam(), base(), dataset(), work(ALICE), honest("bob").delta)
-    assert not verdict.accept
-    assert verdict.error_ppm > 10 * tolerance_ppm() and verdict.reason.startswith("recomputation differs")
+def test_the_trainers_kernel_path_compares_by_hash_another_within_tolerance(tiny, tmp_path: Path) -> None:
+    """On the trainer's kernel path an honest replay is bitwise equal: a state nudged far inside the tolerance (one weight
+    by one part in 1e4) is caught by hash there, on the step into it and the step out of it. Across paths (or with no
+    path claimed) the same trajectory passes within step_tolerance_ppm, and the verdict proves nothing."""
+    family, base, _ = tiny
+
+    def nudge(traj, _) -> None:
+        path = traj.recorded.state_paths[3]
+        state = trajectory.read_state(path, WORK_PARAMS["max_state_bytes"], trajectory.trainable_shapes(family, base))
+        weights = state[sorted(n for n in state if n.startswith("w/"))[0]].view(-1)
+        weights[int(weights.abs().argmax())] *= 1 + 1e-4
+        trajectory.write_state(path, state)
+
+    store, work, sub, _ = publish(tiny, tmp_path, edit_states=nudge)
+    check = auditor(tiny, store)
+    for step in (2, 3):
+        result = check.audit(work, sub, [step])
+        assert (result.verdict, result.fraud_step, result.proofs) == ("fraud", step, [])
+        assert result.reason.startswith(f"step {step} does not reproduce on the trainer's kernel path {sub['kernel_path']}")
+    assert check.audit(work, sub, [0, 1, 4]).verdict == "accept"  # the sample missed it: what sampling arithmetic is for
+    for claimed in (OTHER_PATH, ""):
+        result = check.audit(work, sub | {"kernel_path": claimed}, list(range(K)))
+        assert (result.verdict, result.proofs) == ("accept", []) and 0 < result.error_ppm <= WORK_PARAMS["step_tolerance_ppm"]
 
 
-def test_delta_trained_on_a_stale_base_is_rejected() -> None:
-    """Round 1 trains version 1; a trainer that trains version 0 again (its seed and batch right) is caught."""
-    version1 = fam().apply(base(), honest().delta)
-    round1 = work(ALICE, base_version=1, round_id=1)
-    stale = train_submission(fam(), base(), dataset(), round1)
-    verdict = judge(fam(), version1, dataset(), round1, stale.delta)
-    assert not verdict.accept
-    assert verdict.error_ppm > 10 * tolerance_ppm() and verdict.reason.startswith("recomputation differs")
-
-
-def test_heldout_regression_is_not_accepted_even_within_tolerance() -> None:
-    """The second check: with recomputation switched off (huge tolerance), a delta that wrecks the model is not accepted.
-    It matches within that tolerance, so it is "no gain" (not merged, not slashed), not fraud (issue 12)."""
-    wrecking = {n: torch.randn(t.shape, generator=torch.Generator().manual_seed(3)) * 0.5 for n, t in honest().delta.items()}
-    verdict = judge(fam(), base(), dataset(), work(ALICE, tolerance_ppm=10**15), wrecking)
-    assert not verdict.accept and verdict.no_gain and verdict.reason.startswith("no gain: held-out loss regressed")
-
-
-def test_same_kernel_path_compares_by_hash() -> None:
-    """On the trainer's own kernel path an honest recomputation is bitwise equal: a change far inside the
-    tolerance (one weight nudged by one part in 1e4) is caught by hash there, and passes only across paths."""
-    ours = determinism.kernel_path()
-    honest_verdict = judge(fam(), base(), dataset(), work(ALICE, kernel_path=ours), honest().delta, kernel_path=ours)
-    assert (honest_verdict.accept, honest_verdict.by_hash, honest_verdict.error_ppm) == (True, True, 0)
-    nudged = dict(honest().delta)
-    name = sorted(nudged)[0]
-    nudged[name] = nudged[name].clone()
-    nudged[name].view(-1)[0] *= 1 + 1e-4
-    same = judge(fam(), base(), dataset(), work(ALICE, kernel_path=ours), nudged, kernel_path=ours)
-    assert not same.accept and same.by_hash and same.error_ppm <= tolerance_ppm()
-    assert same.reason.startswith(f"recomputation on the same kernel path {ours} differs")
-    other = judge(fam(), base(), dataset(), work(ALICE, kernel_path="torch-0.0/DEFAULT/t2"), nudged, kernel_path=ours)
-    assert other.accept and not other.by_hash
-    unknown = judge(fam(), base(), dataset(), work(ALICE), nudged, kernel_path=ours)  # no path claimed: tolerance
-    assert unknown.accept and not unknown.by_hash
-
-
-# --- 2. the validator worker and the delta file ----------------------------------------
+# --- 2. the validator worker and the files ------------------------------------------
 
 
 class FakeIpfs:
-    """Serves bytes by CID, like a Kubo node; `served` may lie about what a CID holds."""
+    """Serves bytes by CID, like a Kubo node: `served` may lie about what a CID holds, and a CID it lacks times out.
+    `add` publishes a file, as a trainer does."""
 
-    def __init__(self, served: dict[str, bytes]):
-        self.served = served
+    def __init__(self, served: dict[str, bytes] | None = None):
+        self.served = dict(served or {})
         self.requests: list[str] = []
 
     def cat_stream(self, cid: str, chunk_size: int = 1 << 20, timeout: float | None = None) -> Iterator[bytes]:
         self.requests.append(cid)
+        if cid not in self.served:
+            raise IpfsError(f"{cid} not found within {timeout}s")
         data = self.served[cid]
         for i in range(0, len(data), 1000):
             yield data[i : i + 1000]
+
+    def add(self, path: Path) -> str:
+        data = Path(path).read_bytes()
+        self.served[cid_of_bytes(data)] = data
+        return cid_of_bytes(data)
 
     def close(self) -> None:
         pass
 
 
 class FakeChain:
-    """The two calls a validator makes: read params, send an attestation."""
+    """A node as the workers see it: `answers` to queries by path (the params always), and the txs they send.
+    `before_send(msg)` runs first, and may raise what the chain would."""
 
-    def __init__(self, params: dict):
-        self.params = params
+    def __init__(self, params: dict, answers: dict | None = None):
+        self.params, self.answers = params, dict(answers or {})
         self.sent: list = []
+        self.before_send = None
 
     def query_json(self, path: str, data: str = ""):
-        assert path == "/training/params", path
-        return self.params
+        return self.params if path == "/training/params" else self.answers[path]
 
     def send(self, key, msg, **kwargs):
+        if self.before_send is not None:
+            self.before_send(msg)
         self.sent.append(msg)
+        return SimpleNamespace(height=len(self.sent))
 
     def close(self) -> None:
         pass
 
 
-@pytest.fixture
-def delta_file(tmp_path: Path) -> tuple[Path, str, str]:
-    """Alice's honest delta as the trainer writes it: (path, cid, sha256)."""
-    path = tmp_path / "delta.safetensors"
-    sha256 = fam().save_delta(path, honest().delta, base(), parent="0", extra=delta_extra(work(ALICE), honest(), determinism.kernel_path()))
-    return path, cid_of_file(path), sha256
+def served_by(store) -> dict[str, bytes]:
+    """What an IPFS node holding test_spotcheck's Store serves."""
+    return {cid: path.read_bytes() for cid, path in store.files.items()}
 
 
-def make_validator(tmp_path: Path, served: dict[str, bytes]) -> Validator:
-    """A Validator whose chain and IPFS are fakes, with the base model and dataset already loaded."""
-    validator = Validator(fixed_key(1), "http://127.0.0.1:9", "http://127.0.0.1:9", tmp_path / "worker")
+def make_validator(tiny, home: Path, served: dict[str, bytes], params: dict = WORK_PARAMS) -> Validator:
+    """VALIDATOR's daemon on a fake chain and IPFS, with version 0 and dataset 0 (tiny's) already loaded."""
+    family, base, dataset = tiny
+    validator = Validator(VALIDATOR, "http://127.0.0.1:9", "http://127.0.0.1:9", home)
     validator.chain.close()
     validator.ipfs.close()
-    validator.chain, validator.ipfs = FakeChain(WORK_PARAMS), FakeIpfs(served)
-    validator._models[0] = (fam(), base())
-    validator._datasets[0] = ({"id": 0, "sha256": dataset().sha256}, dataset())
+    validator.chain, validator.ipfs = FakeChain(params), FakeIpfs(served)
+    validator._models[0] = (family, base)
+    validator._datasets[0] = ({"id": 0, "sha256": dataset.sha256}, dataset)
     return validator
 
 
-ROUND = {"id": 0, "base_version": 0, "dataset_id": 0, "seed": ROUND_SEED, "phase": "verify"}
+def round_view(subs: list[dict], phase: str = "commit", **fields) -> dict:
+    """/training/current for round 0 (test_spotcheck's seed) in `phase`: VALIDATOR and OTHER_VALIDATOR snapshotted,
+    both on the committee of each submission that names none."""
+    members = [[VALIDATOR.address, 10], [OTHER_VALIDATOR, 10]]
+    return {"id": 0, "base_version": 0, "dataset_id": 0, "seed": SEED, "phase": phase, "beacon": BEACON, "powers": members,
+            "auditors": [VALIDATOR.address, OTHER_VALIDATOR], "committed": [], "revealed": [], "judged": [], "merge_votes": [],
+            "submission_list": [{"committee": members, "verdicts": [], "claims": []} | s for s in subs]} | fields
 
 
-def submission(cid: str, sha256: str) -> dict:
-    return {"round": 0, "index": 0, "trainer": ALICE, "cid": cid, "sha256": sha256, "status": "pending", "attestations": [],
-            "kernel_path": determinism.kernel_path()}
+def seal(validator: Validator, subs: list[dict]) -> tuple[list, list[str]]:
+    """The validator's commit phase on `subs`: (the verdicts it sealed under HOME/audits, its reports)."""
+    rnd = round_view(subs)
+    validator.chain.answers["/training/current"] = rnd
+    reports: list[str] = []
+    assert validator.step(reports.append) is False
+    assert [type(m) for m in validator.chain.sent] == [tx.MsgCommitVerdicts]
+    return list(tx.MsgRevealVerdicts.FromString(validator.sealed_path(rnd).read_bytes()).verdicts), reports
 
 
-def test_validator_accepts_the_honest_file(tmp_path: Path, delta_file: tuple[Path, str, str]) -> None:
-    path, cid, sha256 = delta_file
-    validator = make_validator(tmp_path, {cid: path.read_bytes()})
-    verdict = validator.check(ROUND, submission(cid, sha256))
-    assert (verdict.accept, verdict.error_ppm, verdict.by_hash) == (True, 0, True)  # same machine: same kernel path
-    assert validator.cache.path_for(sha256, ".delta.safetensors").exists()  # verified, so cached
+def verdict_of(sealed) -> tuple[str, int]:
+    return training.VERDICTS[sealed.verdict], sealed.fraud_step
 
 
-def test_validator_rejects_a_file_whose_sha256_differs(tmp_path: Path, delta_file: tuple[Path, str, str]) -> None:
-    """The file behind the CID is a valid, honest delta, but not the one whose sha256 went on chain."""
-    path, cid, sha256 = delta_file
+def test_validator_seals_accept_on_the_honest_files(tiny, honest, tmp_path: Path) -> None:
+    store, _, sub, _ = honest
+    validator = make_validator(tiny, tmp_path, served_by(store))
+    (sealed,), reports = seal(validator, [sub])
+    assert verdict_of(sealed) == ("accept", 0) and len(sealed.step_proofs) == WORK_PARAMS["audit_steps"]
+    assert sealed.measured_error_ppm == 0 and "accept; compared by hash, proofs attached" in reports[0]
+    assert validator.cache.path_for(sub["sha256"], ".delta.safetensors").exists()  # verified, so cached
+
+
+def test_a_delta_whose_sha256_differs_is_fraud_at_the_endpoints(tiny, honest, tmp_path: Path) -> None:
+    """The file behind the CID is Alice's honest delta, but not the one whose sha256 went on chain."""
+    store, _, sub, _ = honest
     claimed = hashlib.sha256(b"another file").hexdigest()
-    validator = make_validator(tmp_path, {cid: path.read_bytes()})
-    verdict = validator.check(ROUND, submission(cid, claimed))
-    assert not verdict.accept and verdict.error_ppm == 0
-    assert verdict.reason.startswith(f"delta unusable: sha256 mismatch for {cid}: chain says {claimed[:12]}")  # reasons are cut at 120 chars
-    assert not any(validator.cache.root.rglob("*"))  # nothing unverified is kept
-
-    reports: list[str] = []
-    validator.attest(ROUND, submission(cid, claimed), reports.append)
-    (msg,) = validator.chain.sent
-    assert isinstance(msg, tx.MsgAttest)
-    assert (msg.round, msg.submission, msg.accept, msg.no_gain) == (0, 0, False, False) and "sha256 mismatch" in msg.reason
-    assert "fraud (delta unusable: sha256 mismatch" in reports[0]
+    validator = make_validator(tiny, tmp_path, served_by(store))
+    (sealed,), reports = seal(validator, [sub | {"sha256": claimed}])
+    assert verdict_of(sealed) == ("fraud", K) and list(sealed.step_proofs) == []
+    assert sealed.reason.startswith(f"files: sha256 mismatch for {sub['cid']}: chain says {claimed[:12]}")  # reasons are cut at 120 chars
+    assert f"fraud at step {K} (files: sha256 mismatch" in reports[0]
+    cached = [p for p in validator.cache.root.rglob("*") if p.is_file()]
+    assert cached and all(hashlib.sha256(p.read_bytes()).hexdigest() == p.name.split(".")[0] for p in cached)  # nothing unverified is kept
 
 
-def test_a_late_attestation_does_not_stop_the_validator(tmp_path: Path, delta_file: tuple[Path, str, str]) -> None:
-    """Verification ended while it recomputed: the chain refuses the attestation and the daemon carries on
-    (it used to exit, leaving its validator absent, and penalized, from then on)."""
-    path, cid, _ = delta_file
-    validator = make_validator(tmp_path, {cid: path.read_bytes()})
-    late = submission(cid, hashlib.sha256(b"x").hexdigest())  # a bad digest: a verdict without recomputing
-
-    def refuse(codespace: str, code: int, log: str):
-        def send(key, msg, **kwargs):
-            raise TxRejected(codespace, code, log, "by the mempool")
-        return send
-
-    reports: list[str] = []
-    validator.chain.send = refuse("training", 2, "round 0 is past verification (phase merge)")
-    validator.attest(ROUND, late, reports.append)
-    validator.chain.send = refuse("training", 1, "round 0 is not open (round 1 is in progress)")
-    validator.attest(ROUND, late, reports.append)
-    assert reports == [
-        "round 0: submission 0: verification ended before our attestation (round 0 is past verification (phase merge))",
-        "round 0: submission 0: verification ended before our attestation (round 0 is not open (round 1 is in progress))",
-    ]
-    validator.chain.send = refuse("bank", 7, "insufficient funds for fee")  # anything else still stops it, with the chain's reason
-    with pytest.raises(TxRejected, match="insufficient funds"):
-        validator.attest(ROUND, late, reports.append)
+def test_bytes_that_are_not_the_cid_are_fraud_at_the_endpoints(tiny, honest, tmp_path: Path) -> None:
+    """An IPFS node that serves other bytes (a valid delta: Alice's, scaled) under the submission's CID."""
+    family, base, _ = tiny
+    store, _, sub, traj = honest
+    swapped = tmp_path / "other.safetensors"
+    family.save_delta(swapped, CHEATS["scale"](traj.delta), base, parent="0")
+    validator = make_validator(tiny, tmp_path / "home", served_by(store) | {sub["cid"]: swapped.read_bytes()})
+    (sealed,), _ = seal(validator, [sub])
+    assert verdict_of(sealed) == ("fraud", K) and sealed.reason.startswith(f"files: bytes from IPFS do not match CID {sub['cid']}")
 
 
-def test_validator_rejects_bytes_that_are_not_the_cid(tmp_path: Path, delta_file: tuple[Path, str, str]) -> None:
-    """An IPFS node that serves other bytes under the submission's CID (sha256 right, content swapped)."""
-    path, cid, sha256 = delta_file
-    swapped = fam().save_delta(tmp_path / "other.safetensors", honest("bob").delta, base(), parent="0")
-    assert swapped != sha256
-    validator = make_validator(tmp_path, {cid: (tmp_path / "other.safetensors").read_bytes()})
-    verdict = validator.check(ROUND, submission(cid, sha256))
-    assert not verdict.accept and verdict.reason.startswith("delta unusable: bytes from IPFS do not match CID")
-
-
-def test_validator_rejects_a_file_that_is_not_a_delta(tmp_path: Path) -> None:
-    """CID and sha256 match, but the bytes are no checkpoint: rejected, not a crash."""
+def test_a_file_that_is_not_a_delta_is_fraud_at_the_endpoints(tiny, honest, tmp_path: Path) -> None:
+    """CID and sha256 match, but the bytes are no checkpoint: fraud, not a crash."""
+    store, _, sub, _ = honest
     junk = b"not a safetensors file at all"
-    validator = make_validator(tmp_path, {cid_of_bytes(junk): junk})
-    verdict = validator.check(ROUND, submission(cid_of_bytes(junk), hashlib.sha256(junk).hexdigest()))
-    assert not verdict.accept and verdict.reason.startswith("delta unusable:")
+    validator = make_validator(tiny, tmp_path, served_by(store) | {cid_of_bytes(junk): junk})
+    (sealed,), _ = seal(validator, [sub | {"cid": cid_of_bytes(junk), "sha256": hashlib.sha256(junk).hexdigest()}])
+    assert verdict_of(sealed) == ("fraud", K) and sealed.reason.startswith("files: delta: ")
+
+
+def test_a_delta_nobody_serves_in_time_is_unavailable(tiny, honest, tmp_path: Path) -> None:
+    store, _, sub, _ = honest
+    served = served_by(store)
+    del served[sub["cid"]]
+    validator = make_validator(tiny, tmp_path, served)
+    (sealed,), _ = seal(validator, [sub])
+    assert verdict_of(sealed) == ("fraud", K + 1) and sealed.reason.startswith(f"unavailable: {sub['cid']} not found")
 
 
 # --- 3. the chain: invalid txs change nothing but the fee --------------------------------
 # test_training.py has the codes; here each refusal is also checked against the whole state.
 
-CHAIN_PARAMS = PARAMS | {"submission_blocks": 12, "verification_blocks": 20, "merge_blocks": 10}
+CHAIN_PARAMS = PARAMS | {"submission_blocks": 16, "verification_blocks": 20, "reveal_blocks": 12, "dispute_blocks": 12, "merge_blocks": 10}
 
 
 @pytest.fixture
@@ -354,61 +381,98 @@ def test_invalid_submissions_change_nothing_but_the_fee(net: TrainingChain) -> N
     refused(net, net.trainers[0], submit(net, net.trainers[0], tag="second delta"), 4)  # one submission per round
     refused(net, net.trainers[1], submit(net, net.trainers[1], round_id=1), 1)  # a round that is not open
     refused(net, net.trainers[1], submit(net, net.trainers[1], steps=CHAIN_PARAMS["steps"] + 1), 5)  # not k steps
+    refused(net, net.trainers[1], submit(net, net.trainers[1], state_bytes=CHAIN_PARAMS["max_state_bytes"] + 1), 5)  # a state file over the cap
+    refused(net, net.trainers[1], submit(net, net.trainers[1], grad_commitments=b"\0" * 32 * (CHAIN_PARAMS["steps"] - 1)), 5)  # a step uncommitted
+    refused(net, net.trainers[1], submit(net, net.trainers[1], trajectory_sha256="AB" * 32), 5)  # no trajectory digest
     net.block([submit(net, net.trainers[1]), submit(net, net.trainers[2])])
-    refused(net, late, submit(net, late), 10)  # max_submissions reached
+    refused(net, late, submit(net, late), 10)  # max_submissions reached, and a smaller bond evicts none
 
-    while net.round()["phase"] == "submit":  # pending submissions keep the round verifying past the window
-        net.block([])
-    assert net.round()["phase"] == "verify"
-    refused(net, late, submit(net, late), 2)  # outside the submission window
+    until_phase(net, "commit")
+    refused(net, late, submit(net, late), 2)  # outside the submission window: committees are drawn
 
 
-def test_invalid_attestations_change_nothing_but_the_fee(net: TrainingChain) -> None:
+def test_invalid_audit_txs_change_nothing_but_the_fee(net: TrainingChain) -> None:
+    """Commits, reveals, judgements and merge votes the chain refuses (was: invalid attestations) pay the fee only."""
     bond_all(net)
     net.block([submit(net, net.trainers[0]), submit(net, net.trainers[1])])
-    net.block([attest(net, net.vals[0], 0, True)])
-
-    refused(net, net.trainers[2], attest(net, net.trainers[2], 0, False), 7)  # a bonded trainer is no validator
-    refused(net, net.vals[0], attest(net, net.vals[0], 0, False), 8)  # a second verdict, even a changed one
-    refused(net, net.vals[0], attest(net, net.vals[0], 5, True), 6)  # no such submission
-    sub = net.round()["submission_list"][0]
-    assert (sub["status"], sub["accept_power"], sub["reject_power"]) == ("pending", 10, 0)
-
-    net.block([attest(net, net.vals[2], 0, True)])  # 30 of 40: accepted
-    refused(net, net.vals[1], attest(net, net.vals[1], 0, True), 9)  # decided already
+    until_phase(net, "commit")
+    v0, v1, v2 = net.vals
+    outsider = net.trainers[2]
+    sealed = {v0: [verdict(net, v0, 0), verdict(net, v0, 1)], v1: [verdict(net, v1, 0), verdict(net, v1, 1)],
+              v2: [verdict(net, v2, 0), verdict(net, v2, 1, "fraud", fraud_step=4)]}
+    refused(net, v0, reveal(net, v0, sealed[v0]), 2)  # nothing is revealed before every auditor had its chance to commit
+    refused(net, outsider, commit(net, outsider, []), 7)  # a bonded trainer sits on no committee
+    refused(net, v0, net.tx(v0, tx.MsgCommitVerdicts(round=0, commitment=b"\1" * 31)), 13)  # not a sha256
+    refused(net, v0, commit(net, v0, sealed[v0], round_id=1), 1)
+    net.block([commit(net, v0, sealed[v0]), commit(net, v1, sealed[v1])])
+    refused(net, v0, commit(net, v0, []), 8)  # a second commitment, even a changed one
+    net.block([commit(net, v2, sealed[v2])])
+    assert net.round()["phase"] == "reveal"
+    refused(net, v2, commit(net, v2, []), 2)  # committing is over
+    refused(net, outsider, reveal(net, outsider, []), 14)  # committed nothing
+    refused(net, v0, reveal(net, v0, sealed[v1]), 13)  # a copy of another's verdicts opens nothing
+    refused(net, v0, reveal(net, v0, sealed[v0], salt=b"\2" * 32), 13)  # nor another salt
+    net.block([reveal(net, v0, sealed[v0])])
+    refused(net, v0, reveal(net, v0, sealed[v0]), 8)  # once
+    refused(net, v1, judge(net, v1, [(1, 4, True)]), 2)  # no dispute yet
     merged = tx.MsgAttestMerge(round=0, cid=cid("merged"), sha256=sha("merged"), bytes=10, held_out_loss_micro=1_000_000)
-    refused(net, net.vals[1], net.tx(net.vals[1], merged), 2)  # no merge before verification ends
+    refused(net, v1, net.tx(v1, merged), 2)  # no merge before verification ends
 
-    net.block([attest(net, v, 1, False) for v in net.vals])
-    while net.round()["phase"] != "merge":
-        net.block([])
+    net.block([reveal(net, v1, sealed[v1]), reveal(net, v2, sealed[v2])])
+    assert net.round()["phase"] == "dispute"
+    refused(net, v1, reveal(net, v1, sealed[v1]), 2)  # revealing is over
+    refused(net, outsider, judge(net, outsider, [(1, 4, True)]), 7)  # only the snapshot's validators judge
+    refused(net, v0, judge(net, v0, [(1, 3, True)]), 6)  # no claim on step 3
+    refused(net, v0, judge(net, v0, [(1, 4, True), (1, 4, False)]), 5)  # one claim judged twice in one tx
+    net.block([judge(net, v0, [(1, 4, True)]), judge(net, v1, [(1, 4, True)])])
+    refused(net, v0, judge(net, v0, [(1, 4, False)]), 8)  # one judgement per validator per round
+    sub = net.round()["submission_list"][1]
+    assert (sub["status"], sub["claims"][0]["valid_power"], sub["claims"][0]["invalid_power"]) == ("pending", 20, 0)
+
+    net.block([judge(net, v2, [(1, 4, True)])])  # everyone judged: the claim is refuted
+    assert net.round()["phase"] == "merge"
     net.block([])  # staking syncs the powers the verifier penalties changed (training's end_block runs after staking's)
-    refused(net, net.vals[1], attest(net, net.vals[1], 1, True), 2)  # verification is over
-    refused(net, net.trainers[2], net.tx(net.trainers[2], merged), 7)  # only validators vote on a merge
-    net.block([net.tx(net.vals[0], merged)])
-    refused(net, net.vals[0], net.tx(net.vals[0], merged), 8)  # one merge vote per validator
-    assert net.round()["phase"] == "merge" and [v["validator"] for v in net.round()["merge_votes"]] == [net.vals[0].address]
+    refused(net, v2, judge(net, v2, [(1, 4, True)]), 2)  # judging is over
+    refused(net, outsider, net.tx(outsider, merged), 7)  # only validators vote on a merge
+    net.block([net.tx(v0, merged)])
+    refused(net, v0, net.tx(v0, merged), 8)  # one merge vote per validator
+    assert net.round()["phase"] == "merge" and [v["validator"] for v in net.round()["merge_votes"]] == [v0.address]
 
 
-def test_lazy_verifiers_pay_only_where_their_vote_was_needed(net: TrainingChain) -> None:
-    """Wrong always pays; absent pays on a submission that expired without a quorum, not on one the others
-    decided (the chain refuses attestations after a quorum, so the slowest third could never have voted)."""
+def test_lazy_judges_pay_only_where_their_vote_was_needed(net: TrainingChain) -> None:
+    """(Was: lazy verifiers, with one MsgAttest per submission.) A judge against a decided claim always pays; one
+    absent from a claim pays only where the claim stayed undecided, not where the others decided it; a false claim
+    and a valid verdict on an upheld fraud pay their own penalties, once each."""
     bond_all(net)
     net.block([submit(net, t) for t in net.trainers])
     v0, v1, v2 = net.vals  # power 10, 10, 20
-    net.block([attest(net, v0, 0, True), attest(net, v2, 0, True)])  # 0: accepted by 30 of 40; v1 never voted
-    net.block([attest(net, v1, 1, False)])  # 1: 10 of 40, expires; v0 and v2 never voted
-    net.block([attest(net, v1, 2, True), attest(net, v0, 2, False), attest(net, v2, 2, False)])  # 2: rejected; v1 wrong
-    staked = {v.address: training.staking.get_validator(net.app.store.begin_block(), v.address).tokens for v in net.vals}
-    while net.round(0)["phase"] in ("submit", "verify"):
-        net.block([])
-    assert [s["status"] for s in net.round(0)["submission_list"]] == ["accepted", "expired", "rejected"]
-    after = {v.address: training.staking.get_validator(net.app.store.begin_block(), v.address).tokens for v in net.vals}
-    once = {a: t - t * CHAIN_PARAMS["verifier_penalty_bps"] // 10_000 for a, t in staked.items()}
-    assert after == once  # v0, v2: absent on 1; v1: wrong on 2 only (absent on 0, which it could not vote on after the quorum)
+    k = CHAIN_PARAMS["steps"]
+    audit_round(net, {v0: {0: ("fraud", 2), 1: "accept", 2: ("fraud", k)},
+                      v1: {0: "accept", 1: ("fraud", k), 2: "accept"},
+                      v2: {0: "accept", 1: "accept", 2: ("fraud", k)}})
+    assert net.round()["phase"] == "dispute"
+    staked = {v: tokens(net, v) for v in net.vals}
+    net.block([judge(net, v0, [(2, k, False)]),  # v0 stays away from claims 0/2 and 1/k
+               judge(net, v1, [(0, 2, True), (1, k, False), (2, k, True)]),
+               judge(net, v2, [(0, 2, True), (2, k, False)])])  # v2 stays away from 1/k
+    rnd = net.round(0)
+    assert [(s["status"], [c["outcome"] for c in s["claims"]]) for s in rnd["submission_list"]] == [
+        ("accepted", ["refuted"]), ("expired", ["undecided"]), ("rejected", ["upheld"])]
+
+    def after(stake: int, *bps: int) -> int:
+        for b in bps:
+            stake -= stake * b // 10_000
+        return stake
+
+    false, wrong, accepted_fraud = CHAIN_PARAMS["false_claim_penalty_bps"], CHAIN_PARAMS["verifier_penalty_bps"], CHAIN_PARAMS["fraud_proof_slash_bps"]
+    assert {v: tokens(net, v) for v in net.vals} == {
+        v0: after(staked[v0], false, wrong),  # its false claim on 0; absent on the undecided 1/k (not on 2, which it judged)
+        v1: after(staked[v1], accepted_fraud, wrong),  # accepted 2 with bad endpoints, then judged the proven fraud valid
+        v2: after(staked[v2], wrong),  # absent on the undecided 1/k only
+    }
 
 
-def test_trainer_loads_the_latest_version_before_a_round_opens(tmp_path: Path) -> None:
+def test_trainer_loads_the_latest_version_before_a_round_opens(tiny, tmp_path: Path) -> None:
     """A SmolLM2 pull and load takes many blocks: the trainer does it while waiting, not inside the submission window."""
     from abci_app.workers.trainer import Trainer
 
@@ -423,9 +487,10 @@ def test_trainer_loads_the_latest_version_before_a_round_opens(tmp_path: Path) -
     trainer.chain.close()
     trainer.ipfs.close()
     trainer.chain = Chain(params)
+    family, base, dataset = tiny
     loaded: list = []
-    trainer.base_model = lambda version, p=None: loaded.append(("model", version, p["lora_rank"])) or (fam(), base())
-    trainer.dataset = lambda dataset_id, family, model: loaded.append(("dataset", dataset_id)) or ({}, dataset())
+    trainer.base_model = lambda version, p=None: loaded.append(("model", version, p["lora_rank"])) or (family, base)
+    trainer.dataset = lambda dataset_id, family, model: loaded.append(("dataset", dataset_id)) or ({}, dataset)
     assert trainer.step(lambda line: None) is False
     assert loaded == [("model", 3, params["lora_rank"]), ("dataset", 0)]
     answers["/training/params"] = params | {"enabled": False}  # training off: nothing to prepare for
@@ -434,32 +499,37 @@ def test_trainer_loads_the_latest_version_before_a_round_opens(tmp_path: Path) -
     assert loaded == []
 
 
-def test_validator_evaluates_the_base_once_per_round(tmp_path: Path, delta_file: tuple[Path, str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    """The base's held-out loss is the same for every submission of a round: one evaluation, not one per check."""
-    import abci_app.workers.validator as validator_module
+def test_validator_evaluates_the_base_once_per_round(tiny, honest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The base's held-out loss is the same for every submission of a round: one evaluation, not one per audit."""
+    import abci_app.workers.spotcheck as spotcheck
 
-    path, cid, sha256 = delta_file
-    validator = make_validator(tmp_path, {cid: path.read_bytes()})
+    _, base, _ = tiny
+    store, _, sub, _ = honest
+    validator = make_validator(tiny, tmp_path, served_by(store))
     evaluated: list = []
-    real = validator_module.heldout_loss
-    monkeypatch.setattr(validator_module, "heldout_loss", lambda *a: evaluated.append(a[1]) or real(*a))
-    for _ in range(2):
-        assert validator.check(ROUND, submission(cid, sha256)).accept
-    assert evaluated == [base()]
-    validator.check(ROUND | {"id": 1}, submission(cid, sha256))  # the next round evaluates its base again
-    assert len(evaluated) == 2
+    real = spotcheck.heldout_loss
+    monkeypatch.setattr(spotcheck, "heldout_loss", lambda *a: evaluated.append(a[1]) or real(*a))
+    sealed, _ = seal(validator, [sub, sub | {"index": 1}])
+    assert [verdict_of(s) for s in sealed] == [("accept", 0), ("accept", 0)]
+    assert len(evaluated) == 3 and sum(m is base for m in evaluated) == 1  # the base once, each submission's result once
+    rnd = round_view([sub])
+    this_round = validator.auditor(rnd)[0]
+    assert validator.auditor(rnd)[0] is this_round  # kept from commit to dispute
+    next_round = validator.auditor(rnd | {"id": 1})[0]
+    assert next_round is not this_round
+    next_round.base_loss()
+    next_round.base_loss()
+    assert sum(m is base for m in evaluated) == 2  # the next round evaluates its base again, once
 
 
 def test_trainer_waits_for_its_bond_to_commit(tmp_path: Path) -> None:
     """The round opens on the first trainer's bond; another's bond may still be in the mempool. Training then
     would be wasted, and its submission, signed against committed state, would reuse the bond tx's nonce."""
-    from types import SimpleNamespace
-
     from abci_app.workers.trainer import Trainer
 
     params = WORK_PARAMS | {"enabled": True, "min_trainer_bond": 1_000}
     bonds = {"now": 0}
-    rnd = {"id": 0, "phase": "submit", "submit_until": 50, "base_version": 0, "dataset_id": 0, "seed": ROUND_SEED, "submission_list": []}
+    rnd = {"id": 0, "phase": "submit", "submit_until": 50, "base_version": 0, "dataset_id": 0, "seed": SEED, "submission_list": []}
     answers = {"/training/current": rnd, "/training/params": params}
 
     class Chain(FakeChain):

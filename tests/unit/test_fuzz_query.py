@@ -69,8 +69,11 @@ def _valid_txs(app) -> list[bytes]:
     state = app.store.begin_block()
     key, other = ACCOUNTS[0], ACCOUNTS[1]
     nonce = auth.get_nonce(state, key.address)
+    verdict = txcodec.AuditVerdict(submission=0, audit_signature=key.sign(b"audit"), step_proofs=[bytes(32), bytes(range(32))])
     msgs = [txcodec.MsgSend(recipient=other.address, amount=5), txcodec.MsgDelegate(validator=ACCOUNTS[1].address, amount=100),
-            create_validator_msg(CONSENSUS[5].pubkey, 100, "v", key.address), txcodec.MsgAttest(round=0, submission=0, accept=True)]
+            create_validator_msg(CONSENSUS[5].pubkey, 100, "v", key.address), txcodec.MsgCommitVerdicts(round=0, commitment=bytes(32)),
+            txcodec.MsgRevealVerdicts(round=0, salt=bytes(32), operator_pubkey=key.pubkey, verdicts=[verdict]),
+            txcodec.MsgJudgeClaims(round=0, judgements=[txcodec.ClaimJudgement(submission=0, step=3, valid=True)])]
     return [txcodec.build(key, CHAIN_ID, nonce + i, 1, m) for i, m in enumerate(msgs)]
 
 

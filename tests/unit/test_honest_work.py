@@ -132,26 +132,27 @@ def test_split_accept_and_no_gain_is_not_merged_once_accept_cannot_win(net):
 
 
 FALSE, FRAUD_PROOF, WRONG = PARAMS["false_claim_penalty_bps"], PARAMS["fraud_proof_slash_bps"], PARAMS["verifier_penalty_bps"]
+K = PARAMS["steps"]  # a claim on step k is on the endpoints, which every auditor checks
 
 
-@pytest.mark.parametrize("verdicts, judgements, decided, penalties", [
+@pytest.mark.parametrize("verdicts, step, judgements, decided, penalties", [
     # 20 accept + 10 no gain + 10 fraud, the claim refuted: valid at 30, accept short of 27: not merged; the claimant
     # (who also judged its own claim upheld) pays for the false claim and the wrong judgement
-    ({2: "accept", 0: "no_gain", 1: ("fraud", 3)}, {0: True, 2: True, 1: False}, "not_merged", {1: [FALSE, WRONG]}),
-    ({0: ("fraud", 3), 2: "accept", 1: "accept"}, {1: True, 2: True}, "accepted", {0: [FALSE]}),  # fraud on accepted work
-    ({0: "accept", 2: ("fraud", 3), 1: ("fraud", 3)}, {0: True, 1: False, 2: False}, "rejected", {0: [FRAUD_PROOF, WRONG]}),  # accept on fraud
-    ({0: "no_gain", 2: ("fraud", 3), 1: ("fraud", 3)}, {1: False, 2: False}, "rejected", {0: [FRAUD_PROOF]}),  # valid (no gain) on fraud
+    ({2: "accept", 0: "no_gain", 1: ("fraud", 3)}, 3, {0: True, 2: True, 1: False}, "not_merged", {1: [FALSE, WRONG]}),
+    ({0: ("fraud", 3), 2: "accept", 1: "accept"}, 3, {1: True, 2: True}, "accepted", {0: [FALSE]}),  # fraud on accepted work
+    ({0: "accept", 2: ("fraud", K), 1: ("fraud", K)}, K, {0: True, 1: False, 2: False}, "rejected", {0: [FRAUD_PROOF, WRONG]}),  # accept on fraud
+    ({0: "no_gain", 2: ("fraud", K), 1: ("fraud", K)}, K, {1: False, 2: False}, "rejected", {0: [FRAUD_PROOF]}),  # valid (no gain) on fraud
 ], ids=["fraud-vote-cannot-block-valid-work", "fraud-on-accepted", "accept-on-fraud", "no-gain-on-fraud"])
-def test_votes_against_the_valid_or_fraud_decision_are_wrong(net, verdicts, judgements, decided, penalties):
+def test_votes_against_the_valid_or_fraud_decision_are_wrong(net, verdicts, step, judgements, decided, penalties):
     """A fraud claim the quorum refutes pays false_claim_penalty_bps; a valid verdict (accept or no gain) on an upheld
-    fraud pays fraud_proof_slash_bps; a judge against a decided claim pays verifier_penalty_bps; the others nothing
-    (a judge that stayed away from a claim the others decided included)."""
+    fraud its auditor should have seen (here: the endpoints) pays fraud_proof_slash_bps; a judge against a decided
+    claim pays verifier_penalty_bps; the others nothing (a judge that stayed away from a claim the others decided included)."""
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
     audit(net, verdicts)
     assert net.round(0)["phase"] == "dispute"
     staked = stakes(net)
-    net.block([judge_claims(net, net.vals[i], [(0, 3, valid)]) for i, valid in sorted(judgements.items())])
+    net.block([judge_claims(net, net.vals[i], [(0, step, valid)]) for i, valid in sorted(judgements.items())])
     leave(net, "dispute")
     assert status(net) == decided
     assert stakes(net) == [penalized(s, *penalties.get(i, [])) for i, s in enumerate(staked)]

@@ -60,11 +60,13 @@ class Store:
         return path
 
 
-def publish(tiny, tmp_path: Path, faked=(), edit_states=None, kernel_path=None, params=PARAMS):
-    """Train (or fake) a trajectory, optionally edit the state files, add everything to the store: (store, work, sub, traj)."""
+def publish(tiny, tmp_path: Path, faked=(), edit_states=None, kernel_path=None, params=PARAMS, work=None):
+    """Train (or fake) a trajectory, optionally edit the state files, add everything to the store: (store, work, sub, traj).
+
+    `work` (another trainer, round or base) replaces TRAINER's work in round 0."""
     family, base, dataset = tiny
     kernel_path = kernel_path or determinism.kernel_path()
-    work = Work(0, 0, SEED, TRAINER, dataset.sha256, params, kernel_path)
+    work = work or Work(0, 0, SEED, TRAINER, dataset.sha256, params, kernel_path)
     traj = train_trajectory(family, base, dataset, work, tmp_path / "states", faked_steps=faked)
     if edit_states:
         edit_states(traj, tmp_path)
@@ -74,7 +76,7 @@ def publish(tiny, tmp_path: Path, faked=(), edit_states=None, kernel_path=None, 
     states = [(store.add(p), hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size) for p in traj.recorded.state_paths]
     manifest = tmp_path / "manifest.json"
     manifest.write_bytes(manifest_bytes(work, kernel_path, states))
-    sub = {"round": 0, "index": 0, "trainer": TRAINER, "steps": K, "cid": store.add(delta_path), "sha256": sha256,
+    sub = {"round": work.round_id, "index": 0, "trainer": work.trainer, "steps": work.params["steps"], "cid": store.add(delta_path), "sha256": sha256,
            "trajectory_cid": store.add(manifest), "trajectory_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
            "kernel_path": kernel_path, "grad_commitments": traj.grad_commitments().hex()}
     return store, work, sub, traj

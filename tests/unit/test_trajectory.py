@@ -219,3 +219,19 @@ def test_step_error_is_zero_for_equal_states_and_large_for_another_batch(setup):
         assert 0 < tj.step_error_ppm(nudged, honest, pre) <= 10_000
         later = honest | {f"t/{n}": honest[f"t/{n}"] + 1 for n in shapes}
         assert tj.step_error_ppm(later, honest, pre) == tj.MAX_ERROR_PPM
+
+
+def test_step_check_holds_honest_steps_to_their_own_moments_and_catches_a_scaled_update(setup):
+    family, base, dataset, work, steps, trained, recorded = setup
+    shapes = tj.trainable_shapes(family, base)
+    lr = lr_of(work)
+    for i in (0, STEPS - 1):
+        pre = tj.read_state(recorded.state_paths[i], CAP, shapes)
+        honest = tj.read_state(recorded.state_paths[i + 1], CAP, shapes)
+        assert tj.implied_update_error_ppm(honest, pre, lr) == 0  # torch's own arithmetic, on the kernels that made it
+        assert tj.step_check_ppm(honest, honest, pre, lr) == 0
+        scaled = honest | {f"w/{n}": pre[f"w/{n}"] + (honest[f"w/{n}"] - pre[f"w/{n}"]) * 1.01 for n in shapes}
+        assert 9_000 < tj.step_check_ppm(scaled, honest, pre, lr) <= 10_001
+        moments = honest | {f"v/{n}": honest[f"v/{n}"] * 1.01 for n in shapes}
+        assert 9_000 < tj.step_check_ppm(moments, honest, pre, lr) <= 10_001
+        assert tj.implied_update_error_ppm(honest, honest, lr) == tj.MAX_ERROR_PPM  # the step count must be pre's + 1
