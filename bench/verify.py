@@ -1,513 +1,741 @@
-"""What verification costs and what it catches, at the training module's default Params.
+"""What sampled verification (issue 12) costs and what it catches, by running trainers and auditors.
 
-    .venv/bin/python bench/verify.py [--out /tmp/verify.json] [--model auto|test|genesis|FILE]
-        [--honest 200] [--rounds 20] [--fractions 0.1,0.5,1.0] [--ks 4,10] [--modes skip,noise]
-        [--samples 1,2,3] [--validators 4]
-    .venv/bin/python bench/verify.py --model smollm2 [--honest 3] [--cross 1]
+    .venv/bin/python bench/verify.py [--json] [--smollm2] [--cost-subs 3] [--rounds 10 --subs-per-round 60]
+        [--cheaters 2] [--honest 200] [--honest-genesis 10]
+    .venv/bin/python bench/verify.py --quick [--json]      # the unit test's run: TEST_CONFIG, k = 8, s = 5, seconds
 
-1. Cost. A trainer process (bench/determinism.py's worker: its own cwd,
-   environment order, PYTHONHASHSEED; 2 threads) runs `train_submission` and
-   `family.save_delta` for `--honest` Works and records time.process_time()
-   of each. This process, the validator (2 threads), loads each delta file
-   and times `judge` on it. Ratio = validator CPU s per checked submission /
-   trainer CPU s per submission. CPU seconds count every thread of the
-   process. The first submission of each process includes one-off warm-up
-   (first AdamW, first kernels): medians are printed beside means.
-2. Honest false rejects: every one of those `--honest` judged deltas was
-   computed by the other process, so this is the cross-process recomputation
-   at the default tolerance; the count must be 0.
-3. Detection. A cheater fakes m = max(1, round(f * k)) of its k steps, at
-   positions it picks at random: "skip" trains only the other k - m steps
-   (one AdamW step per kept batch, the same optimizer throughout), "noise"
-   replaces each faked step by a random update of an AdamW step's size (lr
-   per weight). `--rounds` rounds per (k, f, mode); the validator runs
-   `judge` with the chain's Params (steps = k, recompute_steps = 0: every
-   step is recomputed). A rejection is a detection.
-4. Sampling, analytically: were a validator to recompute only s of the k
-   steps (from published per-step states; `recompute_steps` > 0), a cheater
-   faking m steps escapes one validator with probability C(k-m, s) / C(k, s)
-   (exact, s distinct steps) ~ (1 - m/k)^s (with replacement; m/k = f). A rejection needs `quorum_bps` of
-   the power: with one sample for everybody (drawn from a seed fixed after
-   submission) P(detect) = 1 - escape; with independent samples and
-   `--validators` equal validators it needs ceil(2/3 V) of them to catch it.
+Every role runs in its own process, pinned as the workers pin themselves
+(abci_app.ml.determinism.pin(2): 2 threads, deterministic algorithms;
+OMP_WAIT_POLICY=PASSIVE; own cwd and PYTHONHASHSEED), one after the other so
+they do not share the cores. CPU = time.process_time() of that process
+(every thread). Content moves through a local store that, like IPFS, hands
+out a file by CID and checks its sha256 (tests/unit/test_spotcheck.py's).
 
---model smollm2: the LoRA cost section only (sections 2-4 are the tiny
-GPT's). Base: SmolLM2-135M-Instruct (smollm2.genesis_checkpoint(), version 0),
-put on the chain's LoRA spec with `family.for_training`, dataset the cached KJV
-text; Params = the training module's defaults with the SmolLM2 localnet's
-training values (steps 4, batch 4 x seq_len 64, lr 1e-3, LoRA r=8 alpha=16 on
-q_proj,v_proj). A trainer process (this script's `--lora-worker`: its own cwd
-and PYTHONHASHSEED, 2 threads like the workers) runs `train_submission` and
-`save_delta` (with `delta_extra`, so the file names its kernel path) for
-`--honest` Works (default 3). This process, the validator, 2 threads, loads
-each delta and runs `judge(..., kernel_path=<its own>)` with
-`Work.kernel_path` = the delta's: the same path, so it compares by sha256.
-Then `--cross` of them (default 1) are judged again on other kernel paths,
-which compare by relative L2 within tolerance_ppm and show the cross-path
-error: in a validator process started with
-ATEN_CPU_CAPABILITY=`--cross-kernels` (default "default": no AVX2), and in
-this process at 1 thread. Prints CPU seconds per submission on both sides, the
-ratio, the pieces of `judge` (held-out evaluation, apply) and the one-off
-per-process cost (load, for_training, dataset). About 440 CPU seconds:
-5.3 minutes wall on 2 quiet cores, 12-13 minutes at load average ~10.
+  trainer     spotcheck.train_trajectory (k steps, the k + 1 state files
+              written and hashed, held-out loss before and after) +
+              family.save_delta + the manifest (a CID for every state
+              file, manifest_bytes) per submission; honest and cheating.
+  validator   the trainer's kernel path: one spotcheck.Auditor.audit per
+              submission with the sample its ed25519 key draws
+              (audit_sample(sign(audit_message(round, index, trajectory,
+              beacon)), k, s)): manifest, endpoints (state 0 = the base,
+              delta = w_k - w_0), s replayed steps compared by hash and
+              gradient commitment, held-out loss after. The base's held-out
+              loss is computed once per round and shared by the round's
+              submissions (Auditor.base_loss): counted once per round,
+              divided by the round's submissions.
+  validator-k another CPU kernel set (ATEN_CPU_CAPABILITY=default where
+              the machine runs AVX2/AVX512, avx2 elsewhere): the same audits
+              compare each replayed step with the published post-state
+              within step_tolerance_ppm.
 
-    .venv/bin/python bench/verify.py --model smollm2 [--honest 3] [--cross 1] [--cross-kernels default] [--out /tmp/verify-lora.json]
+Sections (Params: the training module's defaults with the localnet's
+training values for the model, abci_app.localnet.localnet_app_state):
+1. Cost: `--cost-subs` honest submissions of the tiny GPT genesis model
+   (cached ~/.cache/gradchain/genesis/tiny-gpt-genesis-*.safetensors, else
+   GENESIS_CONFIG from seed 0; KJV corpus cached, else the unit tests'
+   synthetic corpus) at (k, s) = (64, 12); ratio = validator CPU per checked
+   submission / trainer CPU per submission, with the pieces of both. With
+   --smollm2 the same for SmolLM2-135M LoRA (its cached converted
+   checkpoint, as abci_app.localnet finds it; skipped when absent).
+2. Detection: a cheating trainer (train_trajectory(faked_steps=...)) fakes
+   m = max(1, round(f k)) of its k steps at random positions, `--cheaters`
+   trajectories per f. Over `--rounds` rounds of `--subs-per-round`
+   submissions, each a cheater's trajectory, 4 validators, each with its own
+   ed25519 key, sign the real audit message with the round's fresh beacon
+   and audit their sample with a real Auditor; detected = at least one
+   returns fraud. One faked trajectory serves many (round, index, beacon)
+   draws: the sample depends on the signature, so draws are independent.
+   To keep CPU bounded the auditors of this section share, within the
+   process, the outcome of a step already replayed from the same trajectory
+   (and of its endpoints and held-out loss): each distinct step is
+   recomputed once, for real. Printed next to audit.escape_probability_ppm.
+3. Honest false rejects: `--honest` honest submissions of the tiny GPT
+   test preset (cached tiny-gpt-test-*, else TEST_CONFIG from seed 0) and
+   `--honest-genesis` of the genesis model, k = 64, batch 1, each audited
+   once by the validator (hash) and once by validator-k (tolerance).
+   A false reject is a fraud verdict on honest work (no gain is not one).
+4. Network-wide verification CPU / training CPU = per-audit CPU x auditors
+   per submission / trainer CPU: 4 and 8 validators with committee_size 0
+   (every validator audits), and committees of c of 100 validators.
+5. Bytes: what a trainer uploads (k + 1 states, delta, manifest) and what an
+   auditor fetched (distinct files: manifest, s pre-states, state k, delta,
+   and on another kernel path the s post-states), measured.
 
-Prints the figures; asserts nothing about timing.
+Prints tables (stderr with --json, which prints every figure as JSON on
+stdout). Asserts nothing about timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import math
 import os
-import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# OpenMP spin-waiting burns CPU seconds on shared cores without changing a bit (bench/determinism.py); before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import determinism as detbench  # noqa: E402  (bench/determinism.py; sets OMP_WAIT_POLICY=PASSIVE unless set)
-
-MICRO = 1_000_000
-
-
-# --- A cheating trainer -----------------------------------------------------------------
-
-
-def faked_steps(k: int, f: float, rng: random.Random) -> set[int]:
-    m = max(1, round(f * k)) if f > 0 else 0
-    return set(rng.sample(range(k), min(m, k)))
+THREADS = 2
+VALIDATORS = 4
+FRACTIONS = (0.05, 0.1, 0.5)
 
 
-def fake_submission(family, base, dataset, work, faked: set[int], mode: str, seed: int):
-    """The delta of a trainer that fakes the steps in `faked`: skips them, or puts noise of a step's size in their place."""
-    import torch
-
-    from abci_app.ml import train
-    from abci_app.workers.recompute import batches
-
-    model = family.clone(base)
-    names = set(family.trainable_names(model))
-    params = [(n, p) for n, p in model.module.named_parameters() if n in names]
-    lr = work.params["learning_rate_micro"] / MICRO
-    optimizer = train.make_optimizer(params, lr)  # what family.train_steps makes for an honest trainer
-    gen = torch.Generator().manual_seed(seed)
-    for i, batch in enumerate(batches(family, base, dataset, work)):
-        if i not in faked:
-            family.train_steps(model, [batch], lr, optimizer=optimizer)
-        elif mode == "noise":
-            with torch.no_grad():
-                for _, p in sorted(params, key=lambda item: item[0]):
-                    p.add_(torch.randn(p.shape, generator=gen) * lr)
-        elif mode != "skip":
-            raise ValueError(f"unknown fake mode {mode!r}")
-    return family.delta(model, base)
+# --- Models, params, work ------------------------------------------------------------------------------
 
 
-# --- Analytic sampling ------------------------------------------------------------------------
+def tiny_assets(preset: str, workdir: Path, synthetic: bool = False) -> dict:
+    """A tiny GPT ("genesis" or "test" preset) and its corpus: the cached files when present, else built from seed 0."""
+    from abci_app.ml import genesis_cache_dir, model
+    from abci_app.ml.family import TinyGPT
+
+    cache = genesis_cache_dir()
+    cached = [] if synthetic else sorted(cache.glob(f"tiny-gpt-{preset}-*.safetensors"))
+    if cached:
+        model_path, label = cached[-1], f"cached {cached[-1].name}"
+    else:
+        config = model.GENESIS_CONFIG if preset == "genesis" else model.TEST_CONFIG
+        model_path, label = workdir / f"{preset}-seed0.safetensors", f"{'GENESIS' if preset == 'genesis' else 'TEST'}_CONFIG from seed 0 (untrained)"
+        if not model_path.exists():
+            TinyGPT().save(TinyGPT().build(config, seed=0), model_path)
+    corpus = cache / "kjv.txt"
+    if synthetic or not corpus.exists():
+        from tests.unit.conftest import synthetic_corpus
+
+        corpus = workdir / "synthetic-corpus.txt"
+        if not corpus.exists():
+            synthetic_corpus(corpus)
+    return {"name": f"tiny-gpt {preset}", "label": label, "model": str(model_path), "corpus": str(corpus)}
 
 
-def escape_exact(k: int, m: int, s: int) -> float:
-    """P(none of s distinct sampled steps of k is one of the m faked)."""
-    return math.comb(k - m, s) / math.comb(k, s) if s <= k else 0.0
+def smollm2_assets() -> dict | None:
+    """The converted SmolLM2 checkpoint where abci_app.ml.smollm2.genesis_checkpoint caches it, without converting; None when absent."""
+    from abci_app.ml import checkpoint, genesis_cache_dir, smollm2
+
+    cache = genesis_cache_dir()
+    corpus = cache / "kjv.txt"
+    try:
+        gguf = smollm2.gguf_path()
+    except FileNotFoundError:
+        return None
+    path = cache / f"smollm2-135m-instruct-{checkpoint.file_sha256(gguf)[:12]}.safetensors"
+    if not path.exists() or not corpus.exists():
+        return None
+    return {"name": "smollm2-lora", "label": f"cached {path.name}", "model": str(path), "corpus": str(corpus)}
 
 
-def quorum_detect(p: float, validators: int, quorum_bps: int) -> float:
-    """P(at least ceil(quorum * V) of V equal validators detect), each independently with probability p."""
-    need = -(-validators * quorum_bps // 10_000)
-    return sum(math.comb(validators, j) * p**j * (1 - p) ** (validators - j) for j in range(need, validators + 1))
+def chain_params(model: str, **over) -> dict:
+    """The training module's default Params with the localnet's training values for `model` ("tiny" | "smollm2")."""
+    from dataclasses import asdict
+
+    from abci_app import localnet
+    from abci_app.modules.training import Params
+
+    net = localnet.localnet_app_state(model)["training"]["params"]
+    keys = ("steps", "audit_steps", "committee_size", "learning_rate_micro", "batch_size", "seq_len", "step_tolerance_ppm",
+            "max_state_bytes", "lora_rank", "lora_alpha", "lora_targets")  # fmt: skip
+    return asdict(Params()) | {k: net[k] for k in keys if k in net} | over
 
 
-# --- LoRA (smollm2) cost ----------------------------------------------------------------------
-
-# The SmolLM2 localnet's training values, over the training module's defaults.
-LORA_PARAMS = {"steps": 4, "batch_size": 4, "seq_len": 64, "learning_rate_micro": 1000,
-               "lora_rank": 8, "lora_alpha": 16, "lora_targets": "q_proj,v_proj"}  # fmt: skip
+def make_work(tag: str, round_id: int, params: dict, dataset_sha256: str) -> dict:
+    return {"round_id": round_id, "base_version": 0, "round_seed": hashlib.sha256(f"gradchain/bench/verify/round/{tag}".encode()).hexdigest(),
+            "trainer": f"bench-verify-trainer-{tag}", "dataset_sha256": dataset_sha256, "params": params}  # fmt: skip
 
 
-def lora_setup(base_path: str, corpus_path: str, params: dict) -> tuple:
-    """(family, base for the params' LoRA spec, dataset, {one-off piece: CPU s}): what a worker does once per process."""
-    from abci_app.ml.family import load_model
-
-    cpu = {}
-    t0 = time.process_time()
-    family, base = load_model(base_path)
-    t1 = time.process_time()
-    base = family.for_training(base, params)
-    t2 = time.process_time()
-    dataset = family.dataset(base, corpus_path)
-    t3 = time.process_time()
-    cpu = {"load_model": t1 - t0, "for_training": t2 - t1, "dataset": t3 - t2}
-    return family, base, dataset, cpu
+def beacon(tag: str) -> str:
+    return hashlib.sha256(f"gradchain/bench/verify/beacon/{tag}".encode()).hexdigest()
 
 
-def lora_worker(spec_path: Path) -> None:
-    """A worker process. role "trainer": train_submission + save_delta for every job; role "judge": judge every
-    job's delta file on this process's kernel path. result.json with CPU seconds either way."""
-    from abci_app.ml import determinism, train
-    from abci_app.workers.recompute import Work, delta_extra, heldout_loss, judge, train_submission
+def validator_seed(v: int) -> str:
+    return hashlib.sha256(f"gradchain/bench/verify/validator/{v}".encode()).hexdigest()
 
+
+def other_capability() -> str:
+    from abci_app.ml import determinism
+
+    return "default" if determinism.cpu_capability() in ("AVX2", "AVX512") else "avx2"
+
+
+# --- Worker processes ----------------------------------------------------------------------------------
+
+
+class Store:
+    """Content by CID with sha256 checks, like IPFS; counts the bytes each audit fetched (distinct CIDs)."""
+
+    def __init__(self, index: dict[str, str], remember_checks: bool = False):
+        self.index, self.remember_checks, self.checked = index, remember_checks, set()
+        self.fetched: dict[str, int] = {}
+
+    def fetch(self, cid: str, sha256: str, suffix: str) -> Path:
+        from abci_app.workers.spotcheck import Mismatch, Unavailable
+
+        if cid not in self.index:
+            raise Unavailable(f"{cid} not found")
+        path = Path(self.index[cid])
+        if (cid, sha256) not in self.checked:
+            if hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+                raise Mismatch(f"{cid} does not hash to {sha256}")
+            if self.remember_checks:
+                self.checked.add((cid, sha256))
+        self.fetched[cid] = path.stat().st_size
+        return path
+
+
+class Models:
+    """(family, base shaped for the params, dataset) per (assets, params), loaded once per process."""
+
+    def __init__(self):
+        self.cache: dict[str, tuple] = {}
+        self.setup_cpu: dict[str, float] = {}
+
+    def get(self, assets: dict, params: dict):
+        from abci_app.ml.family import load_model
+
+        key = json.dumps([assets["model"], assets["corpus"], params], sort_keys=True)
+        if key not in self.cache:
+            t0 = time.process_time()
+            family, base = load_model(assets["model"])
+            base = family.for_training(base, params)
+            self.cache[key] = (family, base, family.dataset(base, assets["corpus"]))
+            self.setup_cpu[assets["name"]] = time.process_time() - t0
+        return self.cache[key]
+
+
+def train_jobs(spec: dict, out: Path) -> dict:
+    """The trainer: every job's trajectory (honest or faking), delta, manifest, CIDs; CPU per piece."""
+    from abci_app.ipfs.cid import cid_of_file
+    from abci_app.ml import determinism, trajectory
+    from abci_app.workers.recompute import Work, batches, heldout_loss
+    from abci_app.workers.spotcheck import manifest_bytes, train_trajectory
+
+    kernel = determinism.kernel_path()
+    models = Models()
+    results, index, pieces = {}, {}, {}
+    for job in spec["jobs"]:
+        family, base, dataset = models.get(job["assets"], job["work"]["params"])
+        work = Work(**job["work"], kernel_path=kernel)
+        folder = out / job["id"]
+        t0 = time.process_time()
+        traj = train_trajectory(family, base, dataset, work, folder / "states", faked_steps=job.get("faked", ()))
+        t1 = time.process_time()
+        delta_path = folder / "delta.safetensors"
+        sha256 = family.save_delta(delta_path, traj.delta, base, parent="0")
+        t2 = time.process_time()
+        states = [(cid_of_file(p), h, n) for p, h, n in zip(traj.recorded.state_paths, traj.recorded.state_hashes, traj.recorded.state_sizes)]
+        manifest = folder / "manifest.json"
+        manifest.write_bytes(manifest_bytes(work, kernel, states))
+        sub = {"steps": work.params["steps"], "cid": cid_of_file(delta_path), "sha256": sha256, "trajectory_cid": cid_of_file(manifest),
+               "trajectory_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(), "kernel_path": kernel,
+               "grad_commitments": traj.grad_commitments().hex()}  # fmt: skip
+        t3 = time.process_time()
+        for (cid, _, _), p in zip(states, traj.recorded.state_paths):
+            index[cid] = str(p)
+        index[sub["cid"]], index[sub["trajectory_cid"]] = str(delta_path), str(manifest)
+        results[job["id"]] = {"sub": sub, "work": job["work"], "faked": traj.faked_steps, "cpu_train_trajectory_s": t1 - t0,
+                              "cpu_save_delta_s": t2 - t1, "cpu_manifest_s": t3 - t2, "cpu_s": t3 - t0,
+                              "upload_bytes": {"states": sum(traj.recorded.state_sizes), "delta": delta_path.stat().st_size,
+                                               "manifest": manifest.stat().st_size},
+                              "state_bytes": traj.recorded.state_sizes[0], "heldout": [traj.heldout_before, traj.heldout_after]}  # fmt: skip
+        print(f"trainer: {job['id']} {t3 - t0:.2f} CPU s", file=sys.stderr, flush=True)
+    # The trainer's pieces, once per model of the cost section: k plain steps (no states), one held-out evaluation.
+    for job in spec.get("pieces", []):
+        family, base, dataset = models.get(job["assets"], job["work"]["params"])
+        work = Work(**job["work"], kernel_path=kernel)
+        t0 = time.process_time()
+        family.train_steps(family.clone(base), batches(family, base, dataset, work), work.params["learning_rate_micro"] / 1_000_000)
+        t1 = time.process_time()
+        heldout_loss(family, base, dataset)
+        t2 = time.process_time()
+        pieces[job["assets"]["name"]] = {"plain_steps_s": t1 - t0, "heldout_s": t2 - t1, "state_count": work.params["steps"] + 1,
+                                         "trainable": sum(t.numel() for n, t in trajectory.initial_state(family, base).items() if n.startswith("w/"))}  # fmt: skip
+    return {"kernel_path": kernel, "results": results, "index": index, "pieces": pieces, "setup_cpu_s": models.setup_cpu}
+
+
+def audit_tasks(spec: dict, out: Path) -> dict:
+    """A validator: each task is one audit by one validator key of one submission, with the sample its signature draws."""
+    from abci_app import crypto
+    from abci_app.ml import determinism
+    from abci_app.modules import audit
+    from abci_app.workers.recompute import Work
+    from abci_app.workers.spotcheck import Auditor
+
+    kernel = determinism.kernel_path()
+    subs = spec["subs"]
+    models = Models()
+    shared_memo: dict = {}
+    memo_store = Store(spec["index"], remember_checks=True)  # section 2: a file's sha256 is checked once per process
+    auditors: dict[tuple, Auditor] = {}
+    keys = {v: crypto.PrivateKey(bytes.fromhex(validator_seed(v))) for v in range(spec["validators"])}
+    rows, base_loss_s = [], {}
+    for task in spec["tasks"]:
+        s = subs[task["sub"]]
+        family, base, dataset = models.get(s["assets"], s["work"]["params"])
+        memo = task.get("memo", False)
+        store = memo_store if memo else Store(spec["index"])
+        store.fetched = {}
+        # One Auditor per (validator, round), as a validator builds one per round; its base loss is the round's.
+        akey = (task["validator"], task["round"], s["assets"]["name"], json.dumps(s["work"]["params"], sort_keys=True), memo)
+        if akey not in auditors:
+            cls = MemoAuditor if memo else TimedAuditor
+            auditors[akey] = cls(family, base, dataset, s["work"]["params"], kernel, store.fetch)
+            if memo:
+                auditors[akey].memo = shared_memo
+            t0 = time.process_time()
+            auditors[akey].base_loss()
+            base_loss_s.setdefault(f"{task.get('group', '')}/{s['assets']['name']}", []).append(time.process_time() - t0)
+        auditor = auditors[akey]
+        auditor.fetch = store.fetch
+        work = Work(**s["work"], kernel_path=s["sub"]["kernel_path"])
+        sub = s["sub"] | {"index": task["index"]}
+        t0 = time.process_time()
+        signature = keys[task["validator"]].sign(audit.audit_message(task["round"], task["index"], sub["trajectory_sha256"], task["beacon"]))
+        sample = audit.audit_sample(signature, sub["steps"], work.params["audit_steps"])
+        auditor.pieces = {}
+        result = auditor.audit(work, sub, sample)
+        cpu = time.process_time() - t0
+        rows.append({"sub": task["sub"], "round": task["round"], "index": task["index"], "validator": task["validator"], "sample": sample,
+                     "verdict": result.verdict, "fraud_step": result.fraud_step, "error_ppm": result.error_ppm, "reason": result.reason,
+                     "proofs": len(result.proofs), "cpu_s": cpu, "pieces": auditor.pieces, "fetched_bytes": sum(store.fetched.values()),
+                     "fetched_files": len(store.fetched)})  # fmt: skip
+    return {"kernel_path": kernel, "rows": rows, "base_loss_cpu_s": base_loss_s, "setup_cpu_s": models.setup_cpu,
+            "replayed_steps": sum(1 for k in shared_memo if k[0] == "step")}  # fmt: skip
+
+
+def _auditor_classes():
+    from abci_app.workers import spotcheck
+
+    class TimedAuditor(spotcheck.Auditor):
+        """An Auditor that adds up the CPU of its pieces (the held-out evaluation is the rest)."""
+
+        pieces: dict
+
+        def _timed(self, name, fn, *args):
+            t0 = time.process_time()
+            try:
+                return fn(*args)
+            finally:
+                self.pieces[name] = self.pieces.get(name, 0.0) + time.process_time() - t0
+
+        def _manifest(self, work, sub):
+            return self._timed("manifest", super()._manifest, work, sub)
+
+        def _check_endpoints(self, sub, states):
+            return self._timed("endpoints", super()._check_endpoints, sub, states)
+
+        def _check_step(self, work, sub, states, i):
+            return self._timed("steps", super()._check_step, work, sub, states, i)
+
+    class MemoAuditor(spotcheck.Auditor):
+        """An Auditor whose deterministic pieces, once computed for a trajectory, are reused by later audits of it
+        in this process (section 2: many independent samples of one faked trajectory)."""
+
+        memo: dict
+        pieces: dict
+
+        def _once(self, key, fn, *args):
+            if key not in self.memo:
+                try:
+                    self.memo[key] = (True, fn(*args))
+                except spotcheck._Bad as bad:  # a fraud found once is found again: keep the exception
+                    self.memo[key] = (False, bad)
+            ok, value = self.memo[key]
+            if not ok:
+                raise value
+            return value
+
+        def _manifest(self, work, sub):
+            return self._once(("manifest", sub["trajectory_sha256"]), super()._manifest, work, sub)
+
+        def _check_endpoints(self, sub, states):
+            return self._once(("endpoints", sub["trajectory_sha256"], sub["sha256"]), super()._check_endpoints, sub, states)
+
+        def _check_step(self, work, sub, states, i):
+            return self._once(("step", sub["trajectory_sha256"], i), super()._check_step, work, sub, states, i)
+
+    return TimedAuditor, MemoAuditor
+
+
+TimedAuditor = MemoAuditor = None  # set in the worker (they import torch)
+
+
+class _MemoFamily:
+    """The family as MemoAuditor sees it: `apply` and `evaluate_loss` of a delta already evaluated are reused."""
+
+    def __init__(self, family, memo: dict):
+        self._family, self._memo = family, memo
+
+    def __getattr__(self, name):
+        return getattr(self._family, name)
+
+    def apply(self, base, delta):
+        key = ("apply", id(delta))
+        if key not in self._memo:
+            self._memo[key] = (delta, self._family.apply(base, delta))  # keeps delta alive, so its id stays unique
+        return self._memo[key][1]
+
+    def evaluate_loss(self, loaded, tokens, *args):
+        key = ("loss", id(loaded), id(tokens))
+        if key not in self._memo:
+            self._memo[key] = (loaded, self._family.evaluate_loss(loaded, tokens, *args))
+        return self._memo[key][1]
+
+
+def worker_main(spec_path: Path) -> None:
+    global TimedAuditor, MemoAuditor
+    from abci_app.ml import determinism
+
+    determinism.pin(THREADS)
+    TimedAuditor, Memo = _auditor_classes()
+
+    family_memo: dict = {}  # shared by every MemoAuditor of the process, like their step outcomes
+
+    class MemoAuditorWithFamily(Memo):
+        def __init__(self, family, *args):
+            super().__init__(_MemoFamily(family, family_memo), *args)
+
+    MemoAuditor = MemoAuditorWithFamily
     spec = json.loads(spec_path.read_text())
-    kernel = determinism.pin(spec["threads"])
-    family, base, dataset, setup = lora_setup(spec["base"], spec["corpus"], spec["params"])
     out = Path(spec["out"])
     out.mkdir(parents=True, exist_ok=True)
-    records = []
-    if spec["role"] == "judge":
-        base_loss = heldout_loss(family, base, dataset)  # once per round, as Validator.base_loss
-        for job in spec["jobs"]:
-            delta, dmeta = family.load_delta(job["path"], base)
-            work = Work(**job["work"], kernel_path=dmeta.extra["kernel_path"])
-            t0 = time.process_time()
-            verdict = judge(family, base, dataset, work, delta, kernel_path=kernel, base_loss=base_loss)
-            records.append({"id": job["id"], "kernel_path": kernel, "accept": verdict.verdict != "fraud", "by_hash": verdict.by_hash,
-                            "error_ppm": verdict.error_ppm, "reason": verdict.reason, "cpu_judge_s": time.process_time() - t0})  # fmt: skip
-            print(f"validator on {kernel}: {job['id']} {verdict}", file=sys.stderr, flush=True)
-        (out / "result.json").write_text(json.dumps({"kernel_path": kernel, "setup_cpu_s": setup, "jobs": records}))
-        return
-    for job in spec["jobs"]:
-        work = Work(**job["work"], kernel_path=kernel)
-        t0, w0 = time.process_time(), time.perf_counter()
-        trained = train_submission(family, base, dataset, work)
-        t1, w1 = time.process_time(), time.perf_counter()
-        path = out / f"{job['id']}.delta.safetensors"
-        family.save_delta(path, trained.delta, base, parent=str(work.base_version), extra=delta_extra(work, trained, kernel))
-        t2, w2 = time.process_time(), time.perf_counter()
-        records.append({"id": job["id"], "path": str(path), "sha256": train.state_sha256(trained.delta), "cpu_train_s": t1 - t0,
-                        "cpu_save_s": t2 - t1, "wall_train_s": w1 - w0, "wall_save_s": w2 - w1, "losses": trained.train_losses,
-                        "heldout_before": trained.heldout_before, "heldout_after": trained.heldout_after, "bytes": path.stat().st_size})  # fmt: skip
-        print(f"trainer: {job['id']} {t1 - t0:.1f} + {t2 - t1:.1f} CPU s", file=sys.stderr, flush=True)
-    info = {"kernel_path": kernel, "threads": spec["threads"], "pid": os.getpid(), "cwd": os.getcwd(), "setup_cpu_s": setup, "jobs": records,
-            "trainable": sum(t.numel() for t in family.trainable_state(base).values())}  # fmt: skip
-    (out / "result.json").write_text(json.dumps(info))
+    result = train_jobs(spec, out) if spec["role"] == "train" else audit_tasks(spec, out)
+    (out / "result.json").write_text(json.dumps(result))
 
 
-def lora_main(args: argparse.Namespace) -> None:
-    from abci_app.ml import determinism, smollm2, train
-    from abci_app.workers.recompute import Work, heldout_loss, judge
-
-    start = time.monotonic()
-    n_honest = args.honest if args.honest is not None else 3
-    params = detbench.default_params() | LORA_PARAMS
-    model_path = smollm2.genesis_checkpoint()
-    corpus_path = detbench.cache_folder() / "kjv.txt"
-    if not corpus_path.exists():
-        from abci_app import localnet
-
-        corpus_path = localnet.genesis_assets("test")[1]
-    meta = detbench.machine()
-    load_start = os.getloadavg()
-
-    with tempfile.TemporaryDirectory(prefix="gradchain-verify-lora-") as tmp:
-        workdir = args.keep or Path(tmp)
-        workdir.mkdir(parents=True, exist_ok=True)
-        kernel = determinism.pin(2)  # the validator; it loads first because the Works need the tokenized dataset's sha256
-        family, base, dataset, val_setup = lora_setup(str(model_path), str(corpus_path), params)
-        works = detbench.make_works(n_honest, 1, dataset.sha256, params, tag="verify-lora", base_version=0)
-
-        def run_worker(role: str, jobs: list[dict], hashseed: int, capability: str = "") -> dict:
-            """This script's --lora-worker in a fresh process: own cwd, PYTHONHASHSEED, 2 threads, optionally other CPU kernels."""
-            cwd = workdir / role
-            cwd.mkdir(exist_ok=True)
-            spec = cwd / "spec.json"
-            spec.write_text(json.dumps({"role": role.split("-")[0], "base": str(model_path), "corpus": str(corpus_path),
-                                        "out": str(cwd / "out"), "threads": 2, "params": params, "jobs": jobs}))  # fmt: skip
-            drop = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED", "ATEN_CPU_CAPABILITY")
-            env = {k: v for k, v in os.environ.items() if k not in drop} | {"PYTHONHASHSEED": str(hashseed)}
-            if capability:
-                env["ATEN_CPU_CAPABILITY"] = capability
-            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--lora-worker", str(spec)], cwd=cwd, env=env)
-            if proc.returncode != 0:
-                raise SystemExit(f"{role} process failed (exit {proc.returncode})")
-            return json.loads((cwd / "out" / "result.json").read_text())
-
-        print(f"trainer process: {n_honest} LoRA submissions ...", file=sys.stderr, flush=True)
-        trainer = run_worker("trainer", [{"id": f"h{i}", "work": w} for i, w in enumerate(works)], hashseed=11)
-
-        # A validator evaluates the round's base once (Validator.base_loss), not once per check.
-        t0 = time.process_time()
-        base_loss = heldout_loss(family, base, dataset)
-        t_eval = time.process_time() - t0
-        print(f"validator (this process, {kernel}): judging them ...", file=sys.stderr, flush=True)
-        rows = []
-        for job, w in zip(trainer["jobs"], works):
-            t0 = time.process_time()
-            delta, dmeta = family.load_delta(job["path"], base)
-            t1 = time.process_time()
-            work = Work(**w, kernel_path=dmeta.extra["kernel_path"])
-            verdict = judge(family, base, dataset, work, delta, kernel_path=kernel, base_loss=base_loss)
-            t2 = time.process_time()
-            rows.append({"id": job["id"], "accept": verdict.verdict != "fraud", "by_hash": verdict.by_hash, "error_ppm": verdict.error_ppm,
-                         "reason": verdict.reason, "submitted_sha256": train.state_sha256(delta) == job["sha256"],
-                         "cpu_load_s": t1 - t0, "cpu_judge_s": t2 - t1, "cpu_train_s": job["cpu_train_s"], "cpu_save_s": job["cpu_save_s"]})  # fmt: skip
-            print(f"validator: {job['id']} {t1 - t0:.1f} + {t2 - t1:.1f} CPU s, {verdict}", file=sys.stderr, flush=True)
-
-        # Pieces of judge: one apply (fold the adapters, rebuild the model); the evaluation was timed above.
-        t0 = time.process_time()
-        family.apply(base, delta)
-        t_apply = time.process_time() - t0
-
-        # Other kernel paths compare within tolerance: this validator at 1 thread, and a process on other CPU kernels.
-        cross = []
-        if args.cross and args.cross_kernels:
-            print(f"validator process on ATEN_CPU_CAPABILITY={args.cross_kernels}: judging {args.cross} ...", file=sys.stderr, flush=True)
-            jobs = [{"id": j["id"], "work": w, "path": j["path"]} for j, w in list(zip(trainer["jobs"], works))[: args.cross]]
-            other = run_worker("judge-kernels", jobs, hashseed=23, capability=args.cross_kernels)
-            cross += [c | {"process": f"own process, ATEN_CPU_CAPABILITY={args.cross_kernels}"} for c in other["jobs"]]
-        if args.cross:
-            kernel1 = determinism.pin(1)
-            for job, w in list(zip(trainer["jobs"], works))[: args.cross]:
-                delta, dmeta = family.load_delta(job["path"], base)
-                work = Work(**w, kernel_path=dmeta.extra["kernel_path"])
-                t0 = time.process_time()
-                verdict = judge(family, base, dataset, work, delta, kernel_path=kernel1)
-                cross.append({"id": job["id"], "kernel_path": kernel1, "accept": verdict.verdict != "fraud", "by_hash": verdict.by_hash, "process": "this one",
-                              "error_ppm": verdict.error_ppm, "reason": verdict.reason, "cpu_judge_s": time.process_time() - t0})  # fmt: skip
-                print(f"validator at 1 thread: {job['id']} {verdict}", file=sys.stderr, flush=True)
-            determinism.pin(2)
-
-    # --- Report ---
-    judge_s = [r["cpu_judge_s"] for r in rows]
-    check_s = [r["cpu_judge_s"] + r["cpu_load_s"] for r in rows]
-    train_s = [r["cpu_train_s"] + r["cpu_save_s"] for r in rows]
-    spec_ = smollm2.LoraSpec.from_params(params)
-    n_params = sum(p.numel() for n, p in base.module.named_parameters() if ".lora_" not in n)
-    print(f"\nmodel: {family.name} ({model_path.name}, version 0 as the base); LoRA r={spec_.r} alpha={spec_.alpha} on "
-          f"{','.join(spec_.targets)}: {trainer['trainable']:,} trainable of {n_params:,} parameters")  # fmt: skip
-    print(f"params: k={params['steps']}, batch {params['batch_size']} x seq_len {params['seq_len']}, lr {params['learning_rate_micro'] / MICRO:g}, "
-          f"tolerance_ppm {params['tolerance_ppm']}, all k steps recomputed; dataset {corpus_path.name} ({dataset.train.numel():,} train tokens)")  # fmt: skip
-    print(f"{meta['torch']}, {meta['cpu']}, {meta['cores']} cores, OMP_WAIT_POLICY={meta['OMP_WAIT_POLICY']}; "
-          f"trainer {trainer['kernel_path']} (own process), validator {kernel}; load average start {tuple(round(x, 2) for x in load_start)}, "
-          f"end {tuple(round(x, 2) for x in os.getloadavg())}\n")  # fmt: skip
-    print(f"{'CPU seconds per submission':<46}{'mean':>9}{'median':>9}   each")
-    print("-" * 90)
-
-    def line(label, xs):
-        print(f"{label:<46}{statistics.mean(xs):>9.2f}{statistics.median(xs):>9.2f}   {' '.join(f'{x:.2f}' for x in xs)}")
-
-    line("trainer: train_submission", [r["cpu_train_s"] for r in rows])
-    line("trainer: save_delta", [r["cpu_save_s"] for r in rows])
-    line("trainer: train_submission + save_delta", train_s)
-    line("validator: load_delta", [r["cpu_load_s"] for r in rows])
-    line("validator: judge", judge_s)
-    line("validator: load_delta + judge", check_s)
-    ratio_mean = statistics.mean(judge_s) / statistics.mean(train_s)
-    ratio_median = statistics.median(judge_s) / statistics.median(train_s)
-    print(f"ratio validator/trainer (judge / train+save): {ratio_mean:.2f} (means), {ratio_median:.2f} (medians); "
-          f"(load_delta + judge) / (train+save): {statistics.mean(check_s) / statistics.mean(train_s):.2f} (means)")  # fmt: skip
-    print(f"pieces (validator, measured once): one held-out evaluation {t_eval:.2f} s, apply (fold + rebuild) {t_apply:.2f} s; "
-          f"judge = k steps + 1 held-out evaluation + apply + compare (the base's evaluation once per round, not counted); "
-          f"train_submission = k steps + 2 evaluations")  # fmt: skip
-    print("one-off per process (CPU s): " + "; ".join(f"{who} " + ", ".join(f"{k} {v:.1f}" for k, v in s.items())
-                                                      for who, s in (("trainer", trainer["setup_cpu_s"]), ("validator", val_setup))))  # fmt: skip
-    matched = sum(r["by_hash"] and r["accept"] for r in rows)
-    print(f"\nsame kernel path ({kernel}): compared by hash in {sum(r['by_hash'] for r in rows)} of {len(rows)}; "
-          f"recomputation sha256-equal (accepted) {matched} of {len(rows)}; error_ppm {[r['error_ppm'] for r in rows]}")  # fmt: skip
-    for r in rows:
-        if not r["accept"]:
-            print(f"  {r['id']}: {r['reason']}")
-    for c in cross:
-        print(f"other kernel path ({c['kernel_path']}, {c['process']}; the trainer's {trainer['kernel_path']}): {c['id']} compared by "
-              f"{'hash' if c['by_hash'] else 'tolerance'}: relative L2 error {c['error_ppm']} ppm (tolerance {params['tolerance_ppm']}), "
-              f"{'accepted' if c['accept'] else 'rejected: ' + c['reason']}; judge {c['cpu_judge_s']:.1f} CPU s")  # fmt: skip
-    print("held-out loss (trainer): " + ", ".join(f"{j['heldout_before']:.4f} -> {j['heldout_after']:.4f}" for j in trainer["jobs"])
-          + f"; delta file {trainer['jobs'][0]['bytes']:,} bytes")  # fmt: skip
-    print(f"\nwall {time.monotonic() - start:.0f} s", file=sys.stderr)
-    if args.out:
-        args.out.write_text(json.dumps({"meta": meta | {"params": params, "validator_kernel_path": kernel, "load_start": load_start},
-                                        "trainer": trainer, "validator_setup_cpu_s": val_setup, "rows": rows, "cross": cross,
-                                        "eval_s": t_eval, "apply_s": t_apply, "ratio_mean": ratio_mean, "ratio_median": ratio_median},
-                                       indent=1))  # fmt: skip
-        print(f"raw numbers: {args.out}")
+def run_process(workdir: Path, name: str, spec: dict, hashseed: int, capability: str | None = None, log=print) -> dict:
+    """This script's --worker in a fresh process (own cwd, PYTHONHASHSEED, optionally other CPU kernels); its result."""
+    cwd = workdir / name
+    cwd.mkdir(parents=True, exist_ok=True)
+    spec = spec | {"out": str(cwd / "out")}
+    (cwd / "spec.json").write_text(json.dumps(spec))
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONHASHSEED")}
+    env |= {"PYTHONHASHSEED": str(hashseed), "PYTHONPATH": os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    if capability:
+        env["ATEN_CPU_CAPABILITY"] = capability
+    log(f"{name}: {len(spec.get('jobs', spec.get('tasks', [])))} {'jobs' if spec['role'] == 'train' else 'audits'} "
+        f"{'(ATEN_CPU_CAPABILITY=' + capability + ')' if capability else ''}...")  # fmt: skip
+    t0 = time.monotonic()
+    with open(cwd / "worker.log", "w") as logf:
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", str(cwd / "spec.json")], cwd=cwd, env=env,
+                              stdout=logf, stderr=subprocess.STDOUT)  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} process failed (exit {proc.returncode}); its log:\n" + (cwd / "worker.log").read_text()[-3000:])
+    result = json.loads((cwd / "out" / "result.json").read_text())
+    result["wall_s"] = time.monotonic() - t0
+    return result
 
 
-# --- Main ---------------------------------------------------------------------------------------
+# --- The run -------------------------------------------------------------------------------------------
+
+
+def faked_positions(k: int, f: float, tag: str) -> list[int]:
+    import random
+
+    m = max(1, round(f * k))
+    return sorted(random.Random(f"gradchain/bench/verify/fake/{tag}").sample(range(k), m))
+
+
+def dataset_sha256(assets: dict) -> str:
+    """The dataset sha256 a Work names: sha256 of the corpus file as the family tokenizes it (abci_app.ml.corpus)."""
+    from abci_app.ml.corpus import load_dataset
+
+    return load_dataset(assets["corpus"]).sha256
+
+
+def plan(args, workdir: Path) -> dict:
+    """Jobs and audits of every section."""
+    if args.quick:
+        cost_assets = honest_assets = tiny_assets("test", workdir, synthetic=True)
+        honest_genesis_assets = None
+        cost_params = chain_params("tiny", steps=8, audit_steps=5, batch_size=2, seq_len=32, learning_rate_micro=1_000, max_state_bytes=1 << 20)
+        honest_params = cost_params | {"batch_size": 1}
+    else:
+        cost_assets = tiny_assets("genesis", workdir)
+        honest_assets, honest_genesis_assets = tiny_assets("test", workdir), cost_assets
+        cost_params = chain_params("tiny")
+        honest_params = chain_params("tiny", batch_size=1, learning_rate_micro=1_000)  # the test preset is far from converged
+    jobs, subs = [], {}
+
+    def job(jid: str, assets: dict, work: dict, faked=()):
+        jobs.append({"id": jid, "assets": assets, "work": work, "faked": list(faked)})
+        subs[jid] = {"assets": assets, "work": work}
+
+    sha = {a["corpus"]: dataset_sha256(a) for a in (cost_assets, honest_assets, honest_genesis_assets) if a}
+    k = cost_params["steps"]
+    for i in range(args.cost_subs):
+        job(f"cost{i}", cost_assets, make_work(f"cost/{i}", 1, cost_params, sha[cost_assets["corpus"]]))
+    for f in FRACTIONS:
+        for c in range(args.cheaters):
+            job(f"cheat{f}-{c}", cost_assets, make_work(f"cheat/{f}/{c}", 1, cost_params, sha[cost_assets["corpus"]]),
+                faked_positions(k, f, f"{f}/{c}"))  # fmt: skip
+    for i in range(args.honest):
+        job(f"honest{i}", honest_assets, make_work(f"honest/{i}", 1, honest_params, sha[honest_assets["corpus"]]))
+    if honest_genesis_assets is not None:
+        gparams = chain_params("tiny", batch_size=1)
+        for i in range(args.honest_genesis):
+            job(f"honestg{i}", honest_genesis_assets, make_work(f"honestg/{i}", 1, gparams, sha[honest_genesis_assets["corpus"]]))
+    pieces = [{"assets": cost_assets, "work": subs["cost0"]["work"]}] if args.cost_subs else []
+
+    # Audits: the cost submissions and every honest one once by validator 0 of round 1 (index = position in the round);
+    # cheaters: rounds x subs-per-round submissions, each audited by every validator with the round's beacon.
+    cost = [{"sub": f"cost{i}", "round": 1, "index": i, "validator": 0, "beacon": beacon("cost"), "group": "cost"} for i in range(args.cost_subs)]
+    honest = [{"sub": j["id"], "round": 1, "index": n, "validator": 0, "beacon": beacon("honest"), "group": "honest"}
+              for n, j in enumerate(j for j in jobs if j["id"].startswith("honest"))]  # fmt: skip
+    detect = []
+    for f in FRACTIONS:
+        for r in range(args.rounds):
+            for n in range(args.subs_per_round):
+                for v in range(VALIDATORS):
+                    detect.append({"sub": f"cheat{f}-{n % args.cheaters}", "round": 1000 + r, "index": n, "validator": v,
+                                   "beacon": beacon(f"detect/{f}/{r}"), "memo": True})  # fmt: skip
+    return {"jobs": jobs, "subs": subs, "pieces": pieces, "cost": cost, "honest": honest, "detect": detect, "cost_params": cost_params,
+            "honest_params": honest_params, "assets": {"cost": cost_assets, "honest": honest_assets, "honest_genesis": honest_genesis_assets}}  # fmt: skip
+
+
+def smollm2_section(args, workdir: Path, log) -> dict:
+    assets = smollm2_assets()
+    if assets is None:
+        log("smollm2: no cached converted SmolLM2 checkpoint (abci_app.ml.smollm2.genesis_checkpoint; `make localnet` makes it) "
+            "or KJV corpus: section skipped")  # fmt: skip
+        return {"skipped": "no cached SmolLM2 checkpoint or corpus"}
+    params = chain_params("smollm2")
+    sha = dataset_sha256(assets)
+    jobs = [{"id": f"lora{i}", "assets": assets, "work": make_work(f"lora/{i}", 1, params, sha)} for i in range(args.smollm2_subs)]
+    trainer = run_process(workdir, "smollm2-trainer", {"role": "train", "jobs": jobs,
+                                                       "pieces": [{"assets": assets, "work": jobs[0]["work"]}]}, 11, log=log)  # fmt: skip
+    subs = {j["id"]: {"assets": assets, "work": j["work"], "sub": trainer["results"][j["id"]]["sub"]} for j in jobs}
+    tasks = [{"sub": j["id"], "round": 1, "index": i, "validator": 0, "beacon": beacon("lora"), "group": "cost"} for i, j in enumerate(jobs)]
+    validator = run_process(workdir, "smollm2-validator", {"role": "audit", "subs": subs, "tasks": tasks, "index": trainer["index"],
+                                                           "validators": VALIDATORS}, 22, log=log)  # fmt: skip
+    return {"assets": assets, "params": params, "trainer": trainer, "validator": validator}
+
+
+def cost_summary(trainer: dict, validator: dict, ids: list[str], model: str) -> dict:
+    t = [trainer["results"][i] for i in ids]
+    rows = [r for r in validator["rows"] if r["sub"] in ids]
+    base_loss = statistics.mean(validator["base_loss_cpu_s"][f"cost/{model}"])
+    per_round = base_loss / len(ids)  # once per round, shared by the round's submissions (here: the measured ones)
+    train_s = statistics.median(x["cpu_s"] for x in t)
+    audit_s = statistics.median(r["cpu_s"] for r in rows)
+    pieces_v = {p: statistics.median(r["pieces"].get(p, 0.0) for r in rows) for p in ("manifest", "endpoints", "steps")}
+    pieces_v["held-out after + apply + rest"] = audit_s - sum(pieces_v.values())
+    tp = trainer["pieces"].get(model, {})
+    traj = statistics.median(x["cpu_train_trajectory_s"] for x in t)
+    pieces_t = {"k plain steps": tp.get("plain_steps_s", 0.0), "2 held-out evaluations": 2 * tp.get("heldout_s", 0.0)}
+    pieces_t["state snapshots, writes, hashes, gradient proofs"] = traj - sum(pieces_t.values())
+    pieces_t["save_delta"] = statistics.median(x["cpu_save_delta_s"] for x in t)
+    pieces_t["manifest (CIDs of k + 1 states)"] = statistics.median(x["cpu_manifest_s"] for x in t)
+    return {"model": model, "submissions": len(ids), "trainer_cpu_s": [x["cpu_s"] for x in t], "audit_cpu_s": [r["cpu_s"] for r in rows],
+            "trainer_median_s": train_s, "audit_median_s": audit_s, "base_loss_per_round_s": base_loss, "base_loss_share_s": per_round,
+            "validator_per_submission_s": audit_s + per_round, "ratio": (audit_s + per_round) / train_s, "trainer_pieces_s": pieces_t,
+            "validator_pieces_s": pieces_v, "verdicts": [r["verdict"] for r in rows], "heldout_s": tp.get("heldout_s"),
+            "plain_step_s": tp.get("plain_steps_s", 0.0) / max(1, tp.get("state_count", 1) - 1)}  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, help="write the raw numbers here as JSON")
-    ap.add_argument("--model", default="auto", help="auto | test | genesis | a checkpoint (default auto: genesis-size only if cached) | smollm2 (LoRA cost section)")
-    ap.add_argument("--honest", type=int, help="honest submissions, trained in another process and judged here (default 200; smollm2: 3)")
-    ap.add_argument("--rounds", type=int, default=20, help="R: rounds per (k, f, mode) for the detection rate")
-    ap.add_argument("--fractions", default="0.1,0.5,1.0")
-    ap.add_argument("--ks", default="", help="step counts for the detection rate (default: the Params default k, and 10)")
-    ap.add_argument("--modes", default="skip,noise")
-    ap.add_argument("--samples", default="1,2,3", help="s values for the analytic s-of-k table")
-    ap.add_argument("--validators", type=int, default=4)
-    ap.add_argument("--compare-ppm", type=int, default=2000, help="also count detections as error_ppm > this (another tolerance)")
-    ap.add_argument("--keep", type=Path, help="keep the worker directory here")
-    ap.add_argument("--cross", type=int, default=1, help="smollm2: submissions judged again on other kernel paths (1 thread; --cross-kernels)")
-    ap.add_argument("--cross-kernels", default="default", help="smollm2: ATEN_CPU_CAPABILITY of the other-kernels validator process ('' = skip it)")
-    ap.add_argument("--lora-worker", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--json", action="store_true", help="print every figure as JSON on stdout (tables go to stderr)")
+    ap.add_argument("--quick", action="store_true", help="TEST_CONFIG, synthetic corpus, k = 8, s = 5, few submissions (the unit test)")
+    ap.add_argument("--smollm2", action="store_true", help="also the SmolLM2-135M LoRA cost (minutes)")
+    ap.add_argument("--smollm2-subs", type=int, default=1)
+    ap.add_argument("--cost-subs", type=int, help="honest submissions timed (default 3; quick 1)")
+    ap.add_argument("--cheaters", type=int, help="faked trajectories per f (default 2; quick 1)")
+    ap.add_argument("--rounds", type=int, help="detection rounds per f (default 10; quick 3)")
+    ap.add_argument("--subs-per-round", type=int, help="cheating submissions per round (default 60; quick 4)")
+    ap.add_argument("--honest", type=int, help="honest submissions of the test preset for false rejects (default 200; quick 4)")
+    ap.add_argument("--honest-genesis", type=int, help="honest submissions of the genesis model for false rejects (default 10)")
+    ap.add_argument("--keep", type=Path, help="keep the work directory here")
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.lora_worker:
-        return lora_worker(args.lora_worker)
-    if args.model == "smollm2":
-        return lora_main(args)
-    if args.honest is None:
-        args.honest = 200
+    if args.worker:
+        return worker_main(args.worker)
+    defaults = {"cost_subs": (3, 1), "cheaters": (2, 1), "rounds": (10, 3), "subs_per_round": (60, 4), "honest": (200, 4), "honest_genesis": (10, 0)}
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    args.cost_subs = max(1, args.cost_subs)
+    args.cheaters = max(1, args.cheaters)
+    err = sys.stderr if args.json else sys.stdout
 
-    from abci_app.ml import determinism, train
-    from abci_app.ml.family import load_model
-    from abci_app.workers.recompute import Work, heldout_loss, judge, train_submission
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
 
-    params = detbench.default_params()
-    k0 = params["steps"]
-    ks = [int(x) for x in args.ks.split(",") if x] or sorted({k0, 10})
-    fractions = [float(x) for x in args.fractions.split(",") if x]
-    modes = [m for m in args.modes.split(",") if m]
-    samples = [int(x) for x in args.samples.split(",") if x]
-    label, model_path, corpus_path = detbench.resolve_model(args.model)
-    kernel = determinism.pin(2)
-    report: dict = {"meta": detbench.machine() | {"model": label, "model_file": str(model_path), "params": params}}
-    start = time.monotonic()
+    from abci_app.ml import determinism
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from machine import cpu_model  # bench/machine.py
+
+    import torch
+
+    start, load_start = time.monotonic(), os.getloadavg()
+    capability = other_capability()
     with tempfile.TemporaryDirectory(prefix="gradchain-verify-") as tmp:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        v1 = workdir / "version1.safetensors"
-        detbench.make_version1(model_path, corpus_path, v1)
-        family, base = load_model(v1)
-        dataset = family.dataset(base, corpus_path)
-        report["meta"]["model_params"] = base.module.num_params()
+        p = plan(args, workdir)
+        trainer = run_process(workdir, "trainer", {"role": "train", "jobs": p["jobs"], "pieces": p["pieces"]}, 11, log=log)
+        subs = {jid: s | {"sub": trainer["results"][jid]["sub"]} for jid, s in p["subs"].items()}
+        common = {"role": "audit", "subs": subs, "index": trainer["index"], "validators": VALIDATORS}
+        validator = run_process(workdir, "validator", common | {"tasks": p["cost"] + p["honest"] + p["detect"]}, 22, log=log)
+        validator_k = run_process(workdir, "validator-k", common | {"tasks": p["cost"] + p["honest"]}, 33, capability, log=log)
+        lora = smollm2_section(args, workdir, log) if args.smollm2 else None
+    wall = time.monotonic() - start
 
-        # 1 + 2: honest submissions from another process, judged here.
-        trainers = 10
-        works = detbench.make_works(-(-args.honest // trainers), trainers, dataset.sha256, params, tag="verify")[: args.honest]
-        spec = workdir / "spec.json"
-        spec.write_text(json.dumps({"base": str(v1), "corpus": str(corpus_path), "out": str(workdir / "out"), "save_deltas": True,
-                                    "jobs": [{"id": f"h{i}", "work": w} for i, w in enumerate(works)]}))  # fmt: skip
-        print(f"trainer process: {len(works)} honest submissions ...", file=sys.stderr)
-        detbench.run_parties(spec, workdir, [("trainer", 2, 11, True, None)], parallel=1)
-        trainer_info = json.loads((workdir / "out" / "trainer" / "result.json").read_text())
-        print(f"validator (this process, {kernel}, cwd {Path.cwd()}): judging them ...", file=sys.stderr)
-        base_loss = heldout_loss(family, base, dataset)  # once per round, as Validator.base_loss
-        honest = []
-        for job, w in zip(trainer_info["jobs"], works):
-            work = Work(**w)
-            t0 = time.process_time()
-            delta, _meta = family.load_delta(job["path"], base)
-            t1 = time.process_time()
-            verdict = judge(family, base, dataset, work, delta, base_loss=base_loss)
-            t2 = time.process_time()
-            honest.append({"id": job["id"], "accept": verdict.verdict != "fraud", "error_ppm": verdict.error_ppm, "reason": verdict.reason,
-                           "cpu_load_s": t1 - t0, "cpu_judge_s": t2 - t1, "cpu_train_s": job["cpu_train_s"], "cpu_save_s": job["cpu_save_s"]})  # fmt: skip
+    # --- Figures ---
+    cost_ids = [f"cost{i}" for i in range(args.cost_subs)]
+    cost_name = p["assets"]["cost"]["name"]
+    cost = cost_summary(trainer, validator, cost_ids, cost_name)
+    cost_k = cost_summary(trainer, validator_k, cost_ids, cost_name)
+    lora_cost = None
+    if lora and "skipped" not in lora:
+        lora_ids = list(lora["trainer"]["results"])
+        lora_cost = cost_summary(lora["trainer"], lora["validator"], lora_ids, lora["assets"]["name"])
+    k, s = p["cost_params"]["steps"], p["cost_params"]["audit_steps"]
+    from abci_app.modules import audit
 
-        # Pieces of the judge's cost, for the sampled estimate: one held-out evaluation, one training step.
-        reps = 5
-        t0 = time.process_time()
-        for _ in range(reps):
-            heldout_loss(family, base, dataset)
-        t_eval = (time.process_time() - t0) / reps
-        long_work = replace(Work(**works[0]), params=params | {"steps": 20})
-        t0 = time.process_time()
-        train_submission(family, base, dataset, long_work)
-        t_20 = time.process_time() - t0
-        t0 = time.process_time()
-        train_submission(family, base, dataset, Work(**works[0]))
-        t_k = time.process_time() - t0
-        t_step = max(0.0, (t_20 - t_k) / (20 - k0))
+    detection = []
+    for f in FRACTIONS:
+        rows = [r for r in validator["rows"] if r["sub"].startswith(f"cheat{f}-")]
+        by_sub: dict[tuple, list] = {}
+        for r in rows:
+            by_sub.setdefault((r["round"], r["index"]), []).append(r)
+        m = len(trainer["results"][f"cheat{f}-0"]["faked"])
+        caught = sum(any(x["verdict"] == "fraud" for x in v) for v in by_sub.values())
+        per_round = {}
+        for (rnd, _), v in by_sub.items():
+            per_round.setdefault(rnd, [0, 0])
+            per_round[rnd][0] += any(x["verdict"] == "fraud" for x in v)
+            per_round[rnd][1] += 1
+        wrong_step = sum(1 for r in rows if r["verdict"] == "fraud" and r["fraud_step"] not in trainer["results"][r["sub"]]["faked"])
+        single = sum(r["verdict"] == "fraud" for r in rows) / len(rows) if rows else 0.0
+        detection.append({"f": f, "k": k, "s": s, "m": m, "validators": VALIDATORS, "rounds": args.rounds, "submissions": len(by_sub),
+                          "audits": len(rows), "detected": caught, "rate": caught / len(by_sub) if by_sub else 0.0,
+                          "min_round_rate": min(c / n for c, n in per_round.values()) if per_round else 0.0,
+                          "single_auditor_rate": single, "fraud_at_unfaked_step": wrong_step,
+                          "formula_detect_ppm": 1_000_000 - audit.escape_probability_ppm(k, m, s, VALIDATORS),
+                          "formula_single_ppm": 1_000_000 - audit.escape_probability_ppm(k, m, s, 1),
+                          "faked_positions": {c: trainer["results"][f"cheat{f}-{c}"]["faked"] for c in range(args.cheaters)}})  # fmt: skip
 
-        # 3: cheaters, full recomputation.
-        detection = []
-        print(f"cheaters: {args.rounds} rounds x k {ks} x f {fractions} x {modes} ...", file=sys.stderr)
-        cheat_works = detbench.make_works(args.rounds, 1, dataset.sha256, params, tag="verify-cheat")
-        for k in ks:
-            for w in cheat_works[:1]:  # control: faking nothing reproduces the honest delta bit for bit
-                work = replace(Work(**w), params=params | {"steps": k})
-                same = train.state_sha256(fake_submission(family, base, dataset, work, set(), "skip", 0)) == train.state_sha256(
-                    train_submission(family, base, dataset, work).delta
-                )
-                if not same:
-                    raise SystemExit(f"fake_submission with nothing faked differs from train_submission at k={k}")
-            for f in fractions:
-                for mode in modes:
-                    rows = []
-                    for r, w in enumerate(cheat_works):
-                        work = replace(Work(**w), params=params | {"steps": k})
-                        rng = random.Random(f"{k}/{f}/{mode}/{r}")
-                        faked = faked_steps(k, f, rng)
-                        delta = fake_submission(family, base, dataset, work, faked, mode, seed=r)
-                        verdict = judge(family, base, dataset, work, delta, base_loss=base_loss)
-                        rows.append({"round": r, "faked": sorted(faked), "accept": verdict.verdict != "fraud", "error_ppm": verdict.error_ppm})
-                    detection.append({"k": k, "f": f, "m": len(rows[0]["faked"]), "mode": mode, "rounds": len(rows),
-                                      "detected": sum(not x["accept"] for x in rows), "min_error_ppm": min(x["error_ppm"] for x in rows),
-                                      "median_error_ppm": statistics.median(x["error_ppm"] for x in rows), "rows": rows})  # fmt: skip
+    honest_ids = [j["id"] for j in p["jobs"] if j["id"].startswith("honest")]
+    false = {}
+    for who, res in (("same kernel path (hash)", validator), (f"other kernel set ({capability}; tolerance)", validator_k)):
+        for group, prefix in (("test preset", "honest"), ("genesis", "honestg")):
+            rows = [r for r in res["rows"] if r["sub"] in honest_ids and (r["sub"].startswith("honestg") == (prefix == "honestg"))]
+            if not rows:
+                continue
+            errors = sorted(r["error_ppm"] for r in rows)
+            false[f"{group}, {who}"] = {"submissions": len(rows), "false_rejects": sum(r["verdict"] == "fraud" for r in rows),
+                                        "no_gain": sum(r["verdict"] == "no_gain" for r in rows), "max_error_ppm": errors[-1],
+                                        "median_error_ppm": errors[len(errors) // 2], "kernel_path": res["kernel_path"],
+                                        "rejects": [f"{r['sub']}: {r['reason']}" for r in rows if r["verdict"] == "fraud"][:5]}  # fmt: skip
+    false_total = sum(v["false_rejects"] for v in false.values())
+    honest_subs = len(honest_ids)
 
-    # --- Report -----------------------------------------------------------------------------------
-    meta = report["meta"]
-    judge_s = [h["cpu_judge_s"] for h in honest]
-    check_s = [h["cpu_judge_s"] + h["cpu_load_s"] for h in honest]
-    train_s = [h["cpu_train_s"] + h["cpu_save_s"] for h in honest]
-    rejects = [h for h in honest if not h["accept"]]
-    errors = sorted(h["error_ppm"] for h in honest)
-    print(f"\nmodel: {meta['model']} ({meta['model_params']:,} params); Params defaults: k={k0}, batch {params['batch_size']}, "
-          f"seq_len {params['seq_len']}, tolerance_ppm {params['tolerance_ppm']}, recompute_steps {params['recompute_steps']} (= all k)")  # fmt: skip
-    print(f"{meta['torch']}, {meta['kernel_path']}, {meta['cpu']}, {meta['cores']} cores; trainer and validator 2 threads each\n")
-    print(f"{'CPU seconds per submission':<46}{'mean':>9}{'median':>9}")
-    print("-" * 64)
-    print(f"{'trainer: train_submission + save_delta':<46}{statistics.mean(train_s):>9.3f}{statistics.median(train_s):>9.3f}")
-    print(f"{'validator: judge':<46}{statistics.mean(judge_s):>9.3f}{statistics.median(judge_s):>9.3f}")
-    print(f"{'validator: load_delta + judge':<46}{statistics.mean(check_s):>9.3f}{statistics.median(check_s):>9.3f}")
-    ratio_mean = statistics.mean(judge_s) / statistics.mean(train_s)
-    ratio_median = statistics.median(judge_s) / statistics.median(train_s)
-    print(f"ratio validator/trainer (judge / train+save): {ratio_mean:.2f} (means), {ratio_median:.2f} (medians)")
-    print(f"pieces (validator process): one held-out evaluation {t_eval:.3f} s, one training step {t_step:.4f} s; "
-          f"judge = k steps + 1 held-out evaluation (of base + delta) + compare; the base's evaluation is once per round")  # fmt: skip
-    sampled = {s: (statistics.median(judge_s) - (k0 - s) * t_step) / statistics.median(train_s) for s in samples if s <= k0}
-    print("estimated ratio recomputing s of k=%d steps (and 1 evaluation): %s"
-          % (k0, ", ".join(f"s={s}: {v:.2f}" for s, v in sampled.items())))  # fmt: skip
-    print(f"with {args.validators} validators each checking every submission, verification costs {args.validators} x {ratio_mean:.2f} "
-          f"= {args.validators * ratio_mean:.1f}x the training CPU")  # fmt: skip
-    print(f"\nhonest false rejects: {len(rejects)} of {len(honest)} (cross-process, tolerance {params['tolerance_ppm']} ppm); "
-          f"error_ppm max {errors[-1]}, nonzero {sum(e > 0 for e in errors)}")  # fmt: skip
-    for h in rejects[:5]:
-        print(f"  {h['id']}: {h['reason']}")
+    def network(c: dict) -> dict:
+        ratio = c["ratio"]
+        return {"4 validators, committee = all": 4 * ratio, "8 validators, committee = all": 8 * ratio,
+                **{f"100 validators, committee_size {n}": n * ratio for n in (4, 8, 16)},
+                "100 validators, committee = all": 100 * ratio}  # fmt: skip
 
-    print(f"\ndetection with full recomputation (recompute_steps=0), {args.rounds} rounds each")
-    alt = args.compare_ppm
-    print(f"{'k':>3}{'f':>6}{'m faked':>9}{'mode':>7}{'detected':>10}{'rate':>7}{'min err ppm':>13}{'median err ppm':>16}{f'err > {alt} ppm':>18}")
-    print("-" * 89)
-    for d in detection:
-        d[f"over_{alt}_ppm"] = sum(x["error_ppm"] > alt for x in d["rows"])
-        print(f"{d['k']:>3}{d['f']:>6}{d['m']:>9}{d['mode']:>7}{d['detected']:>6}/{d['rounds']:<3}{d['detected'] / d['rounds']:>7.0%}"
-              f"{d['min_error_ppm']:>13}{d['median_error_ppm']:>16.0f}{d[f'over_{alt}_ppm']:>14}/{d['rounds']}")  # fmt: skip
+    def bytes_of(trainer_res: dict, val: dict, ids: list[str]) -> dict:
+        up = trainer_res["results"][ids[0]]["upload_bytes"]
+        fetched = [r["fetched_bytes"] for r in val["rows"] if r["sub"] in ids]
+        return {"upload": up | {"total": sum(up.values())}, "state_file": trainer_res["results"][ids[0]]["state_bytes"],
+                "download_median": statistics.median(fetched), "download_max": max(fetched),
+                "files_median": statistics.median(r["fetched_files"] for r in val["rows"] if r["sub"] in ids)}  # fmt: skip
 
-    quorum = params["quorum_bps"]
-    analytic = []
-    print(f"\nanalytic detection if each validator recomputed s sampled steps of k ({args.validators} equal validators, quorum {quorum / 100:g}%)")
-    print(f"{'k':>3}{'f':>6}{'m':>4}{'s':>4}{'(1-m/k)^s':>11}{'escape exact':>14}{'P(detect) shared sample':>25}{'independent samples':>21}")
-    print("-" * 87)
-    for k in ks:
-        for f in fractions:
-            m = max(1, round(f * k))
-            for s in [*samples, k]:
-                if s > k:
-                    continue
-                esc = escape_exact(k, m, s)
-                row = {"k": k, "f": f, "m": m, "s": s, "approx_escape": (1 - m / k) ** s, "escape": esc, "detect_shared": 1 - esc,
-                       "detect_independent": quorum_detect(1 - esc, args.validators, quorum)}  # fmt: skip
-                analytic.append(row)
-                print(f"{k:>3}{f:>6}{m:>4}{s:>4}{row['approx_escape']:>11.3f}{esc:>14.3f}{row['detect_shared']:>25.3f}{row['detect_independent']:>21.3f}")
-    print("(1-m/k)^s samples with replacement; exact: s distinct steps. s = k is full recomputation: escape 0 for any m >= 1, as measured above.")
-    print("A sample drawn from the round seed is known to the trainer before it trains: it must come from a block after the submission.")
-    print(f"\nwall {time.monotonic() - start:.0f} s", file=sys.stderr)
-    if args.out:
-        report |= {"honest": honest, "cpu": {"trainer_mean": statistics.mean(train_s), "trainer_median": statistics.median(train_s),
-                   "judge_mean": statistics.mean(judge_s), "judge_median": statistics.median(judge_s), "ratio_mean": ratio_mean,
-                   "ratio_median": ratio_median, "eval_s": t_eval, "step_s": t_step, "sampled_ratio_estimate": sampled},
-                   "false_rejects": len(rejects), "detection": detection, "analytic": analytic}  # fmt: skip
-        args.out.write_text(json.dumps(report, indent=1))
-        print(f"raw numbers: {args.out}")
+    report = {
+        "meta": {"torch": torch.__version__, "kernel_path": trainer["kernel_path"], "other_kernel_path": validator_k["kernel_path"],
+                 "cpu": cpu_model(), "cores": os.cpu_count(), "threads": THREADS, "load_average_start": load_start,
+                 "load_average_end": os.getloadavg(), "wall_s": wall, "quick": args.quick,
+                 "models": {n: a["label"] for n, a in p["assets"].items() if a}, "corpus": p["assets"]["cost"]["corpus"],
+                 "k": k, "s": s, "params": p["cost_params"], "honest_params": p["honest_params"]},
+        "cost": {"tiny": cost, "tiny_other_kernels": cost_k, "smollm2": lora_cost if lora_cost else (lora or {}).get("skipped")},
+        "detection": detection,
+        "false_rejects": {"submissions": honest_subs, "audits": sum(v["submissions"] for v in false.values()), "total": false_total, "by": false},
+        "network": {"tiny": network(cost), **({"smollm2": network(lora_cost)} if lora_cost else {})},
+        "bytes": {"tiny": {"same_path": bytes_of(trainer, validator, cost_ids), "other_kernels": bytes_of(trainer, validator_k, cost_ids)},
+                  **({"smollm2": {"same_path": bytes_of(lora["trainer"], lora["validator"], list(lora["trainer"]["results"]))}} if lora_cost else {})},
+        "detection_replayed_steps": validator["replayed_steps"],
+    }  # fmt: skip
+    print_report(report, err)
+    if args.json:
+        print(json.dumps(report, indent=1))
+
+
+def print_report(r: dict, out) -> None:
+    def w(line: str = "") -> None:
+        print(line, file=out)
+
+    m = r["meta"]
+    w(f"\n{m['cpu']}, {m['cores']} cores; torch {m['torch']}; trainer {m['kernel_path']}, other kernels {m['other_kernel_path']}; "
+      f"every role its own process, {m['threads']} threads; load average {m['load_average_start'][0]:.2f} -> {m['load_average_end'][0]:.2f}; "
+      f"wall {m['wall_s']:.0f} s")  # fmt: skip
+    w("models: " + "; ".join(f"{n}: {label}" for n, label in m["models"].items()) + f"; corpus {Path(m['corpus']).name}")
+    pp = m["params"]
+    w(f"Params: k {m['k']}, s {m['s']}, batch {pp['batch_size']} x seq {pp['seq_len']}, lr {pp['learning_rate_micro']}e-6, "
+      f"step_tolerance_ppm {pp['step_tolerance_ppm']}, max_state_bytes {pp['max_state_bytes']:,}")  # fmt: skip
+
+    for name, c in (("tiny GPT", r["cost"]["tiny"]), ("tiny GPT, validator on other kernels", r["cost"]["tiny_other_kernels"]),
+                    ("SmolLM2 LoRA", r["cost"]["smollm2"])):  # fmt: skip
+        if not isinstance(c, dict):
+            if c:
+                w(f"\n1. cost, {name}: skipped ({c})")
+            continue
+        w(f"\n1. CPU per submission, {name} ({c['model']}; {c['submissions']} submissions; medians, CPU s)")
+        w(f"   trainer (train_trajectory + save_delta + manifest)      {c['trainer_median_s']:>8.2f}   each " + " ".join(f"{x:.2f}" for x in c["trainer_cpu_s"]))
+        for piece, v in c["trainer_pieces_s"].items():
+            w(f"     {piece:<54}{v:>8.2f}")
+        w(f"   validator: one Auditor.audit (s steps, endpoints, after)  {c['audit_median_s']:>8.2f}   each " + " ".join(f"{x:.2f}" for x in c["audit_cpu_s"]))
+        for piece, v in c["validator_pieces_s"].items():
+            w(f"     {piece:<54}{v:>8.2f}")
+        w(f"   + base held-out loss, once per round ({c['base_loss_per_round_s']:.2f} s) / {c['submissions']} submissions  {c['base_loss_share_s']:>5.2f}")
+        w(f"   validator per checked submission                        {c['validator_per_submission_s']:>8.2f}")
+        w(f"   ratio validator / trainer: {c['ratio']:.3f}   (target <= 0.25; full recomputation was 0.72 for SmolLM2 at k = 4; "
+          f"one plain step {c['plain_step_s'] * 1000:.0f} ms, one held-out evaluation {c['heldout_s'] or 0:.2f} s)   verdicts {sorted(set(c['verdicts']))}")  # fmt: skip
+
+    w(f"\n2. detection of a trainer faking m of k = {m['k']} steps: {VALIDATORS} validators (own ed25519 keys, fresh beacon per round), s = {m['s']}")
+    w(f"   {'f':>5}{'m':>4}{'rounds':>8}{'subs':>6}{'audits':>8}{'detected':>10}{'rate':>9}{'worst round':>13}{'formula':>9}"
+      f"{'1 auditor':>11}{'formula':>9}")  # fmt: skip
+    for d in r["detection"]:
+        w(f"   {d['f']:>5}{d['m']:>4}{d['rounds']:>8}{d['submissions']:>6}{d['audits']:>8}{d['detected']:>10}{d['rate']:>9.2%}"
+          f"{d['min_round_rate']:>13.1%}{d['formula_detect_ppm'] / 1e4:>8.2f}%{d['single_auditor_rate']:>11.2%}{d['formula_single_ppm'] / 1e4:>8.2f}%")  # fmt: skip
+    w(f"   (formula: 1 - audit.escape_probability_ppm(k, m, s, validators); each faked trajectory serves many (round, index, beacon) draws; "
+      f"{r['detection_replayed_steps']} distinct steps replayed for real, repeats reuse their outcome; "
+      f"fraud named at an unfaked step: {sum(d['fraud_at_unfaked_step'] for d in r['detection'])})")  # fmt: skip
+
+    fr = r["false_rejects"]
+    w(f"\n3. honest false rejects: {fr['total']} in {fr['audits']} audits of {fr['submissions']} honest submissions (k = {m['honest_params']['steps']}, "
+      f"batch {m['honest_params']['batch_size']}, s = {m['honest_params']['audit_steps']})")  # fmt: skip
+    for who, v in fr["by"].items():
+        w(f"   {who:<62} {v['false_rejects']:>3} of {v['submissions']:>3}  (no gain {v['no_gain']}; step error max {v['max_error_ppm']} ppm, "
+          f"median {v['median_error_ppm']}; {v['kernel_path']})")  # fmt: skip
+        for line in v["rejects"]:
+            w(f"      {line}")
+
+    w("\n4. network-wide verification CPU / training CPU (per-audit CPU x auditors per submission / trainer CPU)")
+    for model, n in r["network"].items():
+        w(f"   {model}: " + "; ".join(f"{k} {v:.2f}" for k, v in n.items()))
+    d01 = next((d for d in r["detection"] if d["f"] == 0.1), None)
+    if d01:
+        from abci_app.modules import audit
+
+        w(f"   detection at f = 0.1 (m = {d01['m']}) by committee size (formula): "
+          + ", ".join(f"c {c}: {(1_000_000 - audit.escape_probability_ppm(m['k'], d01['m'], m['s'], c)) / 1e4:.2f}%" for c in (1, 2, 4, 8, 16)))  # fmt: skip
+
+    w("\n5. bytes per submission")
+    for model, b in r["bytes"].items():
+        for path, x in b.items():
+            up = x["upload"]
+            w(f"   {model}, {path}: trainer uploads {up['total']:,} ({up['states']:,} in k + 1 states of {x['state_file']:,}, delta {up['delta']:,}, "
+              f"manifest {up['manifest']:,}); a validator fetched {x['download_median']:,.0f} (median; max {x['download_max']:,}; {x['files_median']:.0f} files)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -329,14 +329,6 @@ def verdicts(cli: Cli, round_id: int | None, index: int | None) -> None:
     _show_verdicts(cli, round_id, index)
 
 
-@training_query.command("attestations", hidden=True)
-@_verdict_options
-def attestations(cli: Cli, round_id: int | None, index: int | None) -> None:
-    """Deprecated alias of `verdicts` (validators no longer attest; committees reveal verdicts)."""
-    click.echo("`gradchain query training attestations` is deprecated: it prints `gradchain query training verdicts`", err=True)
-    _show_verdicts(cli, round_id, index)
-
-
 # --- params ---------------------------------------------------------------------------
 
 

@@ -281,9 +281,6 @@ def test_a_round_through_every_phase_with_a_dispute(home: Path, node: TrainingNo
         [(node.addresses[n], sha("merged"), 2_345_678) for n in ("val0", "val2")])
     listing = ok(home, "query", "training", "verdicts", "--round", "0")
     assert [v0.address, "10", "2.3457", sha("merged"), cid("merged")] in [line.split() for line in listing.splitlines()]
-    alias = run(home, "query", "training", "attestations", "--round", "0")
-    assert alias.exit_code == 0 and alias.stdout == listing
-    assert alias.stderr == "`gradchain query training attestations` is deprecated: it prints `gradchain query training verdicts`\n"
 
     # round 1 trains version 1, and is what the commands show by default
     latest = ok_json(home, "query", "training", "round")
@@ -321,7 +318,7 @@ COMMANDS = [["round"], ["round", "3"], ["submissions"], ["submissions", "--round
 
 
 @pytest.mark.parametrize("args", [["round", "-1"], ["round", "x"], ["submissions", "--round", "-2"], ["verdicts", "--submission", "one"],
-                                  ["verdicts", "--round", "-1"], ["attestations", "--round", "x"]])
+                                  ["verdicts", "--round", "-1"]])
 def test_bad_arguments(home: Path, args: list[str]) -> None:
     result = run(home, "query", "training", *args, "--node", f"http://127.0.0.1:{free_port()}")
     assert result.exit_code == 2
@@ -346,6 +343,7 @@ def test_node_without_training(home: Path, node: TrainingNode, monkeypatch: pyte
         assert_one_error_line(result.stderr, "query /training/", "failed (runtime code 9): unknown query path")
 
 
-def test_attestations_is_a_hidden_alias(home: Path) -> None:
+def test_attestations_are_gone_verdicts_replace_them(home: Path) -> None:
     listing = ok(home, "query", "training", "--help")
     assert "verdicts" in listing and "attestations" not in listing
+    assert run(home, "query", "training", "attestations").exit_code == 2  # no such command: scripts fail loudly

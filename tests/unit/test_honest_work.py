@@ -21,15 +21,16 @@ from pathlib import Path
 import pytest
 
 from abci_app import crypto, tx
-from abci_app.ipfs.cid import cid_of_file
 from abci_app.ml import determinism, model
 from abci_app.ml.corpus import load_dataset
 from abci_app.ml.family import TinyGPT
 from abci_app.modules import staking, training
-from abci_app.workers.recompute import Work, delta_extra, judge, train_submission
-from abci_app.workers.validator import Validator
-from tests.unit.conftest import fixed_key
-from tests.unit.test_adversarial import FakeChain, FakeIpfs, synthetic_corpus
+from abci_app.workers.recompute import Work, train_submission
+from tests.unit.conftest import fixed_key, synthetic_corpus
+from tests.unit.test_adversarial import make_validator, seal, served_by
+from tests.unit.test_spotcheck import PARAMS as WORK_PARAMS
+from tests.unit.test_spotcheck import K as WORK_STEPS
+from tests.unit.test_spotcheck import auditor, publish
 from tests.unit.test_training import PARAMS, audit_round, bond_all, codes, commit, make_net, reveal, submit, until_phase, verdict
 from tests.unit.test_training import judge as judge_claims
 
@@ -235,11 +236,9 @@ def test_a_submission_is_evictable_only_before_committees_are_drawn(tmp_path):
     net.app.close()
 
 
-# --- the validator worker --------------------------------------------------------------
+# --- the auditor and the validator worker -------------------------------------------------
 
-WORK_PARAMS = asdict(training.Params()) | {"steps": 3, "batch_size": 4, "seq_len": 32}
-ROUND_SEED = hashlib.sha256(b"honest work round seed").hexdigest()
-TRAINER = fixed_key(33).address
+BOUNDED = WORK_PARAMS | {"max_heldout_regression_ppm": training.Params().max_heldout_regression_ppm}  # the chain's bound
 
 
 @pytest.fixture(scope="module")
@@ -251,45 +250,32 @@ def tiny(tmp_path_factory):
     return family, base, dataset
 
 
-def test_judge_calls_exact_work_that_raises_the_loss_no_gain_not_fraud(tiny, tmp_path):
+def test_exact_work_that_raises_the_loss_is_no_gain_not_fraud(tiny, tmp_path):
     """Issue 12: honest work (recomputed bit for bit) whose held-out loss rose was attested as a reject, and
-    slashed. An over-large learning rate makes honest steps that raise the loss; the validator now attests no_gain."""
-    family, base, dataset = tiny
-    params = WORK_PARAMS | {"learning_rate_micro": 1_000_000}  # lr 1.0: honest, and harmful
-    work = Work(0, 0, ROUND_SEED, TRAINER, dataset.sha256, params, determinism.kernel_path())
-    trained = train_submission(family, base, dataset, work)
-    assert trained.heldout_after > trained.heldout_before * 1.05
-    verdict = judge(family, base, dataset, work, trained.delta, kernel_path=determinism.kernel_path())
-    assert (verdict.accept, verdict.no_gain, verdict.verdict, verdict.error_ppm, verdict.by_hash) == (False, True, "no_gain", 0, True)
-    assert verdict.reason.startswith("no gain: held-out loss regressed")
+    slashed. An over-large learning rate makes honest steps that raise the loss: every step reproduces by hash and
+    is proven, the verdict is no gain, and the validator seals no gain."""
+    params = BOUNDED | {"learning_rate_micro": 1_000_000}  # lr 1.0: honest, and harmful
+    store, work, sub, traj = publish(tiny, tmp_path / "published", params=params)
+    assert traj.heldout_after > traj.heldout_before * 1.05
+    result = auditor(tiny, store, params=params).audit(work, sub, list(range(WORK_STEPS)))  # s = k: full recomputation
+    assert (result.verdict, result.fraud_step, result.error_ppm, len(result.proofs)) == ("no_gain", 0, 0, WORK_STEPS)
+    assert result.reason.startswith("no gain: held-out loss")
 
-    path = tmp_path / "delta.safetensors"
-    sha256 = family.save_delta(path, trained.delta, base, parent="0", extra=delta_extra(work, trained, determinism.kernel_path()))
-    validator = Validator(fixed_key(1), "http://127.0.0.1:9", "http://127.0.0.1:9", tmp_path / "worker")
-    validator.chain.close()
-    validator.ipfs.close()
-    validator.chain, validator.ipfs = FakeChain(params), FakeIpfs({cid_of_file(path): path.read_bytes()})
-    validator._models[0] = (family, base)
-    validator._datasets[0] = ({"id": 0, "sha256": dataset.sha256}, dataset)
-    rnd = {"id": 0, "base_version": 0, "dataset_id": 0, "seed": ROUND_SEED, "phase": "verify"}
-    sub = {"round": 0, "index": 0, "trainer": TRAINER, "cid": cid_of_file(path), "sha256": sha256, "status": "pending",
-           "attestations": [], "kernel_path": determinism.kernel_path()}
-    reports: list[str] = []
-    validator.attest(rnd, sub, reports.append)
-    (msg,) = validator.chain.sent
-    assert (msg.accept, msg.no_gain, msg.measured_error_ppm) == (False, True, 0)
-    assert "valid, no gain (no gain: held-out loss regressed" in reports[0]
+    validator = make_validator(tiny, tmp_path / "worker", served_by(store), params)
+    (sealed,), reports = seal(validator, [sub])
+    assert (training.VERDICTS[sealed.verdict], sealed.measured_error_ppm, len(sealed.step_proofs)) == ("no_gain", 0, params["audit_steps"])
+    assert "valid, no gain (no gain: held-out loss" in reports[0]
 
 
-def test_judge_maps_a_mismatch_to_fraud_and_helpful_work_to_accept(tiny):
-    family, base, dataset = tiny
-    work = Work(0, 0, ROUND_SEED, TRAINER, dataset.sha256, WORK_PARAMS)
-    trained = train_submission(family, base, dataset, work)
-    good = judge(family, base, dataset, work, trained.delta)
-    assert (good.accept, good.no_gain, good.verdict) == (True, False, "accept")
-    doubled = {n: t * 2 for n, t in trained.delta.items()}
-    bad = judge(family, base, dataset, work, doubled)
-    assert (bad.accept, bad.no_gain, bad.verdict) == (False, False, "fraud")
+def test_audit_calls_helpful_work_accept_and_a_doubled_delta_fraud(tiny, tmp_path):
+    family, base, _ = tiny
+    store, work, sub, traj = publish(tiny, tmp_path, params=BOUNDED)
+    check = auditor(tiny, store, params=BOUNDED)
+    assert check.audit(work, sub, list(range(WORK_STEPS))).verdict == "accept"
+    doubled = tmp_path / "doubled.safetensors"
+    sha256 = family.save_delta(doubled, {n: t * 2 for n, t in traj.delta.items()}, base, parent="0")
+    bad = check.audit(work, sub | {"cid": store.add(doubled), "sha256": sha256}, list(range(WORK_STEPS)))
+    assert (bad.verdict, bad.fraud_step) == ("fraud", WORK_STEPS)
 
 
 # --- the recipe: honest rounds help the tiny localnet's converged genesis -------------------
@@ -311,7 +297,7 @@ def test_tiny_localnet_rounds_do_not_make_the_converged_genesis_worse():
     """Issue 12: on `make localnet MODEL=tiny` the round's recipe (4 fresh-AdamW steps at lr 1e-3) raised the
     converged genesis's held-out loss 1.2428 -> 1.34, beyond max_heldout_regression_ppm. With the tiny preset's
     params, three consecutive honest rounds (each on the last one's result, as merges chain) each stay within
-    the bound, as `judge` checks it, and together lower the loss."""
+    the bound the auditor's no-gain check applies (spotcheck.Auditor.audit), and together lower the loss."""
     from abci_app import localnet
     from abci_app.ml.family import load_model
     from abci_app.workers.recompute import heldout_loss, to_micro
@@ -326,7 +312,6 @@ def test_tiny_localnet_rounds_do_not_make_the_converged_genesis_worse():
         work = Work(r, r, hashlib.sha256(b"tiny round %d" % r).hexdigest(), fixed_key(40 + r).address, dataset.sha256, params)
         trained = train_submission(family, base, dataset, work)
         assert to_micro(trained.heldout_before) == losses[-1]
-        assert judge(family, base, dataset, work, trained.delta, base_loss=trained.heldout_before).accept
         base = family.apply(base, trained.delta)
         losses.append(to_micro(trained.heldout_after))
     assert all(b <= a * (1_000_000 + params["max_heldout_regression_ppm"]) // 1_000_000 for a, b in zip(losses, losses[1:])), losses
