@@ -67,7 +67,7 @@ LOCALNET_APP_STATE = {
         # probability 1 - (C(58,12)/C(64,12))^4 > 99.4%.
         "enabled": True, "dataset_id": 0, "submission_blocks": 60, "verification_blocks": 90, "reveal_blocks": 30,
         "dispute_blocks": 60, "merge_blocks": 60, "steps": 64, "audit_steps": 12, "committee_size": 0,
-        "learning_rate_micro": 1_000, "batch_size": 8, "seq_len": 64, "step_tolerance_ppm": 2_000,
+        "learning_rate_micro": 1_000, "batch_size": 8, "seq_len": 64, "step_tolerance_ppm": 100,
         "max_state_bytes": 16 * 1024 * 1024, "fetch_seconds": 60, "check_fee": 10_000,
         "reward": 1_000_000, "slash_bps": 2_000, "min_trainer_bond": 1_000_000, "eval_prompts": 25,
     }},

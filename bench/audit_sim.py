@@ -604,7 +604,7 @@ def copy_reveal(chain: SimChain, val: crypto.PrivateKey, rnd: training.Round, s:
             verdicts.append(tx.AuditVerdict(submission=sub.index, verdict=2, audit_signature=signature, fraud_step=step))
             continue
         # Revealed proofs are on chain only as pass/fail flags; the tx bytes carry them: take them from the revealed steps.
-        commitments = bytes.fromhex(sub.grad_commitments)
+        commitments = training.grad_commitments(state, rnd.id, sub.index)
         known = {}
         for e in entries:
             if e.proof_ok:

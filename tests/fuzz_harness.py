@@ -902,7 +902,7 @@ class Fuzzer:
                 continue
             signature = key.sign(audit.audit_message(rnd.id, sub.index, sub.trajectory_sha256, rnd.beacon))
             sample = audit.audit_sample(signature, sub.steps, params.audit_steps)
-            commitments = bytes.fromhex(sub.grad_commitments)
+            commitments = training.grad_commitments(ctx.state, rnd.id, sub.index)
             bad = [i for i in sample if audit.grad_commitment(grad_proof(sub.sha256, i)) != commitments[32 * i : 32 * i + 32]]
             v = txcodec.AuditVerdict(submission=sub.index, audit_signature=signature, measured_error_ppm=r.choice([0, 0, 10, U64]))
             if behaviour == "honest" and bad:
@@ -983,7 +983,7 @@ class Fuzzer:
         rnd = training.current_round(ctx.state)
         judgements = []
         for sub in training.submissions(ctx.state, rnd.id) if rnd is not None else []:
-            commitments = bytes.fromhex(sub.grad_commitments)
+            commitments = training.grad_commitments(ctx.state, rnd.id, sub.index)
             for claim in training.claims(ctx.state, rnd.id, sub.index):
                 step = claim.step
                 valid = step >= sub.steps or audit.grad_commitment(grad_proof(sub.sha256, step)) == commitments[32 * step : 32 * step + 32]

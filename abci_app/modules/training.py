@@ -78,6 +78,7 @@ LORA_TARGETS = ("down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj
 
 
 MAX_STEPS = 256  # k bound: a submission's grad commitments (32 bytes a step) sit in state
+MAX_REVEAL_CHUNKS = 64  # an auditor's verdicts may be revealed in up to this many txs (each under tx.MAX_TX_BYTES)
 MAX_COMMITTEE = 1_000
 CLAIM_ENDPOINTS_OFFSET, CLAIM_UNAVAILABLE_OFFSET = 0, 1  # a fraud claim names step k (+0): the endpoints or manifest; k + 1: content not fetchable in time
 
@@ -97,7 +98,7 @@ class Params:
     learning_rate_micro: int = 1_000  # lr = 1e-3, in millionths
     batch_size: int = 8
     seq_len: int = 64
-    step_tolerance_ppm: int = 2_000  # one step's recomputation on another kernel path may differ this much (docs/training.md)
+    step_tolerance_ppm: int = 100  # one step checked on another kernel path may differ this much: 33x the worst of 456 honest steps (docs/training.md)
     max_state_bytes: int = 64 * 1024 * 1024  # one training state file (weights + optimiser moments)
     fetch_seconds: int = 120  # an auditor that cannot fetch a file in this long calls it unavailable (a reject, not an expiry)
     max_heldout_regression_ppm: int = 50_000  # held-out loss may not rise more than 5%
@@ -162,7 +163,8 @@ COUNT_KEY = PREFIX + b"count"  # rounds ever opened
 ROUND_PREFIX = PREFIX + b"round/"  # <round 8 BE> -> Round JSON
 SUBMISSION_PREFIX = PREFIX + b"submission/"  # <round 8 BE><index 8 BE> -> Submission JSON
 BY_TRAINER_PREFIX = PREFIX + b"by_trainer/"  # <round 8 BE><trainer 20> -> index
-COMMITMENT_PREFIX = PREFIX + b"commitment/"  # <round 8 BE><validator 20> -> {"commitment", "revealed"}
+COMMITMENT_PREFIX = PREFIX + b"commitment/"  # <round 8 BE><validator 20> -> {"chunks": [hex], "opened": [bool], "revealed"}
+GRAD_COMMITMENTS_PREFIX = PREFIX + b"grad_commitments/"  # <round 8 BE><index 8 BE> -> 32 bytes a step (apart: reveals rewrite the submission)
 VERDICT_PREFIX = PREFIX + b"verdict/"  # <round 8 BE><index 8 BE><validator 20> -> AuditEntry JSON
 CLAIM_PREFIX = PREFIX + b"claim/"  # <round 8 BE><index 8 BE><step 8 BE> -> Claim JSON
 JUDGED_PREFIX = PREFIX + b"judged/"  # <round 8 BE><validator 20> -> [[index, step, valid]] (one judge_claims per round)
@@ -225,7 +227,6 @@ class Submission:
     trajectory_cid: str = ""
     trajectory_sha256: str = ""
     state_bytes: int = 0
-    grad_commitments: str = ""  # hex, 64 chars per step
     status: str = PENDING
     bond: int = 0  # trainer bond locked by this submission until it is decided; slash_bps of it is at stake
     check_fee: int = 0  # paid in, held until the decision
@@ -329,7 +330,7 @@ def _put_claim(state: Overlay, round_id: int, claim: Claim) -> None:
 
 
 def commitment(state: Overlay, round_id: int, validator: str) -> dict | None:
-    """{"commitment": hex, "revealed": bool} of an auditor, or None."""
+    """{"chunks": [hex commitment per chunk], "opened": [bool per chunk], "revealed": all opened} of an auditor, or None."""
     return decode_json(state.get(COMMITMENT_PREFIX + _u64(round_id) + _raw(validator)))
 
 
@@ -337,11 +338,16 @@ def merge_votes(state: Overlay, round_id: int) -> list[dict]:
     return [decode_json(v) for _, v in state.iter_prefix(MERGE_VOTE_PREFIX + _u64(round_id))]
 
 
-def verdicts_commitment(round_id: int, salt: bytes, operator_pubkey: bytes, verdicts) -> bytes:
-    """What MsgCommitVerdicts carries: sha256 over the round, the salt, the key and each AuditVerdict's canonical bytes.
+def grad_commitments(state: Overlay, round_id: int, index: int) -> bytes:
+    """A submission's per-step gradient commitments (32 bytes a step)."""
+    return state.get(GRAD_COMMITMENTS_PREFIX + _u64(round_id) + _u64(index)) or b""
 
-    The salt keeps a commitment to a short list of verdicts from being guessed by trying them all."""
-    h = hashlib.sha256(audit.VERDICTS_DOMAIN + _u64(round_id) + salt + operator_pubkey)
+
+def verdicts_commitment(round_id: int, salt: bytes, operator_pubkey: bytes, verdicts, chunk: int = 0) -> bytes:
+    """One chunk's commitment in MsgCommitVerdicts: sha256 over the round, the chunk, the salt, the key and each
+    AuditVerdict's canonical bytes. The salt keeps a commitment to a short list of verdicts from being guessed by
+    trying them all; chunks let an auditor on many committees reveal in several txs."""
+    h = hashlib.sha256(audit.VERDICTS_DOMAIN + _u64(round_id) + chunk.to_bytes(4, "big") + salt + operator_pubkey)
     for v in verdicts:
         raw = v.SerializeToString(deterministic=True)
         h.update(len(raw).to_bytes(4, "big") + raw)
@@ -575,8 +581,9 @@ def submit_delta(ctx: Context, signer: str, msg: tx_pb2.MsgSubmitDelta) -> None:
         round=rnd.id, index=rnd.next_index, trainer=signer, cid=msg.cid, sha256=msg.sha256, bytes=msg.bytes,
         loss_before_micro=msg.loss_before_micro, loss_after_micro=msg.loss_after_micro, steps=msg.steps,
         kernel_path=msg.kernel_path, height=ctx.height, trajectory_cid=msg.trajectory_cid, trajectory_sha256=msg.trajectory_sha256,
-        state_bytes=msg.state_bytes, grad_commitments=msg.grad_commitments.hex(), bond=stake, check_fee=params.check_fee,
+        state_bytes=msg.state_bytes, bond=stake, check_fee=params.check_fee,
     )
+    ctx.state.set(GRAD_COMMITMENTS_PREFIX + _u64(rnd.id) + _u64(sub.index), msg.grad_commitments)
     _put_trainer_bond(ctx.state, params, signer, replace(bond, locked=bond.locked + stake))
     _put_submission(ctx.state, sub)
     ctx.state.set(BY_TRAINER_PREFIX + _u64(rnd.id) + _raw(signer), encode_int(sub.index))
@@ -597,6 +604,7 @@ def _evict(ctx: Context, params: Params, sub: Submission, by: str) -> None:
     if sub.check_fee:
         bank.transfer(ctx, CHECK_FEE_POOL, sub.trainer, sub.check_fee)
     ctx.state.delete(SUBMISSION_PREFIX + _u64(sub.round) + _u64(sub.index))
+    ctx.state.delete(GRAD_COMMITMENTS_PREFIX + _u64(sub.round) + _u64(sub.index))
     ctx.state.delete(BY_TRAINER_PREFIX + _u64(sub.round) + _raw(sub.trainer))
     ctx.emit("submission_evicted", round=sub.round, submission=sub.index, trainer=sub.trainer, bond=sub.bond, by=by)
 
@@ -615,31 +623,36 @@ def commit_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgCommitVerdicts) ->
     _in_phase(rnd, COMMIT)
     if signer not in rnd.auditors:
         raise NotValidator(f"{signer} sits on no committee of round {rnd.id}: only committee members commit verdicts")
-    if len(msg.commitment) != audit.DIGEST_BYTES:
-        raise InvalidReveal(f"a commitment is {audit.DIGEST_BYTES} bytes (sha256), got {len(msg.commitment)}")
+    chunks = len(msg.commitment) // audit.DIGEST_BYTES
+    if len(msg.commitment) % audit.DIGEST_BYTES or not 1 <= chunks <= MAX_REVEAL_CHUNKS:
+        raise InvalidReveal(f"a commitment is 1 to {MAX_REVEAL_CHUNKS} sha256 digests ({audit.DIGEST_BYTES} bytes each), got {len(msg.commitment)} bytes")
     key = COMMITMENT_PREFIX + _u64(rnd.id) + _raw(signer)
     if ctx.state.get(key) is not None:
         raise DuplicateAttestation(f"{signer} already committed its verdicts for round {rnd.id}")
-    ctx.state.set(key, encode_json({"commitment": msg.commitment.hex(), "revealed": False}))
+    digests = [msg.commitment[i : i + audit.DIGEST_BYTES].hex() for i in range(0, len(msg.commitment), audit.DIGEST_BYTES)]
+    ctx.state.set(key, encode_json({"chunks": digests, "opened": [False] * chunks, "revealed": False}))
     _put_round(ctx.state, replace(rnd, commits=rnd.commits + 1))
     ctx.emit("verdicts_committed", round=rnd.id, validator=signer)
 
 
 def reveal_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgRevealVerdicts) -> None:
-    """MsgRevealVerdicts: open the sealed verdicts. Everything is checked before anything is written:
-    the opening, the key, each entry's committee, signature and proof list; proofs that do not match the
-    trainer's commitments are recorded (they cost stake at the end of the reveal), not refused."""
+    """MsgRevealVerdicts: open one chunk of the sealed verdicts. Everything is checked before anything is written:
+    the opening, the key, each entry's committee, signature and proof list, and that no entry was revealed in
+    another chunk; proofs that do not match the trainer's commitments are recorded (they cost stake at the end of
+    the reveal), not refused. The auditor counts as revealed once every chunk is open."""
     rnd = _round_in_progress(ctx.state, msg.round)
     _in_phase(rnd, REVEAL)
     key = COMMITMENT_PREFIX + _u64(rnd.id) + _raw(signer)
     sealed = decode_json(ctx.state.get(key))
     if sealed is None:
         raise NotCommitted(f"{signer} committed no verdicts in round {rnd.id}: nothing to reveal")
-    if sealed["revealed"]:
-        raise DuplicateAttestation(f"{signer} already revealed its verdicts for round {rnd.id}")
+    if msg.chunk >= len(sealed["chunks"]):
+        raise InvalidReveal(f"{signer} committed {len(sealed['chunks'])} chunks of verdicts, not chunk {msg.chunk}")
+    if sealed["opened"][msg.chunk]:
+        raise DuplicateAttestation(f"{signer} already revealed chunk {msg.chunk} of its verdicts for round {rnd.id}")
     if len(msg.salt) != audit.DIGEST_BYTES or len(msg.operator_pubkey) != crypto.PUBKEY_BYTES or crypto.address_of(msg.operator_pubkey) != signer:
         raise InvalidReveal(f"a reveal carries a {audit.DIGEST_BYTES}-byte salt and the signer's own {crypto.PUBKEY_BYTES}-byte ed25519 key")
-    if verdicts_commitment(rnd.id, msg.salt, msg.operator_pubkey, msg.verdicts).hex() != sealed["commitment"]:
+    if verdicts_commitment(rnd.id, msg.salt, msg.operator_pubkey, msg.verdicts, msg.chunk).hex() != sealed["chunks"][msg.chunk]:
         raise InvalidReveal(f"these verdicts and salt do not open {signer}'s commitment for round {rnd.id}")
     entries = []
     last = -1
@@ -650,6 +663,8 @@ def reveal_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgRevealVerdicts) ->
         sub = get_submission(ctx.state, rnd.id, v.submission)
         if sub is None or signer not in dict(sub.committee):
             raise InvalidReveal(f"{signer} is not on the committee of submission {v.submission} of round {rnd.id}")
+        if ctx.state.get(VERDICT_PREFIX + _u64(rnd.id) + _u64(sub.index) + _raw(signer)) is not None:
+            raise InvalidReveal(f"{signer} already revealed a verdict on submission {sub.index} in another chunk")
         entries.append((sub, _audit_entry(ctx, rnd, sub, signer, msg.operator_pubkey, v)))
     for sub, entry in entries:
         ctx.state.set(VERDICT_PREFIX + _u64(rnd.id) + _u64(sub.index) + _raw(signer), encode_json(asdict(entry)))
@@ -667,8 +682,9 @@ def reveal_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgRevealVerdicts) ->
         rnd = replace(rnd, claims=rnd.claims + claims_added)
         ctx.emit("verdict_revealed", round=rnd.id, submission=sub.index, validator=signer, verdict=entry.verdict,
                  steps=",".join(map(str, entry.steps_checked)), proven=entry.proven, proof_ok=entry.proof_ok)
-    ctx.state.set(key, encode_json(sealed | {"revealed": True}))
-    _put_round(ctx.state, replace(rnd, reveals=rnd.reveals + 1))
+    opened = [o or i == msg.chunk for i, o in enumerate(sealed["opened"])]
+    ctx.state.set(key, encode_json(sealed | {"opened": opened, "revealed": all(opened)}))
+    _put_round(ctx.state, replace(rnd, reveals=rnd.reveals + all(opened)))
 
 
 def _audit_entry(ctx: Context, rnd: Round, sub: Submission, signer: str, pubkey: bytes, v: tx_pb2.AuditVerdict) -> AuditEntry:
@@ -690,7 +706,7 @@ def _audit_entry(ctx: Context, rnd: Round, sub: Submission, signer: str, pubkey:
     elif v.step_proofs:
         if len(v.step_proofs) != len(sample) or any(len(p) != audit.DIGEST_BYTES for p in v.step_proofs):
             raise InvalidReveal(f"a valid verdict proves all {len(sample)} sampled steps with {audit.DIGEST_BYTES}-byte proofs, or none")
-        commitments = bytes.fromhex(sub.grad_commitments)
+        commitments = grad_commitments(ctx.state, rnd.id, sub.index)
         proven = True
         proof_ok = all(
             audit.grad_commitment(p) == commitments[audit.DIGEST_BYTES * step : audit.DIGEST_BYTES * (step + 1)] for p, step in zip(v.step_proofs, sample)
@@ -891,7 +907,7 @@ def _register_merge(ctx: Context, params: Params, rnd: Round, agreeing: list[dic
         ctx, parent=base.id, cid=first["cid"], sha256=first["sha256"], size=first["bytes"], family=base.family,
         config_json=base.config_json, dataset_ids=[rnd.dataset_id], licence=base.licence, creator=rnd.aggregator or first["validator"],
         round=rnd.id, metrics=metrics,
-        note=f"round {rnd.id}: accepted submissions {rnd.accepted}",
+        note=f"round {rnd.id}: {len(rnd.accepted)} accepted submissions (listed in the round)",  # registry notes are bounded
     )
     winner = (first["cid"], first["sha256"], first["bytes"])
     for vote in merge_votes(ctx.state, rnd.id):  # at most one per snapshotted validator
@@ -1151,7 +1167,8 @@ def view_round_detail(state: Overlay, data: bytes) -> bytes:
 def _round_view(state: Overlay, rnd: Round | None) -> bytes:
     if rnd is None:
         return encode_json(None)
-    subs = [asdict(s) | {"verdicts": [asdict(e) for e in audit_entries(state, rnd.id, s.index)],
+    subs = [asdict(s) | {"grad_commitments": grad_commitments(state, rnd.id, s.index).hex(),
+                         "verdicts": [asdict(e) for e in audit_entries(state, rnd.id, s.index)],
                          "claims": [asdict(c) for c in claims(state, rnd.id, s.index)]} for s in submissions(state, rnd.id)]
     sealed = {op: commitment(state, rnd.id, op) for op in rnd.auditors}
     return encode_json(asdict(rnd) | {

@@ -289,7 +289,7 @@ class Auditor:
                 raise _Bad(i, f"step {i}'s gradient is not the one the submission committed to")
             return 0, proof
         claimed = self._state(states, i + 1)
-        error = trajectory.step_error_ppm(claimed, post, pre)
+        error = trajectory.step_check_ppm(claimed, post, pre, lr_of(work))
         if error > self.params["step_tolerance_ppm"]:
             raise _Bad(i, f"step {i} differs by {error} ppm > step_tolerance_ppm {self.params['step_tolerance_ppm']}", error)
         return error, proof

@@ -19,7 +19,7 @@ from abci_app.ipfs.cid import cid_of_file
 from abci_app.ipfs.client import IpfsError
 from abci_app.ipfs.download import VerificationError, fetch_verified
 from abci_app.modules import audit
-from abci_app.modules.training import verdicts_commitment
+from abci_app.modules.training import MAX_REVEAL_CHUNKS, verdicts_commitment
 from abci_app.workers.base import Worker
 from abci_app.workers.recompute import Work, heldout_loss, merged_checkpoint, prompt_score, to_micro
 from abci_app.workers.spotcheck import Auditor, Mismatch, Unavailable
@@ -91,19 +91,20 @@ class Validator(Worker):
         return self.audit_dir / f"round-{rnd['id']}-{rnd['beacon'][:16]}.reveal"
 
     def commit(self, rnd: dict, report: Callable[[str], None]) -> None:
-        """Audit every submission of our committees, keep the opening on disk, then send its commitment."""
+        """Audit every submission of our committees, keep the openings on disk, then send their commitment."""
         path = self.sealed_path(rnd)
         if path.exists():  # audited before a restart: commit what we sealed then
-            reveal = txlib.MsgRevealVerdicts.FromString(path.read_bytes())
+            chunks = load_openings(path)
         else:
-            reveal = self._audit_all(rnd, report)
+            chunks = split_openings(self._audit_all(rnd, report))
             self.audit_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(reveal.SerializeToString(deterministic=True))
+            tmp.write_bytes(b"".join(len(raw).to_bytes(4, "big") + raw for raw in (c.SerializeToString(deterministic=True) for c in chunks)))
             os.replace(tmp, path)
-        commitment = verdicts_commitment(reveal.round, reveal.salt, reveal.operator_pubkey, reveal.verdicts)
+        commitment = b"".join(verdicts_commitment(c.round, c.salt, c.operator_pubkey, c.verdicts, c.chunk) for c in chunks)
         if self._send(txlib.MsgCommitVerdicts(round=rnd["id"], commitment=commitment), "commit", rnd, report):
-            report(f"round {rnd['id']}: committed sealed verdicts on {len(reveal.verdicts)} submissions")
+            count = sum(len(c.verdicts) for c in chunks)
+            report(f"round {rnd['id']}: committed sealed verdicts on {count} submissions" + (f" in {len(chunks)} chunks" if len(chunks) > 1 else ""))
 
     def _audit_all(self, rnd: dict, report: Callable[[str], None]) -> txlib.MsgRevealVerdicts:
         auditor, entry = self.auditor(rnd)
@@ -128,10 +129,11 @@ class Validator(Worker):
         if not path.exists():
             report(f"round {rnd['id']}: committed, but the sealed verdicts are gone from {path}: cannot reveal (this costs stake)")
             return
-        msg = txlib.MsgRevealVerdicts.FromString(path.read_bytes())
-        if self._send(msg, "reveal", rnd, report):
-            report(f"round {rnd['id']}: revealed verdicts on {len(msg.verdicts)} submissions")
-            path.unlink(missing_ok=True)
+        chunks = load_openings(path)
+        sent = [self._send(msg, "reveal", rnd, report) for msg in chunks]  # a chunk opened before a restart is refused (8): fine
+        if any(sent):
+            report(f"round {rnd['id']}: revealed verdicts on {sum(len(c.verdicts) for c in chunks)} submissions")
+        path.unlink(missing_ok=True)
 
     def judge_claims(self, rnd: dict, report: Callable[[str], None]) -> None:
         """Recompute every claimed step (or check the endpoints or availability) and judge all claims in one tx."""
@@ -189,3 +191,34 @@ class Validator(Worker):
         role = "aggregator" if rnd["aggregator"] == self.address else "validator"
         prompts = f", prompts {score['prompts_correct']}/{score['prompts_total']}" if score["prompts_total"] else ""
         report(f"round {rnd['id']}: merged {len(deltas)} deltas -> {cid} (held-out loss {loss:.4f}{prompts}) as {role}")
+
+
+# A reveal tx stays this far under tx.MAX_TX_BYTES: room for the envelope (body fields, key, signature).
+_REVEAL_BUDGET = txlib.MAX_TX_BYTES - 2_048
+
+
+def split_openings(reveal: txlib.MsgRevealVerdicts) -> list[txlib.MsgRevealVerdicts]:
+    """The opening in chunks that each fit one tx (the chain takes up to training.MAX_REVEAL_CHUNKS)."""
+    chunks: list[txlib.MsgRevealVerdicts] = []
+    current = txlib.MsgRevealVerdicts(round=reveal.round, salt=reveal.salt, operator_pubkey=reveal.operator_pubkey, chunk=0)
+    for verdict in reveal.verdicts:
+        current.verdicts.append(verdict)
+        if current.ByteSize() > _REVEAL_BUDGET and len(current.verdicts) > 1:
+            del current.verdicts[-1]
+            chunks.append(current)
+            current = txlib.MsgRevealVerdicts(round=reveal.round, salt=reveal.salt, operator_pubkey=reveal.operator_pubkey, chunk=len(chunks))
+            current.verdicts.append(verdict)
+    chunks.append(current)
+    if len(chunks) > MAX_REVEAL_CHUNKS:
+        raise RuntimeError(f"{len(reveal.verdicts)} verdicts need {len(chunks)} reveal txs; the chain takes {MAX_REVEAL_CHUNKS}")
+    return chunks
+
+
+def load_openings(path: Path) -> list[txlib.MsgRevealVerdicts]:
+    """The chunks `commit` saved: length-prefixed serialized MsgRevealVerdicts."""
+    raw, chunks, at = path.read_bytes(), [], 0
+    while at < len(raw):
+        size = int.from_bytes(raw[at : at + 4], "big")
+        chunks.append(txlib.MsgRevealVerdicts.FromString(raw[at + 4 : at + 4 + size]))
+        at += 4 + size
+    return chunks

@@ -181,7 +181,11 @@ def test_model_presets_have_valid_training_params() -> None:
     assert (smol.lora_rank, smol.lora_targets, smol.batch_size) == (8, "q_proj,v_proj", 4)
     assert smol.submission_blocks > tiny.submission_blocks  # minutes of CPU per submission, not seconds
     ln.localnet_app_state(ln.MODEL_SMOLLM2)["training"]["params"]["steps"] = 99  # a copy: the shared default is untouched
-    assert ln.LOCALNET_APP_STATE["training"]["params"]["steps"] == 4
+    assert ln.LOCALNET_APP_STATE["training"]["params"]["steps"] == 64
+    # The sampled audit every localnet model runs (issue 12): k = 64 steps, s = 12 each, every validator audits.
+    for model in ln.MODELS:
+        params = training.Params(**ln.localnet_app_state(model)["training"]["params"])
+        assert (params.steps, params.audit_steps, params.committee_size) == (64, 12, 0), model
 
 
 def test_unknown_genesis_model_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -597,3 +597,51 @@ def test_aggregator_pick_is_stake_weighted_and_deterministic(net):
 def test_bad_training_genesis(tmp_path):
     with pytest.raises(ValueError):
         Chain(tmp_path / "app", {}, training={"params": {"quorum_bps": 0}})
+
+
+def test_an_auditor_on_many_committees_reveals_in_chunks(net):
+    """Verdicts on many submissions do not fit one tx: an auditor commits one digest per chunk and opens each in
+    its own tx; it counts as revealed once every chunk is open, and no submission may appear in two chunks."""
+    bond_all(net)
+    net.block([submit(net, t) for t in net.trainers])
+    until_phase(net, "commit")
+    v0 = net.vals[0]
+    mine = [verdict(net, v0, i) for i in range(3)]
+    chunks = [mine[:2], mine[2:]]
+    salt = salt_of(v0)
+    digests = b"".join(training.verdicts_commitment(0, salt, v0.pubkey, c, chunk=i) for i, c in enumerate(chunks))
+    too_many = net.tx(v0, tx.MsgCommitVerdicts(round=0, commitment=b"\1" * 32 * (training.MAX_REVEAL_CHUNKS + 1)))
+    r = net.block([too_many, net.tx(v0, tx.MsgCommitVerdicts(round=0, commitment=digests))])
+    assert codes(r) == [("training", 13), ("", 0)]
+    others = {v: [verdict(net, v, i) for i in range(3)] for v in net.vals[1:]}
+    net.block([commit(net, v, vs) for v, vs in others.items()])
+    until_phase(net, "reveal")
+
+    def open_chunk(i, verdicts):
+        return net.tx(v0, tx.MsgRevealVerdicts(round=0, salt=salt, operator_pubkey=v0.pubkey, verdicts=verdicts, chunk=i))
+
+    r = net.block([open_chunk(2, chunks[1]), open_chunk(1, chunks[0]), open_chunk(0, chunks[0])])
+    assert codes(r) == [("training", 13), ("training", 13), ("", 0)]  # no chunk 2; chunk 1 is not those verdicts
+    rnd = net.round(0)
+    assert v0.address not in rnd["revealed"] and rnd["reveals"] == 0
+    net.block([reveal(net, v, vs) for v, vs in others.items()])
+    assert net.round(0)["phase"] == "reveal"  # v0 has a chunk left to open
+    r = net.block([open_chunk(0, chunks[0]), open_chunk(1, chunks[1])])
+    assert codes(r) == [("training", 8), ("", 0)]
+    rnd = net.round(0)
+    assert rnd["phase"] == "merge" and [s["status"] for s in rnd["submission_list"]] == ["accepted"] * 3
+    assert all(v0.address in {e["validator"] for e in s["verdicts"]} for s in rnd["submission_list"])
+
+
+def test_a_submission_in_two_chunks_is_refused(net):
+    bond_all(net)
+    net.block([submit(net, net.trainers[0])])
+    until_phase(net, "commit")
+    v0 = net.vals[0]
+    twice = [[verdict(net, v0, 0)], [verdict(net, v0, 0, "no_gain")]]
+    salt = salt_of(v0)
+    net.block([net.tx(v0, tx.MsgCommitVerdicts(round=0, commitment=b"".join(
+        training.verdicts_commitment(0, salt, v0.pubkey, c, chunk=i) for i, c in enumerate(twice))))])
+    until_phase(net, "reveal")
+    r = net.block([net.tx(v0, tx.MsgRevealVerdicts(round=0, salt=salt, operator_pubkey=v0.pubkey, verdicts=c, chunk=i)) for i, c in enumerate(twice)])
+    assert codes(r) == [("", 0), ("training", 13)] and "another chunk" in r.tx_results[1].log

@@ -24,6 +24,7 @@ from abci_app.modules import audit, training
 from abci_app.workers.recompute import Work, to_micro
 from abci_app.workers.spotcheck import Auditor, parse_manifest
 from abci_app.workers.trainer import Trainer, faked_steps
+from abci_app.workers.validator import load_openings, split_openings
 from tests.unit.conftest import fixed_key, synthetic_corpus
 from tests.unit.test_adversarial import BEACON, OTHER_VALIDATOR, VALIDATOR, FakeChain, FakeIpfs, make_validator, round_view, served_by
 from tests.unit.test_spotcheck import K, PARAMS, SEED, TRAINER, Store, publish
@@ -123,13 +124,13 @@ def test_validator_audits_its_committees_and_seals_before_it_commits(tiny, hones
     validator.chain.answers["/training/current"] = rnd
     path = validator.sealed_path(rnd)
     assert path.parent == tmp_path / "audits"
-    opening_at_send: list[bytes] = []
-    validator.chain.before_send = lambda msg: opening_at_send.append(path.read_bytes())  # fails if nothing is saved yet
+    opening_at_send: list[list] = []
+    validator.chain.before_send = lambda msg: opening_at_send.append(load_openings(path))  # fails if nothing is saved yet
     reports: list[str] = []
     assert validator.step(reports.append) is False
 
     (commit,) = validator.chain.sent
-    opening = tx.MsgRevealVerdicts.FromString(opening_at_send[0])
+    (opening,) = opening_at_send[0]  # one chunk: a few verdicts fit one tx
     assert isinstance(commit, tx.MsgCommitVerdicts) and commit.round == 0
     assert commit.commitment == training.verdicts_commitment(0, opening.salt, opening.operator_pubkey, opening.verdicts)
     assert (opening.round, opening.operator_pubkey, len(opening.salt)) == (0, VALIDATOR.pubkey, 32)
@@ -147,7 +148,7 @@ def test_validator_audits_its_committees_and_seals_before_it_commits(tiny, hones
     validator.chain.answers["/training/current"] = round_view([sub, others], phase="reveal", committed=[VALIDATOR.address])
     assert validator.step(reports.append) is False
     revealed = validator.chain.sent[-1]
-    assert isinstance(revealed, tx.MsgRevealVerdicts) and revealed.SerializeToString(deterministic=True) == opening_at_send[0]
+    assert isinstance(revealed, tx.MsgRevealVerdicts) and revealed == opening
     assert not path.exists()
     assert reports[-1] == "round 0: revealed verdicts on 1 submissions"
 
@@ -165,7 +166,7 @@ def test_a_restart_after_sealing_commits_the_same_opening_without_auditing_again
     first.chain.before_send = unreachable
     with pytest.raises(ChainError):
         first.step(lambda line: None)
-    opening = tx.MsgRevealVerdicts.FromString(first.sealed_path(rnd).read_bytes())
+    (opening,) = load_openings(first.sealed_path(rnd))
 
     monkeypatch.setattr(Auditor, "audit", lambda *args: pytest.fail("audited again after a restart"))
     again = make_validator(tiny, tmp_path, served_by(store))  # a new process, the same home
@@ -227,3 +228,17 @@ def test_refused_txs_that_are_too_late_or_done_do_not_stop_the_validator(tiny, t
     else:
         assert validator.step(reports.append) is False
     assert reports == (["round 0: our judgement came too late (the chain's reason)"] if code in (1, 2) and not fatal else [])
+
+
+def test_openings_too_big_for_one_tx_are_split_into_chunks_that_each_fit() -> None:
+    """An auditor on many committees: each chunk's reveal tx stays under the tx size limit, in order, all verdicts kept."""
+    from abci_app import crypto
+    from abci_app.tx import MAX_TX_BYTES, build
+
+    key = crypto.PrivateKey(b"\7" * 32)
+    verdicts = [tx.AuditVerdict(submission=i, audit_signature=b"s" * 64, step_proofs=[b"p" * 32] * 12, reason="x" * 40) for i in range(400)]
+    opening = tx.MsgRevealVerdicts(round=3, salt=b"\1" * 32, operator_pubkey=key.pubkey, verdicts=verdicts)
+    chunks = split_openings(opening)
+    assert len(chunks) > 1 and [c.chunk for c in chunks] == list(range(len(chunks)))
+    assert [v.submission for c in chunks for v in c.verdicts] == list(range(400))
+    assert all(len(build(key, "gradchain-test", 10**9, 10**12, c)) <= MAX_TX_BYTES for c in chunks)
