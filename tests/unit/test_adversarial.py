@@ -40,7 +40,7 @@ from abci_app.modules import audit, auth, bank, training
 from abci_app.workers.recompute import Work
 from abci_app.workers.spotcheck import Auditor
 from abci_app.workers.trainer import CHEATS
-from abci_app.workers.validator import Validator
+from abci_app.workers.validator import Validator, load_openings
 from tests.unit.conftest import fixed_key, synthetic_corpus
 from tests.unit.test_spotcheck import PARAMS as WORK_PARAMS
 from tests.unit.test_spotcheck import K, SEED, TRAINER, auditor, publish
@@ -269,7 +269,7 @@ def seal(validator: Validator, subs: list[dict]) -> tuple[list, list[str]]:
     reports: list[str] = []
     assert validator.step(reports.append) is False
     assert [type(m) for m in validator.chain.sent] == [tx.MsgCommitVerdicts]
-    return list(tx.MsgRevealVerdicts.FromString(validator.sealed_path(rnd).read_bytes()).verdicts), reports
+    return list([v for chunk in load_openings(validator.sealed_path(rnd)) for v in chunk.verdicts]), reports
 
 
 def verdict_of(sealed) -> tuple[str, int]:
