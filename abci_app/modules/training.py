@@ -102,6 +102,9 @@ class Params:
     max_state_bytes: int = 64 * 1024 * 1024  # one training state file (weights + optimiser moments)
     fetch_seconds: int = 120  # an auditor that cannot fetch a file in this long calls it unavailable (a reject, not an expiry)
     max_heldout_regression_ppm: int = 50_000  # held-out loss may not rise more than 5%
+    # Auditors judge "no gain" on this many held-out windows: a trainer cannot aim at them (its batches are
+    # fixed by the chain), and 16 of 64 cut an audit's evaluation by 4x (bench/verify.py).
+    audit_heldout_windows: int = 16
     reward: int = 1_000_000  # minted to a trainer per accepted submission
     slash_bps: int = 2_000  # share of the trainer bond taken from a rejected submission
     attester_share_bps: int = 5_000  # share of that slash paid to the validators whose fraud claim was upheld
@@ -146,8 +149,8 @@ class Params:
             raise ValueError("training.params.min_trainer_bond must be positive: a free submission slot is a free lock-out")
         if self.lora_rank == 0 or self.lora_alpha == 0:
             raise ValueError("training.params lora_rank and lora_alpha must be positive")
-        if self.max_state_bytes == 0 or self.fetch_seconds == 0:
-            raise ValueError("training.params max_state_bytes and fetch_seconds must be positive")
+        if self.max_state_bytes == 0 or self.fetch_seconds == 0 or self.audit_heldout_windows == 0:
+            raise ValueError("training.params max_state_bytes, fetch_seconds and audit_heldout_windows must be positive")
 
 
 _BPS_FIELDS = ("slash_bps", "attester_share_bps", "verifier_reward_bps", "unrevealed_penalty_bps", "fraud_proof_slash_bps",

@@ -62,8 +62,12 @@ def train_submission(family: ModelFamily, base: LoadedModel, dataset: Dataset, w
     return Trained(delta, losses, heldout_loss(family, base, dataset), heldout_loss(family, model, dataset))
 
 
-def heldout_loss(family: ModelFamily, model: LoadedModel, dataset: Dataset) -> float:
-    return family.evaluate_loss(model, dataset.heldout)
+HELDOUT_WINDOWS = 64  # what a trainer reports and a merge records
+
+
+def heldout_loss(family: ModelFamily, model: LoadedModel, dataset: Dataset, windows: int = HELDOUT_WINDOWS) -> float:
+    """Mean loss over `windows` evenly spaced windows of the held-out split."""
+    return family.evaluate_loss(model, dataset.heldout, windows)
 
 
 def delta_extra(work: Work, trained: Trained, kernel_path: str) -> dict[str, Any]:

@@ -193,7 +193,7 @@ class Auditor:
 
     def base_loss(self) -> float:
         if self._base_loss is None:
-            self._base_loss = heldout_loss(self.family, self.base, self.dataset)
+            self._base_loss = heldout_loss(self.family, self.base, self.dataset, self.params["audit_heldout_windows"])
         return self._base_loss
 
     def audit(self, work: Work, sub: dict, sample: list[int]) -> AuditResult:
@@ -218,7 +218,7 @@ class Auditor:
         same_path = self.kernel_path == sub["kernel_path"]
         proofs = proofs if same_path else []
         before = self.base_loss()
-        after = heldout_loss(self.family, self.family.apply(self.base, delta), self.dataset)
+        after = heldout_loss(self.family, self.family.apply(self.base, delta), self.dataset, self.params["audit_heldout_windows"])
         if to_micro(after) > to_micro(before) * (MICRO + self.params["max_heldout_regression_ppm"]) // MICRO:
             return AuditResult(NO_GAIN, list(sample), proofs, 0, worst, f"no gain: held-out loss {before:.4f} -> {after:.4f}")
         return AuditResult(ACCEPT, list(sample), proofs, 0, worst)

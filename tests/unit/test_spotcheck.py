@@ -190,3 +190,21 @@ def test_escape_probability_arithmetic():
     assert audit.escape_probability_ppm(64, 64, 12, 1) == 0
     # k 64, m 6, s 12, 4 auditors: (C(58,12)/C(64,12))^4 ~ 0.0054
     assert 5_000 < audit.escape_probability_ppm(64, 6, 12, 4) < 6_000
+
+
+def test_the_auditor_judges_gain_on_audit_heldout_windows(tiny, tmp_path, monkeypatch):
+    """The held-out check of an audit evaluates `audit_heldout_windows` windows (base once per round), not the 64 a trainer reports."""
+    store, work, sub, _ = publish(tiny, tmp_path)
+    family = tiny[0]
+    seen: list[int] = []
+    real = type(family).evaluate_loss
+
+    def counting(self, loaded, tokens, windows=64):
+        seen.append(windows)
+        return real(self, loaded, tokens, windows)
+
+    monkeypatch.setattr(type(family), "evaluate_loss", counting)
+    check = auditor(tiny, store, params=PARAMS | {"audit_heldout_windows": 5})
+    check.audit(work, sub, [0])
+    check.audit(work, sub, [1])
+    assert seen == [5, 5, 5]  # the base once, each submission's result once
