@@ -133,16 +133,16 @@ def smollm2_assets() -> dict | None:
 
 
 def chain_params(model: str, **over) -> dict:
-    """The training module's default Params with the localnet's training values for `model` ("tiny" | "smollm2")."""
+    """The chain's training Params as the localnet runs `model` ("tiny" | "smollm2"): the training module's defaults
+    with every localnet value, so the audit uses the chain's audit_heldout_windows, step_tolerance_ppm, max_state_bytes."""
     from dataclasses import asdict
 
     from abci_app import localnet
     from abci_app.modules.training import Params
 
-    net = localnet.localnet_app_state(model)["training"]["params"]
-    keys = ("steps", "audit_steps", "committee_size", "learning_rate_micro", "batch_size", "seq_len", "step_tolerance_ppm",
-            "max_state_bytes", "lora_rank", "lora_alpha", "lora_targets")  # fmt: skip
-    return asdict(Params()) | {k: net[k] for k in keys if k in net} | over
+    params = Params(**(asdict(Params()) | localnet.localnet_app_state(model)["training"]["params"] | over))
+    params.validate()
+    return asdict(params)
 
 
 def make_work(tag: str, round_id: int, params: dict, dataset_sha256: str) -> dict:
@@ -535,6 +535,7 @@ def cost_summary(trainer: dict, validator: dict, ids: list[str], model: str) -> 
     return {"model": model, "submissions": len(ids), "trainer_cpu_s": [x["cpu_s"] for x in t], "audit_cpu_s": [r["cpu_s"] for r in rows],
             "trainer_median_s": train_s, "audit_median_s": audit_s, "base_loss_per_round_s": base_loss, "base_loss_share_s": per_round,
             "validator_per_submission_s": audit_s + per_round, "ratio": (audit_s + per_round) / train_s, "trainer_pieces_s": pieces_t,
+            "ratio_by_round_size": {n: (audit_s + base_loss / n) / train_s for n in (1, 2, 4, 16)},
             "validator_pieces_s": pieces_v, "verdicts": [r["verdict"] for r in rows], "heldout_s": tp.get("heldout_s"),
             "plain_step_s": tp.get("plain_steps_s", 0.0) / max(1, tp.get("state_count", 1) - 1)}  # fmt: skip
 
@@ -544,7 +545,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print every figure as JSON on stdout (tables go to stderr)")
     ap.add_argument("--quick", action="store_true", help="TEST_CONFIG, synthetic corpus, k = 8, s = 5, few submissions (the unit test)")
     ap.add_argument("--smollm2", action="store_true", help="also the SmolLM2-135M LoRA cost (minutes)")
-    ap.add_argument("--smollm2-subs", type=int, default=1)
+    ap.add_argument("--smollm2-subs", type=int, default=2, help="SmolLM2 submissions in its round, sharing the base evaluation (default 2)")
     ap.add_argument("--cost-subs", type=int, help="honest submissions timed (default 3; quick 1)")
     ap.add_argument("--cheaters", type=int, help="faked trajectories per f (default 2; quick 1)")
     ap.add_argument("--rounds", type=int, help="detection rounds per f (default 10; quick 3)")
@@ -566,8 +567,6 @@ def main() -> None:
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
-
-    from abci_app.ml import determinism
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from machine import cpu_model  # bench/machine.py
@@ -681,7 +680,8 @@ def print_report(r: dict, out) -> None:
     w("models: " + "; ".join(f"{n}: {label}" for n, label in m["models"].items()) + f"; corpus {Path(m['corpus']).name}")
     pp = m["params"]
     w(f"Params: k {m['k']}, s {m['s']}, batch {pp['batch_size']} x seq {pp['seq_len']}, lr {pp['learning_rate_micro']}e-6, "
-      f"step_tolerance_ppm {pp['step_tolerance_ppm']}, max_state_bytes {pp['max_state_bytes']:,}")  # fmt: skip
+      f"step_tolerance_ppm {pp['step_tolerance_ppm']}, audit_heldout_windows {pp['audit_heldout_windows']}, "
+      f"max_state_bytes {pp['max_state_bytes']:,}")  # fmt: skip
 
     for name, c in (("tiny GPT", r["cost"]["tiny"]), ("tiny GPT, validator on other kernels", r["cost"]["tiny_other_kernels"]),
                     ("SmolLM2 LoRA", r["cost"]["smollm2"])):  # fmt: skip
@@ -699,7 +699,9 @@ def print_report(r: dict, out) -> None:
         w(f"   + base held-out loss, once per round ({c['base_loss_per_round_s']:.2f} s) / {c['submissions']} submissions  {c['base_loss_share_s']:>5.2f}")
         w(f"   validator per checked submission                        {c['validator_per_submission_s']:>8.2f}")
         w(f"   ratio validator / trainer: {c['ratio']:.3f}   (target <= 0.25; full recomputation was 0.72 for SmolLM2 at k = 4; "
-          f"one plain step {c['plain_step_s'] * 1000:.0f} ms, one held-out evaluation {c['heldout_s'] or 0:.2f} s)   verdicts {sorted(set(c['verdicts']))}")  # fmt: skip
+          f"one plain step {c['plain_step_s'] * 1000:.0f} ms, one trainer held-out evaluation {c['heldout_s'] or 0:.2f} s)   verdicts {sorted(set(c['verdicts']))}")  # fmt: skip
+        w("   ratio with n submissions sharing the round's base evaluation: "
+          + ", ".join(f"n {n}: {v:.3f}" for n, v in c["ratio_by_round_size"].items()))  # fmt: skip
 
     w(f"\n2. detection of a trainer faking m of k = {m['k']} steps: {VALIDATORS} validators (own ed25519 keys, fresh beacon per round), s = {m['s']}")
     w(f"   {'f':>5}{'m':>4}{'rounds':>8}{'subs':>6}{'audits':>8}{'detected':>10}{'rate':>9}{'worst round':>13}{'formula':>9}"
