@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import random
 import sys
 import tempfile
@@ -64,6 +63,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from google.protobuf.internal.encoder import _VarintBytes
 from google.protobuf.timestamp_pb2 import Timestamp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -71,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from abci_app import app as app_module
 from abci_app import crypto, tx
 from abci_app.localnet import LOCALNET_APP_STATE
-from abci_app.modules import audit, staking, training
+from abci_app.modules import audit, training
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 
 CHAIN_ID = "gradchain-localnet"  # the localnet's: tx sizes include it
@@ -280,13 +280,7 @@ def lazy_verdict(val: crypto.PrivateKey, rnd: training.Round, sub: training.Subm
 # --- 1. scale ---------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    out = b""
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out += bytes([byte | (0x80 if n else 0)])
-        if not n:
-            return out
+_varint = _VarintBytes  # protobuf's own varint: the old MsgAttest is built by hand (its message type is gone)
 
 
 def _field(number: int, wire: int, payload: bytes) -> bytes:

@@ -110,3 +110,14 @@ def synthetic_corpus(path):
     lines = [" ".join(rng.choice(words) for _ in range(rng.randint(6, 14))).capitalize() + "." for _ in range(600)]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def tiny_gpt(tmp_path_factory, seed: int):
+    """A test-config tiny GPT built from `seed` and the synthetic corpus, pinned as the workers pin: (family, base, dataset)."""
+    from abci_app.ml import determinism, model
+    from abci_app.ml.corpus import load_dataset
+    from abci_app.ml.family import TinyGPT
+
+    determinism.pin(2)
+    family = TinyGPT()
+    return family, family.build(model.TEST_CONFIG, seed=seed), load_dataset(synthetic_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt"))

@@ -33,15 +33,13 @@ import pytest
 from abci_app import crypto, tx
 from abci_app.ipfs.cid import cid_of_bytes
 from abci_app.ipfs.client import IpfsError
-from abci_app.ml import determinism, model, trajectory
-from abci_app.ml.corpus import load_dataset
-from abci_app.ml.family import TinyGPT
+from abci_app.ml import determinism, trajectory
 from abci_app.modules import audit, auth, bank, training
 from abci_app.workers.recompute import Work
 from abci_app.workers.spotcheck import Auditor
 from abci_app.workers.trainer import CHEATS
 from abci_app.workers.validator import Validator, load_openings
-from tests.unit.conftest import fixed_key, synthetic_corpus
+from tests.unit.conftest import fixed_key, tiny_gpt
 from tests.unit.test_spotcheck import PARAMS as WORK_PARAMS
 from tests.unit.test_spotcheck import K, SEED, TRAINER, auditor, publish
 from tests.unit.test_staking import cons_key
@@ -60,10 +58,7 @@ OTHER_PATH = "torch-0.0/DEFAULT/t2"  # a kernel path that is not this machine's
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory):
     """One base model and one dataset, shared by the module: (family, base, dataset)."""
-    determinism.pin(2)  # as the workers do
-    family = TinyGPT()
-    base = family.build(model.TEST_CONFIG, seed=1)
-    return family, base, load_dataset(synthetic_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt"))
+    return tiny_gpt(tmp_path_factory, seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,10 @@ from pathlib import Path
 import pytest
 
 from abci_app import crypto, tx
-from abci_app.ml import determinism, model
-from abci_app.ml.corpus import load_dataset
-from abci_app.ml.family import TinyGPT
+from abci_app.ml import determinism
 from abci_app.modules import staking, training
 from abci_app.workers.recompute import Work, train_submission
-from tests.unit.conftest import fixed_key, synthetic_corpus
+from tests.unit.conftest import fixed_key, tiny_gpt
 from tests.unit.test_adversarial import make_validator, seal, served_by
 from tests.unit.test_spotcheck import PARAMS as WORK_PARAMS
 from tests.unit.test_spotcheck import K as WORK_STEPS
@@ -243,11 +241,7 @@ BOUNDED = WORK_PARAMS | {"max_heldout_regression_ppm": training.Params().max_hel
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    determinism.pin(2)
-    family = TinyGPT()
-    base = family.build(model.TEST_CONFIG, seed=1)
-    dataset = load_dataset(synthetic_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt"))
-    return family, base, dataset
+    return tiny_gpt(tmp_path_factory, seed=1)
 
 
 def test_exact_work_that_raises_the_loss_is_no_gain_not_fraud(tiny, tmp_path):

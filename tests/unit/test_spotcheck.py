@@ -15,13 +15,11 @@ import pytest
 import torch
 
 from abci_app.ipfs.cid import cid_of_file
-from abci_app.ml import determinism, model, trajectory
-from abci_app.ml.corpus import load_dataset
-from abci_app.ml.family import TinyGPT
+from abci_app.ml import determinism, trajectory
 from abci_app.modules import audit, training
 from abci_app.workers.recompute import Work
 from abci_app.workers.spotcheck import Auditor, Mismatch, Unavailable, manifest_bytes, train_trajectory
-from tests.unit.conftest import fixed_key, synthetic_corpus
+from tests.unit.conftest import fixed_key, tiny_gpt
 
 K = 8
 PARAMS = asdict(training.Params()) | {"steps": K, "audit_steps": 3, "batch_size": 4, "seq_len": 32, "max_state_bytes": 1 << 20,
@@ -32,11 +30,7 @@ TRAINER = fixed_key(40).address
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    determinism.pin(2)
-    family = TinyGPT()
-    base = family.build(model.TEST_CONFIG, seed=3)
-    dataset = load_dataset(synthetic_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt"))
-    return family, base, dataset
+    return tiny_gpt(tmp_path_factory, seed=3)
 
 
 class Store:
