@@ -35,6 +35,7 @@ AuditVerdict = tx_pb2.AuditVerdict
 MsgJudgeClaims = tx_pb2.MsgJudgeClaims
 ClaimJudgement = tx_pb2.ClaimJudgement
 MsgAttestMerge = tx_pb2.MsgAttestMerge
+MsgCommitMerge = tx_pb2.MsgCommitMerge
 
 
 class TxDecodeError(ValueError):

@@ -28,6 +28,7 @@ AUDIT_DOMAIN = b"gradchain/audit/v1"
 GRAD_DOMAIN = b"gradchain/grad-commitment/v1"
 SAMPLE_DOMAIN = b"gradchain/audit-sample/v1"
 VERDICTS_DOMAIN = b"gradchain/verdicts/v1"
+MERGE_DOMAIN = b"gradchain/merge-vote/v1"
 DIGEST_BYTES = 32
 
 

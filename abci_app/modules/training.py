@@ -46,12 +46,14 @@ and signatures, so block time does not depend on model size. A round:
    bond kept), else it expires (bond released, check fee refunded). The
    check fee, plus `verifier_reward_bps` of the reward on an acceptance, is
    split among the members whose proven verdict matches the decision;
-7. MERGE: if anything was accepted, validators recompute the merge (the
-   accepted deltas averaged in submission order) and `attest_merge` its CID
-   and sha256; the aggregator chosen from the seed publishes it to IPFS. At
-   quorum on (cid, sha256, bytes) the registry records the next version with
-   the stake-weighted median of the voters' measurements; votes for another
-   file, or none when the merge failed, pay `verifier_penalty_bps`.
+7. MERGE, MERGE_REVEAL: if anything was accepted, validators recompute the
+   merge (the accepted deltas averaged in submission order), evaluate it, and
+   seal their vote (`commit_merge`: file and measurements) before anyone's is
+   public; then they reveal it (`attest_merge`). The aggregator chosen from
+   the seed publishes the file to IPFS. At quorum on (cid, sha256, bytes) the
+   registry records the next version with the stake-weighted median of the
+   voters' measurements; votes for another file, or none when the merge
+   failed, pay `verifier_penalty_bps`.
 
 Trainer bonds live here, with the module that slashes them: `bond_trainer`,
 `unbond_trainer` (only the unlocked part, returned after
@@ -172,6 +174,7 @@ VERDICT_PREFIX = PREFIX + b"verdict/"  # <round 8 BE><index 8 BE><validator 20> 
 CLAIM_PREFIX = PREFIX + b"claim/"  # <round 8 BE><index 8 BE><step 8 BE> -> Claim JSON
 JUDGED_PREFIX = PREFIX + b"judged/"  # <round 8 BE><validator 20> -> [[index, step, valid]] (one judge_claims per round)
 MERGE_VOTE_PREFIX = PREFIX + b"merge_vote/"  # <round 8 BE><validator 20> -> MergeVote JSON
+MERGE_COMMITMENT_PREFIX = PREFIX + b"merge_commitment/"  # <round 8 BE><validator 20> -> sha256 (32 bytes)
 TRAINER_PREFIX = PREFIX + b"trainer/"  # <trainer 20> -> TrainerBond JSON
 BONDED_TRAINERS_KEY = PREFIX + b"bonded_trainers"  # trainers with bonded >= min_trainer_bond: opening a round reads no list
 TRAINER_UNBONDING_PREFIX = PREFIX + b"trainer_unbonding/"  # <due height 8 BE><seq 8 BE> -> TrainerUnbonding JSON
@@ -180,7 +183,7 @@ TRAINER_UNBONDING_SEQ_KEY = PREFIX + b"trainer_unbonding_seq"
 TRAINER_POOL = bank.module_address("trainer_pool")  # holds every trainer's bonded and unbonding collateral
 CHECK_FEE_POOL = bank.module_address("training_check_fees")  # the check fees of the round's undecided submissions
 
-SUBMIT, COMMIT, REVEAL, DISPUTE, MERGE, CLOSED = "submit", "commit", "reveal", "dispute", "merge", "closed"
+SUBMIT, COMMIT, REVEAL, DISPUTE, MERGE, MERGE_REVEAL, CLOSED = "submit", "commit", "reveal", "dispute", "merge", "merge_reveal", "closed"
 PENDING, ACCEPTED, REJECTED, EXPIRED = "pending", "accepted", "rejected", "expired"
 NOT_MERGED = "not_merged"  # valid (recomputation matches) but it does not help: not merged, no reward, bond kept
 UPHELD, REFUTED, UNDECIDED = "upheld", "refuted", "undecided"  # a fraud claim after the dispute
@@ -197,7 +200,9 @@ class Round:
     commit_until: int = 0  # set when the commit phase starts (upper bounds: phases end early once everyone acted)
     reveal_until: int = 0
     dispute_until: int = 0
-    merge_until: int = 0
+    merge_until: int = 0  # the merge votes' commit window
+    merge_reveal_until: int = 0
+    merge_commits: int = 0  # snapshotted validators that committed a merge vote
     phase: str = SUBMIT
     submissions: int = 0  # submissions in the round now (at most max_submissions; an eviction frees one)
     next_index: int = 0  # index of the next submission: an evicted index is never reused, so no late vote lands on another delta
@@ -431,7 +436,9 @@ def quorum(params: Params, total_power: int) -> int:
 # verifier_paid(round, submission, validator, amount)
 # verifier_penalized(round, validator, amount, reason)   unrevealed | bad_proof | accepted_fraud | false_claim | wrong | absent | merge_wrong | merge_absent
 # merge_started(round, aggregator, merge_until, accepted)
-# merge_attested(round, validator, cid, sha256)
+# merge_committed(round, validator)
+# merge_reveal_started(round, merge_reveal_until)
+# merge_attested(round, validator, cid, sha256)      a revealed merge vote
 # round_closed(round, version)                         version "" when none was registered
 # trainer_bonded(trainer, amount)
 # trainer_unbonding_started(trainer, amount, completion_height)
@@ -743,12 +750,31 @@ def judge_claims(ctx: Context, signer: str, msg: tx_pb2.MsgJudgeClaims) -> None:
     ctx.emit("claims_judged", round=rnd.id, validator=signer, judgements=len(judged))
 
 
+def merge_commitment(round_id: int, signer: str, vote: tx_pb2.MsgAttestMerge) -> bytes:
+    """What MsgCommitMerge carries: sha256 over the round, the voter and the vote's canonical bytes (its salt included)."""
+    return hashlib.sha256(audit.MERGE_DOMAIN + _u64(round_id) + _raw(signer) + vote.SerializeToString(deterministic=True)).digest()
+
+
+def commit_merge(ctx: Context, signer: str, msg: tx_pb2.MsgCommitMerge) -> None:
+    """MsgCommitMerge: a snapshotted validator seals its merge vote (file and measurements) before anyone reveals."""
+    rnd = _round_in_progress(ctx.state, msg.round)
+    _in_phase(rnd, MERGE)
+    _snapshot_power(rnd, signer)
+    if len(msg.commitment) != audit.DIGEST_BYTES:
+        raise InvalidReveal(f"a merge commitment is {audit.DIGEST_BYTES} bytes (sha256), got {len(msg.commitment)}")
+    key = MERGE_COMMITMENT_PREFIX + _u64(rnd.id) + _raw(signer)
+    if ctx.state.get(key) is not None:
+        raise DuplicateAttestation(f"{signer} already committed its merge vote for round {rnd.id}")
+    ctx.state.set(key, msg.commitment)
+    _put_round(ctx.state, replace(rnd, merge_commits=rnd.merge_commits + 1))
+    ctx.emit("merge_committed", round=rnd.id, validator=signer)
+
+
 def attest_merge(ctx: Context, signer: str, msg: tx_pb2.MsgAttestMerge) -> None:
-    """MsgAttestMerge: a snapshotted validator's recomputation of the merged checkpoint."""
+    """MsgAttestMerge: reveal a sealed recomputation of the merged checkpoint; at quorum on one file, register it."""
     params = get_params(ctx.state)
     rnd = _round_in_progress(ctx.state, msg.round)
-    if rnd.phase != MERGE:
-        raise WrongPhase(f"round {rnd.id} is not merging (phase {rnd.phase})")
+    _in_phase(rnd, MERGE_REVEAL)
     power = _snapshot_power(rnd, signer)
     if not is_cid(msg.cid) or not is_sha256_hex(msg.sha256) or msg.bytes == 0:
         raise InvalidSubmission("invalid merge reference: expected a CIDv1, a 64-hex sha256 and a non-zero size")
@@ -757,6 +783,11 @@ def attest_merge(ctx: Context, signer: str, msg: tx_pb2.MsgAttestMerge) -> None:
         raise DuplicateAttestation(f"{signer} already attested the merge of round {rnd.id}")
     if not msg.prompts_correct <= msg.prompts_total <= params.eval_prompts:
         raise InvalidSubmission(f"invalid prompt score {msg.prompts_correct}/{msg.prompts_total}: at most eval_prompts = {params.eval_prompts} prompts, correct <= total")
+    sealed = ctx.state.get(MERGE_COMMITMENT_PREFIX + _u64(rnd.id) + _raw(signer))
+    if sealed is None:
+        raise NotCommitted(f"{signer} committed no merge vote in round {rnd.id}: nothing to reveal")
+    if merge_commitment(rnd.id, signer, msg) != sealed:
+        raise InvalidReveal(f"this merge vote and salt do not open {signer}'s merge commitment for round {rnd.id}")
     vote = {"validator": signer, "cid": msg.cid, "sha256": msg.sha256, "bytes": msg.bytes, "held_out_loss_micro": msg.held_out_loss_micro,
             "prompts_correct": msg.prompts_correct, "prompts_total": msg.prompts_total, "power": power}
     ctx.state.set(key, encode_json(vote))
@@ -792,7 +823,8 @@ def unbond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgUnbondTrainer) -> N
     ctx.emit("trainer_unbonding_started", trainer=signer, amount=msg.amount, completion_height=due)
 
 
-CALLS = {"submit_delta": submit_delta, "commit_verdicts": commit_verdicts, "reveal_verdicts": reveal_verdicts, "judge_claims": judge_claims, "attest_merge": attest_merge, "bond_trainer": bond_trainer, "unbond_trainer": unbond_trainer}
+CALLS = {"submit_delta": submit_delta, "commit_verdicts": commit_verdicts, "reveal_verdicts": reveal_verdicts, "judge_claims": judge_claims,
+         "commit_merge": commit_merge, "attest_merge": attest_merge, "bond_trainer": bond_trainer, "unbond_trainer": unbond_trainer}
 
 # --- Decisions --------------------------------------------------------------------
 
@@ -960,7 +992,11 @@ def end_block(ctx: Context) -> None:
         _end_reveal(ctx, params, rnd)
     elif rnd.phase == DISPUTE and (rnd.judges == len(rnd.powers) or last(rnd.dispute_until)):
         _end_dispute(ctx, params, rnd)
-    elif rnd.phase == MERGE and last(rnd.merge_until):
+    elif rnd.phase == MERGE and (rnd.merge_commits == len(rnd.powers) or last(rnd.merge_until)):
+        rnd = replace(rnd, phase=MERGE_REVEAL, merge_reveal_until=ctx.height + 1 + params.reveal_blocks)
+        _put_round(ctx.state, rnd)
+        ctx.emit("merge_reveal_started", round=rnd.id, merge_reveal_until=rnd.merge_reveal_until)
+    elif rnd.phase == MERGE_REVEAL and last(rnd.merge_reveal_until):
         voted = [v["validator"] for v in merge_votes(ctx.state, rnd.id)]
         for operator, _ in rnd.powers:  # no quorum on a merge in time: nothing is registered; who did not vote pays
             if operator not in voted:
@@ -1003,7 +1039,7 @@ def _maybe_open(ctx: Context, params: Params) -> None:
         open_height=start, submit_until=start + params.submission_blocks, powers=powers, total_power=total,
     )
     # Every phase ends by its window at the latest: penalties and votes are over by then.
-    last = rnd.submit_until + params.verification_blocks + params.reveal_blocks + params.dispute_blocks + params.merge_blocks
+    last = rnd.submit_until + params.verification_blocks + 2 * params.reveal_blocks + params.dispute_blocks + params.merge_blocks + 2
     staking.hold_stake(ctx, [operator for operator, _ in powers], until_height=last)
     _put_round(ctx.state, rnd)
     ctx.state.set(CURRENT_KEY, encode_int(round_id))
@@ -1178,6 +1214,7 @@ def _round_view(state: Overlay, rnd: Round | None) -> bytes:
         "submission_list": subs, "merge_votes": merge_votes(state, rnd.id),
         "committed": [op for op in rnd.auditors if sealed[op]], "revealed": [op for op in rnd.auditors if sealed[op] and sealed[op]["revealed"]],
         "judged": [op for op, _ in rnd.powers if state.get(JUDGED_PREFIX + _u64(rnd.id) + _raw(op)) is not None],
+        "merge_committed": [op for op, _ in rnd.powers if state.get(MERGE_COMMITMENT_PREFIX + _u64(rnd.id) + _raw(op)) is not None],
     })
 
 

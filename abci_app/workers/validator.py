@@ -19,7 +19,7 @@ from abci_app.ipfs.cid import cid_of_file
 from abci_app.ipfs.client import IpfsError
 from abci_app.ipfs.download import VerificationError, fetch_verified
 from abci_app.modules import audit
-from abci_app.modules.training import MAX_REVEAL_CHUNKS, verdicts_commitment
+from abci_app.modules.training import MAX_REVEAL_CHUNKS, merge_commitment, verdicts_commitment
 from abci_app.workers.base import Worker
 from abci_app.workers.recompute import Work, heldout_loss, merged_checkpoint, prompt_score, to_micro
 from abci_app.workers.spotcheck import Auditor, Mismatch, Unavailable
@@ -50,9 +50,11 @@ class Validator(Worker):
             self.reveal(rnd, report)
         elif phase == "dispute" and self.address not in rnd["judged"]:
             self.judge_claims(rnd, report)
-        elif phase == "merge":
-            if self.address not in {v["validator"] for v in rnd["merge_votes"]}:
-                self.attest_merge(rnd, report)
+        elif phase == "merge" and self.address not in rnd["merge_committed"]:
+            self.commit_merge(rnd, report)
+        elif phase == "merge_reveal":
+            if self.address in rnd["merge_committed"] and self.address not in {v["validator"] for v in rnd["merge_votes"]}:
+                self.reveal_merge(rnd, report)
             return True
         return False
 
@@ -164,7 +166,34 @@ class Validator(Worker):
 
     # --- the merge ---
 
-    def attest_merge(self, rnd: dict, report: Callable[[str], None]) -> None:
+    def merge_path(self, rnd: dict) -> Path:
+        return self.audit_dir / f"round-{rnd['id']}-{rnd['beacon'][:16]}.merge"
+
+    def commit_merge(self, rnd: dict, report: Callable[[str], None]) -> None:
+        """Recompute and evaluate the merge, keep the sealed vote on disk, then commit to it."""
+        path = self.merge_path(rnd)
+        if path.exists():  # computed before a restart
+            vote = txlib.MsgAttestMerge.FromString(path.read_bytes())
+        else:
+            vote = self.merge_vote(rnd, report)
+            self.audit_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(vote.SerializeToString(deterministic=True))
+            os.replace(tmp, path)
+        if self._send(txlib.MsgCommitMerge(round=rnd["id"], commitment=merge_commitment(rnd["id"], self.address, vote)), "merge commitment", rnd, report):
+            report(f"round {rnd['id']}: committed a sealed merge vote")
+
+    def reveal_merge(self, rnd: dict, report: Callable[[str], None]) -> None:
+        path = self.merge_path(rnd)
+        if not path.exists():
+            report(f"round {rnd['id']}: committed a merge vote, but it is gone from {path}: cannot reveal")
+            return
+        vote = txlib.MsgAttestMerge.FromString(path.read_bytes())
+        if self._send(vote, "merge vote", rnd, report):
+            report(f"round {rnd['id']}: revealed merge vote {vote.cid} (held-out loss {vote.held_out_loss_micro / 1e6:.4f})")
+        path.unlink(missing_ok=True)
+
+    def merge_vote(self, rnd: dict, report: Callable[[str], None]) -> txlib.MsgAttestMerge:
         params = self.params()
         family, base = self.base_model(rnd["base_version"], params)
         entry, dataset = self.dataset(rnd["dataset_id"], family, base)
@@ -184,13 +213,11 @@ class Validator(Worker):
                 cached.write_bytes(path.read_bytes())
         loss = heldout_loss(family, merged, dataset)
         score = prompt_score(family, merged, params["eval_prompts"])
-        msg = txlib.MsgAttestMerge(round=rnd["id"], cid=cid, sha256=sha256, bytes=size, held_out_loss_micro=to_micro(loss),
-                                   prompts_correct=score["prompts_correct"], prompts_total=score["prompts_total"])
-        if not self._send(msg, "merge vote", rnd, report):
-            return
         role = "aggregator" if rnd["aggregator"] == self.address else "validator"
         prompts = f", prompts {score['prompts_correct']}/{score['prompts_total']}" if score["prompts_total"] else ""
         report(f"round {rnd['id']}: merged {len(deltas)} deltas -> {cid} (held-out loss {loss:.4f}{prompts}) as {role}")
+        return txlib.MsgAttestMerge(round=rnd["id"], cid=cid, sha256=sha256, bytes=size, held_out_loss_micro=to_micro(loss),
+                                    prompts_correct=score["prompts_correct"], prompts_total=score["prompts_total"], salt=os.urandom(32))
 
 
 # A reveal tx stays this far under tx.MAX_TX_BYTES: room for the envelope (body fields, key, signature).

@@ -169,6 +169,29 @@ def audit_round(net, plan, round_id=0):
     return sealed
 
 
+def sealed_vote(val, vote):
+    """`vote` with the salt `val` opens its merge commitment with."""
+    out = tx.MsgAttestMerge()
+    out.CopyFrom(vote)
+    out.salt = hashlib.sha256(b"merge salt" + val.pubkey).digest()
+    return out
+
+
+def commit_merge(net, val, vote, round_id=0):
+    return net.tx(val, tx.MsgCommitMerge(round=round_id, commitment=training.merge_commitment(round_id, val.address, sealed_vote(val, vote))))
+
+
+def reveal_merge(net, val, vote):
+    return net.tx(val, sealed_vote(val, vote))
+
+
+def merge_round(net, votes, round_id=0):
+    """Commit every validator's merge vote ({key: MsgAttestMerge}), then wait for the reveal phase."""
+    until_phase(net, "merge", round_id)
+    assert codes(net.block([commit_merge(net, v, vote, round_id) for v, vote in votes.items()])) == [("", 0)] * len(votes)
+    until_phase(net, "merge_reveal", round_id)
+
+
 def tokens(net, val) -> int:
     return staking.get_validator(net.app.store.begin_block(), val.address).tokens
 
@@ -521,11 +544,14 @@ def test_merge_quorum_registers_the_next_version_and_charges_the_odd_vote(net):
     assert rnd["aggregator"] in [v.address for v in net.vals]
     merged = tx.MsgAttestMerge(round=0, cid=cid("merged"), sha256=sha("merged"), bytes=10, held_out_loss_micro=1_500_000)
     odd = tx.MsgAttestMerge(round=0, cid=cid("odd"), sha256=sha("odd"), bytes=10, held_out_loss_micro=1_400_000)
-    r = net.block([net.tx(net.vals[0], merged), net.tx(net.vals[1], odd)])
-    assert codes(r) == [("", 0), ("", 0)]
+    early = net.block([reveal_merge(net, net.vals[0], merged)])
+    assert codes(early) == [("training", 2)]  # nothing is revealed before everyone could commit
+    merge_round(net, {net.vals[0]: merged, net.vals[1]: odd, net.vals[2]: merged})
+    r = net.block([reveal_merge(net, net.vals[0], merged), reveal_merge(net, net.vals[1], odd), reveal_merge(net, net.vals[1], merged)])
+    assert codes(r) == [("", 0), ("", 0), ("training", 8)]
     assert json.loads(net.query("/registry/latest").value)["id"] == 0
     staked = tokens(net, net.vals[1])
-    r = net.block([net.tx(net.vals[2], merged), net.tx(net.trainers[2], merged)])
+    r = net.block([reveal_merge(net, net.vals[2], merged), net.tx(net.trainers[2], sealed_vote(net.trainers[2], merged))])
     assert codes(r)[0] == ("", 0)
     v1 = json.loads(net.query("/registry/latest").value)
     assert (v1["id"], v1["parent"], v1["round"], v1["sha256"], v1["metrics"]["held_out_loss_micro"]) == (1, 0, 0, sha("merged"), 1_500_000)
@@ -547,12 +573,14 @@ def test_merge_records_stake_weighted_medians(tmp_path):
         return tx.MsgAttestMerge(round=0, cid=cid("m"), sha256=sha("m"), bytes=10, held_out_loss_micro=loss,
                                  prompts_correct=correct, prompts_total=total)
 
-    r = net.block([net.tx(net.vals[0], vote(26, 1, 26)), net.tx(net.vals[0], vote(20, 1, 19))])
+    # powers 10, 10, 20, 30 (of 70; quorum 47): the two smallest lie low, the 20 says 18/1.2, the 30 says 17/1.1.
+    votes = {net.vals[0]: vote(0, 1), net.vals[1]: vote(0, 1), net.vals[2]: vote(18, 1_200_000), net.vals[3]: vote(17, 1_100_000)}
+    merge_round(net, votes)
+    r = net.block([net.tx(net.vals[0], sealed_vote(net.vals[0], vote(26, 1, 26))), net.tx(net.vals[0], sealed_vote(net.vals[0], vote(20, 1, 19)))])
     assert [c for c, _ in codes(r)] == ["training", "training"]  # more prompts than eval_prompts; correct > total
     assert "invalid prompt score 26/26" in r.tx_results[0].log
-    # powers 10, 10, 20, 30 (of 70; quorum 47): the two smallest lie low, the 20 says 18/1.2, the 30 says 17/1.1.
-    net.block([net.tx(net.vals[0], vote(0, 1)), net.tx(net.vals[1], vote(0, 1)), net.tx(net.vals[2], vote(18, 1_200_000))])
-    net.block([net.tx(net.vals[3], vote(17, 1_100_000))])
+    net.block([reveal_merge(net, v, votes[v]) for v in net.vals[:3]])
+    net.block([reveal_merge(net, net.vals[3], votes[net.vals[3]])])
     v1 = json.loads(net.query("/registry/latest").value)
     assert v1["id"] == 1 and (v1["metrics"]["prompts_correct"], v1["metrics"]["prompts_total"]) == (17, 25)
     assert v1["metrics"]["held_out_loss_micro"] == 1_100_000  # a count median of four would take 1 or 1.1e6 by order
@@ -571,8 +599,11 @@ def test_merge_without_quorum_closes_without_a_version_and_the_silent_pay(net):
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
     audit_round(net, {v: {0: "accept"} for v in net.vals})
+    vote = tx.MsgAttestMerge(round=0, cid=cid("m"), sha256=sha("m"), bytes=10, held_out_loss_micro=1)
     until_phase(net, "merge")
-    net.block([net.tx(net.vals[0], tx.MsgAttestMerge(round=0, cid=cid("m"), sha256=sha("m"), bytes=10, held_out_loss_micro=1))])
+    net.block([commit_merge(net, net.vals[0], vote)])
+    until_phase(net, "merge_reveal")
+    net.block([reveal_merge(net, net.vals[0], vote)])
     staked = {v: tokens(net, v) for v in net.vals}
     until_phase(net, "closed")
     assert net.round(0)["version"] is None
@@ -645,3 +676,21 @@ def test_a_submission_in_two_chunks_is_refused(net):
     until_phase(net, "reveal")
     r = net.block([net.tx(v0, tx.MsgRevealVerdicts(round=0, salt=salt, operator_pubkey=v0.pubkey, verdicts=c, chunk=i)) for i, c in enumerate(twice)])
     assert codes(r) == [("", 0), ("training", 13)] and "another chunk" in r.tx_results[1].log
+
+
+def test_merge_votes_are_sealed_before_any_is_revealed(net):
+    """A validator cannot copy another's merge vote: it reveals only what it committed, and only after everyone
+    could commit; one that never committed cannot vote."""
+    bond_all(net)
+    net.block([submit(net, net.trainers[0])])
+    audit_round(net, {v: {0: "accept"} for v in net.vals})
+    mine = tx.MsgAttestMerge(round=0, cid=cid("m"), sha256=sha("m"), bytes=10, held_out_loss_micro=1_000)
+    guess = tx.MsgAttestMerge(round=0, cid=cid("guess"), sha256=sha("guess"), bytes=10, held_out_loss_micro=1)
+    until_phase(net, "merge")
+    r = net.block([commit_merge(net, net.vals[0], mine), commit_merge(net, net.vals[1], guess), commit_merge(net, net.vals[1], mine),
+                   net.tx(net.vals[2], tx.MsgCommitMerge(round=0, commitment=b"short"))])
+    assert codes(r) == [("", 0), ("", 0), ("training", 8), ("training", 13)]
+    until_phase(net, "merge_reveal")  # vals[2] never committed: the window ran out
+    r = net.block([reveal_merge(net, net.vals[0], mine), reveal_merge(net, net.vals[1], mine), reveal_merge(net, net.vals[2], mine)])
+    assert codes(r) == [("", 0), ("training", 13), ("training", 14)]  # a copy opens nothing; no commitment, no vote
+    assert json.loads(net.query("/registry/latest").value)["id"] == 0  # 10 of 40 so far

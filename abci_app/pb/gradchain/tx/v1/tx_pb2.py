@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gradchain/tx/v1/tx.proto\x12\x0fgradchain.tx.v1\"5\n\x02Tx\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x0e\n\x06pubkey\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xf1\x07\n\x06TxBody\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x04\x12\x0b\n\x03\x66\x65\x65\x18\x03 \x01(\x04\x12\x0c\n\x04memo\x18\x04 \x01(\t\x12(\n\x04send\x18\n \x01(\x0b\x32\x18.gradchain.tx.v1.MsgSendH\x00\x12?\n\x10\x63reate_validator\x18\x14 \x01(\x0b\x32#.gradchain.tx.v1.MsgCreateValidatorH\x00\x12\x30\n\x08\x64\x65legate\x18\x15 \x01(\x0b\x32\x1c.gradchain.tx.v1.MsgDelegateH\x00\x12\x34\n\nundelegate\x18\x16 \x01(\x0b\x32\x1e.gradchain.tx.v1.MsgUndelegateH\x00\x12;\n\x0e\x65\x64it_validator\x18\x17 \x01(\x0b\x32!.gradchain.tx.v1.MsgEditValidatorH\x00\x12,\n\x06unjail\x18\x18 \x01(\x0b\x32\x1a.gradchain.tx.v1.MsgUnjailH\x00\x12\x37\n\x0c\x62ond_trainer\x18\x19 \x01(\x0b\x32\x1f.gradchain.tx.v1.MsgBondTrainerH\x00\x12;\n\x0eunbond_trainer\x18\x1a \x01(\x0b\x32!.gradchain.tx.v1.MsgUnbondTrainerH\x00\x12?\n\x10withdraw_rewards\x18\x1b \x01(\x0b\x32#.gradchain.tx.v1.MsgWithdrawRewardsH\x00\x12?\n\x10register_dataset\x18\x1e \x01(\x0b\x32#.gradchain.tx.v1.MsgRegisterDatasetH\x00\x12?\n\x10register_version\x18( \x01(\x0b\x32#.gradchain.tx.v1.MsgRegisterVersionH\x00\x12\x37\n\x0csubmit_delta\x18\x32 \x01(\x0b\x32\x1f.gradchain.tx.v1.MsgSubmitDeltaH\x00\x12\x37\n\x0c\x61ttest_merge\x18\x34 \x01(\x0b\x32\x1f.gradchain.tx.v1.MsgAttestMergeH\x00\x12=\n\x0f\x63ommit_verdicts\x18\x35 \x01(\x0b\x32\".gradchain.tx.v1.MsgCommitVerdictsH\x00\x12=\n\x0freveal_verdicts\x18\x36 \x01(\x0b\x32\".gradchain.tx.v1.MsgRevealVerdictsH\x00\x12\x37\n\x0cjudge_claims\x18\x37 \x01(\x0b\x32\x1f.gradchain.tx.v1.MsgJudgeClaimsH\x00\x42\x05\n\x03msgJ\x04\x08\x33\x10\x34\",\n\x07MsgSend\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\"_\n\x12MsgCreateValidator\x12\x0e\n\x06pubkey\x18\x01 \x01(\x0c\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\x12\x0f\n\x07moniker\x18\x03 \x01(\t\x12\x18\n\x10pubkey_signature\x18\x04 \x01(\x0c\"0\n\x0bMsgDelegate\x12\x11\n\tvalidator\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\"2\n\rMsgUndelegate\x12\x11\n\tvalidator\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\"\'\n\x12MsgWithdrawRewards\x12\x11\n\tvalidator\x18\x01 \x01(\t\"#\n\x10MsgEditValidator\x12\x0f\n\x07moniker\x18\x01 \x01(\t\"\x0b\n\tMsgUnjail\" \n\x0eMsgBondTrainer\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x04\"\"\n\x10MsgUnbondTrainer\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x04\"\x82\x01\n\x12MsgRegisterDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0f\n\x07licence\x18\x04 \x01(\t\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x0e\n\x06tokens\x18\x06 \x01(\x04\x12\x11\n\ttokenizer\x18\x07 \x01(\t\"\xa9\x01\n\x12MsgRegisterVersion\x12\x0e\n\x06parent\x18\x01 \x01(\x04\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x0e\n\x06\x66\x61mily\x18\x05 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x61taset_ids\x18\x07 \x03(\x04\x12\x0f\n\x07licence\x18\x08 \x01(\t\x12\x0c\n\x04note\x18\t \x01(\t\"\x86\x02\n\x0eMsgSubmitDelta\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x19\n\x11loss_before_micro\x18\x05 \x01(\x04\x12\x18\n\x10loss_after_micro\x18\x06 \x01(\x04\x12\r\n\x05steps\x18\x07 \x01(\x04\x12\x13\n\x0bkernel_path\x18\x08 \x01(\t\x12\x16\n\x0etrajectory_cid\x18\t \x01(\t\x12\x19\n\x11trajectory_sha256\x18\n \x01(\t\x12\x13\n\x0bstate_bytes\x18\x0b \x01(\x04\x12\x18\n\x10grad_commitments\x18\x0c \x01(\x0c\"6\n\x11MsgCommitVerdicts\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\ncommitment\x18\x02 \x01(\x0c\"\xa1\x01\n\x0c\x41uditVerdict\x12\x12\n\nsubmission\x18\x01 \x01(\x04\x12\x0f\n\x07verdict\x18\x02 \x01(\r\x12\x17\n\x0f\x61udit_signature\x18\x03 \x01(\x0c\x12\x13\n\x0bstep_proofs\x18\x04 \x03(\x0c\x12\x12\n\nfraud_step\x18\x05 \x01(\x04\x12\x1a\n\x12measured_error_ppm\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\x89\x01\n\x11MsgRevealVerdicts\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0c\n\x04salt\x18\x02 \x01(\x0c\x12\x17\n\x0foperator_pubkey\x18\x03 \x01(\x0c\x12/\n\x08verdicts\x18\x04 \x03(\x0b\x32\x1d.gradchain.tx.v1.AuditVerdict\x12\r\n\x05\x63hunk\x18\x05 \x01(\r\"A\n\x0e\x43laimJudgement\x12\x12\n\nsubmission\x18\x01 \x01(\x04\x12\x0c\n\x04step\x18\x02 \x01(\x04\x12\r\n\x05valid\x18\x03 \x01(\x08\"T\n\x0eMsgJudgeClaims\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x33\n\njudgements\x18\x02 \x03(\x0b\x32\x1f.gradchain.tx.v1.ClaimJudgement\"\x98\x01\n\x0eMsgAttestMerge\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x1b\n\x13held_out_loss_micro\x18\x05 \x01(\x04\x12\x17\n\x0fprompts_correct\x18\x06 \x01(\x04\x12\x15\n\rprompts_total\x18\x07 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18gradchain/tx/v1/tx.proto\x12\x0fgradchain.tx.v1\"5\n\x02Tx\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x0e\n\x06pubkey\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xaa\x08\n\x06TxBody\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\x04\x12\x0b\n\x03\x66\x65\x65\x18\x03 \x01(\x04\x12\x0c\n\x04memo\x18\x04 \x01(\t\x12(\n\x04send\x18\n \x01(\x0b\x32\x18.gradchain.tx.v1.MsgSendH\x00\x12?\n\x10\x63reate_validator\x18\x14 \x01(\x0b\x32#.gradchain.tx.v1.MsgCreateValidatorH\x00\x12\x30\n\x08\x64\x65legate\x18\x15 \x01(\x0b\x32\x1c.gradchain.tx.v1.MsgDelegateH\x00\x12\x34\n\nundelegate\x18\x16 \x01(\x0b\x32\x1e.gradchain.tx.v1.MsgUndelegateH\x00\x12;\n\x0e\x65\x64it_validator\x18\x17 \x01(\x0b\x32!.gradchain.tx.v1.MsgEditValidatorH\x00\x12,\n\x06unjail\x18\x18 \x01(\x0b\x32\x1a.gradchain.tx.v1.MsgUnjailH\x00\x12\x37\n\x0c\x62ond_trainer\x18\x19 \x01(\x0b\x32\x1f.gradchain.tx.v1.MsgBondTrainerH\x00\x12;\n\x0eunbond_trainer\x18\x1a \x01(\x0b\x32!.gradchain.tx.v1.MsgUnbondTrainerH\x00\x12?\n\x10withdraw_rewards\x18\x1b \x01(\x0b\x32#.gradchain.tx.v1.MsgWithdrawRewardsH\x00\x12?\n\x10register_dataset\x18\x1e \x01(\x0b\x32#.gradchain.tx.v1.MsgRegisterDatasetH\x00\x12?\n\x10register_version\x18( \x01(\x0b\x32#.gradchain.tx.v1.MsgRegisterVersionH\x00\x12\x37\n\x0csubmit_delta\x18\x32 \x01(\x0b\x32\x1f.gradchain.tx.v1.MsgSubmitDeltaH\x00\x12\x37\n\x0c\x61ttest_merge\x18\x34 \x01(\x0b\x32\x1f.gradchain.tx.v1.MsgAttestMergeH\x00\x12=\n\x0f\x63ommit_verdicts\x18\x35 \x01(\x0b\x32\".gradchain.tx.v1.MsgCommitVerdictsH\x00\x12=\n\x0freveal_verdicts\x18\x36 \x01(\x0b\x32\".gradchain.tx.v1.MsgRevealVerdictsH\x00\x12\x37\n\x0cjudge_claims\x18\x37 \x01(\x0b\x32\x1f.gradchain.tx.v1.MsgJudgeClaimsH\x00\x12\x37\n\x0c\x63ommit_merge\x18\x38 \x01(\x0b\x32\x1f.gradchain.tx.v1.MsgCommitMergeH\x00\x42\x05\n\x03msgJ\x04\x08\x33\x10\x34\",\n\x07MsgSend\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\"_\n\x12MsgCreateValidator\x12\x0e\n\x06pubkey\x18\x01 \x01(\x0c\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\x12\x0f\n\x07moniker\x18\x03 \x01(\t\x12\x18\n\x10pubkey_signature\x18\x04 \x01(\x0c\"0\n\x0bMsgDelegate\x12\x11\n\tvalidator\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\"2\n\rMsgUndelegate\x12\x11\n\tvalidator\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x04\"\'\n\x12MsgWithdrawRewards\x12\x11\n\tvalidator\x18\x01 \x01(\t\"#\n\x10MsgEditValidator\x12\x0f\n\x07moniker\x18\x01 \x01(\t\"\x0b\n\tMsgUnjail\" \n\x0eMsgBondTrainer\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x04\"\"\n\x10MsgUnbondTrainer\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x04\"\x82\x01\n\x12MsgRegisterDataset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x0f\n\x07licence\x18\x04 \x01(\t\x12\r\n\x05\x62ytes\x18\x05 \x01(\x04\x12\x0e\n\x06tokens\x18\x06 \x01(\x04\x12\x11\n\ttokenizer\x18\x07 \x01(\t\"\xa9\x01\n\x12MsgRegisterVersion\x12\x0e\n\x06parent\x18\x01 \x01(\x04\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x0e\n\x06\x66\x61mily\x18\x05 \x01(\t\x12\x13\n\x0b\x63onfig_json\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x61taset_ids\x18\x07 \x03(\x04\x12\x0f\n\x07licence\x18\x08 \x01(\t\x12\x0c\n\x04note\x18\t \x01(\t\"\x86\x02\n\x0eMsgSubmitDelta\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x19\n\x11loss_before_micro\x18\x05 \x01(\x04\x12\x18\n\x10loss_after_micro\x18\x06 \x01(\x04\x12\r\n\x05steps\x18\x07 \x01(\x04\x12\x13\n\x0bkernel_path\x18\x08 \x01(\t\x12\x16\n\x0etrajectory_cid\x18\t \x01(\t\x12\x19\n\x11trajectory_sha256\x18\n \x01(\t\x12\x13\n\x0bstate_bytes\x18\x0b \x01(\x04\x12\x18\n\x10grad_commitments\x18\x0c \x01(\x0c\"6\n\x11MsgCommitVerdicts\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\ncommitment\x18\x02 \x01(\x0c\"\xa1\x01\n\x0c\x41uditVerdict\x12\x12\n\nsubmission\x18\x01 \x01(\x04\x12\x0f\n\x07verdict\x18\x02 \x01(\r\x12\x17\n\x0f\x61udit_signature\x18\x03 \x01(\x0c\x12\x13\n\x0bstep_proofs\x18\x04 \x03(\x0c\x12\x12\n\nfraud_step\x18\x05 \x01(\x04\x12\x1a\n\x12measured_error_ppm\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\x89\x01\n\x11MsgRevealVerdicts\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0c\n\x04salt\x18\x02 \x01(\x0c\x12\x17\n\x0foperator_pubkey\x18\x03 \x01(\x0c\x12/\n\x08verdicts\x18\x04 \x03(\x0b\x32\x1d.gradchain.tx.v1.AuditVerdict\x12\r\n\x05\x63hunk\x18\x05 \x01(\r\"A\n\x0e\x43laimJudgement\x12\x12\n\nsubmission\x18\x01 \x01(\x04\x12\x0c\n\x04step\x18\x02 \x01(\x04\x12\r\n\x05valid\x18\x03 \x01(\x08\"T\n\x0eMsgJudgeClaims\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x33\n\njudgements\x18\x02 \x03(\x0b\x32\x1f.gradchain.tx.v1.ClaimJudgement\"3\n\x0eMsgCommitMerge\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x12\n\ncommitment\x18\x02 \x01(\x0c\"\xa6\x01\n\x0eMsgAttestMerge\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x0b\n\x03\x63id\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\r\n\x05\x62ytes\x18\x04 \x01(\x04\x12\x1b\n\x13held_out_loss_micro\x18\x05 \x01(\x04\x12\x17\n\x0fprompts_correct\x18\x06 \x01(\x04\x12\x15\n\rprompts_total\x18\x07 \x01(\x04\x12\x0c\n\x04salt\x18\x08 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,41 +34,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TX']._serialized_start=45
   _globals['_TX']._serialized_end=98
   _globals['_TXBODY']._serialized_start=101
-  _globals['_TXBODY']._serialized_end=1110
-  _globals['_MSGSEND']._serialized_start=1112
-  _globals['_MSGSEND']._serialized_end=1156
-  _globals['_MSGCREATEVALIDATOR']._serialized_start=1158
-  _globals['_MSGCREATEVALIDATOR']._serialized_end=1253
-  _globals['_MSGDELEGATE']._serialized_start=1255
-  _globals['_MSGDELEGATE']._serialized_end=1303
-  _globals['_MSGUNDELEGATE']._serialized_start=1305
-  _globals['_MSGUNDELEGATE']._serialized_end=1355
-  _globals['_MSGWITHDRAWREWARDS']._serialized_start=1357
-  _globals['_MSGWITHDRAWREWARDS']._serialized_end=1396
-  _globals['_MSGEDITVALIDATOR']._serialized_start=1398
-  _globals['_MSGEDITVALIDATOR']._serialized_end=1433
-  _globals['_MSGUNJAIL']._serialized_start=1435
-  _globals['_MSGUNJAIL']._serialized_end=1446
-  _globals['_MSGBONDTRAINER']._serialized_start=1448
-  _globals['_MSGBONDTRAINER']._serialized_end=1480
-  _globals['_MSGUNBONDTRAINER']._serialized_start=1482
-  _globals['_MSGUNBONDTRAINER']._serialized_end=1516
-  _globals['_MSGREGISTERDATASET']._serialized_start=1519
-  _globals['_MSGREGISTERDATASET']._serialized_end=1649
-  _globals['_MSGREGISTERVERSION']._serialized_start=1652
-  _globals['_MSGREGISTERVERSION']._serialized_end=1821
-  _globals['_MSGSUBMITDELTA']._serialized_start=1824
-  _globals['_MSGSUBMITDELTA']._serialized_end=2086
-  _globals['_MSGCOMMITVERDICTS']._serialized_start=2088
-  _globals['_MSGCOMMITVERDICTS']._serialized_end=2142
-  _globals['_AUDITVERDICT']._serialized_start=2145
-  _globals['_AUDITVERDICT']._serialized_end=2306
-  _globals['_MSGREVEALVERDICTS']._serialized_start=2309
-  _globals['_MSGREVEALVERDICTS']._serialized_end=2446
-  _globals['_CLAIMJUDGEMENT']._serialized_start=2448
-  _globals['_CLAIMJUDGEMENT']._serialized_end=2513
-  _globals['_MSGJUDGECLAIMS']._serialized_start=2515
-  _globals['_MSGJUDGECLAIMS']._serialized_end=2599
-  _globals['_MSGATTESTMERGE']._serialized_start=2602
-  _globals['_MSGATTESTMERGE']._serialized_end=2754
+  _globals['_TXBODY']._serialized_end=1167
+  _globals['_MSGSEND']._serialized_start=1169
+  _globals['_MSGSEND']._serialized_end=1213
+  _globals['_MSGCREATEVALIDATOR']._serialized_start=1215
+  _globals['_MSGCREATEVALIDATOR']._serialized_end=1310
+  _globals['_MSGDELEGATE']._serialized_start=1312
+  _globals['_MSGDELEGATE']._serialized_end=1360
+  _globals['_MSGUNDELEGATE']._serialized_start=1362
+  _globals['_MSGUNDELEGATE']._serialized_end=1412
+  _globals['_MSGWITHDRAWREWARDS']._serialized_start=1414
+  _globals['_MSGWITHDRAWREWARDS']._serialized_end=1453
+  _globals['_MSGEDITVALIDATOR']._serialized_start=1455
+  _globals['_MSGEDITVALIDATOR']._serialized_end=1490
+  _globals['_MSGUNJAIL']._serialized_start=1492
+  _globals['_MSGUNJAIL']._serialized_end=1503
+  _globals['_MSGBONDTRAINER']._serialized_start=1505
+  _globals['_MSGBONDTRAINER']._serialized_end=1537
+  _globals['_MSGUNBONDTRAINER']._serialized_start=1539
+  _globals['_MSGUNBONDTRAINER']._serialized_end=1573
+  _globals['_MSGREGISTERDATASET']._serialized_start=1576
+  _globals['_MSGREGISTERDATASET']._serialized_end=1706
+  _globals['_MSGREGISTERVERSION']._serialized_start=1709
+  _globals['_MSGREGISTERVERSION']._serialized_end=1878
+  _globals['_MSGSUBMITDELTA']._serialized_start=1881
+  _globals['_MSGSUBMITDELTA']._serialized_end=2143
+  _globals['_MSGCOMMITVERDICTS']._serialized_start=2145
+  _globals['_MSGCOMMITVERDICTS']._serialized_end=2199
+  _globals['_AUDITVERDICT']._serialized_start=2202
+  _globals['_AUDITVERDICT']._serialized_end=2363
+  _globals['_MSGREVEALVERDICTS']._serialized_start=2366
+  _globals['_MSGREVEALVERDICTS']._serialized_end=2503
+  _globals['_CLAIMJUDGEMENT']._serialized_start=2505
+  _globals['_CLAIMJUDGEMENT']._serialized_end=2570
+  _globals['_MSGJUDGECLAIMS']._serialized_start=2572
+  _globals['_MSGJUDGECLAIMS']._serialized_end=2656
+  _globals['_MSGCOMMITMERGE']._serialized_start=2658
+  _globals['_MSGCOMMITMERGE']._serialized_end=2709
+  _globals['_MSGATTESTMERGE']._serialized_start=2712
+  _globals['_MSGATTESTMERGE']._serialized_end=2878
 # @@protoc_insertion_point(module_scope)
