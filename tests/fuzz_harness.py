@@ -8,7 +8,8 @@ UTF-8, lone surrogates, deep JSON), proposers, missed signatures and
 double-sign evidence. Training runs with tiny windows, so rounds open, take
 submissions (with trajectories, some with faked steps), sealed verdicts and
 their reveals (honest, lazy, guessing, copying, falsely claiming), fraud
-judgements and merges. After every block it checks:
+judgements, and sealed merge votes and their reveals (honest, garbage,
+copied, re-salted, edited). After every block it checks:
 
 - no exception escapes FinalizeBlock/Commit, nor CheckTx, PrepareProposal,
   ProcessProposal or Query on the same txs and random queries;
@@ -22,6 +23,9 @@ judgements and merges. After every block it checks:
   less what it burned; each module pool = what its module says it holds (the
   check-fee pool: the fees of the round's undecided submissions); trainer
   locks equal the undecided submissions' bonds and never exceed a bond;
+- the round's merge votes: one commitment per snapshotted validator at
+  most, counted in the round; every revealed vote has its voter's
+  commitment; nothing is revealed while the commit window is open;
 - a replica closed and reopened from disk reports the committed height and
   app hash (Info) and continues in step, also when it crashed between
   FinalizeBlock and Commit.
@@ -88,6 +92,8 @@ def fake_sha(tag: str) -> str:
 
 
 AUDIT_MESSAGES = {training.COMMIT: "commit_verdicts", training.REVEAL: "reveal_verdicts", training.DISPUTE: "judge_claims"}  # by phase
+MERGE_MESSAGES = {training.MERGE: "commit_merge", training.MERGE_REVEAL: "attest_merge"}
+PHASE_MESSAGES = AUDIT_MESSAGES | MERGE_MESSAGES
 
 
 def grad_proof(delta_sha256: str, step: int) -> bytes:
@@ -379,6 +385,28 @@ def training_locks(state) -> tuple[int, list[str]]:
     return sum(s.check_fee for s in pending), problems
 
 
+def merge_problems(state) -> list[str]:
+    """The round in progress's sealed merge votes: stored commitments are 32 bytes, from snapshotted validators,
+    and counted in merge_commits; every revealed vote has its voter's commitment; none is revealed before merge_reveal."""
+    rnd = training.current_round(state)
+    if rnd is None:
+        return []
+    prefix = training.MERGE_COMMITMENT_PREFIX + rnd.id.to_bytes(8, "big")
+    sealed = {_u(k[len(prefix):]): v for k, v in state.iter_prefix(prefix)}
+    voters = [v["validator"] for v in training.merge_votes(state, rnd.id)]
+    problems = []
+    if len(sealed) != rnd.merge_commits:
+        problems.append(f"round {rnd.id} counts {rnd.merge_commits} merge commitments, state holds {len(sealed)}")
+    snapshot = {operator for operator, _ in rnd.powers}
+    if any(len(v) != audit.DIGEST_BYTES or operator not in snapshot for operator, v in sealed.items()):
+        problems.append(f"round {rnd.id} holds a merge commitment that is malformed or not a snapshotted validator's: {sorted(sealed)}")
+    if any(voter not in sealed for voter in voters):
+        problems.append(f"round {rnd.id} counts merge votes {voters} without their commitments {sorted(sealed)}")
+    if voters and rnd.phase != training.MERGE_REVEAL:
+        problems.append(f"round {rnd.id} holds revealed merge votes {voters} in its {rnd.phase} phase")
+    return problems
+
+
 def check_state_invariants(state, pool_offsets: dict[str, int] | None = None) -> tuple[dict[bytes, int], list[str], dict[str, int]]:
     """Bank and staking bookkeeping on committed state: (staking's wanted set by pubkey, problems, pool surpluses).
 
@@ -400,6 +428,8 @@ def check_state_invariants(state, pool_offsets: dict[str, int] | None = None) ->
         fees, lock_problems = training_locks(state)
         pools["check-fee pool"] = (training.CHECK_FEE_POOL, fees, "undecided submissions' check fees")
         problems += lock_problems
+    if hasattr(training, "MERGE_COMMITMENT_PREFIX"):
+        problems += merge_problems(state)
     if not hasattr(staking, "LEAVING_PREFIX"):  # before delegations became shares: tokens are exactly the delegations
         pools["unbonding pool"] = (staking.UNBONDING_POOL, sum(u["amount"] for u in staking.unbondings(state)), "pending unbondings")
         for v in vals:
@@ -467,6 +497,7 @@ class Fuzzer:
         self.params = random_params(self.r) if extreme_params else {}
         self.supply: int | None = None  # after the last checked block
         self.sealed: dict[tuple[int, str], tuple[bytes, list]] = {}  # (round, operator) -> (salt, verdicts) it committed
+        self.merge_sealed: dict[tuple[int, str], txcodec.MsgAttestMerge] = {}  # (round, operator) -> the merge vote (salt included) it committed
         try:
             self.replicas[0].app.init_chain(self.init_request())
         except ValueError:  # genesis validation refuses this mix (its right: genesis is trusted input); use the defaults
@@ -715,7 +746,10 @@ class Fuzzer:
         ctx = TxContext(state, h)
         rnd = training.current_round(state)
         self.sealed = {k: v for k, v in self.sealed.items() if rnd is not None and k[0] == rnd.id}  # what can still be revealed
+        self.merge_sealed = {k: v for k, v in self.merge_sealed.items() if rnd is not None and k[0] == rnd.id}
         count = r.randint(0, 2 * self.txs_per_block)
+        if rnd is not None and rnd.phase in PHASE_MESSAGES and r.random() < 0.6:  # the validators act together now and then: rounds get to the merge
+            self.combo(ctx, "everyone_merges" if rnd.phase in MERGE_MESSAGES else "everyone_audits")
         while len(ctx.txs) < count:
             if r.random() < 0.15:
                 self.combo(ctx)
@@ -740,18 +774,18 @@ class Fuzzer:
         names = [f.name for f in txcodec.TxBody.DESCRIPTOR.oneofs_by_name["msg"].fields]
         weights = {"send": 3, "create_validator": 3, "delegate": 3, "undelegate": 4, "edit_validator": 1, "unjail": 2,
                    "bond_trainer": 2, "unbond_trainer": 2, "register_dataset": 1, "register_version": 2,
-                   "submit_delta": 4, "commit_verdicts": 3, "reveal_verdicts": 3, "judge_claims": 3, "attest_merge": 5}
+                   "submit_delta": 4, "commit_verdicts": 3, "reveal_verdicts": 3, "judge_claims": 3, "commit_merge": 3, "attest_merge": 3}
         rnd = training.current_round(ctx.state)
-        auditing = rnd is not None and rnd.phase in AUDIT_MESSAGES
-        if auditing:  # a short phase: its message is likelier while it lasts
-            weights = weights | {AUDIT_MESSAGES[rnd.phase]: 12}
+        voting = rnd is not None and rnd.phase in PHASE_MESSAGES
+        if voting:  # a short phase: its message is likelier while it lasts
+            weights = weights | {PHASE_MESSAGES[rnd.phase]: 12}
         name = r.choices(names, weights=[weights.get(n, 2) for n in names])[0]
-        if name in AUDIT_MESSAGES.values() and auditing and r.random() < 0.8:
-            name = AUDIT_MESSAGES[rnd.phase]  # mostly the message the phase takes, so that audits get somewhere
+        if name in PHASE_MESSAGES.values() and voting and r.random() < 0.8:
+            name = PHASE_MESSAGES[rnd.phase]  # mostly the message the phase takes, so that audits and merges get somewhere
         signer = r.choice(ACCOUNTS)
         if name == "register_version" and r.random() < 0.8:
             signer = AUTHORITY
-        elif name in ("commit_verdicts", "reveal_verdicts", "judge_claims", "attest_merge", "edit_validator", "unjail") and r.random() < 0.8:
+        elif name in ("commit_verdicts", "reveal_verdicts", "judge_claims", "commit_merge", "attest_merge", "edit_validator", "unjail") and r.random() < 0.8:
             signer = r.choice(list(self.operators_by_key(ctx).values()) or ACCOUNTS)
         msg, note = self.random_msg(ctx, signer, name)
         big = name.startswith("register_") and r.random() < 0.8  # state is priced per byte: big records pay more
@@ -1000,19 +1034,68 @@ class Fuzzer:
             judgements.append(txcodec.ClaimJudgement(submission=r.choice([0, U64]), step=r.choice([0, 2**32, U64]), valid=True))
         return txcodec.MsgJudgeClaims(round=round_id, judgements=judgements), f"{_n(signer)} judge_claims round {round_id} {how} {len(judgements)}"
 
-    def audit_phase_msg(self, ctx, key, rnd):
-        """The audit message `key` would send in the round's phase, or None outside the audit phases."""
-        name = AUDIT_MESSAGES.get(rnd.phase)
+    def phase_msg(self, ctx, key, rnd):
+        """The audit or merge message `key` would send in the round's phase, or None outside those phases."""
+        name = PHASE_MESSAGES.get(rnd.phase)
         return getattr(self, f"msg_{name}")(ctx, key) if name else None
 
-    def msg_attest_merge(self, ctx, signer):
+    def merge_vote(self, round_id: int, behaviour: str) -> tuple[txcodec.MsgAttestMerge, str]:
+        """A merge vote with a fresh salt: the honest recomputation (file "merge ROUND 0", measurements within the
+        params), or garbage: another file, a size of 0 or 2^64 - 1, an impossible prompt score."""
+        r = self.r
+        tag = f"merge {round_id} 0"
+        total = r.choice([0, 1, 2])
+        fields = {"bytes": 100, "held_out_loss_micro": r.choice([1_000, 1_000, 1_200, r.randint(0, 5_000)]),
+                  "prompts_correct": r.randint(0, total), "prompts_total": total}
+        if behaviour == "garbage":
+            broken = r.choice(["file", "file", "bytes", "prompts", "loss"])
+            if broken == "file":
+                tag = f"merge {round_id} {r.randint(1, 2)}"
+            elif broken == "bytes":
+                fields["bytes"] = r.choice([0, U64])
+            elif broken == "prompts":
+                fields |= {"prompts_correct": 3, "prompts_total": r.choice([2, 3])}
+            else:
+                fields["held_out_loss_micro"] = r.choice(INTERESTING_INTS)
+            behaviour = f"garbage ({broken})"
+        vote = txcodec.MsgAttestMerge(round=round_id, cid=fake_cid(tag), sha256=fake_sha(tag), salt=r.randbytes(32), **fields)
+        return vote, f"{behaviour} {tag}"
+
+    def seal_merge(self, ctx, signer, vote: txcodec.MsgAttestMerge) -> bytes:
+        """The commitment to `vote`; remembered as what the signer's reveal will open unless it already committed."""
+        key = (vote.round, signer.address)
+        if key not in ctx.merge_sealing and ctx.state.get(training.MERGE_COMMITMENT_PREFIX + vote.round.to_bytes(8, "big") + crypto.address_raw(signer.address)) is None:
+            self.merge_sealed[key] = vote
+            ctx.merge_sealing.add(key)
+        return training.merge_commitment(vote.round, signer.address, vote)
+
+    def msg_commit_merge(self, ctx, signer):
+        """Mostly a commitment to an honest merge vote; sometimes to garbage, or a commitment that is no sha256."""
         r = self.r
         round_id = self.current_round_id(ctx)
-        tag = f"merge {round_id} {r.choice([0, 0, 0, 1])}"
-        total = r.choice([0, 1, 2, 2, 3])
-        msg = txcodec.MsgAttestMerge(round=round_id, cid=fake_cid(tag), sha256=fake_sha(tag), bytes=r.choice([100, 100, 0, U64]),
-                                     held_out_loss_micro=r.choice(INTERESTING_INTS), prompts_correct=r.randint(0, total + 1), prompts_total=total)
-        return msg, f"{_n(signer)} attest_merge round {round_id} {tag}"
+        vote, what = self.merge_vote(round_id, r.choices(["honest", "garbage"], weights=[4, 1])[0])
+        sealed = self.seal_merge(ctx, signer, vote)
+        commitment = sealed if r.random() < 0.95 else r.choice([b"", sealed[:31], sealed + b"\0"])
+        return txcodec.MsgCommitMerge(round=round_id, commitment=commitment), f"{_n(signer)} commit_merge round {round_id} {what}"
+
+    def msg_attest_merge(self, ctx, signer):
+        """Mostly the opening of the merge vote the signer committed (honest or garbage); sometimes one that cannot
+        open it: another validator's opening copied, its own vote with another salt, or with an edited measurement;
+        a signer that committed nothing reveals a fresh honest vote."""
+        r = self.r
+        round_id = self.current_round_id(ctx)
+        vote = self.merge_sealed.get((round_id, signer.address))
+        how = r.choices(["opening", "copy", "salt", "edited"], weights=[16, 2, 1, 1])[0]
+        if vote is None:
+            vote, how = self.merge_vote(round_id, "honest")[0], "unsealed"
+        elif how == "copy":
+            others = [v for (rid, operator), v in sorted(self.merge_sealed.items(), key=lambda item: item[0]) if rid == round_id and operator != signer.address]
+            vote = r.choice(others) if others else vote
+        elif how == "salt":
+            vote = txcodec.MsgAttestMerge(salt=r.randbytes(r.choice([0, 31, 32])), **{f.name: v for f, v in vote.ListFields() if f.name != "salt"})
+        elif how == "edited":
+            vote = txcodec.MsgAttestMerge(held_out_loss_micro=vote.held_out_loss_micro + 1, **{f.name: v for f, v in vote.ListFields() if f.name != "held_out_loss_micro"})
+        return vote, f"{_n(signer)} attest_merge round {round_id} {how} {vote.cid[-6:]}"
 
     def pick_operator(self, ctx) -> str:
         r = self.r
@@ -1028,10 +1111,10 @@ class Fuzzer:
 
     # --- combos: several moves in one block that single random txs rarely line up ---
 
-    def combo(self, ctx: "TxContext") -> None:
+    def combo(self, ctx: "TxContext", kind: str = "") -> None:
         r = self.r
         ops = self.operators_by_key(ctx)
-        kind = r.choice(["exit_recreate", "grab_key", "vote_and_leave", "submit_and_unbond", "jail_escape", "everyone_audits", "everyone_merges"])
+        kind = kind or r.choice(["exit_recreate", "grab_key", "vote_and_leave", "submit_and_unbond", "jail_escape", "everyone_audits", "everyone_merges"])
         if kind in ("exit_recreate", "grab_key", "vote_and_leave", "jail_escape") and not ops:
             kind = "everyone_audits"
         if kind == "exit_recreate":  # an operator leaves and comes back with another key in the same block
@@ -1054,16 +1137,12 @@ class Fuzzer:
             pubkey = bytes.fromhex(validator.pubkey)
             ctx.signed(r, other, create_validator_msg(pubkey, STAKING_PARAMS["min_self_bond"] * 2, "grab", other.address),
                        f"{_n(other)} create_validator with {_n(key)}'s key {_key(pubkey)} [grab_key]")
-        elif kind == "vote_and_leave":  # vote (commit, reveal, judge or merge), then take the stake away in the same block
+        elif kind == "vote_and_leave":  # vote (commit, reveal, judge, seal or reveal a merge vote), then take the stake away in the same block
             operator = r.choice(sorted(ops))
             key = ops[operator]
             rnd = training.current_round(ctx.state)
-            if rnd is not None:
-                if rnd.phase == training.MERGE:
-                    tag = f"merge {rnd.id} 0"
-                    ctx.signed(r, key, txcodec.MsgAttestMerge(round=rnd.id, cid=fake_cid(tag), sha256=fake_sha(tag), bytes=100), f"{_n(key)} attest_merge [vote_and_leave]")
-                elif (made := self.audit_phase_msg(ctx, key, rnd)) is not None:
-                    ctx.signed(r, key, made[0], made[1] + " [vote_and_leave]")
+            if rnd is not None and (made := self.phase_msg(ctx, key, rnd)) is not None:
+                ctx.signed(r, key, made[0], made[1] + " [vote_and_leave]")
             self_bond = staking.delegation(ctx.state, operator, operator)
             ctx.signed(r, key, txcodec.MsgUndelegate(validator=operator, amount=self_bond), f"{_n(key)} undelegate {self_bond} [vote_and_leave]")
         elif kind == "submit_and_unbond":  # submit a delta, then pull the bond in the same block
@@ -1092,18 +1171,21 @@ class Fuzzer:
                 return
             for operator, key in sorted(ops.items()):
                 if r.random() < 0.8:
-                    msg, note = self.audit_phase_msg(ctx, key, rnd)
+                    msg, note = self.phase_msg(ctx, key, rnd)
                     ctx.signed(r, key, msg, note + " [everyone_audits]")
-        elif kind == "everyone_merges":
+        elif kind == "everyone_merges":  # every validator we hold seals an honest merge vote, or reveals the one it sealed
             rnd = training.current_round(ctx.state)
-            if rnd is None or rnd.phase != training.MERGE:
+            if rnd is None or rnd.phase not in MERGE_MESSAGES:
                 self.one_tx(ctx)
                 return
-            tag = f"merge {rnd.id} 0"
             for operator, key in sorted(ops.items()):
-                if r.random() < 0.8:
-                    ctx.signed(r, key, txcodec.MsgAttestMerge(round=rnd.id, cid=fake_cid(tag), sha256=fake_sha(tag), bytes=100, held_out_loss_micro=1_000,
-                                                              prompts_correct=1, prompts_total=2), f"{_n(key)} attest_merge [everyone_merges]")
+                if r.random() >= 0.8:
+                    continue
+                if rnd.phase == training.MERGE:
+                    vote, what = self.merge_vote(rnd.id, "honest")
+                    ctx.signed(r, key, txcodec.MsgCommitMerge(round=rnd.id, commitment=self.seal_merge(ctx, key, vote)), f"{_n(key)} commit_merge {what} [everyone_merges]")
+                elif (rnd.id, operator) in self.merge_sealed:
+                    ctx.signed(r, key, self.merge_sealed[(rnd.id, operator)], f"{_n(key)} attest_merge opening [everyone_merges]")
 
 
 class TxContext:
@@ -1115,6 +1197,7 @@ class TxContext:
         self.txs: list[bytes] = []
         self.notes: list[str] = []
         self.sealing: set[tuple[int, str]] = set()  # (round, operator) whose commitment this block records
+        self.merge_sealing: set[tuple[int, str]] = set()  # ... and whose merge commitment
 
     def addresses(self) -> list[str]:
         return [k.address for k in ACCOUNTS] + [staking.BONDED_POOL, bank.FEE_COLLECTOR]

@@ -13,8 +13,8 @@
    the base once a round; the trainer loads the latest version before a round
    opens and waits for its bond to commit (test_workers_audit: the daemons).
 3. The chain: invalid training txs (submissions, commits, reveals, judgements,
-   merge votes) get their error code and change no state but the fee (and the
-   nonce that paid it); judges pay for wrong judgements and for missing ones
+   sealed merge votes and their reveals) get their error code and change no
+   state but the fee (and the nonce that paid it); judges pay for wrong judgements and for missing ones
    that were needed, not for ones the others made unnecessary.
 
 The model is tiny-gpt's TEST_CONFIG from a random init and the corpus a
@@ -43,8 +43,8 @@ from tests.unit.conftest import fixed_key, tiny_gpt
 from tests.unit.test_spotcheck import PARAMS as WORK_PARAMS
 from tests.unit.test_spotcheck import K, SEED, TRAINER, auditor, publish
 from tests.unit.test_staking import cons_key
-from tests.unit.test_training import (CID, PARAMS, TrainingChain, audit_round, bond_all, cid, codes, commit, judge, reveal, sha, submit, tokens,
-                                      until_phase, verdict)
+from tests.unit.test_training import (CID, PARAMS, TrainingChain, audit_round, bond_all, cid, codes, commit, commit_merge, judge, reveal,
+                                      reveal_merge, sealed_vote, sha, submit, tokens, until_phase, verdict)
 
 # test_spotcheck's work: k = 8 AdamW steps on the assigned windows, s = 3 sampled, the chain's step tolerance.
 ALICE = TRAINER  # the trainer whose submission is audited
@@ -253,7 +253,7 @@ def round_view(subs: list[dict], phase: str = "commit", **fields) -> dict:
     both on the committee of each submission that names none."""
     members = [[VALIDATOR.address, 10], [OTHER_VALIDATOR, 10]]
     return {"id": 0, "base_version": 0, "dataset_id": 0, "seed": SEED, "phase": phase, "beacon": BEACON, "powers": members,
-            "auditors": [VALIDATOR.address, OTHER_VALIDATOR], "committed": [], "revealed": [], "judged": [], "merge_votes": [],
+            "auditors": [VALIDATOR.address, OTHER_VALIDATOR], "committed": [], "revealed": [], "judged": [], "merge_committed": [], "merge_votes": [],
             "submission_list": [{"committee": members, "verdicts": [], "claims": []} | s for s in subs]} | fields
 
 
@@ -387,7 +387,7 @@ def test_invalid_submissions_change_nothing_but_the_fee(net: TrainingChain) -> N
 
 
 def test_invalid_audit_txs_change_nothing_but_the_fee(net: TrainingChain) -> None:
-    """Commits, reveals, judgements and merge votes the chain refuses (was: invalid attestations) pay the fee only."""
+    """Commits, reveals, judgements, sealed merge votes and their reveals the chain refuses (was: invalid attestations) pay the fee only."""
     bond_all(net)
     net.block([submit(net, net.trainers[0]), submit(net, net.trainers[1])])
     until_phase(net, "commit")
@@ -428,10 +428,22 @@ def test_invalid_audit_txs_change_nothing_but_the_fee(net: TrainingChain) -> Non
     assert net.round()["phase"] == "merge"
     net.block([])  # staking syncs the powers the verifier penalties changed (training's end_block runs after staking's)
     refused(net, v2, judge(net, v2, [(1, 4, True)]), 2)  # judging is over
-    refused(net, outsider, net.tx(outsider, merged), 7)  # only validators vote on a merge
-    net.block([net.tx(v0, merged)])
-    refused(net, v0, net.tx(v0, merged), 8)  # one merge vote per validator
-    assert net.round()["phase"] == "merge" and [v["validator"] for v in net.round()["merge_votes"]] == [v0.address]
+    refused(net, v0, reveal_merge(net, v0, merged), 2)  # no merge vote is public before every validator could seal its own
+    refused(net, outsider, commit_merge(net, outsider, merged), 7)  # only validators vote on a merge
+    refused(net, v0, net.tx(v0, tx.MsgCommitMerge(round=0, commitment=b"\1" * 31)), 13)  # not a sha256
+    refused(net, v0, commit_merge(net, v0, merged, round_id=1), 1)
+    guess = tx.MsgAttestMerge(round=0, cid=cid("guess"), sha256=sha("guess"), bytes=10, held_out_loss_micro=1)
+    net.block([commit_merge(net, v0, merged), commit_merge(net, v1, guess)])
+    refused(net, v0, commit_merge(net, v0, guess), 8)  # one sealed merge vote per validator, even a changed one
+    until_phase(net, "merge_reveal")  # v2 never committed: the commit window ran out
+    refused(net, v2, commit_merge(net, v2, merged), 2)  # committing is over
+    refused(net, outsider, reveal_merge(net, outsider, merged), 7)
+    refused(net, v2, reveal_merge(net, v2, merged), 14)  # nothing sealed, nothing to reveal
+    refused(net, v1, reveal_merge(net, v1, merged), 13)  # v1 sealed a guess: it cannot switch to the file v0 sealed
+    refused(net, v1, net.tx(v1, sealed_vote(v0, guess)), 13)  # nor open its commitment with another salt
+    net.block([reveal_merge(net, v0, merged)])
+    refused(net, v0, reveal_merge(net, v0, merged), 8)  # one merge vote per validator
+    assert net.round()["phase"] == "merge_reveal" and [v["validator"] for v in net.round()["merge_votes"]] == [v0.address]
 
 
 def test_lazy_judges_pay_only_where_their_vote_was_needed(net: TrainingChain) -> None:

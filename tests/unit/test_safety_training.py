@@ -15,8 +15,8 @@ import pytest
 from abci_app import crypto, tx
 from abci_app.modules import bank, staking, training
 from tests.unit.test_staking import create_msg
-from tests.unit.test_training import (PARAMS, TrainingChain, audit_round, cid, codes, commit, judge, make_net, reveal, sha, submit,
-                                      until_phase, verdict)
+from tests.unit.test_training import (PARAMS, TrainingChain, audit_round, cid, codes, commit, judge, make_net, merge_round, reveal,
+                                      reveal_merge, sha, submit, until_phase, verdict)
 
 UNIT = 100  # power_unit
 
@@ -97,10 +97,11 @@ def test_minority_cannot_register_a_merge_by_leaving_after_voting(minority):
     audit_round(net, {v: {0: "accept"} for v in net.vals})
     assert net.round()["phase"] == "merge"
     evil = tx.MsgAttestMerge(round=0, cid=cid("evil"), sha256=sha("evil"), bytes=10, held_out_loss_micro=1)
-    r = net.block([net.tx(big, evil), undelegate(net, big, 4_000 - 100), net.tx(small, evil)])
+    merge_round(net, {big: evil, small: evil})  # the honest 58% stay silent: the commit window runs out
+    r = net.block([reveal_merge(net, big, evil), undelegate(net, big, 4_000 - 100), reveal_merge(net, small, evil)])
     assert codes(r) == [("", 0), ("", 0), ("", 0)]
     assert json.loads(net.query("/registry/latest").value)["id"] == 0
-    assert net.round()["phase"] == "merge"
+    assert net.round()["phase"] == "merge_reveal"
 
 
 def test_a_validator_that_joins_after_the_round_opened_does_not_vote(minority):
