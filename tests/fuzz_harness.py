@@ -1173,7 +1173,7 @@ class Fuzzer:
                 if r.random() < 0.8:
                     msg, note = self.phase_msg(ctx, key, rnd)
                     ctx.signed(r, key, msg, note + " [everyone_audits]")
-        elif kind == "everyone_merges":  # every validator we hold seals an honest merge vote, or reveals the one it sealed
+        elif kind == "everyone_merges":  # every validator we hold seals an honest merge vote, or reveals (mostly the one it sealed)
             rnd = training.current_round(ctx.state)
             if rnd is None or rnd.phase not in MERGE_MESSAGES:
                 self.one_tx(ctx)
@@ -1184,8 +1184,9 @@ class Fuzzer:
                 if rnd.phase == training.MERGE:
                     vote, what = self.merge_vote(rnd.id, "honest")
                     ctx.signed(r, key, txcodec.MsgCommitMerge(round=rnd.id, commitment=self.seal_merge(ctx, key, vote)), f"{_n(key)} commit_merge {what} [everyone_merges]")
-                elif (rnd.id, operator) in self.merge_sealed:
-                    ctx.signed(r, key, self.merge_sealed[(rnd.id, operator)], f"{_n(key)} attest_merge opening [everyone_merges]")
+                else:
+                    msg, note = self.msg_attest_merge(ctx, key)
+                    ctx.signed(r, key, msg, note + " [everyone_merges]")
 
 
 class TxContext:

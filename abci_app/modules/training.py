@@ -362,6 +362,17 @@ def verdicts_commitment(round_id: int, salt: bytes, operator_pubkey: bytes, verd
     return h.digest()
 
 
+def reveal_chunk(seat: int, seats: int, chunks: int) -> int:
+    """Which chunk an auditor's seat-th committee seat (of `seats`, by submission index) is revealed in: fixed by
+    the commitment's chunk count, so no submission can be sealed in two chunks to open whichever wins."""
+    return seat * chunks // seats
+
+
+def seats_of(state: Overlay, round_id: int, auditor: str) -> list[int]:
+    """The submission indexes whose committee the auditor sits on, in order (at most max_submissions)."""
+    return [s.index for s in submissions(state, round_id) if auditor in dict(s.committee)]
+
+
 def committee(powers: list[list], beacon: str, round_id: int, index: int, size: int) -> list[list]:
     """`size` members drawn by stake without replacement from the snapshot (all when size is 0 or too big), operator order.
 
@@ -634,8 +645,10 @@ def commit_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgCommitVerdicts) ->
     if signer not in rnd.auditors:
         raise NotValidator(f"{signer} sits on no committee of round {rnd.id}: only committee members commit verdicts")
     chunks = len(msg.commitment) // audit.DIGEST_BYTES
-    if len(msg.commitment) % audit.DIGEST_BYTES or not 1 <= chunks <= MAX_REVEAL_CHUNKS:
-        raise InvalidReveal(f"a commitment is 1 to {MAX_REVEAL_CHUNKS} sha256 digests ({audit.DIGEST_BYTES} bytes each), got {len(msg.commitment)} bytes")
+    seats = len(seats_of(ctx.state, rnd.id, signer))
+    if len(msg.commitment) % audit.DIGEST_BYTES or not 1 <= chunks <= min(MAX_REVEAL_CHUNKS, seats):
+        raise InvalidReveal(f"a commitment is 1 to min({MAX_REVEAL_CHUNKS}, committee seats = {seats}) sha256 digests "
+                            f"({audit.DIGEST_BYTES} bytes each), got {len(msg.commitment)} bytes")
     key = COMMITMENT_PREFIX + _u64(rnd.id) + _raw(signer)
     if ctx.state.get(key) is not None:
         raise DuplicateAttestation(f"{signer} already committed its verdicts for round {rnd.id}")
@@ -664,6 +677,8 @@ def reveal_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgRevealVerdicts) ->
         raise InvalidReveal(f"a reveal carries a {audit.DIGEST_BYTES}-byte salt and the signer's own {crypto.PUBKEY_BYTES}-byte ed25519 key")
     if verdicts_commitment(rnd.id, msg.salt, msg.operator_pubkey, msg.verdicts, msg.chunk).hex() != sealed["chunks"][msg.chunk]:
         raise InvalidReveal(f"these verdicts and salt do not open {signer}'s commitment for round {rnd.id}")
+    seats = seats_of(ctx.state, rnd.id, signer)
+    owed = [index for t, index in enumerate(seats) if reveal_chunk(t, len(seats), len(sealed["chunks"])) == msg.chunk]
     entries = []
     last = -1
     for v in msg.verdicts:  # bounded by the committees' size: at most max_submissions entries pass the checks
@@ -673,8 +688,8 @@ def reveal_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgRevealVerdicts) ->
         sub = get_submission(ctx.state, rnd.id, v.submission)
         if sub is None or signer not in dict(sub.committee):
             raise InvalidReveal(f"{signer} is not on the committee of submission {v.submission} of round {rnd.id}")
-        if ctx.state.get(VERDICT_PREFIX + _u64(rnd.id) + _u64(sub.index) + _raw(signer)) is not None:
-            raise InvalidReveal(f"{signer} already revealed a verdict on submission {sub.index} in another chunk")
+        if v.submission not in owed:
+            raise InvalidReveal(f"submission {v.submission} is not in chunk {msg.chunk} of {signer}'s seats (training.reveal_chunk)")
         entries.append((sub, _audit_entry(ctx, rnd, sub, signer, msg.operator_pubkey, v)))
     for sub, entry in entries:
         ctx.state.set(VERDICT_PREFIX + _u64(rnd.id) + _u64(sub.index) + _raw(signer), encode_json(asdict(entry)))
@@ -829,7 +844,7 @@ CALLS = {"submit_delta": submit_delta, "commit_verdicts": commit_verdicts, "reve
 # --- Decisions --------------------------------------------------------------------
 
 
-def _decide_valid(ctx: Context, params: Params, rnd: Round, sub: Submission) -> None:
+def _decide_valid(ctx: Context, params: Params, rnd: Round, sub: Submission, refund: bool = True) -> None:
     """A submission without an upheld claim: accepted, not merged or expired by its committee's revealed valid verdicts.
 
     Verdicts whose proofs failed count for nothing (no recomputation gave them);
@@ -837,30 +852,34 @@ def _decide_valid(ctx: Context, params: Params, rnd: Round, sub: Submission) -> 
     valid = [e for e in audit_entries(ctx.state, rnd.id, sub.index) if e.verdict != FRAUD and not (e.proven and not e.proof_ok)]
     needed = quorum(params, sub.committee_power)
     accept_power = sum(e.power for e in valid if e.verdict == ACCEPT)
-    payees = [e.validator for e in valid if e.proven]
     if accept_power >= needed:
         _release(ctx, params, sub, slashed=0)
         if params.reward:
             bank.mint(ctx, sub.trainer, params.reward)
         rnd = get_round(ctx.state, rnd.id)
         _put_round(ctx.state, replace(rnd, accepted=sorted(rnd.accepted + [sub.index])))
+        payees = [e.validator for e in valid if e.proven and e.verdict == ACCEPT]  # paid for matching the decision
         _pay_auditors(ctx, rnd, sub, payees, params.reward * params.verifier_reward_bps // BPS)
         ctx.emit("delta_accepted", round=rnd.id, submission=sub.index, trainer=sub.trainer, reward=params.reward)
         _put_submission(ctx.state, replace(sub, status=ACCEPTED))
     elif sum(e.power for e in valid) >= needed:
         _release(ctx, params, sub, slashed=0)  # correct work that does not help: bond kept, nothing paid, not merged
-        _pay_auditors(ctx, rnd, sub, payees, 0)
+        _pay_auditors(ctx, rnd, sub, [e.validator for e in valid if e.proven and e.verdict == NO_GAIN], 0)
         ctx.emit("delta_not_merged", round=rnd.id, submission=sub.index, trainer=sub.trainer)
         _put_submission(ctx.state, replace(sub, status=NOT_MERGED))
     else:
-        _expire(ctx, params, rnd, sub)
+        _expire(ctx, params, rnd, sub, refund)
 
 
-def _expire(ctx: Context, params: Params, rnd: Round, sub: Submission) -> None:
-    """No decision: the trainer gets its lock and check fee back (the auditors did not do their part)."""
+def _expire(ctx: Context, params: Params, rnd: Round, sub: Submission, refund: bool = True) -> None:
+    """No decision: the trainer gets its lock back, and its check fee unless its content was claimed unavailable
+    (withholding files through the audit and serving them to the judges must cost the trainer, not the auditors)."""
     _release(ctx, params, sub, slashed=0)
     if sub.check_fee:
-        bank.transfer(ctx, CHECK_FEE_POOL, sub.trainer, sub.check_fee)
+        if refund:
+            bank.transfer(ctx, CHECK_FEE_POOL, sub.trainer, sub.check_fee)
+        else:
+            bank.burn(ctx, CHECK_FEE_POOL, sub.check_fee)
     ctx.emit("submission_expired", round=rnd.id, submission=sub.index, trainer=sub.trainer)
     _put_submission(ctx.state, replace(sub, status=EXPIRED))
 
@@ -1116,7 +1135,9 @@ def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
             if outcome == UPHELD:
                 upheld_by += [c for c in claim.claimants if c not in upheld_by]
                 upheld_steps.append(claim.step)
-            elif outcome == REFUTED:
+            elif outcome == REFUTED and claim.step != sub.steps + CLAIM_UNAVAILABLE_OFFSET:
+                # Content found at the dispute may have been withheld at the audit: that cannot be proven either way,
+                # so a refuted availability claim costs its sender nothing (and the trainer its check fee, below).
                 for c in claim.claimants:
                     false_claims[c] = false_claims.get(c, 0) + 1
             undecided = undecided or outcome == UNDECIDED
@@ -1126,12 +1147,13 @@ def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
                     absent[op] = absent.get(op, 0) + 1
                 elif said is not None and outcome != UNDECIDED and said != (outcome == REFUTED):
                     wrong[op] = wrong.get(op, 0) + 1
+        availability = any(c.step == sub.steps + CLAIM_UNAVAILABLE_OFFSET for c in claimed)
         if upheld_by:
             _reject(ctx, params, rnd, sub, upheld_by, upheld_steps)
         elif undecided:
-            _expire(ctx, params, rnd, sub)
+            _expire(ctx, params, rnd, sub, refund=not availability)
         else:
-            _decide_valid(ctx, params, rnd, sub)
+            _decide_valid(ctx, params, rnd, sub, refund=not availability)
     for operator, _ in rnd.powers:
         _penalize(ctx, rnd, operator, params.false_claim_penalty_bps, "false_claim", false_claims.get(operator, 0))
         _penalize(ctx, rnd, operator, params.verifier_penalty_bps, "wrong", wrong.get(operator, 0))

@@ -19,7 +19,7 @@ from abci_app.ipfs.cid import cid_of_file
 from abci_app.ipfs.client import IpfsError
 from abci_app.ipfs.download import VerificationError, fetch_verified
 from abci_app.modules import audit
-from abci_app.modules.training import MAX_REVEAL_CHUNKS, merge_commitment, verdicts_commitment
+from abci_app.modules.training import MAX_REVEAL_CHUNKS, merge_commitment, reveal_chunk, verdicts_commitment
 from abci_app.workers.base import Worker
 from abci_app.workers.recompute import Work, heldout_loss, merged_checkpoint, prompt_score, to_micro
 from abci_app.workers.spotcheck import Auditor, Mismatch, Unavailable
@@ -225,20 +225,17 @@ _REVEAL_BUDGET = txlib.MAX_TX_BYTES - 2_048
 
 
 def split_openings(reveal: txlib.MsgRevealVerdicts) -> list[txlib.MsgRevealVerdicts]:
-    """The opening in chunks that each fit one tx (the chain takes up to training.MAX_REVEAL_CHUNKS)."""
-    chunks: list[txlib.MsgRevealVerdicts] = []
-    current = txlib.MsgRevealVerdicts(round=reveal.round, salt=reveal.salt, operator_pubkey=reveal.operator_pubkey, chunk=0)
-    for verdict in reveal.verdicts:
-        current.verdicts.append(verdict)
-        if current.ByteSize() > _REVEAL_BUDGET and len(current.verdicts) > 1:
-            del current.verdicts[-1]
-            chunks.append(current)
-            current = txlib.MsgRevealVerdicts(round=reveal.round, salt=reveal.salt, operator_pubkey=reveal.operator_pubkey, chunk=len(chunks))
-            current.verdicts.append(verdict)
-    chunks.append(current)
-    if len(chunks) > MAX_REVEAL_CHUNKS:
-        raise RuntimeError(f"{len(reveal.verdicts)} verdicts need {len(chunks)} reveal txs; the chain takes {MAX_REVEAL_CHUNKS}")
-    return chunks
+    """The opening in as few chunks as fit one tx each; which verdict goes in which chunk is the chain's rule
+    (training.reveal_chunk over the auditor's seats, in submission order), so each seat is sealed exactly once."""
+    verdicts = list(reveal.verdicts)
+    seats = len(verdicts)
+    for count in range(1, min(MAX_REVEAL_CHUNKS, max(1, seats)) + 1):
+        chunks = [txlib.MsgRevealVerdicts(round=reveal.round, salt=reveal.salt, operator_pubkey=reveal.operator_pubkey, chunk=j) for j in range(count)]
+        for t, verdict in enumerate(verdicts):
+            chunks[reveal_chunk(t, seats, count)].verdicts.append(verdict)
+        if all(c.ByteSize() <= _REVEAL_BUDGET for c in chunks):
+            return chunks
+    raise RuntimeError(f"{seats} verdicts do not fit {MAX_REVEAL_CHUNKS} reveal txs")
 
 
 def load_openings(path: Path) -> list[txlib.MsgRevealVerdicts]:

@@ -106,8 +106,6 @@ def sign_with_nonce(key: crypto.PrivateKey, message: bytes, nonce: int) -> bytes
 # --- Defects ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 review: chunked commitments do not bind: an auditor seals two verdicts on one "
-                                       "submission in two chunks and opens the one that matches what others revealed")
 def test_chunks_do_not_let_an_auditor_seal_two_verdicts_and_open_the_winning_one(net):
     """A lazy committee member seals, in two chunks, both "accept" and "fraud on the endpoints" for the one submission
     it audits, recomputes nothing, waits until the honest members revealed their endpoint claim and opens only the
@@ -136,8 +134,6 @@ def test_chunks_do_not_let_an_auditor_seal_two_verdicts_and_open_the_winning_one
     assert tokens(net, lazy) < staked  # and it does not escape what an endpoint accepter or a silent committer pays
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 review: a trainer withholds its files during the audit and publishes them for "
-                                       "the dispute: the honest 'unavailable' claims are refuted and charged, and the trainer loses nothing")
 def test_withholding_files_until_the_dispute_does_not_charge_the_honest_claimants(net):
     """A trainer publishes nothing while its committee fetches (every member, honestly, claims step k + 1: the content
     was not fetchable within fetch_seconds) and pins everything once the dispute opens. The judges
@@ -238,8 +234,6 @@ def test_an_auditor_cannot_choose_its_sample(net):
     assert tokens(net, colluder) < staked
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 review: verifier pay goes to every proven valid verdict, not to those that match "
-                                       "the decision: an auditor can skip the held-out check and still be paid")
 def test_a_proven_verdict_against_the_decision_is_not_paid(net):
     """The module's docstring (item 6) and issue 12 say the check fee and the verifier reward go to members "whose
     proven verdict matches the decision". `_decide_valid` pays every proven valid entry: here v1 says no_gain with

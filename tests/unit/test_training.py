@@ -664,19 +664,19 @@ def test_an_auditor_on_many_committees_reveals_in_chunks(net):
     assert all(v0.address in {e["validator"] for e in s["verdicts"]} for s in rnd["submission_list"])
 
 
-def test_a_submission_in_two_chunks_is_refused(net):
+def test_each_seat_is_sealed_in_exactly_one_chunk(net):
+    """An auditor may not seal a verdict twice (in two chunks, to open whichever wins): no more chunks than seats,
+    and which chunk holds which seat is fixed (training.reveal_chunk) by the chunk count it committed to."""
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
     until_phase(net, "commit")
     v0 = net.vals[0]
     twice = [[verdict(net, v0, 0)], [verdict(net, v0, 0, "no_gain")]]
     salt = salt_of(v0)
-    net.block([net.tx(v0, tx.MsgCommitVerdicts(round=0, commitment=b"".join(
+    r = net.block([net.tx(v0, tx.MsgCommitVerdicts(round=0, commitment=b"".join(
         training.verdicts_commitment(0, salt, v0.pubkey, c, chunk=i) for i, c in enumerate(twice))))])
-    until_phase(net, "reveal")
-    r = net.block([net.tx(v0, tx.MsgRevealVerdicts(round=0, salt=salt, operator_pubkey=v0.pubkey, verdicts=c, chunk=i)) for i, c in enumerate(twice)])
-    assert codes(r) == [("", 0), ("training", 13)] and "another chunk" in r.tx_results[1].log
-
+    assert codes(r) == [("training", 13)] and "committee seats = 1" in r.tx_results[0].log
+    assert [training.reveal_chunk(t, 3, 2) for t in range(3)] == [0, 0, 1]
 
 def test_merge_votes_are_sealed_before_any_is_revealed(net):
     """A validator cannot copy another's merge vote: it reveals only what it committed, and only after everyone
