@@ -913,8 +913,10 @@ class Fuzzer:
         steps, digest = TRAINING_PARAMS["steps"], fake_sha(tag)
         faked = [i for i in range(steps) if r.random() < 0.15]
         commitments = b"".join(audit.grad_commitment(r.randbytes(32) if i in faked else grad_proof(digest, i)) for i in range(steps))
-        valid = {"round": round_id, "cid": fake_cid(tag), "sha256": digest, "bytes": self.amount(100), "loss_before_micro": r.choice(INTERESTING_INTS),
-                 "loss_after_micro": r.choice(INTERESTING_INTS), "steps": steps, "kernel_path": r.choice(["torch AVX2", "", "torch-2.5 AVX512"]),
+        before = r.choice(INTERESTING_INTS)
+        after = r.choice([before // 2, before // 2, r.choice(INTERESTING_INTS)])  # mostly a gain, so that rounds get to the merge
+        valid = {"round": round_id, "cid": fake_cid(tag), "sha256": digest, "bytes": self.amount(100), "loss_before_micro": before,
+                 "loss_after_micro": after, "steps": steps, "kernel_path": r.choice(["torch AVX2", "", "torch-2.5 AVX512"]),
                  "trajectory_cid": fake_cid("trajectory " + tag), "trajectory_sha256": fake_sha("trajectory " + tag), "state_bytes": r.choice([1, 500, 1_000]),
                  "grad_commitments": commitments}
         nasty = {"steps": [0, 1, steps + 1, U64], "kernel_path": STRINGS, "trajectory_cid": STRINGS, "trajectory_sha256": ["", "AB" * 32, digest[:-1]],
