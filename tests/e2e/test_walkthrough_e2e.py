@@ -68,5 +68,5 @@ def test_readme_walkthrough_three_rounds_on_the_tiny_model(network: localnet.Net
     losses = [v["metrics"]["held_out_loss_micro"] for v in history]
     assert all(b <= a for a, b in zip(losses, losses[1:])), losses
     bond = run_json(net, "query", "staking", "trainer-bond", "dev1")
-    assert (bond["bonded"], bond["locked"]) == (2_000_000, 0), bond
+    assert (bond["trainer_bond"], bond["locked"]) == (2_000_000, 0), bond  # never slashed, nothing left locked
     assert_same_app_hash(net)
