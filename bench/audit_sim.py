@@ -16,7 +16,8 @@ from the chain's own draw, not from a coin flip.
 1. Scale (`--validators` V x `--submissions` S, committee size c for each of
    `--committees`): bond S trainers, one round: S submissions, each auditor's
    MsgCommitVerdicts and MsgRevealVerdicts (its verdicts on every submission
-   of its committees, with proofs), then V MsgAttestMerge. Per round: txs and
+   of its committees, with proofs), then V MsgCommitMerge (sealed merge
+   votes) and V MsgAttestMerge (their reveals). Per round: txs and
    bytes on chain by message type, bytes written under training/ and the net
    growth of the training/ state, the slowest FinalizeBlock and end_block
    (reported, nothing asserted). Compared with the old design: one MsgAttest
@@ -269,6 +270,17 @@ def honest_verdict(val: crypto.PrivateKey, rnd: training.Round, sub: training.Su
                            step_proofs=[true_proof(sub.trainer, rnd.id, i) for i in sample])
 
 
+def merge_votes(vals: list[crypto.PrivateKey], round_id: int, name: str) -> dict[str, tx.MsgAttestMerge]:
+    """Each validator's merge vote: the same recomputed checkpoint `name` and measurements, its own salt."""
+    return {v.address: tx.MsgAttestMerge(round=round_id, cid=cid(name), sha256=sha(name), bytes=1_000_000, held_out_loss_micro=1_990_000,
+                                         salt=hashlib.sha256(b"audit-sim merge salt" + v.pubkey + round_id.to_bytes(8, "big")).digest())
+            for v in vals}
+
+
+def merge_commit(val: crypto.PrivateKey, vote: tx.MsgAttestMerge) -> tx.MsgCommitMerge:
+    return tx.MsgCommitMerge(round=vote.round, commitment=training.merge_commitment(vote.round, val.address, vote))
+
+
 def lazy_verdict(val: crypto.PrivateKey, rnd: training.Round, sub: training.Submission, s: int, strategy: str) -> tx.AuditVerdict:
     signature = val.sign(audit.audit_message(rnd.id, sub.index, sub.trajectory_sha256, rnd.beacon))
     v = tx.AuditVerdict(submission=sub.index, verdict=0, audit_signature=signature)
@@ -320,10 +332,10 @@ class ScaleResult:
     slowest_end_block_phase: str
     statuses: dict
     version: int | None  # the version the round registered (None: no merge registered)
-    merge_errors: list  # why attest_merge txs failed (other than arriving after the quorum closed the round)
+    merge_errors: list  # why commit_merge and attest_merge txs failed (other than reveals after the quorum closed the round)
     penalties: dict  # reason -> validators charged
     audit_txs: int  # submit + commit + reveal (+ judge)
-    merge_txs: int
+    merge_txs: int  # commit_merge + attest_merge
     old_txs: int
     old_tx_bytes: int
     cpu_per_validator_s: dict  # min, mean, max of entries x audit_cpu_s
@@ -367,14 +379,16 @@ def run_scale(validators: int, submissions: int, committee_size: int, audit_cpu_
         chain.block(reveals)
         refused = [(len(sealed[op]), len(raw)) for (op, (_, raw)), r in zip(zip(sealed, reveals), chain.last_results) if r.code]
         chain.until((training.MERGE, training.CLOSED, "idle"))
+        merge_errors = []
         if chain.phase() == training.MERGE:
-            merge = tx.MsgAttestMerge(round=rnd.id, cid=cid(f"merge/{rnd.id}"), sha256=sha(f"merge/{rnd.id}"), bytes=1_000_000,
-                                      held_out_loss_micro=1_990_000)
-            chain.block([("attest_merge", chain.tx(v, merge)) for v in vals])
-            merge_errors = sorted({r.log for r in chain.last_results if r.code and "not merging" not in r.log})
+            votes = merge_votes(vals, rnd.id, f"merge/{rnd.id}")
+            chain.block([("commit_merge", chain.tx(v, merge_commit(v, votes[v.address]))) for v in vals])
+            merge_errors += sorted({r.log for r in chain.last_results if r.code})
+            chain.until((training.MERGE_REVEAL,))  # every validator committed: the reveal starts at once
+            chain.block([("attest_merge", chain.tx(v, votes[v.address])) for v in vals])
+            # Reveals after the quorum registered the version find the round closed (UnknownRound): not an error.
+            merge_errors += sorted({r.log for r in chain.last_results if r.code and (r.codespace, r.code) != ("training", training.UnknownRound.code)})
             chain.until((training.CLOSED, training.SUBMIT, "idle"))
-        else:
-            merge_errors = []
         state = chain.state()
         closed = training.get_round(state, rnd.id)
         statuses: dict[str, int] = {}
@@ -409,7 +423,7 @@ def run_scale(validators: int, submissions: int, committee_size: int, audit_cpu_
             slowest_end_block_phase=slowest.phase_after, statuses=statuses,
             version=closed.version, merge_errors=merge_errors, penalties=penalties,
             audit_txs=sum(txs.get(kind, 0) for kind in ("submit_delta", "commit_verdicts", "reveal_verdicts", "judge_claims")),
-            merge_txs=txs.get("attest_merge", 0), old_txs=validators * submissions, old_tx_bytes=old_attest_tx_bytes(),
+            merge_txs=txs.get("commit_merge", 0) + txs.get("attest_merge", 0), old_txs=validators * submissions, old_tx_bytes=old_attest_tx_bytes(),
             cpu_per_validator_s={"min": min(entries) * audit_cpu_s, "mean": sum(entries) / len(entries) * audit_cpu_s,
                                  "max": max(entries) * audit_cpu_s},
             escape_ppm={f"f={f}": audit.escape_probability_ppm(k, max(1, round(f * k)), s, committee_size or validators)
@@ -548,10 +562,12 @@ def run_economics(strategies: list[str], rounds: int, trainers: int, cheat_share
                 if chain.phase() == training.DISPUTE:  # the lazy copy the judgements they have just seen
                     send([("judge_claims", by_val[op], judgements) for op, _ in rnd.powers if strategy_of[op] != "honest"])
                 chain.until((training.MERGE, training.CLOSED, "idle"))
-            if chain.phase() == training.MERGE:
-                merge = tx.MsgAttestMerge(round=rnd.id, cid=cid(f"{tag}/merge/{rnd.id}"), sha256=sha(f"{tag}/merge/{rnd.id}"),
-                                          bytes=1_000_000, held_out_loss_micro=1_990_000)
-                send([("attest_merge", by_val[op], merge) for op, _ in rnd.powers])
+            if chain.phase() == training.MERGE:  # every validator, whatever it does in audits, seals and reveals the same merge
+                voters = [by_val[op] for op, _ in rnd.powers]
+                votes = merge_votes(voters, rnd.id, f"{tag}/merge/{rnd.id}")
+                send([("commit_merge", v, merge_commit(v, votes[v.address])) for v in voters])
+                chain.until((training.MERGE_REVEAL,))
+                send([("attest_merge", v, votes[v.address]) for v in voters])
             chain.until((training.SUBMIT, "idle"))
             state = chain.state()
             for sub in training.submissions(state, rnd.id):
@@ -671,7 +687,7 @@ def print_scale(r: ScaleResult, max_entries: int) -> None:
     print(f"  slowest FinalizeBlock {r.slowest_finalize_s:.2f} s; slowest end_block {r.slowest_end_block_s:.2f} s (phase after it: "
           f"{r.slowest_end_block_phase}) [this machine, in process; informative]")
     print(f"  merge: {'version %d registered' % r.version if r.version is not None else 'NO version registered'}"
-          f"{'; attest_merge failed: ' + '; '.join(r.merge_errors) if r.merge_errors else ''}; penalties (reason: validators) {r.penalties}")
+          f"{'; merge txs failed: ' + '; '.join(r.merge_errors) if r.merge_errors else ''}; penalties (reason: validators) {r.penalties}")
     print(f"  decisions: {r.statuses}; refused reveals (entries, bytes): {r.refused_reveals[:5]}{' ...' if len(r.refused_reveals) > 5 else ''}")
     print(f"  CPU per validator per round at {r.cpu_per_validator_s['mean'] / max(r.entries_per_auditor['mean'], 1e-9):.2f} CPU-s per audit: "
           f"mean {r.cpu_per_validator_s['mean']:,.0f} s, max {r.cpu_per_validator_s['max']:,.0f} s "

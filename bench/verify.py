@@ -1,6 +1,6 @@
 """What sampled verification (issue 12) costs and what it catches, by running trainers and auditors.
 
-    .venv/bin/python bench/verify.py [--json] [--smollm2] [--cost-subs 3] [--rounds 10 --subs-per-round 60]
+    .venv/bin/python bench/verify.py [--json] [--smollm2 [--smollm2-subs 2]] [--cost-subs 3] [--rounds 10 --subs-per-round 60]
         [--cheaters 2] [--honest 200] [--honest-genesis 10]
     .venv/bin/python bench/verify.py --quick [--json]      # the unit test's run: TEST_CONFIG, k = 8, s = 5, seconds
 
@@ -20,8 +20,9 @@ out a file by CID and checks its sha256 (tests/unit/test_spotcheck.py's).
               (audit_sample(sign(audit_message(round, index, trajectory,
               beacon)), k, s)): manifest, endpoints (state 0 = the base,
               delta = w_k - w_0), s replayed steps compared by hash and
-              gradient commitment, held-out loss after. The base's held-out
-              loss is computed once per round and shared by the round's
+              gradient commitment, held-out loss after on the chain's
+              audit_heldout_windows. The base's held-out loss (same windows)
+              is computed once per round and shared by the round's
               submissions (Auditor.base_loss): counted once per round,
               divided by the round's submissions.
   validator-k another CPU kernel set (ATEN_CPU_CAPABILITY=default where

@@ -1181,7 +1181,9 @@ class Fuzzer:
                 self.one_tx(ctx)
                 return
             for operator, key in sorted(ops.items()):
-                if r.random() >= 0.8:
+                # A quarter of them (by round) sleep through the commit window, and then try to reveal anyway.
+                late = hashlib.sha256(b"late %d %d " % (self.seed, rnd.id) + operator.encode()).digest()[0] < 64
+                if r.random() >= 0.8 or (late and rnd.phase == training.MERGE):
                     continue
                 if rnd.phase == training.MERGE:
                     vote, what = self.merge_vote(rnd.id, "honest")

@@ -1,11 +1,12 @@
 """`gradchain query training`: rounds, submissions, audit verdicts and fraud claims, params.
 
-A round goes submit -> commit -> reveal -> (dispute) -> merge -> closed
-(abci_app/modules/training.py). `round` and the lists read the computed views
-/training/current (the round in progress, or the last one) and
-/training/round_detail ID, which carry the round with its submissions, their
-revealed verdicts and fraud claims, and the merge votes; `params` reads the
-provable key /training/params.
+A round goes submit -> commit -> reveal -> (dispute) -> merge -> merge_reveal
+-> closed (abci_app/modules/training.py); merge is the merge votes' commit
+window, merge_reveal the window that reveals them. `round` and the lists read
+the computed views /training/current (the round in progress, or the last one)
+and /training/round_detail ID, which carry the round with its submissions,
+their revealed verdicts and fraud claims, and the revealed merge votes;
+`params` reads the provable key /training/params.
 
 Windows are heights. Submissions land while height < submit_until. Each later
 phase starts in the block after the previous one ended and sets its X_until
@@ -28,7 +29,8 @@ from abci_app.modules import training as chain
 from abci_app.rpc import AbciQueryResult, RpcClient
 
 # The phases after submit, in order, with the param that bounds each one's length.
-LATER_PHASES = (("commit", "verification_blocks"), ("reveal", "reveal_blocks"), ("dispute", "dispute_blocks"), ("merge", "merge_blocks"))
+LATER_PHASES = (("commit", "verification_blocks"), ("reveal", "reveal_blocks"), ("dispute", "dispute_blocks"), ("merge", "merge_blocks"),
+                ("merge_reveal", "reveal_blocks"))
 
 
 def _json(result: AbciQueryResult, path: str) -> Any:
@@ -97,7 +99,8 @@ def _step_name(step: int, steps: int) -> str:
 # --- round ----------------------------------------------------------------------------
 
 
-SKIPPED = {"commit": "no submissions", "reveal": "no submissions", "dispute": "no fraud claim", "merge": "nothing accepted"}
+SKIPPED = {"commit": "no submissions", "reveal": "no submissions", "dispute": "no fraud claim", "merge": "nothing accepted",
+           "merge_reveal": "nothing accepted"}
 
 
 def _phase_lines(rnd: dict, params: dict, height: int) -> list[str]:
@@ -114,7 +117,7 @@ def _phase_lines(rnd: dict, params: dict, height: int) -> list[str]:
     for name, blocks in LATER_PHASES:
         if name in texts:
             continue
-        if phase == "closed" or (name == "dispute" and phase == "merge"):
+        if phase == "closed" or (name == "dispute" and phase in ("merge", "merge_reveal")):
             texts[name] = f"- ({SKIPPED[name]})"
         elif name == "commit":  # it starts right after the submission window
             texts[name] = _heights(rnd["submit_until"], rnd["submit_until"] + params[blocks] - 1) + " at the latest"
@@ -122,8 +125,10 @@ def _phase_lines(rnd: dict, params: dict, height: int) -> list[str]:
             texts[name] = f"after the commit phase, {params[blocks]} blocks at most"
         elif name == "dispute":
             texts[name] = f"only if an auditor claims fraud, {params[blocks]} blocks at most"
-        else:
+        elif name == "merge":
             texts[name] = f"after verification, if a submission is accepted; {params[blocks]} blocks at most"
+        else:
+            texts[name] = f"after the merge votes are sealed, {params[blocks]} blocks at most"
     return [f"{name + ':':<15}{texts[name]}" for name in ("submit", *(name for name, _ in LATER_PHASES))]
 
 
@@ -164,7 +169,7 @@ def _round_text(rnd: dict, height: int, params: dict) -> str:
         f"aggregator:    {rnd['aggregator'] or '-'}",
         f"submissions:   {rnd['submissions']}" + (f" ({summary})" if summary else ""),
         f"accepted:      {', '.join(map(str, rnd['accepted'])) or '-'}",
-        f"merge votes:   {len(rnd['merge_votes'])}",
+        f"merge votes:   {rnd['merge_commits']} committed, {len(rnd['merge_votes'])} revealed",
         f"version:       {'-' if rnd['version'] is None else rnd['version']}",
     ]
     return "\n".join(lines)
@@ -309,7 +314,7 @@ def _verdict_options(command: Any) -> Any:
 @training_query.command("verdicts")
 @_verdict_options
 def verdicts(cli: Cli, round_id: int | None, index: int | None) -> None:
-    """List the auditors' revealed verdicts on a round's submissions, the fraud claims and their judgement, and the merge votes.
+    """List the auditors' revealed verdicts on a round's submissions, the fraud claims and their judgement, and the revealed merge votes.
 
     A verdict is accept (the sampled steps reproduce, and the delta helps),
     no_gain (they reproduce, but the held-out loss regressed: not merged, not
@@ -320,7 +325,8 @@ def verdicts(cli: Cli, round_id: int | None, index: int | None) -> None:
     when it gave no proofs (another kernel path). Every validator of the round
     judges each fraud claim in the dispute phase: VALID is the power that says
     the step reproduces (the claim is false), INVALID the power that says it
-    does not. Verdicts are sealed until the reveal phase.
+    does not. Verdicts are sealed until the reveal phase, merge votes until
+    the merge_reveal phase.
 
     \b
     Example:

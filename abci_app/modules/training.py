@@ -100,12 +100,12 @@ class Params:
     learning_rate_micro: int = 1_000  # lr = 1e-3, in millionths
     batch_size: int = 8
     seq_len: int = 64
-    step_tolerance_ppm: int = 100  # one step checked on another kernel path may differ this much: 33x the worst of 456 honest steps (docs/training.md)
+    step_tolerance_ppm: int = 100  # one step checked on another kernel path may differ this much: 50x the worst of 256 honest steps (docs/training.md)
     max_state_bytes: int = 64 * 1024 * 1024  # one training state file (weights + optimiser moments)
     fetch_seconds: int = 120  # an auditor that cannot fetch a file in this long calls it unavailable (a reject, not an expiry)
     max_heldout_regression_ppm: int = 50_000  # held-out loss may not rise more than 5%
     # Auditors judge "no gain" on this many held-out windows: a trainer cannot aim at them (its batches are
-    # fixed by the chain), and 16 of 64 cut an audit's evaluation by 4x (bench/verify.py).
+    # fixed by the chain), and 16 of the tiny GPT's 64 cut an audit's evaluation by 4x (SmolLM2 uses 16 anyway).
     audit_heldout_windows: int = 16
     reward: int = 1_000_000  # minted to a trainer per accepted submission
     slash_bps: int = 2_000  # share of the trainer bond taken from a rejected submission

@@ -62,12 +62,10 @@ def train_submission(family: ModelFamily, base: LoadedModel, dataset: Dataset, w
     return Trained(delta, losses, heldout_loss(family, base, dataset), heldout_loss(family, model, dataset))
 
 
-HELDOUT_WINDOWS = 64  # what a trainer reports and a merge records
-
-
-def heldout_loss(family: ModelFamily, model: LoadedModel, dataset: Dataset, windows: int = HELDOUT_WINDOWS) -> float:
-    """Mean loss over `windows` evenly spaced windows of the held-out split."""
-    return family.evaluate_loss(model, dataset.heldout, windows)
+def heldout_loss(family: ModelFamily, model: LoadedModel, dataset: Dataset, windows: int | None = None) -> float:
+    """Mean loss over evenly spaced windows of the held-out split: `windows` of them, or the family's own
+    number (what a trainer reports and a merge records: 64 for the tiny GPT, 16 x 128 tokens for SmolLM2)."""
+    return family.evaluate_loss(model, dataset.heldout) if windows is None else family.evaluate_loss(model, dataset.heldout, windows)
 
 
 def delta_extra(work: Work, trained: Trained, kernel_path: str) -> dict[str, Any]:

@@ -3,8 +3,8 @@
 The node is test_cli_staking's AppNode (test_cli's RPC server in front of the
 real Application) over test_training's TrainingChain, with datasets, a
 registered model and training enabled. Trainers bond through the CLI;
-submissions, sealed and revealed verdicts, judgements and merge votes, which
-only the workers send, are built by test_training's tx helpers (real audit
+submissions, sealed and revealed verdicts, judgements and sealed and revealed
+merge votes, which only the workers send, are built by test_training's tx helpers (real audit
 signatures and samples) and committed directly (`TrainingNode.drive`).
 """
 
@@ -22,7 +22,8 @@ from abci_app.keyring import Keyring
 from abci_app.modules import training
 from tests.unit.test_cli import add_key, assert_one_error_line, free_port, run
 from tests.unit.test_cli_staking import MIN_FEE, AppNode, cons_key, ok, ok_json, on_app_thread
-from tests.unit.test_training import PARAMS, TrainingChain, audit_round, cid, codes, commit, judge, reveal, sha, submit, until_phase, verdict
+from tests.unit.test_training import (PARAMS, TrainingChain, audit_round, cid, codes, commit, commit_merge, judge, reveal, reveal_merge, sha, submit,
+                                      until_phase, verdict)
 
 # test_training's params (its helpers submit PARAMS["steps"] steps), with windows of distinct lengths.
 TRAINING = PARAMS | {"submission_blocks": 8, "verification_blocks": 6, "reveal_blocks": 5, "dispute_blocks": 4, "merge_blocks": 6}
@@ -101,8 +102,7 @@ def all_ok(response: Any) -> None:
     assert codes(response) == [("", 0)] * len(response.tx_results), [r.log for r in response.tx_results]
 
 
-def merge_vote(net: NodeNet, val: Any) -> bytes:
-    return net.tx(val, txlib.MsgAttestMerge(round=0, cid=cid("merged"), sha256=sha("merged"), bytes=10, held_out_loss_micro=2_345_678))
+MERGED = txlib.MsgAttestMerge(round=0, cid=cid("merged"), sha256=sha("merged"), bytes=10, held_out_loss_micro=2_345_678)
 
 
 def field(text: str, name: str) -> str:
@@ -167,9 +167,11 @@ def test_a_round_through_every_phase_with_a_dispute(home: Path, node: TrainingNo
     assert field(text, "reveal") == "after the commit phase, 5 blocks at most"
     assert field(text, "dispute") == "only if an auditor claims fraud, 4 blocks at most"
     assert field(text, "merge") == "after verification, if a submission is accepted; 6 blocks at most"
+    assert field(text, "merge_reveal") == "after the merge votes are sealed, 5 blocks at most"
     assert field(text, "beacon").startswith("- (") and field(text, "audit") == "2 of 8 steps recomputed by each auditor"
     assert field(text, "committee") == "every validator of the round (3)"
     assert (field(text, "auditors"), field(text, "claims"), field(text, "version")) == ("-", "0", "-")
+    assert field(text, "merge votes") == "0 committed, 0 revealed"
     empty = run(home, "query", "training", "submissions")
     assert empty.exit_code == 0 and empty.stdout == "" and "round 0 (submit) has no submissions" in empty.stderr
     assert ok_json(home, "query", "training", "submissions")["submissions"] == []
@@ -263,6 +265,7 @@ def test_a_round_through_every_phase_with_a_dispute(home: Path, node: TrainingNo
     assert field(text, "round") == "0 (merge)" and field(text, "accepted") == "0" and field(text, "aggregator") == merging["aggregator"]
     assert field(text, "dispute") == f"heights {revealed_at + 1}-{judged_at} (ended early: everyone acted)"
     assert field(text, "merge") == now(judged_at + 1, merging["merge_until"] - 1, node.height)
+    assert field(text, "merge_reveal") == "after the merge votes are sealed, 5 blocks at most"
     assert field(text, "claims") == "2 (1 upheld, 1 refuted); judged by 3 of 3 validators"
     assert field(text, "submissions") == "2 (1 accepted, 1 rejected)"
     table = ok(home, "query", "training", "submissions").splitlines()
@@ -271,11 +274,31 @@ def test_a_round_through_every_phase_with_a_dispute(home: Path, node: TrainingNo
     claim_rows = ok(home, "query", "training", "verdicts").splitlines()[-2:]
     assert [row.split() for row in claim_rows] == [["0", "5", v0.address, "30", "10", "refuted"], ["1", "endpoints", v2.address, "0", "30", "upheld"]]
 
-    # closed: 30 of 40 agree on the merge, version 1; both trainers are still bonded, so round 1 opens in the same block
-    all_ok(node.drive(lambda net: net.block([merge_vote(net, v0), merge_vote(net, v2)])))
+    # sealed merge votes: val0 and val2 recomputed the merge, val1 seals another file; nothing is public yet
+    odd = txlib.MsgAttestMerge(round=0, cid=cid("odd"), sha256=sha("odd"), bytes=10, held_out_loss_micro=1)
+    all_ok(node.drive(lambda net: net.block([commit_merge(net, v0, MERGED), commit_merge(net, v2, MERGED)])))
+    text = round_text(home, node)
+    assert (field(text, "round"), field(text, "merge votes")) == ("0 (merge)", "2 committed, 0 revealed")
+    assert ok_json(home, "query", "training", "verdicts")["merge_votes"] == []
+
+    # merge_reveal: the last commitment ended the merge's commit window early
+    all_ok(node.drive(lambda net: net.block([commit_merge(net, v1, odd)])))
+    sealed_at = node.height
+    revealing = node.round()
+    text = round_text(home, node)
+    assert (field(text, "round"), field(text, "merge votes")) == ("0 (merge_reveal)", "3 committed, 0 revealed")
+    assert field(text, "merge") == f"heights {judged_at + 1}-{sealed_at} (ended early: everyone acted)"
+    assert field(text, "merge_reveal") == now(sealed_at + 1, revealing["merge_reveal_until"] - 1, node.height)
+    all_ok(node.drive(lambda net: net.block([reveal_merge(net, v0, MERGED)])))
+    text = round_text(home, node)
+    assert (field(text, "round"), field(text, "merge votes"), field(text, "version")) == ("0 (merge_reveal)", "3 committed, 1 revealed", "-")
+
+    # closed: 30 of 40 revealed the same merge, version 1; both trainers are still bonded, so round 1 opens in the same block
+    all_ok(node.drive(lambda net: net.block([reveal_merge(net, v2, MERGED)])))
     text = round_text(home, node, "0")
-    assert (field(text, "round"), field(text, "version"), field(text, "merge votes")) == ("0 (closed)", "1", "2")
-    assert field(text, "merge") == f"heights {judged_at + 1}-{merging['merge_until'] - 1} at the latest"
+    assert (field(text, "round"), field(text, "version"), field(text, "merge votes")) == ("0 (closed)", "1", "3 committed, 2 revealed")
+    assert field(text, "merge") == f"heights {judged_at + 1}-{sealed_at} (ended early: everyone acted)"
+    assert field(text, "merge_reveal") == f"heights {sealed_at + 1}-{revealing['merge_reveal_until'] - 1} at the latest"
     votes = ok_json(home, "query", "training", "verdicts", "--round", "0")["merge_votes"]
     assert sorted((v["validator"], v["sha256"], v["held_out_loss_micro"]) for v in votes) == sorted(
         [(node.addresses[n], sha("merged"), 2_345_678) for n in ("val0", "val2")])
@@ -309,6 +332,7 @@ def test_valid_work_that_does_not_help_shows_as_not_merged(home: Path, node: Tra
     assert field(text, "round") == "0 (closed)" and field(text, "submissions") == "1 (1 not_merged)"
     assert field(text, "reveal") == f"heights {rnd['reveal_until'] - TRAINING['reveal_blocks']}-{rnd['reveal_until'] - 1} at the latest"
     assert (field(text, "dispute"), field(text, "merge"), field(text, "claims")) == ("- (no fraud claim)", "- (nothing accepted)", "0")
+    assert (field(text, "merge_reveal"), field(text, "merge votes")) == ("- (nothing accepted)", "0 committed, 0 revealed")
 
 
 # --- errors ---------------------------------------------------------------------------------

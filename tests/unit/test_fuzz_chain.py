@@ -61,8 +61,8 @@ def test_random_blocks_keep_every_invariant(tmp_path, seed):
 
 def test_the_fuzzer_reaches_every_corner(tmp_path):
     """The random blocks do what they are meant to: validators join, leave and get jailed, rounds
-    open, committees commit and reveal verdicts, fraud claims are judged, submissions are decided, every
-    message type succeeds at least once. (Coverage only: failures are the job of the test above, so this
+    open, committees commit and reveal verdicts, fraud claims are judged, submissions are decided, merge
+    votes are sealed and revealed, every message type succeeds at least once. (Coverage only: failures are the job of the test above, so this
     run records them and goes on.)"""
     fuzzer = Fuzzer(tmp_path, seed=7, replicas=1, probe=False, keep_going=True)
     try:
@@ -71,15 +71,17 @@ def test_the_fuzzer_reaches_every_corner(tmp_path):
         fuzzer.close()
     for event in ("validator_created", "unbonding_completed", "power_changed", "jailed", "slashed", "rewarded", "round_opened",
                   "delta_submitted", "audit_started", "verdicts_committed", "verdict_revealed", "dispute_started", "claim_decided",
-                  "verifier_paid", "verifier_penalized", "round_closed"):
+                  "verifier_paid", "verifier_penalized", "merge_started", "merge_committed", "merge_reveal_started", "merge_attested", "round_closed"):
         assert stats.events[event], f"no {event} event in 200 random blocks: {dict(stats.events)}"
     assert stats.events["delta_accepted"] + stats.events["delta_rejected"], "no submission was decided"
     for name in ("send", "create_validator", "delegate", "undelegate", "edit_validator", "bond_trainer", "unbond_trainer", "submit_delta",
-                 "commit_verdicts", "reveal_verdicts", "judge_claims"):
+                 "commit_verdicts", "reveal_verdicts", "judge_claims", "commit_merge", "attest_merge"):
         assert stats.messages_ok[name], f"no {name} succeeded in 200 random blocks: {dict(stats.messages_ok)}"
     assert stats.messages["undecodable"] and stats.reopens == 0
-    # The invalid openings and entries were sent, and refused (training 13: InvalidReveal; 14: NotCommitted).
+    # The invalid openings and entries were sent, and refused (training 13: InvalidReveal; 14: NotCommitted), of
+    # verdicts and of merge votes (copied, re-salted or edited openings; reveals by validators that never sealed).
     assert stats.refusals[("reveal_verdicts", "training", 13)] and stats.refusals[("reveal_verdicts", "training", 14)]
+    assert stats.refusals[("attest_merge", "training", 13)] and stats.refusals[("attest_merge", "training", 14)]
 
 
 def _update(i: int, power: int) -> abci.ValidatorUpdate:
