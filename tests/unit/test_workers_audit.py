@@ -4,7 +4,8 @@ A trainer publishes its k + 1 training states, their manifest and the delta, and
 the gradients of the steps it trained (a "skip-steps" cheat fakes the steps `faked_steps` names). A validator
 audits only its committees' submissions, keeps the opening of its sealed verdicts under HOME/audits before it
 commits to it (so a restart commits the same opening and audits nothing again), reveals exactly that opening,
-judges every fraud claim of the round in one tx, and outlives a tx the chain refuses as too late or already done.
+judges every fraud claim of the round in one tx, seals its merge vote the same way (saved, then committed, then
+revealed as saved), and outlives a tx the chain refuses as too late or already done.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from abci_app.client import ChainError, TxRejected
 from abci_app.ipfs.cid import cid_of_bytes
 from abci_app.ml import determinism
 from abci_app.modules import audit, training
-from abci_app.workers.recompute import Work, heldout_loss, to_micro
+from abci_app.workers.recompute import Work, heldout_loss, merged_checkpoint, to_micro
 from abci_app.workers.spotcheck import Auditor, parse_manifest
 from abci_app.workers.trainer import Trainer, faked_steps
 from abci_app.workers.validator import load_openings, split_openings
@@ -181,6 +182,54 @@ def test_a_validator_whose_sealed_verdicts_are_gone_reports_and_sends_nothing(ti
     assert validator.step(reports.append) is False
     assert validator.chain.sent == []
     assert reports == [f"round 0: committed, but the sealed verdicts are gone from {validator.sealed_path(rnd)}: cannot reveal (this costs stake)"]
+
+
+# --- the validator: the merge ------------------------------------------------------------
+
+
+def test_validator_saves_its_merge_vote_before_it_commits_and_reveals_exactly_that(tiny, honest, tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the merge phase it merges the accepted deltas, publishes and evaluates the merge, saves the vote (salt
+    included) under HOME/audits, and only then sends MsgCommitMerge with the commitment that vote opens; in the
+    merge_reveal phase it sends exactly that vote and deletes it."""
+    family, base, dataset = tiny
+    store, _, sub, _ = honest
+    validator = make_validator(tiny, tmp_path, served_by(store))
+    rnd = round_view([sub | {"status": "accepted"}], phase="merge", accepted=[0], aggregator=VALIDATOR.address)
+    validator.chain.answers["/training/current"] = rnd
+    path = validator.merge_path(rnd)
+    assert path.parent == tmp_path / "audits"
+    saved_at_send: list[tx.MsgAttestMerge] = []
+    validator.chain.before_send = lambda msg: saved_at_send.append(tx.MsgAttestMerge.FromString(path.read_bytes()))  # fails if nothing is saved yet
+    reports: list[str] = []
+    assert validator.step(reports.append) is False
+
+    (commit,) = validator.chain.sent
+    (vote,) = saved_at_send
+    assert isinstance(commit, tx.MsgCommitMerge) and commit.round == 0
+    assert commit.commitment == training.merge_commitment(0, VALIDATOR.address, vote)
+    assert (vote.round, len(vote.salt), vote.prompts_total) == (0, 32, 0)  # eval_prompts 0: no prompt score
+    delta = family.load_delta(validator.cache.path_for(sub["sha256"], ".delta.safetensors"), base)[0]
+    sha256, merged = merged_checkpoint(family, base, [delta], 0, 0, tmp_path / "expected.safetensors")
+    published = validator.ipfs.served[vote.cid]  # published by the validator itself
+    assert (vote.sha256, hashlib.sha256(published).hexdigest(), vote.bytes) == (sha256, sha256, len(published))
+    assert vote.held_out_loss_micro == to_micro(heldout_loss(family, merged, dataset))
+    assert reports[-1] == "round 0: committed a sealed merge vote"
+
+    # Still in the merge phase (the commitment not yet in a block, or a restart): the same commitment, nothing recomputed.
+    validator.chain.before_send = None
+    monkeypatch.setattr(validator, "merge_vote", lambda *args: pytest.fail("merged again"))
+    assert validator.step(reports.append) is False
+    assert validator.chain.sent[-1] == commit
+
+    validator.chain.answers["/training/current"] = round_view([sub | {"status": "accepted"}], phase="merge_reveal", accepted=[0],
+                                                              aggregator=VALIDATOR.address, merge_committed=[VALIDATOR.address])
+    assert validator.step(reports.append) is True
+    revealed = validator.chain.sent[-1]
+    assert isinstance(revealed, tx.MsgAttestMerge) and revealed == vote
+    assert training.merge_commitment(0, VALIDATOR.address, revealed) == commit.commitment
+    assert not path.exists()
+    assert reports[-1].startswith(f"round 0: revealed merge vote {vote.cid} (held-out loss ")
 
 
 # --- the validator: disputes and refusals -----------------------------------------------
