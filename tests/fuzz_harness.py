@@ -1183,7 +1183,8 @@ class Fuzzer:
             for operator, key in sorted(ops.items()):
                 # A quarter of them (by round) sleep through the commit window, and then try to reveal anyway.
                 late = hashlib.sha256(b"late %d %d " % (self.seed, rnd.id) + operator.encode()).digest()[0] < 64
-                if r.random() >= 0.8 or (late and rnd.phase == training.MERGE):
+                # The late ones always try to reveal: the reveal window ends as soon as every committer revealed.
+                if (r.random() >= 0.8 and not (late and rnd.phase == training.MERGE_REVEAL)) or (late and rnd.phase == training.MERGE):
                     continue
                 if rnd.phase == training.MERGE:
                     vote, what = self.merge_vote(rnd.id, "honest")

@@ -50,10 +50,11 @@ and signatures, so block time does not depend on model size. A round:
    merge (the accepted deltas averaged in submission order), evaluate it, and
    seal their vote (`commit_merge`: file and measurements) before anyone's is
    public; then they reveal it (`attest_merge`). The aggregator chosen from
-   the seed publishes the file to IPFS. At quorum on (cid, sha256, bytes) the
-   registry records the next version with the stake-weighted median of the
-   voters' measurements; votes for another file, or none when the merge
-   failed, pay `verifier_penalty_bps`.
+   the seed publishes the file to IPFS. When every committer has revealed (or
+   the window ran out), a file with the quorum is registered as the next
+   version with the stake-weighted median of its voters' measurements; votes
+   for another file, committed votes never revealed, and (when nothing is
+   registered) missing votes pay `verifier_penalty_bps`.
 
 Trainer bonds live here, with the module that slashes them: `bond_trainer`,
 `unbond_trainer` (only the unlocked part, returned after
@@ -203,6 +204,7 @@ class Round:
     merge_until: int = 0  # the merge votes' commit window
     merge_reveal_until: int = 0
     merge_commits: int = 0  # snapshotted validators that committed a merge vote
+    merge_reveals: int = 0  # ... and revealed it
     phase: str = SUBMIT
     submissions: int = 0  # submissions in the round now (at most max_submissions; an eviction frees one)
     next_index: int = 0  # index of the next submission: an evicted index is never reused, so no late vote lands on another delta
@@ -801,15 +803,13 @@ def attest_merge(ctx: Context, signer: str, msg: tx_pb2.MsgAttestMerge) -> None:
     sealed = ctx.state.get(MERGE_COMMITMENT_PREFIX + _u64(rnd.id) + _raw(signer))
     if sealed is None:
         raise NotCommitted(f"{signer} committed no merge vote in round {rnd.id}: nothing to reveal")
-    if merge_commitment(rnd.id, signer, msg) != sealed:
-        raise InvalidReveal(f"this merge vote and salt do not open {signer}'s merge commitment for round {rnd.id}")
+    if len(msg.salt) != audit.DIGEST_BYTES or merge_commitment(rnd.id, signer, msg) != sealed:
+        raise InvalidReveal(f"this merge vote and {audit.DIGEST_BYTES}-byte salt do not open {signer}'s merge commitment for round {rnd.id}")
     vote = {"validator": signer, "cid": msg.cid, "sha256": msg.sha256, "bytes": msg.bytes, "held_out_loss_micro": msg.held_out_loss_micro,
             "prompts_correct": msg.prompts_correct, "prompts_total": msg.prompts_total, "power": power}
     ctx.state.set(key, encode_json(vote))
+    _put_round(ctx.state, replace(rnd, merge_reveals=rnd.merge_reveals + 1))
     ctx.emit("merge_attested", round=rnd.id, validator=signer, cid=msg.cid, sha256=msg.sha256)
-    agreeing = [v for v in merge_votes(ctx.state, rnd.id) if (v["cid"], v["sha256"], v["bytes"]) == (msg.cid, msg.sha256, msg.bytes)]
-    if sum(v["power"] for v in agreeing) >= quorum(params, rnd.total_power):
-        _register_merge(ctx, params, rnd, agreeing)
 
 
 def bond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgBondTrainer) -> None:
@@ -951,7 +951,33 @@ def _weighted_median(votes: list[dict], name: str) -> int:
     return 0
 
 
-def _register_merge(ctx: Context, params: Params, rnd: Round, agreeing: list[dict]) -> None:
+def _end_merge(ctx: Context, params: Params, rnd: Round) -> None:
+    """The merge reveal is over (everyone who committed revealed, or the window ran out). A file with quorum_bps of
+    the snapshot power is registered; then votes for another file pay, and so does every validator whose vote is
+    missing: one that committed and kept quiet (it may have sealed a losing vote), or, when nothing was registered,
+    one that never voted. Nothing is decided at the quorum itself, so no sealed vote can wait and stay silent."""
+    votes = merge_votes(ctx.state, rnd.id)  # at most one per snapshotted validator
+    files: dict[tuple, int] = {}
+    for v in votes:
+        files[(v["cid"], v["sha256"], v["bytes"])] = files.get((v["cid"], v["sha256"], v["bytes"]), 0) + v["power"]
+    needed = quorum(params, rnd.total_power)
+    winner = next((f for f, power in sorted(files.items()) if power >= needed), None)  # at most one: the quorum is above half
+    voted = [v["validator"] for v in votes]
+    for operator, _ in rnd.powers:
+        if operator in voted:
+            continue
+        if winner is None or ctx.state.get(MERGE_COMMITMENT_PREFIX + _u64(rnd.id) + _raw(operator)) is not None:
+            _penalize(ctx, rnd, operator, params.verifier_penalty_bps, "merge_absent")
+    if winner is None:
+        _close(ctx, rnd)  # no quorum on a merge in time: nothing is registered
+        return
+    for vote in votes:
+        if (vote["cid"], vote["sha256"], vote["bytes"]) != winner:
+            _penalize(ctx, rnd, vote["validator"], params.verifier_penalty_bps, "merge_wrong")
+    _register_merge(ctx, rnd, [v for v in votes if (v["cid"], v["sha256"], v["bytes"]) == winner])
+
+
+def _register_merge(ctx: Context, rnd: Round, agreeing: list[dict]) -> None:
     base = registry.get(ctx.state, rnd.base_version)
     metrics = {"held_out_loss_micro": _weighted_median(agreeing, "held_out_loss_micro"), "accepted_submissions": len(rnd.accepted)}
     if _weighted_median(agreeing, "prompts_total"):
@@ -963,10 +989,6 @@ def _register_merge(ctx: Context, params: Params, rnd: Round, agreeing: list[dic
         round=rnd.id, metrics=metrics,
         note=f"round {rnd.id}: {len(rnd.accepted)} accepted submissions (listed in the round)",  # registry notes are bounded
     )
-    winner = (first["cid"], first["sha256"], first["bytes"])
-    for vote in merge_votes(ctx.state, rnd.id):  # at most one per snapshotted validator
-        if (vote["cid"], vote["sha256"], vote["bytes"]) != winner:
-            _penalize(ctx, rnd, vote["validator"], params.verifier_penalty_bps, "merge_wrong")
     _close(ctx, replace(rnd, version=version.id))
 
 
@@ -1015,12 +1037,8 @@ def end_block(ctx: Context) -> None:
         rnd = replace(rnd, phase=MERGE_REVEAL, merge_reveal_until=ctx.height + 1 + params.reveal_blocks)
         _put_round(ctx.state, rnd)
         ctx.emit("merge_reveal_started", round=rnd.id, merge_reveal_until=rnd.merge_reveal_until)
-    elif rnd.phase == MERGE_REVEAL and last(rnd.merge_reveal_until):
-        voted = [v["validator"] for v in merge_votes(ctx.state, rnd.id)]
-        for operator, _ in rnd.powers:  # no quorum on a merge in time: nothing is registered; who did not vote pays
-            if operator not in voted:
-                _penalize(ctx, rnd, operator, params.verifier_penalty_bps, "merge_absent")
-        _close(ctx, rnd)
+    elif rnd.phase == MERGE_REVEAL and (rnd.merge_reveals == rnd.merge_commits or last(rnd.merge_reveal_until)):
+        _end_merge(ctx, params, rnd)
 
 
 def _complete_trainer_unbondings(ctx: Context) -> None:

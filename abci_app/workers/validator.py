@@ -55,6 +55,8 @@ class Validator(Worker):
         elif phase == "merge_reveal":
             if self.address in rnd["merge_committed"] and self.address not in {v["validator"] for v in rnd["merge_votes"]}:
                 self.reveal_merge(rnd, report)
+            elif self.address not in rnd["merge_committed"]:
+                self.merge_path(rnd).unlink(missing_ok=True)  # our commitment came too late: the sealed vote is moot
             return True
         return False
 

@@ -293,19 +293,25 @@ def test_a_round_through_every_phase_with_a_dispute(home: Path, node: TrainingNo
     text = round_text(home, node)
     assert (field(text, "round"), field(text, "merge votes"), field(text, "version")) == ("0 (merge_reveal)", "3 committed, 1 revealed", "-")
 
-    # closed: 30 of 40 revealed the same merge, version 1; both trainers are still bonded, so round 1 opens in the same block
+    # 30 of 40 revealed the same merge: nothing is decided until every committer revealed (or the window ends)
     all_ok(node.drive(lambda net: net.block([reveal_merge(net, v2, MERGED)])))
+    text = round_text(home, node)
+    assert (field(text, "round"), field(text, "merge votes"), field(text, "version")) == ("0 (merge_reveal)", "3 committed, 2 revealed", "-")
+
+    # closed: the last reveal (the odd file) ends it at the end of that block: version 1
+    all_ok(node.drive(lambda net: net.block([reveal_merge(net, v1, odd)])))
     text = round_text(home, node, "0")
-    assert (field(text, "round"), field(text, "version"), field(text, "merge votes")) == ("0 (closed)", "1", "3 committed, 2 revealed")
+    assert (field(text, "round"), field(text, "version"), field(text, "merge votes")) == ("0 (closed)", "1", "3 committed, 3 revealed")
     assert field(text, "merge") == f"heights {judged_at + 1}-{sealed_at} (ended early: everyone acted)"
     assert field(text, "merge_reveal") == f"heights {sealed_at + 1}-{revealing['merge_reveal_until'] - 1} at the latest"
     votes = ok_json(home, "query", "training", "verdicts", "--round", "0")["merge_votes"]
-    assert sorted((v["validator"], v["sha256"], v["held_out_loss_micro"]) for v in votes) == sorted(
-        [(node.addresses[n], sha("merged"), 2_345_678) for n in ("val0", "val2")])
+    assert sorted((v["validator"], v["sha256"]) for v in votes) == sorted(
+        [(node.addresses[n], sha("merged")) for n in ("val0", "val2")] + [(node.addresses["val1"], odd.sha256)])
     listing = ok(home, "query", "training", "verdicts", "--round", "0")
     assert [v0.address, "10", "2.3457", sha("merged"), cid("merged")] in [line.split() for line in listing.splitlines()]
 
-    # round 1 trains version 1, and is what the commands show by default
+    # both trainers are still bonded, so round 1 opens at the next block: it trains version 1, and is what the commands show by default
+    node.drive(lambda net: net.block([]))
     latest = ok_json(home, "query", "training", "round")
     assert (latest["id"], latest["phase"], latest["base_version"]) == (1, "submit", 1)
     assert run(home, "query", "training", "verdicts").stderr.startswith("no verdicts revealed for round 1 (submit)")
