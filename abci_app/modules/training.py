@@ -887,9 +887,10 @@ def _expire(ctx: Context, params: Params, rnd: Round, sub: Submission, refund: b
 def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission, claimants: list[str], upheld_steps: list[int]) -> None:
     """A fraud claim was upheld: slash slash_bps of the locked bond; the upheld claimants share attester_share_bps of it
     and the check fee. Committee members pay fraud_proof_slash_bps when they called the submission valid although
-    their own sample held an upheld step (or the claim was on the endpoints, which every auditor checks), or when they
-    committed and then did not reveal on it (keeping quiet once a claim shows up is no way out). A member whose
-    sample missed the bad steps made an honest miss: it is not charged."""
+    their own proven sample held an upheld step (or the claim was on the endpoints, which every auditor checks
+    bitwise), or when they committed and then did not reveal on it (keeping quiet once a claim shows up is no way
+    out). A member whose sample missed the bad steps made an honest miss, and one on another kernel path compared
+    within tolerance: neither is charged."""
     slashed = sub.bond * params.slash_bps // BPS
     _release(ctx, params, sub, slashed=slashed)
     if slashed:
@@ -903,7 +904,9 @@ def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission, claimants
             sealed = commitment(ctx.state, rnd.id, operator)
             if sealed is not None:
                 _penalize(ctx, rnd, operator, params.fraud_proof_slash_bps, "accepted_fraud")
-        elif entry.verdict != FRAUD and any(step == endpoints or step in entry.steps_checked for step in upheld_steps):
+        elif entry.verdict != FRAUD and any(step == endpoints or (entry.proven and step in entry.steps_checked) for step in upheld_steps):
+            # An unproven accept (another kernel path) checked the step within step_tolerance_ppm, which a fake can
+            # stay under: honest disagreement across kernel paths is not charged; the endpoints are bitwise everywhere.
             _penalize(ctx, rnd, operator, params.fraud_proof_slash_bps, "accepted_fraud")
     ctx.emit("delta_rejected", round=rnd.id, submission=sub.index, trainer=sub.trainer, slashed=slashed)
     _put_submission(ctx.state, replace(sub, status=REJECTED))

@@ -179,8 +179,8 @@ def test_an_honest_claim_that_only_the_trainers_kernel_path_can_see_is_not_charg
     assert tokens(net, v0) == staked
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 review: an upheld step within step_tolerance_ppm charges the honest accepters on "
-                                       "another kernel path, whose check could not see it")
+@pytest.mark.xfail(strict=True, reason="issue 12 review: an honest judge on another kernel path that finds the step within "
+                                       "step_tolerance_ppm pays verifier_penalty_bps as 'wrong' (its accept is no longer charged)")
 def test_a_step_faked_within_tolerance_does_not_slash_honest_auditors_on_another_kernel_path(net):
     """The mirror of the test above: the trainer (kernel path of v0 and v2, 30 of 40) perturbs every step by less
     than step_tolerance_ppm. v0 and v2 catch it bitwise and claim; v1, on another path, checks its sample within

@@ -694,3 +694,20 @@ def test_merge_votes_are_sealed_before_any_is_revealed(net):
     r = net.block([reveal_merge(net, net.vals[0], mine), reveal_merge(net, net.vals[1], mine), reveal_merge(net, net.vals[2], mine)])
     assert codes(r) == [("", 0), ("training", 13), ("training", 14)]  # a copy opens nothing; no commitment, no vote
     assert json.loads(net.query("/registry/latest").value)["id"] == 0  # 10 of 40 so far
+
+
+def test_an_unproven_accept_on_another_kernel_path_is_not_charged_for_a_step_it_held(net):
+    """Issue 12: honest disagreement across kernel paths is not slashable. An auditor on another kernel path compares
+    within step_tolerance_ppm and proves nothing; when a claim on a step in its sample is upheld (bitwise, by the
+    trainer's path), its accept is not charged fraud_proof_slash_bps. The same accept with proofs would be."""
+    bond_all(net)
+    net.block([submit(net, net.trainers[0])])
+    until_phase(net, "commit")
+    v0, v1, v2 = net.vals
+    step = audit.audit_sample(verdict(net, v1, 0).audit_signature, PARAMS["steps"], PARAMS["audit_steps"])[0]
+    audit_round(net, {v0: {0: ("fraud", step)}, v1: {0: ("accept", "none")}, v2: {0: ("fraud", step)}})
+    staked = tokens(net, v1)
+    net.block([judge(net, v, [(0, step, False)]) for v in (v0, v2)])  # v1 does not judge: 30 of 40 uphold it
+    until_phase(net, "closed")
+    assert net.round(0)["submission_list"][0]["status"] == "rejected"
+    assert tokens(net, v1) == staked
