@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar, TypeVar
 
 from abci_app.state import Overlay
 
@@ -28,10 +28,33 @@ class ModuleError(Exception):
 
 @dataclass(frozen=True)
 class Event:
-    """A past-tense fact, e.g. Event("transfer", {"sender": ..., "amount": "5"})."""
+    """A past-tense fact as CometBFT gets it, e.g. Event("transfer", {"sender": ..., "amount": "5"}):
+    what Context.emit makes of a declared EventType."""
 
     type: str
     attributes: dict[str, str]
+
+
+class EventType:
+    """Base of every declared event: a frozen dataclass in a module's Events section, e.g.
+
+        @dataclass(frozen=True)
+        class Transfer(EventType):
+            type = "transfer"
+            sender: str
+            ...
+
+    `type` is the ABCI event type; the fields are its attributes, in order, each
+    sent as str(value). Modules emit only these (ctx.emit(Transfer(...))), so
+    docs/modules.md, generated from the classes, lists exactly what is emitted.
+    """
+
+    type: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.__dict__.get("type"), str):
+            raise TypeError(f"event {cls.__name__} must set its ABCI event type: type = \"...\"")
 
 
 @dataclass(frozen=True)
@@ -78,8 +101,12 @@ class Context:
     events: list[Event] = field(default_factory=list)
     validator_updates: list[ValidatorUpdate] = field(default_factory=list)
 
-    def emit(self, type_: str, **attributes: str | int) -> None:
-        self.events.append(Event(type_, {k: str(v) for k, v in attributes.items()}))
+    def emit(self, event: EventType) -> None:
+        """Record a declared event; anything else is a bug (TypeError), so no undeclared event reaches CometBFT."""
+        if not isinstance(event, EventType):
+            raise TypeError(f"emit takes a declared event (an EventType dataclass), not {type(event).__name__}")
+        # @dataclass sets __match_args__ to the field names, in order, once when the class is made: no reflection per event.
+        self.events.append(Event(event.type, {name: str(getattr(event, name)) for name in event.__match_args__}))
 
     def child(self) -> "Context":
         """A context for one tx (or one message) whose writes and events can be dropped."""
@@ -112,6 +139,33 @@ def encode_json(value) -> bytes:
 
 def decode_json(raw: bytes | None):
     return None if raw is None else json.loads(raw)
+
+
+# --- module params: one frozen dataclass per module, stored as canonical JSON under its PARAMS_KEY ---
+
+P = TypeVar("P")
+
+
+def load_params(state: Overlay, key: bytes, params_type: type[P]) -> P:
+    """A module's params as stored by genesis; the dataclass defaults before genesis has run."""
+    raw = state.get(key)
+    cached = _PARAMS_SEEN.get((params_type, raw))
+    if cached is None:
+        decoded = decode_json(raw)
+        cached = params_type(**decoded) if decoded else params_type()
+        if len(_PARAMS_SEEN) >= 64:
+            _PARAMS_SEEN.clear()
+        _PARAMS_SEEN[(params_type, raw)] = cached
+    return cached
+
+
+# Params are read several times per tx; parsing is a pure function of the stored bytes and
+# Params are frozen dataclasses of plain values, so one parse per stored version is shared.
+_PARAMS_SEEN: dict[tuple[type, bytes | None], object] = {}
+
+
+def store_params(state: Overlay, key: bytes, params) -> None:
+    state.set(key, encode_json(asdict(params)))
 
 
 # --- user input in consensus code: rules that give the same answer on every Python --

@@ -1,7 +1,8 @@
 """A small client for CometBFT's JSON-RPC over HTTP (GET with query params).
 
-Used by the CLI, the workers, the localnet and the tests. Every failure is a
-RpcError with one line that says what went wrong and what to do.
+The transport under abci_app.client.ChainClient, also used directly by the
+localnet and the CLI's queries. Every failure is a RpcError with one line
+that says what went wrong and what to do.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class BroadcastResult:
 @dataclass(frozen=True)
 class TxResult:
     hash: str
-    height: int
+    height: int | None  # None: accepted by the mempool, not waited for (ChainClient.send(wait=False))
     code: int
     log: str
     codespace: str

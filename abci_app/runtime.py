@@ -7,6 +7,7 @@ Every rule here is deterministic: integer arithmetic on state, nothing else.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 
 from abci_app import tx as txcodec
-from abci_app.context import Context, Event, ModuleError, is_utf8_encodable
+from abci_app.context import Context, Event, EventType, ModuleError, is_utf8_encodable
 from abci_app.modules import auth, bank, datasets, registry, staking, training
 from abci_app.state import Overlay
 
@@ -30,9 +31,23 @@ CALLS: dict[str, tuple[str, Callable[[Context, str, Message], None]]] = {
     for name, call in getattr(module, "CALLS", {}).items()
 }
 
-CHAIN_ID_KEY = b"runtime/chain_id"
+CHAIN_ID_KEY = b"runtime/chain_id"  # the chain id from InitChain, which every tx must carry
 
 log = logging.getLogger("runtime")
+
+# --- Events ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TxMessage(EventType):
+    """Every tx that paid its fee: the call it was routed to, its signer and nonce (kept when the message fails)."""
+
+    type = "message"
+    action: str
+    module: str
+    sender: str
+    nonce: int
+
 
 # --- Errors ---------------------------------------------------------------------
 
@@ -135,12 +150,41 @@ def chain_id(state: Overlay) -> str:
 # --- Transactions ---------------------------------------------------------------
 
 
+class VerifiedTxs:
+    """sha256 of the raw txs this node has seen decode canonically and verify, so that a
+    tx is verified once per node, in CheckTx, and not again in PrepareProposal,
+    ProcessProposal and FinalizeBlock (or RECHECK). Both facts are pure functions of
+    the raw bytes, so a hit can only skip work: a miss (evicted, restarted node, a tx
+    first seen in a proposal) checks again and reaches the same answer. Only passes
+    are remembered; bounded, oldest out first."""
+
+    def __init__(self, max_entries: int = 1 << 17) -> None:  # 128 Ki entries, ~15 MB
+        self.max_entries = max_entries
+        self._hashes: dict[bytes, None] = {}  # insertion-ordered: the first key is the oldest
+
+    def __contains__(self, tx_hash: bytes) -> bool:
+        return tx_hash in self._hashes
+
+    def add(self, tx_hash: bytes) -> None:
+        if len(self._hashes) >= self.max_entries:
+            del self._hashes[next(iter(self._hashes))]
+        self._hashes[tx_hash] = None
+
+    def clear(self) -> None:
+        self._hashes.clear()
+
+
+VERIFIED = VerifiedTxs()
+
+
 def decode_and_verify(state: Overlay, raw: bytes, check_signature: bool = True) -> txcodec.SignedTx:
     """Stateless checks plus chain id: size, decoding, message type, signature."""
     if len(raw) > txcodec.MAX_TX_BYTES:
         raise TxTooLarge(f"tx is {len(raw)} bytes, limit is {txcodec.MAX_TX_BYTES}")
+    tx_hash = hashlib.sha256(raw).digest()
+    verified = tx_hash in VERIFIED
     try:
-        signed = txcodec.decode(raw)
+        signed = txcodec.decode(raw, check_canonical=not verified)
     except txcodec.TxDecodeError as exc:
         raise MalformedTx(str(exc)) from None
     if signed.msg_name not in CALLS:
@@ -148,15 +192,17 @@ def decode_and_verify(state: Overlay, raw: bytes, check_signature: bool = True) 
     expected_chain = chain_id(state)
     if signed.body.chain_id != expected_chain:
         raise WrongChainId(f"wrong chain id: tx is for '{signed.body.chain_id}', this chain is '{expected_chain}'")
-    if check_signature and not signed.signature_valid():
-        raise BadSignature("bad signature: it does not match the tx body, chain id and public key")
+    if check_signature and not verified:
+        if not signed.signature_valid():
+            raise BadSignature("bad signature: it does not match the tx body, chain id and public key")
+        VERIFIED.add(tx_hash)
     return signed
 
 
 def ante(state: Overlay, raw: bytes, check_signature: bool = True) -> txcodec.SignedTx:
     """Every check a tx must pass before it may pay a fee; writes nothing."""
     signed = decode_and_verify(state, raw, check_signature)
-    auth.check_nonce(state, signed.signer, signed.body.nonce)
+    auth.check_nonce(state, signed.signer_id, signed.body.nonce)
     min_fee = bank.get_params(state).min_fee
     if signed.body.fee < min_fee:
         raise FeeTooLow(f"fee {signed.body.fee}{bank.DENOM} is below the minimum {min_fee}{bank.DENOM}")
@@ -212,9 +258,9 @@ def _run(block: Context, signed: txcodec.SignedTx) -> TxResult:
     """Charge the fee, use the nonce, run the message on a child context kept only on success."""
     tx_ctx = block.child()
     bank.charge_fee(tx_ctx, signed.signer, signed.body.fee)
-    auth.bump_nonce(tx_ctx.state, signed.signer)
+    auth.bump_nonce(tx_ctx.state, signed.signer_id)
     module, call = CALLS[signed.msg_name]
-    tx_ctx.emit("message", action=signed.msg_name, module=module, sender=signed.signer, nonce=signed.body.nonce)
+    tx_ctx.emit(TxMessage(action=signed.msg_name, module=module, sender=signed.signer, nonce=signed.body.nonce))
     msg_ctx = tx_ctx.child()
     result = TxResult(paid=True)
     try:
@@ -234,8 +280,8 @@ def _run(block: Context, signed: txcodec.SignedTx) -> TxResult:
     except Exception as exc:  # a bug in a message handler: this tx fails alone, the same way on every node
         log.exception("internal error in %s", signed.msg_name)
         result.fail(Internal(f"internal error in {signed.msg_name}: {type(exc).__name__}"))
-    block.merge(tx_ctx)
-    result.events = tx_ctx.events
+    tx_ctx.state.write()  # the fee and nonce stay, and the message's writes when it succeeded
+    result.events = tx_ctx.events  # the tx's result carries its events; the block's own are begin/end-block facts
     return result
 
 
@@ -262,7 +308,7 @@ def order_by_nonce(raws: list[bytes]) -> list[bytes]:
     by_sender: dict[bytes, list[tuple[int, int, bytes]]] = {}
     for index, raw in enumerate(raws):
         try:
-            signed = txcodec.decode(raw)
+            signed = txcodec.decode(raw, check_canonical=False)  # only reads pubkey and nonce; admit judges the tx
         except txcodec.TxDecodeError:
             continue
         slots.setdefault(signed.pubkey, []).append(index)
@@ -301,7 +347,7 @@ class UnknownQuery(ModuleError):
 
 
 class BadQuery(ModuleError):
-    """A query whose argument is invalid (e.g. a malformed address)."""
+    """A query whose argument is invalid (e.g. a malformed address), or a height with no committed state."""
 
     code = 10
 

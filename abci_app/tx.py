@@ -6,6 +6,7 @@ with the same code, so both sides agree on the signed bytes by construction.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError, Message
@@ -51,8 +52,14 @@ class SignedTx:
     pubkey: bytes
     signature: bytes
 
-    @property
+    @functools.cached_property
+    def signer_id(self) -> bytes:
+        """The signer's 20-byte account id: what auth and the fee path key state by."""
+        return crypto.address_bytes(self.pubkey)
+
+    @functools.cached_property
     def signer(self) -> str:
+        """The signer's address as text, for modules and events."""
         return crypto.address_of(self.pubkey)
 
     @property
@@ -88,8 +95,9 @@ def _body_bytes(chain_id: str, nonce: int, fee: int, msg: Message, memo: str) ->
     return body.SerializeToString(deterministic=True)
 
 
-def decode(raw: bytes) -> SignedTx:
-    """Parse wire bytes; raise TxDecodeError on anything malformed."""
+def decode(raw: bytes, check_canonical: bool = True) -> SignedTx:
+    """Parse wire bytes; raise TxDecodeError on anything malformed. check_canonical=False
+    is for bytes already known canonical (runtime's verified-tx cache) or for reading only."""
     if len(raw) > MAX_TX_BYTES:
         raise TxDecodeError(f"tx is {len(raw)} bytes, limit is {MAX_TX_BYTES}")
     try:
@@ -99,7 +107,7 @@ def decode(raw: bytes) -> SignedTx:
         raise TxDecodeError(f"malformed tx: {exc}") from None
     # One encoding per tx: otherwise a relayer could re-wrap a signed tx (an
     # unknown or repeated field, a longer varint) into new bytes with a new hash.
-    if not _is_canonical(envelope, raw) or not _is_canonical(body, envelope.body):
+    if check_canonical and (not _is_canonical(envelope, raw) or not _is_canonical(body, envelope.body)):
         raise TxDecodeError("malformed tx: not in canonical encoding (unknown or repeated fields, or non-minimal integers)")
     if len(envelope.pubkey) != crypto.PUBKEY_BYTES:
         raise TxDecodeError(f"pubkey must be {crypto.PUBKEY_BYTES} bytes, got {len(envelope.pubkey)}")

@@ -70,12 +70,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from abci_app import app as app_module
-from abci_app import crypto, tx
+from abci_app import client, crypto, tx
 from abci_app.localnet import LOCALNET_APP_STATE
 from abci_app.modules import audit, training
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 
 CHAIN_ID = "gradchain-localnet"  # the localnet's: tx sizes include it
+MIN_FEE = 1  # bank min_fee in app_state()
 STAKE = 1_000_000  # a localnet genesis validator's self-bond (localnet.genesis_self_bond)
 POWER_UNIT = LOCALNET_APP_STATE["staking"]["params"]["power_unit"]
 TRAINER_BOND = 2_000_000
@@ -163,10 +164,14 @@ class SimChain:
             runtime.end_block = timed
         self.block([])
 
+    def abci_query(self, path: str, data: bytes = b"") -> abci.ResponseQuery:
+        """A node's answer to a query, from the app in process (what client.fee_for asks)."""
+        return self.app.query(abci.RequestQuery(path=path, data=data))
+
     def fee_for(self, signer: crypto.PrivateKey, msg) -> int:
-        """The fee the message's state writes need (bank byte_fee beyond free_bytes), from /app/simulate on committed state."""
-        raw = tx.build_unsigned(signer.pubkey, CHAIN_ID, self.nonces.get(signer.address, 0), 1, msg)
-        return max(1, json.loads(app_module.runtime.simulate(self.state(), raw, self.height + 1))["fee_needed"])
+        """The fee the message's state writes need (bank byte_fee beyond free_bytes): the clients' rule, client.fee_for."""
+        nonce = self.nonces.get(signer.address, 0)
+        return client.fee_for(self, MIN_FEE, lambda fee: tx.build_unsigned(signer.pubkey, CHAIN_ID, nonce, fee, msg))
 
     def tx(self, signer: crypto.PrivateKey, msg, fee: int | None = None) -> bytes:
         """A signed tx paying `fee`, or exactly what its state writes need (simulated: one tx per signer per block)."""
@@ -229,7 +234,7 @@ def app_state(validators: list[crypto.PrivateKey], cons: list[bytes], funded: li
               max_validators: int) -> dict:
     staking_params = LOCALNET_APP_STATE["staking"]["params"] | {"downtime_max_missed": 1_000, "max_validators": max(100, max_validators)}
     return {
-        "bank": {"params": {"min_fee": 1}, "balances": [{"address": k.address, "amount": 10**12} for k in validators + funded]},
+        "bank": {"params": {"min_fee": MIN_FEE}, "balances": [{"address": k.address, "amount": 10**12} for k in validators + funded]},
         "staking": {"params": staking_params, "validators": [
             {"operator": v.address, "pubkey": c.hex(), "self_bond": STAKE} for v, c in zip(validators, cons)]},
         "datasets": {"datasets": [DATASET]},

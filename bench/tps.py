@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from abci_app import crypto, localnet  # noqa: E402
 from abci_app import tx as txlib  # noqa: E402
 from abci_app.keyring import Keyring  # noqa: E402
+from abci_app.client import ChainClient, ChainError  # noqa: E402
 from abci_app.rpc import RpcClient, RpcError  # noqa: E402
 
 FEE = 1
@@ -119,23 +120,19 @@ def run_load(net: localnet.Network, plan: list[list[bytes]], in_flight: int, tim
                 time.sleep(POLL)
 
     def send(s: int) -> None:
-        with RpcClient(net.rpc_url(s % len(net.nodes)), timeout=30) as rpc:
+        with ChainClient(net.rpc_url(s % len(net.nodes)), timeout=30) as chain:
             for j, raw in enumerate(plan[s]):
                 with cond:
                     if not cond.wait_for(lambda: j - done[s] < in_flight or errors, timeout=timeout):
                         errors.append(f"sender {s}: no commit within {timeout:.0f}s")
                     if errors:
                         return
-                tx_hash = hashlib.sha256(raw).hexdigest().upper()
-                sent_at[tx_hash] = time.monotonic()
+                sent_at[hashlib.sha256(raw).hexdigest().upper()] = time.monotonic()
                 try:
-                    r = rpc.broadcast_tx_sync(raw)
-                except RpcError as exc:
-                    r = None
-                    problem = str(exc)
-                if r is None or r.code != 0:
+                    chain.broadcast(raw)
+                except ChainError as exc:  # TxRejected (CheckTx said no) or no answer
                     with cond:
-                        errors.append(f"sender {s}: " + (problem if r is None else f"CheckTx rejected tx {j}: code {r.code} {r.log}"))
+                        errors.append(f"sender {s}: tx {j}: {exc}")
                         cond.notify_all()
                     return
 
@@ -211,6 +208,8 @@ def main() -> None:
             f" {r.pct(50) * 1000:>8.0f} {r.pct(95) * 1000:>8.0f} {r.cpu['app']:>9.1f} {r.cpu['cometbft']:>11.1f}"
         )
     print(f"ratio ours/kvstore: TPS {ours.tps / base.tps:.2f}x, p50 latency {ours.pct(50) / base.pct(50):.2f}x, p95 latency {ours.pct(95) / base.pct(95):.2f}x")
+    print(f"app CPU per committed transfer per validator: {ours.cpu['app'] / ours.committed / args.validators * 1000:.2f} ms"
+          f" (load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":

@@ -1214,7 +1214,7 @@ class TxContext:
 
     def next_nonce(self, key: crypto.PrivateKey) -> int:
         if key.address not in self.nonces:
-            self.nonces[key.address] = auth.get_nonce(self.state, key.address)
+            self.nonces[key.address] = auth.get_nonce(self.state, crypto.address_raw(key.address))
         return self.nonces[key.address]
 
     def signed(self, r: random.Random, key: crypto.PrivateKey, msg, note: str, fee: int | None = None) -> None:

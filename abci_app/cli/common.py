@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from abci_app import crypto
+from abci_app.client import ChainClient, result_code
 from abci_app.keyring import BACKEND_ENV, BACKENDS, NAME_PATTERN, Keyring, KeyringError, passphrase_source
 from abci_app.rpc import DEFAULT_NODE, AbciQueryResult, RpcClient
 
@@ -48,6 +49,9 @@ class Cli:
 
     def rpc(self) -> RpcClient:
         return RpcClient(self.node)
+
+    def client(self) -> ChainClient:
+        return ChainClient(self.node)
 
     def emit(self, data: Any, text: str) -> None:
         """Print `text`, or `data` as one JSON document with --output json."""
@@ -179,10 +183,6 @@ def signer_key(keyring: Keyring, text: str) -> crypto.PrivateKey:
 
 
 # --- queries -----------------------------------------------------------------
-
-
-def result_code(codespace: str, code: int) -> str:
-    return f"({codespace} code {code})" if codespace else f"(code {code})"
 
 
 def abci_query(rpc: RpcClient, path: str, data: str = "", height: int = 0, prove: bool = False) -> AbciQueryResult:

@@ -17,18 +17,19 @@ import click
 from abci_app.cli.common import DEBUG_ENV, CliError
 from abci_app.cli.keys import keys
 from abci_app.cli.query import query, status
-from abci_app.cli.model import chat, dataset, model
+from abci_app.cli.model import chat, dataset, dataset_tx, model
 from abci_app.cli.staking import staking_query, staking_tx
 from abci_app.cli.training import training_query
 from abci_app.cli.tx import tx
 from abci_app.cli.workers import train, validate
+from abci_app.client import ChainError
 from abci_app.crypto import AddressError
 from abci_app.keyring import KeyringError
 from abci_app.rpc import RpcError
 from abci_app.tx import TxDecodeError
 
 # Our own exception types: their message is already the one line a user should see.
-USER_ERRORS = (CliError, KeyringError, AddressError, RpcError, TxDecodeError)
+USER_ERRORS = (CliError, KeyringError, AddressError, RpcError, ChainError, TxDecodeError)
 
 
 def _fail(message: str, exit_code: int = 1) -> NoReturn:
@@ -78,6 +79,7 @@ def cli() -> None:
 
 
 tx.add_command(staking_tx)
+tx.add_command(dataset_tx)
 query.add_command(staking_query)
 query.add_command(training_query)
 cli.add_command(keys)

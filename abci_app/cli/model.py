@@ -1,4 +1,4 @@
-"""`gradchain model`, `gradchain dataset` and `gradchain chat`: the model side.
+"""`gradchain model`, `gradchain dataset`, `gradchain tx dataset` and `gradchain chat`: the model side.
 
 Files come from the node's IPFS (Kubo) API and are checked against the CID
 and sha256 the chain recorded before they enter the cache (<home>/cache).
@@ -9,7 +9,9 @@ compares them with the figures the chain recorded; `chat` talks to a version
 
 from __future__ import annotations
 
+import copy
 import functools
+import inspect
 import json
 import sys
 import time
@@ -22,7 +24,9 @@ import click
 
 from abci_app import tx as txlib
 from abci_app.cli.common import Cli, CliError, shared_flags, signer_key
+from abci_app.cli.tx import confirm, send, tx_flags
 from abci_app.client import ChainClient, ChainError
+from abci_app.ipfs.cid import cid_of_file
 from abci_app.ipfs.client import IpfsClient, IpfsError
 from abci_app.ipfs.download import VerificationError, file_sha256
 from abci_app.models import Cache, ModelError, Pulled, dataset_entry, version_entry
@@ -361,7 +365,7 @@ def eval_(cli: Cli, version: int | None, dataset_id: int | None, no_prompts: boo
 
 @click.group()
 def dataset() -> None:
-    """Registered datasets: list, inspect, add."""
+    """Registered datasets: list, inspect (register one with `gradchain tx dataset add`)."""
 
 
 @dataset.command("list")
@@ -396,30 +400,61 @@ def dataset_show(cli: Cli, dataset_id: int) -> None:
     cli.emit(entry, "\n".join(f"{k}: {v}" for k, v in entry.items()))
 
 
-@dataset.command("add")
+@click.group("dataset")
+def dataset_tx() -> None:
+    """Dataset transactions: register a dataset."""
+
+
+@dataset_tx.command("add")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--from", "from_", required=True, help="Key that signs the registration.")
 @click.option("--name", required=True, help="Dataset name.")
 @click.option("--licence", required=True, help="Licence, e.g. public-domain or CC-BY-4.0.")
 @_ipfs_option
+@tx_flags
 @shared_flags()
 @_model_errors
-def dataset_add(cli: Cli, file: Path, from_: str, name: str, licence: str, ipfs: str) -> None:
+def dataset_add(cli: Cli, file: Path, from_: str, name: str, licence: str, ipfs: str,
+                fee: int | None, memo: str, nonce: int | None, no_wait: bool, yes: bool) -> None:
     """Add FILE to IPFS and register it (bytes-level tokenizer: tokens = bytes).
+
+    Shows the file's CID and sha256 and asks first (unless --yes); then adds
+    it to IPFS and sends the registration.
 
     \b
     Example:
-      $ gradchain dataset add corpus.txt --from dev0 --name my-corpus --licence CC0-1.0
+      $ gradchain tx dataset add corpus.txt --from dev0 --name my-corpus --licence CC0-1.0 -y
     """
     key = signer_key(cli.keyring, from_)
-    digest, size = file_sha256(file), file.stat().st_size
-    with IpfsClient(ipfs) as client:
-        cid = client.add(file)
+    digest, size, cid = file_sha256(file), file.stat().st_size, cid_of_file(file)
     msg = txlib.MsgRegisterDataset(name=name, cid=cid, sha256=digest, licence=licence, bytes=size, tokens=size, tokenizer="bytes")
-    with ChainClient(cli.node) as chain:
-        result = chain.send(key, msg)
+    summary = f"register {file} as dataset '{name}' ({size} bytes, licence {licence}, cid {cid}), signer {from_} ({key.address})"
+    with cli.client() as chain:
+        nonce, fee = confirm(chain, key, msg, summary, fee=fee, memo=memo, nonce=nonce, yes=yes)
+        with IpfsClient(ipfs) as client:  # only once confirmed: a declined registration publishes nothing
+            added = client.add(file)
+        if added != cid:
+            raise CliError(f"IPFS node {ipfs} returned CID {added} for {file}, whose CID is {cid}: not registered")
+        result = send(cli, chain, key, msg, fee=fee, nonce=nonce, memo=memo, wait=not no_wait)
+    where = f"at height {result.height}" if result.height is not None else "(in the mempool; not waiting for a block)"
     cli.emit({"cid": cid, "sha256": digest, "bytes": size, "hash": result.hash, "height": result.height},
-             f"added {file} to IPFS as {cid}\nregistered in tx {result.hash} at height {result.height}")
+             f"added {file} to IPFS as {cid}\nregistered in tx {result.hash} {where}")
+
+
+def _hidden_alias(command: click.Command, new_path: str) -> click.Command:
+    """`command` under its old name, left out of help listings. The old command never asked
+    for confirmation, so the alias does not either (--yes by default): scripts keep working."""
+    alias = copy.copy(command)
+    alias.hidden = True
+    alias.help = f"Deprecated alias of `{new_path}` (which asks before signing; this name does not).\n\n{inspect.cleandoc(command.help or '')}"
+    alias.params = [copy.copy(param) for param in command.params]
+    for param in alias.params:
+        if param.name == "yes":
+            param.default = True
+    return alias
+
+
+dataset.add_command(_hidden_alias(dataset_add, "gradchain tx dataset add"), "add")
 
 
 # --- chat ------------------------------------------------------------------------

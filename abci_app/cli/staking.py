@@ -155,8 +155,8 @@ def create_validator(cli: Cli, from_: str, cmthome: Path, amount: int, moniker: 
     consensus_key = consensus_key_from_home(cmthome)
     moniker = moniker or moniker_from_home(cmthome) or from_
     key = signer_key(cli.keyring, from_)
-    with cli.rpc() as rpc:
-        chain_id = rpc.chain_id()
+    with cli.client() as chain:
+        chain_id = chain.chain_id
     pop = consensus_key.sign(pop_message(chain_id, key.address))
     msg = txlib.MsgCreateValidator(pubkey=consensus_key.pubkey, amount=amount, moniker=moniker, pubkey_signature=pop)
     what = f"create validator '{moniker}' with consensus address {consensus_address(consensus_key.pubkey)}, self-bond {amount} {DENOM}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -11,53 +10,53 @@ from google.protobuf.message import Message
 
 from abci_app import crypto
 from abci_app import tx as txlib
-from abci_app.cli.common import AMOUNT, DENOM, FEE, Cli, CliError, query_int, resolve_address, result_code, shared_flags, signer_key
-from abci_app.client import fee_for
-from abci_app.rpc import RpcClient, RpcError
-
-FALLBACK_MIN_FEE = 1  # when the node does not publish /app/params
-
-
-def min_fee(rpc: RpcClient) -> int:
-    """The chain's bank.min_fee from /app/params, or FALLBACK_MIN_FEE if it is not published."""
-    try:
-        result = rpc.abci_query("/app/params")
-        return int(json.loads(result.value)["bank"]["min_fee"]) if result.code == 0 else FALLBACK_MIN_FEE
-    except (RpcError, ValueError, KeyError, TypeError):
-        return FALLBACK_MIN_FEE
+from abci_app.cli.common import AMOUNT, DENOM, FEE, Cli, CliError, resolve_address, shared_flags, signer_key
+from abci_app.client import ChainClient, TxRejected
+from abci_app.rpc import TxResult
 
 
 def sign_and_broadcast(
     cli: Cli, key: crypto.PrivateKey, msg: Message, summary: str, *,
     fee: int | None, memo: str, nonce: int | None, wait: bool, yes: bool,
 ) -> None:
-    """The common tail of every `tx` command: nonce, fee, confirm, sign, broadcast, wait, report."""
-    with cli.rpc() as rpc:
-        chain_id = rpc.chain_id()
-        nonce = query_int(rpc, "/auth/nonce", key.address) if nonce is None else nonce
-        if fee is None:  # the chain's min_fee, plus its byte fee when the message writes much state
-            fee = fee_for(rpc, min_fee(rpc), lambda f: txlib.build_unsigned(key.pubkey, chain_id, nonce, f, msg, memo=memo))
-        if not yes:
-            click.echo(f"{summary}\nfee {fee} {DENOM}, nonce {nonce}, chain {chain_id}", err=True)
-            if not click.confirm("confirm transaction before signing and broadcasting", err=True):
-                raise CliError("transaction not sent (answer 'y' to the prompt, or pass --yes)")
-        raw = txlib.build(key, chain_id, nonce, fee, msg, memo=memo)
-        sent = rpc.broadcast_tx_sync(raw)
-        if sent.code != 0:
-            raise CliError(f"tx rejected {result_code(sent.codespace, sent.code)}: {sent.log or 'no log'}")
-        if not wait:
-            cli.emit({"hash": sent.hash, "height": None, "code": 0}, f"hash:   {sent.hash}\n(in the mempool; not waiting for a block)")
-            return
-        result = rpc.wait_for_tx(sent.hash)
-    report = {"hash": result.hash, "height": result.height, "code": result.code, "codespace": result.codespace, "log": result.log}
-    if result.code != 0:
-        if cli.output == "json":
-            cli.emit(report, "")
-        raise CliError(
-            f"tx rejected {result_code(result.codespace, result.code)}: {result.log or 'no log'}"
-            f" (tx {result.hash} in block {result.height}; the fee was charged)"
-        )
-    cli.emit(report, f"hash:   {result.hash}\nheight: {result.height}\ncode:   0")
+    """The common tail of every `tx` command: confirm, send, report."""
+    with cli.client() as chain:
+        nonce, fee = confirm(chain, key, msg, summary, fee=fee, memo=memo, nonce=nonce, yes=yes)
+        result = send(cli, chain, key, msg, fee=fee, nonce=nonce, memo=memo, wait=wait)
+    report(cli, result)
+
+
+def confirm(chain: ChainClient, key: crypto.PrivateKey, msg: Message, summary: str, *,
+            fee: int | None, memo: str, nonce: int | None, yes: bool) -> tuple[int, int]:
+    """The (nonce, fee) to sign with: the account's next nonce and the fee the chain needs, unless given.
+    Shows them with `summary` and asks first, unless --yes."""
+    nonce = chain.nonce(key.address) if nonce is None else nonce
+    fee = chain.fee_needed(key, msg, nonce, memo) if fee is None else fee
+    if not yes:
+        click.echo(f"{summary}\nfee {fee} {DENOM}, nonce {nonce}, chain {chain.chain_id}", err=True)
+        if not click.confirm("confirm transaction before signing and broadcasting", err=True):
+            raise CliError("transaction not sent (answer 'y' to the prompt, or pass --yes)")
+    return nonce, fee
+
+
+def send(cli: Cli, chain: ChainClient, key: crypto.PrivateKey, msg: Message, *,
+         fee: int, nonce: int, memo: str, wait: bool) -> TxResult:
+    """chain.send; a tx that failed in its block is also reported on stdout with -o json, then raised."""
+    try:
+        return chain.send(key, msg, fee=fee, nonce=nonce, memo=memo, wait=wait)
+    except TxRejected as exc:
+        if exc.height is not None and cli.output == "json":
+            cli.emit({"hash": exc.hash, "height": exc.height, "code": exc.code, "codespace": exc.codespace, "log": exc.log}, "")
+        raise
+
+
+def report(cli: Cli, result: TxResult) -> None:
+    """The hash and height of a sent tx (height null with --no-wait)."""
+    if result.height is None:
+        cli.emit({"hash": result.hash, "height": None, "code": 0}, f"hash:   {result.hash}\n(in the mempool; not waiting for a block)")
+        return
+    data = {"hash": result.hash, "height": result.height, "code": result.code, "codespace": result.codespace, "log": result.log}
+    cli.emit(data, f"hash:   {result.hash}\nheight: {result.height}\ncode:   0")
 
 
 # --- commands ----------------------------------------------------------------
@@ -95,7 +94,7 @@ def bank() -> None:
 @click.argument("amount", metavar="AMOUNT", type=AMOUNT)
 @tx_flags
 @shared_flags()
-def send(cli: Cli, from_: str, to: str, amount: int, fee: int | None, memo: str, nonce: int | None, no_wait: bool, yes: bool) -> None:
+def bank_send(cli: Cli, from_: str, to: str, amount: int, fee: int | None, memo: str, nonce: int | None, no_wait: bool, yes: bool) -> None:
     """Send AMOUNT ugrad from key FROM to TO (an address or a key name).
 
     Waits until the tx is in a block and prints its hash and height; exits

@@ -5,9 +5,9 @@ One node = one repo directory (IPFS_PATH) with fixed loopback ports:
     key = generate_swarm_key()
     init_node(repo, api_port=5001, gateway_port=8080, swarm_port=4001, swarm_key=key)
     set_peering(repo, [(peer_id(other), swarm_multiaddr(other_swarm_port)), ...])
-    proc = start_node(repo, repo / "daemon.log")   # waits until the API answers
+    daemon = start_node(repo, repo / "daemon.log")  # waits until the API answers
     ...
-    stop_node(proc)                                 # or stop_node(pid)
+    stop_node(daemon)
 
 `Swarm` does all of it for N nodes under one root:
 
@@ -15,9 +15,10 @@ One node = one repo directory (IPFS_PATH) with fixed loopback ports:
         swarm.start()                               # all peered and connected
         cid = swarm.client(0).add(b"...")
 
-Each daemon runs in its own process group (it outlives a crashed parent until
-stopped) with `LIBP2P_FORCE_PNET=1`, so it refuses to start without the swarm
-key, and nothing in its config dials out: no bootstrap peers, no mDNS, no
+Each daemon is an `abci_app.supervisor` child (its own process group: it
+outlives a crashed parent until stopped; its pid file beside its log) with
+`LIBP2P_FORCE_PNET=1`, so it refuses to start without the swarm key, and
+nothing in its config dials out: no bootstrap peers, no mDNS, no
 AutoConf/AutoTLS/telemetry, TCP on 127.0.0.1 only, DHT routing inside the swarm.
 See docs/ipfs.md for what Kubo v0.43 needs and why.
 """
@@ -27,20 +28,20 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from abci_app import supervisor
 from abci_app.ipfs.client import IpfsClient, IpfsError
 from abci_app.ports import free_ports  # noqa: F401  (re-exported: tests use node.free_ports)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IPFS = Path(os.environ.get("GRADCHAIN_IPFS_BIN", REPO_ROOT / "bin" / "ipfs"))
 START_TIMEOUT = 30.0  # seconds for a daemon's API to answer
-STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
+STOP_TIMEOUT = supervisor.STOP_TIMEOUT  # seconds between SIGTERM and SIGKILL
 PEER_TIMEOUT = 30.0  # seconds for every node to see every other one
 
 # Config written over `ipfs init --profile=test` (which already sets AutoConf, AutoTLS, mDNS off,
@@ -149,77 +150,54 @@ def set_peering(repo: Path, peers: list[tuple[str, str]]) -> None:
 
 
 def log_tail(path: Path, lines: int = 15) -> str:
+    return supervisor.log_tail(path, lines, indent="")
+
+
+def daemon_argv(repo: Path) -> list[str]:
+    """`ipfs daemon` for `repo`; the repo path in argv is what tells this daemon apart from any other."""
+    return [str(require_ipfs()), "--repo-dir", str(repo), "daemon"]
+
+
+def spawn_daemon(repo: Path, log_path: Path, pid_path: Path, name: str | None = None, cwd: Path | None = None) -> supervisor.Child:
+    """Start `ipfs daemon` on `repo` as a supervised child; returns at once (wait with `answers`)."""
+    repo = Path(repo)
+    return supervisor.spawn(name or f"ipfs daemon for {repo}", daemon_argv(repo), _ipfs_env(repo), log_path, pid_path, marker=str(repo), cwd=cwd)
+
+
+def answers(url: str, peer_id: str) -> bool:
+    """Whether the daemon with `peer_id` answers at `url` (not some other daemon left on that port)."""
     try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+        with IpfsClient(url, timeout=2.0) as client:
+            return client.id().get("ID") == peer_id
+    except IpfsError:
+        return False
 
 
-def start_node(repo: Path, log_path: Path, timeout: float = START_TIMEOUT) -> subprocess.Popen[bytes]:
-    """Start `ipfs daemon` on `repo` in its own process group; return once its API answers `id`.
+def start_node(repo: Path, log_path: Path, timeout: float = START_TIMEOUT) -> supervisor.Child:
+    """Start `ipfs daemon` on `repo` (pid file beside `log_path`); return once its API answers `id`.
 
     Raises IpfsError with the log's tail if the daemon exits or does not answer within `timeout`
     (and then stops it).
     """
     repo = Path(repo)
     url, me = api_url(repo), peer_id(repo)
-    with open(log_path, "ab") as log:
-        # stdin closed: a repo needing migration makes the daemon fail instead of prompting.
-        proc = subprocess.Popen(
-            [str(require_ipfs()), "daemon"], env=_ipfs_env(repo), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    deadline = time.monotonic() + timeout
-    with IpfsClient(url, timeout=2) as client:
-        while True:
-            if proc.poll() is not None:
-                tail = log_tail(log_path)
-                reason = next((line for line in reversed(tail.splitlines()) if line.startswith("Error:")), "")
-                raise IpfsError(f"ipfs daemon for {repo} exited with code {proc.returncode}: {reason or 'see its log'}; log {log_path}:\n{tail}")
-            try:
-                if client.id()["ID"] == me:  # not some other daemon left on this port
-                    return proc
-            except IpfsError:
-                pass
-            if time.monotonic() > deadline:
-                stop_node(proc)
-                raise IpfsError(f"ipfs daemon for {repo} did not answer at {url} within {timeout:g}s; log {log_path}:\n{log_tail(log_path)}")
-            time.sleep(0.1)
-
-
-def _alive(pid: int) -> bool:
+    daemon = spawn_daemon(repo, log_path, Path(log_path).with_suffix(".pid"))
     try:
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that exited: reap it, or it lingers as a zombie
-            return False
-    except ChildProcessError:
-        pass  # not our child (e.g. started by an earlier `gradchain localnet start`)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        daemon.wait_ready(lambda: answers(url, me), timeout)
+    except supervisor.ChildExited as exc:
+        tail = log_tail(log_path)
+        reason = next((line for line in reversed(tail.splitlines()) if line.startswith("Error:")), "")
+        daemon.terminate()  # only its pid file is left to remove
+        raise IpfsError(f"ipfs daemon for {repo} exited with code {exc.returncode}: {reason or 'see its log'}; log {log_path}:\n{tail}") from None
+    except supervisor.ChildNotReady:
+        daemon.terminate()
+        raise IpfsError(f"ipfs daemon for {repo} did not answer at {url} within {timeout:g}s; log {log_path}:\n{log_tail(log_path)}") from None
+    return daemon
 
 
-def stop_node(proc: subprocess.Popen[bytes] | int, timeout: float = STOP_TIMEOUT) -> None:
+def stop_node(daemon: supervisor.Child, timeout: float = STOP_TIMEOUT) -> None:
     """SIGTERM the daemon's process group (Kubo shuts down cleanly), SIGKILL after `timeout`. Idempotent."""
-    pid = proc if isinstance(proc, int) else proc.pid
-
-    def gone() -> bool:
-        if isinstance(proc, int):
-            return not _alive(pid)
-        return proc.poll() is not None
-
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if gone():
-            return
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while not gone() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    daemon.terminate(timeout)
 
 
 @dataclass
@@ -230,7 +208,7 @@ class KuboNode:
     gateway_port: int
     swarm_port: int
     peer_id: str
-    proc: subprocess.Popen[bytes] | None = None
+    daemon: supervisor.Child | None = None
 
     @property
     def api_url(self) -> str:
@@ -274,7 +252,7 @@ class Swarm:
         """Start every daemon, then wait until each node is connected to all the others. Stops all on failure."""
         try:
             for node in self.nodes:
-                node.proc = start_node(node.repo, node.log_path, timeout)
+                node.daemon = start_node(node.repo, node.log_path, timeout)
             self.wait_connected(peer_timeout)
         except BaseException:
             self.stop()
@@ -303,9 +281,9 @@ class Swarm:
 
     def stop(self) -> None:
         for node in self.nodes:
-            if node.proc is not None:
-                stop_node(node.proc)
-                node.proc = None
+            if node.daemon is not None:
+                stop_node(node.daemon)
+                node.daemon = None
 
     def client(self, i: int, timeout: float = 10.0) -> IpfsClient:
         return IpfsClient(self.nodes[i].api_url, timeout=timeout)

@@ -5,6 +5,7 @@
 Same recipe, corpus, thread count and kernel path => same file sha256 (the
 recipe, corpus digest and kernel path are stored in the checkpoint's "extra").
 About 4.5 minutes on an idle 2-core machine with the default recipe (docs/ml.md).
+A localnet gets it through abci_app.ml.genesis.genesis_assets, which trains once and caches the file.
 """
 
 from __future__ import annotations

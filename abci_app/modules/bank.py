@@ -7,11 +7,10 @@ Other modules move tokens only through the public functions below
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 
 from abci_app import crypto
-from abci_app.context import Context, ModuleError, decode_int, encode_int, encode_json
+from abci_app.context import Context, EventType, ModuleError, decode_int, encode_int, load_params, store_params
 from abci_app.state import Overlay
 from abci_app.tx import MsgSend
 
@@ -22,12 +21,16 @@ DENOM = "ugrad"
 
 @dataclass(frozen=True)
 class Params:
-    min_fee: int = 1  # every tx pays at least this, so spam costs something
     # State is stored by every node forever, so bytes written are priced: a tx's fee
-    # must cover min_fee + byte_fee per byte its message adds beyond free_bytes (runtime.bytes_added)
-    # (min_fee pays for a small write, such as a transfer's two balances).
-    byte_fee: int = 10
-    free_bytes: int = 2048
+    # must cover min_fee + byte_fee per byte its message adds beyond free_bytes (runtime.bytes_added).
+    min_fee: int = 1  # every tx pays at least this, so spam costs something (enough for a small write: a transfer's two balances)
+    byte_fee: int = 10  # per byte of state a message adds beyond free_bytes
+    free_bytes: int = 2048  # bytes of state a message may add for min_fee alone
+
+    def validate(self) -> None:
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"bank.params.{name} must be an integer >= 0, got {value!r}")
 
 
 def required_fee(params: Params, bytes_written: int) -> int:
@@ -76,15 +79,48 @@ def supply(state: Overlay) -> int:
 
 
 def get_params(state: Overlay) -> Params:
-    raw = state.get(PARAMS_KEY)
-    return Params(**json.loads(raw)) if raw else Params()
+    return load_params(state, PARAMS_KEY, Params)
 
 
 # --- Events ---------------------------------------------------------------------
-# transfer(sender, recipient, amount)  tokens moved between accounts
-# fee_paid(payer, amount)              a tx's fee went to the fee collector
-# minted(recipient, amount)            new tokens were created
-# burned(account, amount)              tokens were destroyed
+
+
+@dataclass(frozen=True)
+class Transfer(EventType):
+    """Tokens moved between accounts."""
+
+    type = "transfer"
+    sender: str
+    recipient: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class FeePaid(EventType):
+    """A tx's fee went to the fee collector."""
+
+    type = "fee_paid"
+    payer: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Minted(EventType):
+    """New tokens were created."""
+
+    type = "minted"
+    recipient: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Burned(EventType):
+    """Tokens were destroyed."""
+
+    type = "burned"
+    account: str
+    amount: int
+
 
 # --- Errors ---------------------------------------------------------------------
 
@@ -100,7 +136,7 @@ class InsufficientBalance(BankError):
 
 
 class InvalidAddress(BankError):
-    """The recipient is not a valid gc1… address."""
+    """The recipient is not a valid gc1… address, or is a module account (which only its module pays)."""
 
     code = 2
 
@@ -130,14 +166,14 @@ def transfer(ctx: Context, sender: str, recipient: str, amount: int) -> None:
         raise InsufficientBalance(f"insufficient balance: {sender} has {available}{DENOM}, needs {amount}{DENOM}")
     _set_balance(ctx.state, sender, available - amount)
     _set_balance(ctx.state, recipient, balance(ctx.state, recipient) + amount)
-    ctx.emit("transfer", sender=sender, recipient=recipient, amount=amount)
+    ctx.emit(Transfer(sender=sender, recipient=recipient, amount=amount))
 
 
 def mint(ctx: Context, recipient: str, amount: int) -> None:
     assert amount > 0
     _set_balance(ctx.state, recipient, balance(ctx.state, recipient) + amount)
     ctx.state.set(SUPPLY_KEY, encode_int(supply(ctx.state) + amount))
-    ctx.emit("minted", recipient=recipient, amount=amount)
+    ctx.emit(Minted(recipient=recipient, amount=amount))
 
 
 def burn(ctx: Context, account: str, amount: int) -> None:
@@ -146,7 +182,7 @@ def burn(ctx: Context, account: str, amount: int) -> None:
         raise InsufficientBalance(f"insufficient balance: {account} has {available}{DENOM}, cannot burn {amount}{DENOM}")
     _set_balance(ctx.state, account, available - amount)
     ctx.state.set(SUPPLY_KEY, encode_int(supply(ctx.state) - amount))
-    ctx.emit("burned", account=account, amount=amount)
+    ctx.emit(Burned(account=account, amount=amount))
 
 
 def charge_fee(ctx: Context, payer: str, fee: int) -> None:
@@ -157,7 +193,7 @@ def charge_fee(ctx: Context, payer: str, fee: int) -> None:
     if fee:
         _set_balance(ctx.state, payer, available - fee)
         _set_balance(ctx.state, FEE_COLLECTOR, balance(ctx.state, FEE_COLLECTOR) + fee)
-        ctx.emit("fee_paid", payer=payer, amount=fee)
+        ctx.emit(FeePaid(payer=payer, amount=fee))
 
 
 # --- Calls ------------------------------------------------------------------------
@@ -183,10 +219,8 @@ def genesis(ctx: Context, config: dict) -> None:
     """bank genesis: {"params": {...}, "balances": [{"address", "amount"}]}."""
     state = ctx.state
     params = Params(**config.get("params", {}))
-    for name, value in asdict(params).items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"bank.params.{name} must be an integer >= 0, got {value!r}")
-    state.set(PARAMS_KEY, encode_json(asdict(params)))
+    params.validate()
+    store_params(state, PARAMS_KEY, params)
     total = 0
     seen: set[str] = set()
     for entry in config.get("balances", []):

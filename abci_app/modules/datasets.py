@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from abci_app.context import (
-    Context, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_printable_ascii, is_sha256_hex, parse_uint64,
+    Context, EventType, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_printable_ascii, is_sha256_hex,
+    parse_uint64,
 )
 from abci_app.state import Overlay
 from abci_app.tx import tx_pb2
@@ -67,7 +68,19 @@ def all_datasets(state: Overlay) -> list[Dataset]:
 
 
 # --- Events ---------------------------------------------------------------------
-# dataset_registered(id, name, cid, sha256, creator)
+
+
+@dataclass(frozen=True)
+class DatasetRegistered(EventType):
+    """A dataset's provenance was recorded under a new id."""
+
+    type = "dataset_registered"
+    id: int
+    name: str
+    cid: str
+    sha256: str
+    creator: str
+
 
 # --- Errors ---------------------------------------------------------------------
 
@@ -125,7 +138,7 @@ def register_dataset(ctx: Context, signer: str, msg: tx_pb2.MsgRegisterDataset) 
     ctx.state.set(dataset_key(dataset.id), encode_json(asdict(dataset)))
     ctx.state.set(digest_key, encode_int(dataset.id))
     ctx.state.set(COUNT_KEY, encode_int(dataset.id + 1))
-    ctx.emit("dataset_registered", id=dataset.id, name=dataset.name, cid=dataset.cid, sha256=dataset.sha256, creator=signer)
+    ctx.emit(DatasetRegistered(id=dataset.id, name=dataset.name, cid=dataset.cid, sha256=dataset.sha256, creator=signer))
 
 
 CALLS = {"register_dataset": register_dataset}

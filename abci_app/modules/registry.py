@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 from abci_app import crypto
 from abci_app.context import (
-    MAX_UINT64, Context, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_printable_ascii, is_sha256_hex,
-    is_utf8_encodable, loads_bounded, parse_uint64,
+    MAX_UINT64, Context, EventType, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_printable_ascii,
+    is_sha256_hex, is_utf8_encodable, load_params, loads_bounded, parse_uint64, store_params,
 )
 from abci_app.modules import datasets
 from abci_app.state import Overlay
@@ -39,11 +39,15 @@ MAX_METRIC_NAME = 64
 class Params:
     authority: str = ""  # the only address allowed to register versions by tx ("" = nobody)
 
+    def validate(self) -> None:
+        if self.authority:
+            crypto.parse_address(self.authority)
+
 
 # --- Storage --------------------------------------------------------------------
 
 PREFIX = b"registry/"
-PARAMS_KEY = PREFIX + b"params"
+PARAMS_KEY = PREFIX + b"params"  # Params as canonical JSON
 COUNT_KEY = PREFIX + b"count"  # number of versions; ids are 0..count-1, the latest is count-1
 VERSION_PREFIX = PREFIX + b"version/"  # <id 8 BE> -> ModelVersion JSON
 BY_SHA256_PREFIX = PREFIX + b"sha256/"  # <digest 32> -> id
@@ -70,11 +74,6 @@ class ModelVersion:
 
 def version_key(version_id: int) -> bytes:
     return VERSION_PREFIX + version_id.to_bytes(8, "big")
-
-
-def get_params(state: Overlay) -> Params:
-    raw = decode_json(state.get(PARAMS_KEY))
-    return Params(**raw) if raw else Params()
 
 
 def get(state: Overlay, version_id: int) -> ModelVersion | None:
@@ -115,7 +114,20 @@ def canonical_config(text: str) -> str:
 
 
 # --- Events ---------------------------------------------------------------------
-# version_registered(id, parent, cid, sha256, family, creator)
+
+
+@dataclass(frozen=True)
+class VersionRegistered(EventType):
+    """A model version was recorded (parent "" for version 0)."""
+
+    type = "version_registered"
+    id: int
+    parent: int | str
+    cid: str
+    sha256: str
+    family: str
+    creator: str
+
 
 # --- Errors ---------------------------------------------------------------------
 
@@ -201,7 +213,7 @@ def register(
     ctx.state.set(version_key(n), encode_json(asdict(version)))
     ctx.state.set(digest_key, encode_int(n))
     ctx.state.set(COUNT_KEY, encode_int(n + 1))
-    ctx.emit("version_registered", id=n, parent="" if version.parent is None else version.parent, cid=cid, sha256=sha256, family=family, creator=creator)
+    ctx.emit(VersionRegistered(id=n, parent="" if version.parent is None else version.parent, cid=cid, sha256=sha256, family=family, creator=creator))
     return version
 
 
@@ -218,7 +230,7 @@ def _is_uint64(value) -> bool:
 
 def register_version(ctx: Context, signer: str, msg: tx_pb2.MsgRegisterVersion) -> None:
     """MsgRegisterVersion: the authority registers a new version."""
-    authority = get_params(ctx.state).authority
+    authority = load_params(ctx.state, PARAMS_KEY, Params).authority
     if signer != authority:
         who = f"the registry authority {authority}" if authority else "no account (registration by tx is disabled)"
         raise Unauthorized(f"{signer} may not register model versions: only {who} may")
@@ -236,9 +248,8 @@ CALLS = {"register_version": register_version}
 def genesis(ctx: Context, config: dict) -> None:
     """registry genesis: {"params": {"authority"}, "versions": [{cid, sha256, bytes, family, config_json|config, dataset_ids, licence, ...}]}."""
     params = Params(**config.get("params", {}))
-    if params.authority:
-        crypto.parse_address(params.authority)
-    ctx.state.set(PARAMS_KEY, encode_json(asdict(params)))
+    params.validate()
+    store_params(ctx.state, PARAMS_KEY, params)
     for entry in config.get("versions", []):
         config_json = entry.get("config_json") or json.dumps(entry.get("config", {}))
         try:

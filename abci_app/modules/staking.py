@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from abci_app import crypto
 from abci_app.context import (
     Context,
+    EventType,
     ModuleError,
     ValidatorUpdate,
     decode_int,
@@ -44,6 +45,8 @@ from abci_app.context import (
     encode_json,
     enqueue,
     is_printable_ascii,
+    load_params,
+    store_params,
 )
 from abci_app.modules import bank
 from abci_app.state import Overlay
@@ -63,16 +66,16 @@ MAX_POWER = (2**63 - 1) // 8 // MAX_VALIDATORS
 
 @dataclass(frozen=True)
 class Params:
-    max_validators: int = 100
-    min_self_bond: int = 1_000_000
+    max_validators: int = 100  # size of CometBFT's validator set: the top validators by power
+    min_self_bond: int = 1_000_000  # an operator keeps at least this bonded to itself, or exits
     power_unit: int = 1_000_000  # bonded tokens per unit of CometBFT voting power
-    unbonding_blocks: int = 20
-    jail_blocks: int = 20
-    double_sign_slash_bps: int = 500  # 5%
-    double_sign_jail_blocks: int = 1_000
+    unbonding_blocks: int = 20  # heights undelegated tokens stay slashable before they are paid out
+    jail_blocks: int = 20  # heights a validator jailed for downtime stays jailed
+    double_sign_slash_bps: int = 500  # share of stake burned for a double sign (5%)
+    double_sign_jail_blocks: int = 1_000  # heights a double signer stays jailed
     downtime_window: int = 20  # heights looked back for missed signatures
     downtime_max_missed: int = 10  # jailed once it misses this many in the window
-    downtime_slash_bps: int = 10  # 0.1%
+    downtime_slash_bps: int = 10  # share of stake burned for downtime (0.1%)
     block_reward: int = 0  # minted per block that carries txs, to the proposer's delegators
 
     def validate(self) -> None:
@@ -97,8 +100,8 @@ DISTRIBUTION = bank.module_address("distribution")  # rewards credited to delega
 # --- Storage --------------------------------------------------------------------
 
 PREFIX = b"staking/"
-PARAMS_KEY = PREFIX + b"params"
-UNBONDING_SEQ_KEY = PREFIX + b"unbonding_seq"
+PARAMS_KEY = PREFIX + b"params"  # Params as canonical JSON
+UNBONDING_SEQ_KEY = PREFIX + b"unbonding_seq"  # next sequence number in UNBONDING_PREFIX
 VALIDATOR_PREFIX = PREFIX + b"validator/"  # <operator 20> -> Validator JSON (kept after it empties: jail and keys stay)
 CONSENSUS_PREFIX = PREFIX + b"cons/"  # <consensus address 20> -> operator 20 bytes (a key stays bound to its first operator)
 DELEGATION_PREFIX = PREFIX + b"delegation/"  # <operator 20><delegator 20> -> {"shares", "index"}
@@ -168,8 +171,7 @@ class Delegation:
 
 
 def get_params(state: Overlay) -> Params:
-    raw = decode_json(state.get(PARAMS_KEY))
-    return Params(**raw) if raw else Params()
+    return load_params(state, PARAMS_KEY, Params)
 
 
 def get_validator(state: Overlay, operator: str) -> Validator | None:
@@ -294,23 +296,125 @@ def _active_hold(state: Overlay, operator: str, height: int) -> dict | None:
 
 
 # --- Events ---------------------------------------------------------------------
-# validator_created(operator, pubkey, moniker, amount)
-# delegated(delegator, validator, amount)
-# unbonding_started(owner, validator, amount, completion_height, kind)
-# unbonding_completed(owner, amount, kind)
-# validator_edited(operator, moniker)
-# unjailed(operator)
-# slashed(validator, amount, reason)          reason: double_sign | downtime | training penalties
-# jailed(validator, until, reason)            reason: double_sign | downtime | operator_exit
-# rewarded(validator, amount)                 fees + block reward credited to its delegators
-# rewards_paid(delegator, validator, amount)  a delegation's rewards settled into its balance
-# power_changed(validator, pubkey, power)     sent to CometBFT as a validator update
+
+
+@dataclass(frozen=True)
+class ValidatorCreated(EventType):
+    """An operator bonded itself and became a validator (or re-created its exited one)."""
+
+    type = "validator_created"
+    operator: str
+    pubkey: str
+    moniker: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class Delegated(EventType):
+    """Tokens were bonded to a validator, raising its power."""
+
+    type = "delegated"
+    delegator: str
+    validator: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class UnbondingStarted(EventType):
+    """Tokens left a validator; they are paid out at completion_height (kind: delegation)."""
+
+    type = "unbonding_started"
+    owner: str
+    validator: str
+    amount: int
+    completion_height: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class UnbondingCompleted(EventType):
+    """An unbonding entry was paid out (what is left of it after slashes)."""
+
+    type = "unbonding_completed"
+    owner: str
+    amount: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class ValidatorEdited(EventType):
+    """An operator changed its moniker."""
+
+    type = "validator_edited"
+    operator: str
+    moniker: str
+
+
+@dataclass(frozen=True)
+class Unjailed(EventType):
+    """A jailed validator signs again."""
+
+    type = "unjailed"
+    operator: str
+
+
+@dataclass(frozen=True)
+class Slashed(EventType):
+    """Stake was burned; reason: double_sign, downtime or training_<penalty>."""
+
+    type = "slashed"
+    validator: str
+    amount: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Jailed(EventType):
+    """A validator lost its power until height `until`; reason: double_sign, downtime or operator_exit."""
+
+    type = "jailed"
+    validator: str
+    until: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rewarded(EventType):
+    """A block's fees and block reward were credited to the proposer's delegators."""
+
+    type = "rewarded"
+    validator: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class RewardsPaid(EventType):
+    """A delegation's rewards were settled into the delegator's balance."""
+
+    type = "rewards_paid"
+    delegator: str
+    validator: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class PowerChanged(EventType):
+    """A validator update was sent to CometBFT (power 0 removes the key)."""
+
+    type = "power_changed"
+    validator: str
+    pubkey: str
+    power: int
+
 
 # --- Errors ---------------------------------------------------------------------
 
 
 class StakingError(ModuleError):
     codespace = "staking"
+
+
+RETIRED_CODES = {11: "trainer bond, now training 12"}  # codes once used: never given to another error
 
 
 class UnknownValidator(StakingError):
@@ -470,7 +574,7 @@ def create_validator(ctx: Context, signer: str, msg: tx_pb2.MsgCreateValidator) 
             ctx.state.set(MISSED_PREFIX + consensus_address(msg.pubkey), missed)
             ctx.state.delete(old_missed)
     _set_delegation(ctx.state, signer, signer, Delegation(msg.amount, validator.reward_index))
-    ctx.emit("validator_created", operator=signer, pubkey=msg.pubkey.hex(), moniker=moniker, amount=msg.amount)
+    ctx.emit(ValidatorCreated(operator=signer, pubkey=msg.pubkey.hex(), moniker=moniker, amount=msg.amount))
 
 
 def delegate(ctx: Context, signer: str, msg: tx_pb2.MsgDelegate) -> None:
@@ -487,7 +591,7 @@ def delegate(ctx: Context, signer: str, msg: tx_pb2.MsgDelegate) -> None:
     validator = _settle(ctx, validator, signer, record)
     _set_delegation(ctx.state, validator.operator, signer, Delegation(record.shares + new_shares, validator.reward_index))
     _put_validator(ctx.state, replace(validator, tokens=validator.tokens + msg.amount, shares=validator.shares + new_shares))
-    ctx.emit("delegated", delegator=signer, validator=validator.operator, amount=msg.amount)
+    ctx.emit(Delegated(delegator=signer, validator=validator.operator, amount=msg.amount))
 
 
 def undelegate(ctx: Context, signer: str, msg: tx_pb2.MsgUndelegate) -> None:
@@ -528,12 +632,12 @@ def undelegate(ctx: Context, signer: str, msg: tx_pb2.MsgUndelegate) -> None:
     if left.shares == 0 and left.rewards_outstanding:
         # The last shares out take the rewards' rounding remainder: nothing is stranded in DISTRIBUTION.
         bank.transfer(ctx, DISTRIBUTION, signer, left.rewards_outstanding)
-        ctx.emit("rewards_paid", delegator=signer, validator=validator.operator, amount=left.rewards_outstanding)
+        ctx.emit(RewardsPaid(delegator=signer, validator=validator.operator, amount=left.rewards_outstanding))
         left = replace(left, rewards_outstanding=0)
     _put_validator(ctx.state, left)
     _queue_delegation_unbonding(ctx, params, signer, validator.operator, amount)
     if exiting and not validator.jailed:
-        ctx.emit("jailed", validator=validator.operator, until=ctx.height, reason="operator_exit")
+        ctx.emit(Jailed(validator=validator.operator, until=ctx.height, reason="operator_exit"))
 
 
 def withdraw_rewards(ctx: Context, signer: str, msg: tx_pb2.MsgWithdrawRewards) -> None:
@@ -552,7 +656,7 @@ def edit_validator(ctx: Context, signer: str, msg: tx_pb2.MsgEditValidator) -> N
     validator = _existing(ctx.state, signer)
     moniker = _moniker(msg.moniker)
     _put_validator(ctx.state, replace(validator, moniker=moniker))
-    ctx.emit("validator_edited", operator=signer, moniker=moniker)
+    ctx.emit(ValidatorEdited(operator=signer, moniker=moniker))
 
 
 def unjail(ctx: Context, signer: str, msg: tx_pb2.MsgUnjail) -> None:
@@ -567,7 +671,7 @@ def unjail(ctx: Context, signer: str, msg: tx_pb2.MsgUnjail) -> None:
         raise BelowMinSelfBond(f"self-bond is below the minimum {params.min_self_bond}{bank.DENOM}: delegate to yourself first")
     _put_validator(ctx.state, replace(validator, jailed_until=0))
     ctx.state.delete(MISSED_PREFIX + consensus_address(bytes.fromhex(validator.pubkey)))
-    ctx.emit("unjailed", operator=signer)
+    ctx.emit(Unjailed(operator=signer))
 
 
 
@@ -589,7 +693,7 @@ def _settle(ctx: Context, validator: Validator, delegator: str, record: Delegati
     if owed == 0:
         return validator
     bank.transfer(ctx, DISTRIBUTION, delegator, owed)
-    ctx.emit("rewards_paid", delegator=delegator, validator=validator.operator, amount=owed)
+    ctx.emit(RewardsPaid(delegator=delegator, validator=validator.operator, amount=owed))
     return replace(validator, rewards_outstanding=validator.rewards_outstanding - owed)
 
 
@@ -606,7 +710,7 @@ def _queue_delegation_unbonding(ctx: Context, params: Params, owner: str, operat
     _set_leaving_pool(ctx.state, operator, ctx.height, {"tokens": pool["tokens"] + amount, "shares": pool["shares"] + shares})
     entry = {"owner": owner, "kind": "delegation", "validator": operator, "completion_height": completion, "left_height": ctx.height, "shares": shares}
     enqueue(ctx.state, UNBONDING_PREFIX, UNBONDING_SEQ_KEY, completion, entry)
-    ctx.emit("unbonding_started", owner=owner, validator=operator, amount=amount, completion_height=completion, kind="delegation")
+    ctx.emit(UnbondingStarted(owner=owner, validator=operator, amount=amount, completion_height=completion, kind="delegation"))
 
 
 def _entry_amount(state: Overlay, entry: dict) -> int:
@@ -666,11 +770,11 @@ def slash_validator(ctx: Context, validator: Validator, bps: int, jail_blocks: i
     and is still unbonding, and jail it; returns the amount burned."""
     burned = _burn_stake(ctx, validator.operator, bps, infraction_height - SIGNED_AFTER_LEAVING)
     if burned:
-        ctx.emit("slashed", validator=validator.operator, amount=burned, reason=reason)
+        ctx.emit(Slashed(validator=validator.operator, amount=burned, reason=reason))
     until = ctx.height + jail_blocks
     current = _existing(ctx.state, validator.operator)
     _put_validator(ctx.state, replace(current, jailed_until=max(until, current.jailed_until)))
-    ctx.emit("jailed", validator=validator.operator, until=until, reason=reason)
+    ctx.emit(Jailed(validator=validator.operator, until=until, reason=reason))
     return burned
 
 
@@ -682,7 +786,7 @@ def penalize(ctx: Context, operator: str, bps: int, reason: str, since_height: i
     """
     burned = _burn_stake(ctx, operator, bps, since_height)
     if burned:
-        ctx.emit("slashed", validator=operator, amount=burned, reason=reason)
+        ctx.emit(Slashed(validator=operator, amount=burned, reason=reason))
     return burned
 
 
@@ -696,7 +800,7 @@ def genesis(ctx: Context, config: dict) -> None:
     """
     params = Params(**config.get("params", {}))
     params.validate()
-    ctx.state.set(PARAMS_KEY, encode_json(asdict(params)))
+    store_params(ctx.state, PARAMS_KEY, params)
     for entry in config.get("validators", []):
         operator = crypto.parse_address(entry["operator"])
         pubkey = _decode_pubkey(entry["pubkey"])
@@ -764,6 +868,7 @@ def _record_missed(ctx: Context, params: Params, consensus_addr: bytes) -> None:
 
 
 def end_block(ctx: Context) -> None:
+    """Pay out the unbondings due, then credit the block's fees (and block_reward) to the proposer's delegators."""
     _complete_unbondings(ctx)
     _reward_proposer(ctx)
 
@@ -778,7 +883,7 @@ def _complete_unbondings(ctx: Context) -> None:
         ctx.state.delete(key)
         if amount:
             bank.transfer(ctx, UNBONDING_POOL, entry["owner"], amount)
-        ctx.emit("unbonding_completed", owner=entry["owner"], amount=amount, kind=entry["kind"])
+        ctx.emit(UnbondingCompleted(owner=entry["owner"], amount=amount, kind=entry["kind"]))
 
 
 def _reward_proposer(ctx: Context) -> None:
@@ -798,7 +903,7 @@ def _reward_proposer(ctx: Context) -> None:
     # The index rounds down; what it leaves stays in rewards_outstanding for the validator's last leaver.
     index = validator.reward_index + total * REWARD_SCALE // validator.shares
     _put_validator(ctx.state, replace(validator, reward_index=index, rewards_outstanding=validator.rewards_outstanding + total))
-    ctx.emit("rewarded", validator=validator.operator, amount=total)
+    ctx.emit(Rewarded(validator=validator.operator, amount=total))
 
 
 def update_validator_set(ctx: Context) -> None:
@@ -814,7 +919,7 @@ def update_validator_set(ctx: Context) -> None:
         key = POWER_PREFIX + pubkey
         ctx.state.set(key, encode_int(new_power)) if new_power else ctx.state.delete(key)
         ctx.validator_updates.append(ValidatorUpdate(pubkey, new_power))
-        ctx.emit("power_changed", validator=operator_of(ctx.state, consensus_address(pubkey)) or "", pubkey=pubkey.hex(), power=new_power)
+        ctx.emit(PowerChanged(validator=operator_of(ctx.state, consensus_address(pubkey)) or "", pubkey=pubkey.hex(), power=new_power))
 
 
 # --- Queries ----------------------------------------------------------------------

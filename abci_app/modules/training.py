@@ -69,7 +69,10 @@ import hashlib
 from dataclasses import asdict, dataclass, field, replace
 
 from abci_app import crypto
-from abci_app.context import Context, ModuleError, decode_int, decode_json, due_entries, encode_int, encode_json, enqueue, is_cid, is_printable_ascii, is_sha256_hex, parse_uint64
+from abci_app.context import (
+    Context, EventType, ModuleError, decode_int, decode_json, due_entries, encode_int, encode_json, enqueue, is_cid, is_printable_ascii,
+    is_sha256_hex, load_params, parse_uint64, store_params,
+)
 from abci_app.modules import audit, bank, datasets, registry, staking
 from abci_app.state import Overlay
 from abci_app.tx import tx_pb2
@@ -88,19 +91,19 @@ CLAIM_ENDPOINTS_OFFSET, CLAIM_UNAVAILABLE_OFFSET = 0, 1  # a fraud claim names s
 
 @dataclass(frozen=True)
 class Params:
-    enabled: bool = False
+    enabled: bool = False  # rounds open only when true
     dataset_id: int = 0  # the registered dataset batches are drawn from
-    submission_blocks: int = 20
+    submission_blocks: int = 20  # SUBMIT window: bonded trainers submit deltas
     verification_blocks: int = 40  # COMMIT window: committee members recompute their samples and commit
-    reveal_blocks: int = 20
-    dispute_blocks: int = 40
-    merge_blocks: int = 40
+    reveal_blocks: int = 20  # REVEAL and MERGE_REVEAL windows: sealed verdicts and merge votes are opened
+    dispute_blocks: int = 40  # DISPUTE window: every snapshotted validator judges the fraud claims
+    merge_blocks: int = 40  # MERGE window: validators recompute the merge and seal their votes
     steps: int = 64  # k: training steps per submission, each committed to
     audit_steps: int = 12  # s: steps each committee member recomputes (s = k: full recomputation)
     committee_size: int = 0  # c: auditors per submission, drawn by stake after the window closes (0 = every validator)
     learning_rate_micro: int = 1_000  # lr = 1e-3, in millionths
-    batch_size: int = 8
-    seq_len: int = 64
+    batch_size: int = 8  # sequences per training step
+    seq_len: int = 64  # tokens per sequence
     step_tolerance_ppm: int = 100  # one step checked on another kernel path may differ this much: 50x the worst of 256 honest steps (docs/training.md)
     max_state_bytes: int = 64 * 1024 * 1024  # one training state file (weights + optimiser moments)
     fetch_seconds: int = 120  # an auditor that cannot fetch a file in this long calls it unavailable (a reject, not an expiry)
@@ -118,12 +121,12 @@ class Params:
     false_claim_penalty_bps: int = 100  # stake burned from a validator whose fraud claim the quorum refuted
     verifier_penalty_bps: int = 10  # stake burned from a judge or merge voter that was wrong or absent
     quorum_bps: int = 6_667  # 2/3 of the active voting power
-    min_trainer_bond: int = 1_000_000
+    min_trainer_bond: int = 1_000_000  # unlocked trainer collateral a submission needs (and locks)
     trainer_unbonding_blocks: int = 20  # blocks before unbonded trainer collateral is paid out
-    max_submissions: int = 16
+    max_submissions: int = 16  # submissions a round holds; a larger bond evicts the smallest
     # LoRA families (smollm2-lora) train adapters of this spec; full-weight families ignore it.
     lora_rank: int = 8
-    lora_alpha: int = 16
+    lora_alpha: int = 16  # LoRA scale numerator: adapters are scaled by alpha / rank
     lora_targets: str = "q_proj,v_proj"  # comma-separated, from LORA_TARGETS
     eval_prompts: int = 0  # validators score the merged model on this many of the fixed evaluation prompts (0 = none)
 
@@ -163,7 +166,7 @@ _BPS_FIELDS = ("slash_bps", "attester_share_bps", "verifier_reward_bps", "unreve
 # --- Storage --------------------------------------------------------------------
 
 PREFIX = b"training/"
-PARAMS_KEY = PREFIX + b"params"
+PARAMS_KEY = PREFIX + b"params"  # Params as canonical JSON
 CURRENT_KEY = PREFIX + b"current"  # id of the round in progress (absent between rounds)
 COUNT_KEY = PREFIX + b"count"  # rounds ever opened
 ROUND_PREFIX = PREFIX + b"round/"  # <round 8 BE> -> Round JSON
@@ -179,7 +182,7 @@ MERGE_COMMITMENT_PREFIX = PREFIX + b"merge_commitment/"  # <round 8 BE><validato
 TRAINER_PREFIX = PREFIX + b"trainer/"  # <trainer 20> -> TrainerBond JSON
 BONDED_TRAINERS_KEY = PREFIX + b"bonded_trainers"  # trainers with bonded >= min_trainer_bond: opening a round reads no list
 TRAINER_UNBONDING_PREFIX = PREFIX + b"trainer_unbonding/"  # <due height 8 BE><seq 8 BE> -> TrainerUnbonding JSON
-TRAINER_UNBONDING_SEQ_KEY = PREFIX + b"trainer_unbonding_seq"
+TRAINER_UNBONDING_SEQ_KEY = PREFIX + b"trainer_unbonding_seq"  # next sequence number in TRAINER_UNBONDING_PREFIX
 
 TRAINER_POOL = bank.module_address("trainer_pool")  # holds every trainer's bonded and unbonding collateral
 CHECK_FEE_POOL = bank.module_address("training_check_fees")  # the check fees of the round's undecided submissions
@@ -294,8 +297,7 @@ _raw = crypto.address_raw
 
 
 def get_params(state: Overlay) -> Params:
-    raw = decode_json(state.get(PARAMS_KEY))
-    return Params(**raw) if raw else Params()
+    return load_params(state, PARAMS_KEY, Params)
 
 
 def get_round(state: Overlay, round_id: int) -> Round | None:
@@ -432,30 +434,259 @@ def quorum(params: Params, total_power: int) -> int:
 
 
 # --- Events ---------------------------------------------------------------------
-# round_opened(round, base_version, seed, submit_until)
-# delta_submitted(round, submission, trainer, cid, sha256, bond, trajectory_cid)
-# submission_evicted(round, submission, trainer, bond, by)   a larger bond took its slot; its lock and fee are returned
-# audit_started(round, beacon, commit_until, auditors)      committees drawn; auditors commit their sealed verdicts
-# verdicts_committed(round, validator)
-# reveal_started(round, reveal_until)
-# verdict_revealed(round, submission, validator, verdict, steps, proven, proof_ok)   verdict accept | no_gain | fraud
-# dispute_started(round, dispute_until, claims)
-# claims_judged(round, validator, judgements)
-# claim_decided(round, submission, step, outcome)         upheld | refuted | undecided
-# delta_accepted(round, submission, trainer, reward)
-# delta_not_merged(round, submission, trainer)       valid but no help: lock released, nothing slashed or paid
-# delta_rejected(round, submission, trainer, slashed)       fraud upheld: slash_bps of the submission's locked bond
-# submission_expired(round, submission, trainer)     no decision within the windows: lock and check fee returned
-# verifier_paid(round, submission, validator, amount)
-# verifier_penalized(round, validator, amount, reason)   unrevealed | bad_proof | accepted_fraud | false_claim | wrong | absent | merge_wrong | merge_absent
-# merge_started(round, aggregator, merge_until, accepted)
-# merge_committed(round, validator)
-# merge_reveal_started(round, merge_reveal_until)
-# merge_attested(round, validator, cid, sha256)      a revealed merge vote
-# round_closed(round, version)                         version "" when none was registered
-# trainer_bonded(trainer, amount)
-# trainer_unbonding_started(trainer, amount, completion_height)
-# trainer_unbonding_completed(trainer, amount)
+
+
+@dataclass(frozen=True)
+class RoundOpened(EventType):
+    """A round opened on the latest version; submissions are taken while height < submit_until."""
+
+    type = "round_opened"
+    round: int
+    base_version: int
+    seed: str
+    submit_until: int
+
+
+@dataclass(frozen=True)
+class DeltaSubmitted(EventType):
+    """A bonded trainer submitted a delta and its trajectory; `bond` of its collateral is locked until the decision."""
+
+    type = "delta_submitted"
+    round: int
+    submission: int
+    trainer: str
+    cid: str
+    sha256: str
+    bond: int
+    trajectory_cid: str
+
+
+@dataclass(frozen=True)
+class SubmissionEvicted(EventType):
+    """A larger bond (`by`) took the slot of this submission in a full round; its lock and check fee are returned."""
+
+    type = "submission_evicted"
+    round: int
+    submission: int
+    trainer: str
+    bond: int
+    by: str
+
+
+@dataclass(frozen=True)
+class AuditStarted(EventType):
+    """The submission window closed: committees are drawn from `beacon`; auditors commit their sealed verdicts before commit_until."""
+
+    type = "audit_started"
+    round: int
+    beacon: str
+    commit_until: int
+    auditors: int
+
+
+@dataclass(frozen=True)
+class VerdictsCommitted(EventType):
+    """An auditor sealed its verdicts for the round."""
+
+    type = "verdicts_committed"
+    round: int
+    validator: str
+
+
+@dataclass(frozen=True)
+class RevealStarted(EventType):
+    """Auditors open their commitments before reveal_until."""
+
+    type = "reveal_started"
+    round: int
+    reveal_until: int
+
+
+@dataclass(frozen=True)
+class VerdictRevealed(EventType):
+    """An auditor's verdict on one submission (accept, no_gain or fraud); `steps` is its sample, comma-separated; proven and proof_ok are True or False."""
+
+    type = "verdict_revealed"
+    round: int
+    submission: int
+    validator: str
+    verdict: str
+    steps: str
+    proven: bool
+    proof_ok: bool
+
+
+@dataclass(frozen=True)
+class DisputeStarted(EventType):
+    """Some auditor claimed fraud: every snapshotted validator judges the claims before dispute_until."""
+
+    type = "dispute_started"
+    round: int
+    dispute_until: int
+    claims: int
+
+
+@dataclass(frozen=True)
+class ClaimsJudged(EventType):
+    """A snapshotted validator judged the round's fraud claims (`judgements` of them)."""
+
+    type = "claims_judged"
+    round: int
+    validator: str
+    judgements: int
+
+
+@dataclass(frozen=True)
+class ClaimDecided(EventType):
+    """A fraud claim on one step was decided: upheld, refuted or undecided."""
+
+    type = "claim_decided"
+    round: int
+    submission: int
+    step: int
+    outcome: str
+
+
+@dataclass(frozen=True)
+class DeltaAccepted(EventType):
+    """A submission was accepted: `reward` minted to its trainer, and it joins the merge."""
+
+    type = "delta_accepted"
+    round: int
+    submission: int
+    trainer: str
+    reward: int
+
+
+@dataclass(frozen=True)
+class DeltaNotMerged(EventType):
+    """A submission was valid but does not help: its lock is released, nothing slashed or paid."""
+
+    type = "delta_not_merged"
+    round: int
+    submission: int
+    trainer: str
+
+
+@dataclass(frozen=True)
+class DeltaRejected(EventType):
+    """A fraud claim on the submission was upheld: `slashed` of its locked bond was taken."""
+
+    type = "delta_rejected"
+    round: int
+    submission: int
+    trainer: str
+    slashed: int
+
+
+@dataclass(frozen=True)
+class SubmissionExpired(EventType):
+    """No decision within the windows: the lock (and, unless its content was claimed unavailable, the check fee) is returned."""
+
+    type = "submission_expired"
+    round: int
+    submission: int
+    trainer: str
+
+
+@dataclass(frozen=True)
+class VerifierPaid(EventType):
+    """An auditor whose proven verdict matched the decision was paid its share."""
+
+    type = "verifier_paid"
+    round: int
+    submission: int
+    validator: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class VerifierPenalized(EventType):
+    """A validator's stake was burned; reason: unrevealed, bad_proof, accepted_fraud, false_claim, wrong, absent, merge_wrong or merge_absent."""
+
+    type = "verifier_penalized"
+    round: int
+    validator: str
+    amount: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class MergeStarted(EventType):
+    """Submissions were accepted (`accepted`: their indexes, comma-separated): validators seal a merge vote before merge_until."""
+
+    type = "merge_started"
+    round: int
+    aggregator: str
+    merge_until: int
+    accepted: str
+
+
+@dataclass(frozen=True)
+class MergeCommitted(EventType):
+    """A snapshotted validator sealed its merge vote."""
+
+    type = "merge_committed"
+    round: int
+    validator: str
+
+
+@dataclass(frozen=True)
+class MergeRevealStarted(EventType):
+    """Validators reveal their merge votes before merge_reveal_until."""
+
+    type = "merge_reveal_started"
+    round: int
+    merge_reveal_until: int
+
+
+@dataclass(frozen=True)
+class MergeAttested(EventType):
+    """A validator revealed its merge vote for the file (cid, sha256)."""
+
+    type = "merge_attested"
+    round: int
+    validator: str
+    cid: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RoundClosed(EventType):
+    """The round is over; `version` is the model version it registered ("" when none was)."""
+
+    type = "round_closed"
+    round: int
+    version: int | str
+
+
+@dataclass(frozen=True)
+class TrainerBonded(EventType):
+    """A trainer put up collateral."""
+
+    type = "trainer_bonded"
+    trainer: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class TrainerUnbondingStarted(EventType):
+    """Unlocked trainer collateral is paid back at completion_height."""
+
+    type = "trainer_unbonding_started"
+    trainer: str
+    amount: int
+    completion_height: int
+
+
+@dataclass(frozen=True)
+class TrainerUnbondingCompleted(EventType):
+    """Trainer collateral was paid back."""
+
+    type = "trainer_unbonding_completed"
+    trainer: str
+    amount: int
+
 
 # --- Errors ---------------------------------------------------------------------
 
@@ -489,13 +720,14 @@ class DuplicateSubmission(TrainingError):
 
 
 class InvalidSubmission(TrainingError):
-    """A malformed field: CID, sha256, size, step count."""
+    """A malformed field (CID, sha256, size, steps, trajectory, state size, grad commitments, kernel path, a merge vote's
+    file or prompt score), or a claim judged twice in one tx."""
 
     code = 5
 
 
 class UnknownSubmission(TrainingError):
-    """No submission with that index in the round."""
+    """No submission with that index in the round, or no fraud claim on that step."""
 
     code = 6
 
@@ -507,7 +739,7 @@ class NotValidator(TrainingError):
 
 
 class DuplicateAttestation(TrainingError):
-    """A validator commits, reveals and judges once per round, and attests the merge once."""
+    """A validator commits, reveals (each chunk) and judges once per round, and commits and reveals its merge vote once."""
 
     code = 8
 
@@ -537,13 +769,15 @@ class InsufficientTrainerBond(TrainingError):
 
 
 class InvalidReveal(TrainingError):
-    """A reveal that does not open the commitment, names a submission twice or off its committees, or carries a bad signature or proof list."""
+    """A reveal that does not open its commitment (of verdicts or a merge vote), has the wrong key, salt size or chunk, or a
+    bad entry (off the signer's committees, out of order, bad signature, proof list or step); or a commitment that is not
+    whole sha256 digests."""
 
     code = 13
 
 
 class NotCommitted(TrainingError):
-    """A reveal from a validator that committed nothing in the round."""
+    """A reveal (of verdicts or a merge vote) from a validator that committed nothing in the round."""
 
     code = 14
 
@@ -611,8 +845,8 @@ def submit_delta(ctx: Context, signer: str, msg: tx_pb2.MsgSubmitDelta) -> None:
     _put_submission(ctx.state, sub)
     ctx.state.set(BY_TRAINER_PREFIX + _u64(rnd.id) + _raw(signer), encode_int(sub.index))
     _put_round(ctx.state, replace(rnd, submissions=rnd.submissions + 1, next_index=rnd.next_index + 1))
-    ctx.emit("delta_submitted", round=rnd.id, submission=sub.index, trainer=signer, cid=sub.cid, sha256=sub.sha256, bond=stake,
-             trajectory_cid=sub.trajectory_cid)
+    ctx.emit(DeltaSubmitted(round=rnd.id, submission=sub.index, trainer=signer, cid=sub.cid, sha256=sub.sha256, bond=stake,
+                            trajectory_cid=sub.trajectory_cid))
 
 
 def _eviction_candidate(state: Overlay, round_id: int) -> Submission | None:
@@ -629,7 +863,7 @@ def _evict(ctx: Context, params: Params, sub: Submission, by: str) -> None:
     ctx.state.delete(SUBMISSION_PREFIX + _u64(sub.round) + _u64(sub.index))
     ctx.state.delete(GRAD_COMMITMENTS_PREFIX + _u64(sub.round) + _u64(sub.index))
     ctx.state.delete(BY_TRAINER_PREFIX + _u64(sub.round) + _raw(sub.trainer))
-    ctx.emit("submission_evicted", round=sub.round, submission=sub.index, trainer=sub.trainer, bond=sub.bond, by=by)
+    ctx.emit(SubmissionEvicted(round=sub.round, submission=sub.index, trainer=sub.trainer, bond=sub.bond, by=by))
 
 
 def _snapshot_power(rnd: Round, signer: str) -> int:
@@ -657,7 +891,7 @@ def commit_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgCommitVerdicts) ->
     digests = [msg.commitment[i : i + audit.DIGEST_BYTES].hex() for i in range(0, len(msg.commitment), audit.DIGEST_BYTES)]
     ctx.state.set(key, encode_json({"chunks": digests, "opened": [False] * chunks, "revealed": False}))
     _put_round(ctx.state, replace(rnd, commits=rnd.commits + 1))
-    ctx.emit("verdicts_committed", round=rnd.id, validator=signer)
+    ctx.emit(VerdictsCommitted(round=rnd.id, validator=signer))
 
 
 def reveal_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgRevealVerdicts) -> None:
@@ -707,8 +941,8 @@ def reveal_verdicts(ctx: Context, signer: str, msg: tx_pb2.MsgRevealVerdicts) ->
             claims_added = 0 if found else 1
             _put_claim(ctx.state, rnd.id, replace(claim, claimants=claim.claimants + [signer]))
         rnd = replace(rnd, claims=rnd.claims + claims_added)
-        ctx.emit("verdict_revealed", round=rnd.id, submission=sub.index, validator=signer, verdict=entry.verdict,
-                 steps=",".join(map(str, entry.steps_checked)), proven=entry.proven, proof_ok=entry.proof_ok)
+        ctx.emit(VerdictRevealed(round=rnd.id, submission=sub.index, validator=signer, verdict=entry.verdict,
+                                 steps=",".join(map(str, entry.steps_checked)), proven=entry.proven, proof_ok=entry.proof_ok))
     opened = [o or i == msg.chunk for i, o in enumerate(sealed["opened"])]
     ctx.state.set(key, encode_json(sealed | {"opened": opened, "revealed": all(opened)}))
     _put_round(ctx.state, replace(rnd, reveals=rnd.reveals + all(opened)))
@@ -764,7 +998,7 @@ def judge_claims(ctx: Context, signer: str, msg: tx_pb2.MsgJudgeClaims) -> None:
         _put_claim(ctx.state, rnd.id, replace(claim, valid_power=claim.valid_power + power * valid, invalid_power=claim.invalid_power + power * (not valid)))
     ctx.state.set(key, encode_json([[c.submission, c.step, valid] for c, valid in judged]))
     _put_round(ctx.state, replace(rnd, judges=rnd.judges + 1))
-    ctx.emit("claims_judged", round=rnd.id, validator=signer, judgements=len(judged))
+    ctx.emit(ClaimsJudged(round=rnd.id, validator=signer, judgements=len(judged)))
 
 
 def merge_commitment(round_id: int, signer: str, vote: tx_pb2.MsgAttestMerge) -> bytes:
@@ -784,7 +1018,7 @@ def commit_merge(ctx: Context, signer: str, msg: tx_pb2.MsgCommitMerge) -> None:
         raise DuplicateAttestation(f"{signer} already committed its merge vote for round {rnd.id}")
     ctx.state.set(key, msg.commitment)
     _put_round(ctx.state, replace(rnd, merge_commits=rnd.merge_commits + 1))
-    ctx.emit("merge_committed", round=rnd.id, validator=signer)
+    ctx.emit(MergeCommitted(round=rnd.id, validator=signer))
 
 
 def attest_merge(ctx: Context, signer: str, msg: tx_pb2.MsgAttestMerge) -> None:
@@ -809,7 +1043,7 @@ def attest_merge(ctx: Context, signer: str, msg: tx_pb2.MsgAttestMerge) -> None:
             "prompts_correct": msg.prompts_correct, "prompts_total": msg.prompts_total, "power": power}
     ctx.state.set(key, encode_json(vote))
     _put_round(ctx.state, replace(rnd, merge_reveals=rnd.merge_reveals + 1))
-    ctx.emit("merge_attested", round=rnd.id, validator=signer, cid=msg.cid, sha256=msg.sha256)
+    ctx.emit(MergeAttested(round=rnd.id, validator=signer, cid=msg.cid, sha256=msg.sha256))
 
 
 def bond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgBondTrainer) -> None:
@@ -820,7 +1054,7 @@ def bond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgBondTrainer) -> None:
     bond = trainer_bond(ctx.state, signer)
     bank.transfer(ctx, signer, TRAINER_POOL, msg.amount)
     _put_trainer_bond(ctx.state, params, signer, replace(bond, bonded=bond.bonded + msg.amount))
-    ctx.emit("trainer_bonded", trainer=signer, amount=msg.amount)
+    ctx.emit(TrainerBonded(trainer=signer, amount=msg.amount))
 
 
 def unbond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgUnbondTrainer) -> None:
@@ -835,7 +1069,7 @@ def unbond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgUnbondTrainer) -> N
     due = ctx.height + params.trainer_unbonding_blocks
     _put_trainer_bond(ctx.state, params, signer, replace(bond, bonded=bond.bonded - msg.amount, unbonding=bond.unbonding + msg.amount))
     enqueue(ctx.state, TRAINER_UNBONDING_PREFIX, TRAINER_UNBONDING_SEQ_KEY, due, {"trainer": signer, "amount": msg.amount, "completion_height": due})
-    ctx.emit("trainer_unbonding_started", trainer=signer, amount=msg.amount, completion_height=due)
+    ctx.emit(TrainerUnbondingStarted(trainer=signer, amount=msg.amount, completion_height=due))
 
 
 CALLS = {"submit_delta": submit_delta, "commit_verdicts": commit_verdicts, "reveal_verdicts": reveal_verdicts, "judge_claims": judge_claims,
@@ -860,12 +1094,12 @@ def _decide_valid(ctx: Context, params: Params, rnd: Round, sub: Submission, ref
         _put_round(ctx.state, replace(rnd, accepted=sorted(rnd.accepted + [sub.index])))
         payees = [e.validator for e in valid if e.proven and e.verdict == ACCEPT]  # paid for matching the decision
         _pay_auditors(ctx, rnd, sub, payees, params.reward * params.verifier_reward_bps // BPS)
-        ctx.emit("delta_accepted", round=rnd.id, submission=sub.index, trainer=sub.trainer, reward=params.reward)
+        ctx.emit(DeltaAccepted(round=rnd.id, submission=sub.index, trainer=sub.trainer, reward=params.reward))
         _put_submission(ctx.state, replace(sub, status=ACCEPTED))
     elif sum(e.power for e in valid) >= needed:
         _release(ctx, params, sub, slashed=0)  # correct work that does not help: bond kept, nothing paid, not merged
         _pay_auditors(ctx, rnd, sub, [e.validator for e in valid if e.proven and e.verdict == NO_GAIN], 0)
-        ctx.emit("delta_not_merged", round=rnd.id, submission=sub.index, trainer=sub.trainer)
+        ctx.emit(DeltaNotMerged(round=rnd.id, submission=sub.index, trainer=sub.trainer))
         _put_submission(ctx.state, replace(sub, status=NOT_MERGED))
     else:
         _expire(ctx, params, rnd, sub, refund)
@@ -880,7 +1114,7 @@ def _expire(ctx: Context, params: Params, rnd: Round, sub: Submission, refund: b
             bank.transfer(ctx, CHECK_FEE_POOL, sub.trainer, sub.check_fee)
         else:
             bank.burn(ctx, CHECK_FEE_POOL, sub.check_fee)
-    ctx.emit("submission_expired", round=rnd.id, submission=sub.index, trainer=sub.trainer)
+    ctx.emit(SubmissionExpired(round=rnd.id, submission=sub.index, trainer=sub.trainer))
     _put_submission(ctx.state, replace(sub, status=EXPIRED))
 
 
@@ -908,7 +1142,7 @@ def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission, claimants
             # An unproven accept (another kernel path) checked the step within step_tolerance_ppm, which a fake can
             # stay under: honest disagreement across kernel paths is not charged; the endpoints are bitwise everywhere.
             _penalize(ctx, rnd, operator, params.fraud_proof_slash_bps, "accepted_fraud")
-    ctx.emit("delta_rejected", round=rnd.id, submission=sub.index, trainer=sub.trainer, slashed=slashed)
+    ctx.emit(DeltaRejected(round=rnd.id, submission=sub.index, trainer=sub.trainer, slashed=slashed))
     _put_submission(ctx.state, replace(sub, status=REJECTED))
 
 
@@ -923,7 +1157,7 @@ def _pay_auditors(ctx: Context, rnd: Round, sub: Submission, payees: list[str], 
     for payee in payees:
         if share:
             bank.transfer(ctx, CHECK_FEE_POOL, payee, share)
-            ctx.emit("verifier_paid", round=rnd.id, submission=sub.index, validator=payee, amount=share)
+            ctx.emit(VerifierPaid(round=rnd.id, submission=sub.index, validator=payee, amount=share))
     if pool - share * len(payees):
         bank.burn(ctx, CHECK_FEE_POOL, pool - share * len(payees))
 
@@ -933,7 +1167,7 @@ def _penalize(ctx: Context, rnd: Round, operator: str, bps: int, reason: str, co
     bps = min(BPS, bps * count)
     if bps:
         amount = staking.penalize(ctx, operator, bps, f"training_{reason}", since_height=rnd.open_height)
-        ctx.emit("verifier_penalized", round=rnd.id, validator=operator, amount=amount, reason=reason)
+        ctx.emit(VerifierPenalized(round=rnd.id, validator=operator, amount=amount, reason=reason))
 
 
 def _release(ctx: Context, params: Params, sub: Submission, slashed: int) -> None:
@@ -998,7 +1232,7 @@ def _register_merge(ctx: Context, rnd: Round, agreeing: list[dict]) -> None:
 def _close(ctx: Context, rnd: Round) -> None:
     _put_round(ctx.state, replace(rnd, phase=CLOSED))
     ctx.state.delete(CURRENT_KEY)
-    ctx.emit("round_closed", round=rnd.id, version="" if rnd.version is None else rnd.version)
+    ctx.emit(RoundClosed(round=rnd.id, version="" if rnd.version is None else rnd.version))
 
 
 # --- Genesis ----------------------------------------------------------------------
@@ -1008,7 +1242,7 @@ def genesis(ctx: Context, config: dict) -> None:
     """training genesis: {"params": {...}}."""
     params = Params(**config.get("params", {}))
     params.validate()
-    ctx.state.set(PARAMS_KEY, encode_json(asdict(params)))
+    store_params(ctx.state, PARAMS_KEY, params)
 
 
 # --- Hooks ------------------------------------------------------------------------
@@ -1031,7 +1265,7 @@ def end_block(ctx: Context) -> None:
     elif rnd.phase == COMMIT and (rnd.commits == len(rnd.auditors) or last(rnd.commit_until)):
         rnd = replace(rnd, phase=REVEAL, reveal_until=ctx.height + 1 + params.reveal_blocks)
         _put_round(ctx.state, rnd)
-        ctx.emit("reveal_started", round=rnd.id, reveal_until=rnd.reveal_until)
+        ctx.emit(RevealStarted(round=rnd.id, reveal_until=rnd.reveal_until))
     elif rnd.phase == REVEAL and (rnd.reveals == rnd.commits or last(rnd.reveal_until)):
         _end_reveal(ctx, params, rnd)
     elif rnd.phase == DISPUTE and (rnd.judges == len(rnd.powers) or last(rnd.dispute_until)):
@@ -1039,7 +1273,7 @@ def end_block(ctx: Context) -> None:
     elif rnd.phase == MERGE and (rnd.merge_commits == len(rnd.powers) or last(rnd.merge_until)):
         rnd = replace(rnd, phase=MERGE_REVEAL, merge_reveal_until=ctx.height + 1 + params.reveal_blocks)
         _put_round(ctx.state, rnd)
-        ctx.emit("merge_reveal_started", round=rnd.id, merge_reveal_until=rnd.merge_reveal_until)
+        ctx.emit(MergeRevealStarted(round=rnd.id, merge_reveal_until=rnd.merge_reveal_until))
     elif rnd.phase == MERGE_REVEAL and (rnd.merge_reveals == rnd.merge_commits or last(rnd.merge_reveal_until)):
         _end_merge(ctx, params, rnd)
 
@@ -1055,7 +1289,7 @@ def _complete_trainer_unbondings(ctx: Context) -> None:
         ctx.state.delete(key)
         _put_trainer_bond(ctx.state, params, entry["trainer"], replace(bond, unbonding=bond.unbonding - entry["amount"]))
         bank.transfer(ctx, TRAINER_POOL, entry["trainer"], entry["amount"])
-        ctx.emit("trainer_unbonding_completed", trainer=entry["trainer"], amount=entry["amount"])
+        ctx.emit(TrainerUnbondingCompleted(trainer=entry["trainer"], amount=entry["amount"]))
 
 
 def _maybe_open(ctx: Context, params: Params) -> None:
@@ -1084,7 +1318,7 @@ def _maybe_open(ctx: Context, params: Params) -> None:
     _put_round(ctx.state, rnd)
     ctx.state.set(CURRENT_KEY, encode_int(round_id))
     ctx.state.set(COUNT_KEY, encode_int(round_id + 1))
-    ctx.emit("round_opened", round=round_id, base_version=base.id, seed=rnd.seed, submit_until=rnd.submit_until)
+    ctx.emit(RoundOpened(round=round_id, base_version=base.id, seed=rnd.seed, submit_until=rnd.submit_until))
 
 
 def _start_audit(ctx: Context, params: Params, rnd: Round) -> None:
@@ -1102,7 +1336,7 @@ def _start_audit(ctx: Context, params: Params, rnd: Round) -> None:
             auditors[operator] = power
     rnd = replace(rnd, phase=COMMIT, beacon=beacon, auditors=sorted(auditors, key=_raw), commit_until=ctx.height + 1 + params.verification_blocks)
     _put_round(ctx.state, rnd)
-    ctx.emit("audit_started", round=rnd.id, beacon=beacon, commit_until=rnd.commit_until, auditors=len(rnd.auditors))
+    ctx.emit(AuditStarted(round=rnd.id, beacon=beacon, commit_until=rnd.commit_until, auditors=len(rnd.auditors)))
 
 
 def _end_reveal(ctx: Context, params: Params, rnd: Round) -> None:
@@ -1127,7 +1361,7 @@ def _end_reveal(ctx: Context, params: Params, rnd: Round) -> None:
     if rnd.claims:
         rnd = replace(rnd, phase=DISPUTE, dispute_until=ctx.height + 1 + params.dispute_blocks)
         _put_round(ctx.state, rnd)
-        ctx.emit("dispute_started", round=rnd.id, dispute_until=rnd.dispute_until, claims=rnd.claims)
+        ctx.emit(DisputeStarted(round=rnd.id, dispute_until=rnd.dispute_until, claims=rnd.claims))
         return
     _finish_verification(ctx, params, rnd)
 
@@ -1152,7 +1386,7 @@ def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
         for claim in claimed:
             outcome = UPHELD if claim.invalid_power >= needed else REFUTED if claim.valid_power >= needed else UNDECIDED
             _put_claim(ctx.state, rnd.id, replace(claim, outcome=outcome))
-            ctx.emit("claim_decided", round=rnd.id, submission=sub.index, step=claim.step, outcome=outcome)
+            ctx.emit(ClaimDecided(round=rnd.id, submission=sub.index, step=claim.step, outcome=outcome))
             if outcome == UPHELD:
                 upheld_by += [c for c in claim.claimants if c not in upheld_by]
                 upheld_steps.append(claim.step)
@@ -1188,7 +1422,7 @@ def _finish_verification(ctx: Context, params: Params, rnd: Round) -> None:
         return
     rnd = replace(rnd, phase=MERGE, merge_until=ctx.height + 1 + params.merge_blocks, aggregator=_aggregator(rnd.powers, rnd.total_power, rnd.seed))
     _put_round(ctx.state, rnd)
-    ctx.emit("merge_started", round=rnd.id, aggregator=rnd.aggregator, merge_until=rnd.merge_until, accepted=",".join(map(str, rnd.accepted)))
+    ctx.emit(MergeStarted(round=rnd.id, aggregator=rnd.aggregator, merge_until=rnd.merge_until, accepted=",".join(map(str, rnd.accepted))))
 
 
 def _aggregator(powers: list[list], total: int, seed: str) -> str:

@@ -5,10 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-import rlp
-from trie import HexaryTrie
-from trie.constants import NODE_TYPE_BRANCH, NODE_TYPE_EXTENSION
-from trie.utils.nodes import get_node_type
+from abci_app.state import mpt
 
 _UNSET = object()
 
@@ -22,7 +19,7 @@ class Committed(Protocol):
 
 
 class NodeBuffer:
-    """HexaryTrie node db: nodes made in this block stay in memory, reads fall through to committed nodes."""
+    """Trie node db of a block: nodes made in this block stay in memory, reads fall through to committed nodes."""
 
     def __init__(self, committed: Committed) -> None:
         self.committed = committed
@@ -32,11 +29,8 @@ class NodeBuffer:
         node = self.new.get(node_hash)
         return node if node is not None else self.committed.node(node_hash)
 
-    def __setitem__(self, node_hash: bytes, node: bytes) -> None:
-        self.new[node_hash] = node
-
     def reachable_new(self, root: bytes) -> list[tuple[bytes, bytes]]:
-        """New nodes reachable from root: the trie also makes nodes that later edits orphan, and those are not worth storing."""
+        """New nodes reachable from root: hashing twice in a block (InitChain, then block 1) orphans some, not worth storing."""
         found: dict[bytes, bytes] = {}
         todo = [root]
         while todo:
@@ -45,15 +39,19 @@ class NodeBuffer:
             if node is None or node_hash in found:
                 continue  # committed already, and so is everything below it
             found[node_hash] = node
-            todo.extend(_child_hashes(rlp.decode(node)))
+            todo.extend(_child_hashes(mpt.decode(node)))
         return sorted(found.items())
 
 
 def _child_hashes(node: list) -> list[bytes]:
     """Children stored by hash; children under 32 bytes are embedded in the parent and need no lookup."""
-    node_type = get_node_type(node)
-    refs = node[:16] if node_type == NODE_TYPE_BRANCH else [node[1]] if node_type == NODE_TYPE_EXTENSION else []
-    return [ref for ref in refs if isinstance(ref, bytes) and len(ref) == 32]
+    if len(node) == 17:
+        refs = node[:16]
+    elif mpt.uncompact(node[0])[1]:
+        refs = []  # a leaf holds a value, not a child
+    else:
+        refs = [node[1]]
+    return [ref for ref in refs if type(ref) is bytes and len(ref) == 32]
 
 
 class Overlay:
@@ -65,10 +63,10 @@ class Overlay:
         self._base_root = root  # committed app hash this block builds on
         self._base_height = height  # committed height this block builds on; commit checks it is still current
         self._writes: dict[bytes, bytes | None] = {}  # None = delete
-        # Block overlays only: the trie is kept between app_hash() calls so each call only applies what changed since.
+        # Block overlays only: the root of what was hashed so far, so that each app_hash() applies only what changed since.
         self._nodes = NodeBuffer(committed)
-        self._trie: HexaryTrie | None = None
-        self._hashed: dict[bytes, bytes | None] = {}  # writes already applied to self._trie
+        self._root = root
+        self._hashed: dict[bytes, bytes | None] = {}  # writes already applied to self._root
 
     def get(self, key: bytes) -> bytes | None:
         if key in self._writes:
@@ -100,18 +98,14 @@ class Overlay:
         self._writes = {}
 
     def app_hash(self) -> bytes:
-        """Root the state would have if this block were committed; persists nothing."""
+        """Root the state would have if this block were committed; persists nothing. The trie is
+        updated in one sorted batch of the keys written since the last call (mpt.BatchUpdate)."""
         assert self._parent is None, "app_hash() is for block overlays; write() the tx first"
-        if self._trie is None:
-            self._trie = HexaryTrie(self._nodes, self._base_root)
-        for key, value in sorted(self._writes.items()):
-            if self._hashed.get(key, _UNSET) != value:
-                if value is None:
-                    self._trie.delete(key)
-                else:
-                    self._trie.set(key, value)
-                self._hashed[key] = value
-        return self._trie.root_hash
+        changed = [(key, value) for key, value in sorted(self._writes.items()) if self._hashed.get(key, _UNSET) != value]
+        if changed:
+            self._root = mpt.BatchUpdate(self._nodes.__getitem__, self._nodes.new).apply(self._root, changed)
+            self._hashed.update(changed)
+        return self._root
 
     def writes(self) -> list[tuple[bytes, bytes | None]]:
         return sorted(self._writes.items())

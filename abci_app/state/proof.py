@@ -6,10 +6,8 @@ from collections.abc import Callable
 
 import rlp
 from eth_hash.auto import keccak
-from trie import HexaryTrie
-from trie.utils.nibbles import bytes_to_nibbles
 
-BLANK_ROOT: bytes = HexaryTrie.BLANK_NODE_HASH  # app hash of the empty state
+from abci_app.state.mpt import BLANK_ROOT, nibbles
 
 
 def lookup(node_at: Callable[[bytes], bytes], root: bytes, key: bytes) -> tuple[bytes | None, list[bytes]]:
@@ -22,19 +20,19 @@ def lookup(node_at: Callable[[bytes], bytes], root: bytes, key: bytes) -> tuple[
         return None, []
     proof = [node_at(root)]
     node = rlp.decode(proof[-1])
-    path = bytes_to_nibbles(key)
+    path = nibbles(key)
     while True:
         if isinstance(node, list) and len(node) == 17:  # branch: 16 children, then the value of a key ending here
             if not path:
                 return _value(node[16]), proof
             ref, path = node[path[0]], path[1:]
         elif isinstance(node, list) and len(node) == 2 and isinstance(node[0], bytes):  # leaf or extension
-            nibbles, is_leaf = _compact_path(node[0])
+            node_path, is_leaf = _compact_path(node[0])
             if is_leaf:
-                return (_value(node[1]) if path == nibbles else None), proof
-            if path[: len(nibbles)] != nibbles:
+                return (_value(node[1]) if path == node_path else None), proof
+            if path[: len(node_path)] != node_path:
                 return None, proof
-            ref, path = node[1], path[len(nibbles) :]
+            ref, path = node[1], path[len(node_path) :]
         else:
             raise ValueError("malformed trie node")
         if ref == b"":
@@ -48,12 +46,12 @@ def lookup(node_at: Callable[[bytes], bytes], root: bytes, key: bytes) -> tuple[
             raise ValueError("malformed trie reference")
 
 
-def _compact_path(encoded: bytes) -> tuple[tuple[int, ...], bool]:
-    """Hex-prefix decoding: (nibbles, is_leaf)."""
-    nibbles = bytes_to_nibbles(encoded)
-    if not nibbles or nibbles[0] > 3 or (nibbles[0] in (0, 2) and nibbles[1] != 0):
+def _compact_path(encoded: bytes) -> tuple[bytes, bool]:
+    """Hex-prefix decoding, strict (proofs come from elsewhere): (nibbles, is_leaf)."""
+    path = nibbles(encoded)
+    if not path or path[0] > 3 or (path[0] in (0, 2) and path[1] != 0):
         raise ValueError("malformed trie path")
-    return nibbles[2 - (nibbles[0] & 1) :], nibbles[0] >= 2
+    return path[2 - (path[0] & 1) :], path[0] >= 2
 
 
 def _value(value: object) -> bytes | None:

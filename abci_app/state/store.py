@@ -11,6 +11,7 @@ from abci_app.state.overlay import Overlay
 from abci_app.state.proof import BLANK_ROOT, lookup
 
 NODE_CACHE_SIZE = 100_000  # committed trie nodes kept in memory (~50 MB); nodes are immutable, so it never goes stale
+VALUE_CACHE_SIZE = 100_000  # committed values kept in memory; Store.commit updates them, so they never go stale
 PREFIX_PAGE = 256  # rows per SQL page in prefix iteration: no statement stays open across a commit
 
 _SCHEMA = (
@@ -37,10 +38,30 @@ class _Committed:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
         self.cache: dict[bytes, bytes] = {}
+        # Hot keys (params, the fee collector, busy accounts) are read by every tx; a SQLite
+        # point read costs ~10 us. None caches "absent".
+        self.values: dict[bytes, bytes | None] = {}
 
     def get(self, key: bytes) -> bytes | None:
+        try:
+            return self.values[key]
+        except KeyError:
+            pass
         row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
+        value = None if row is None else row[0]
+        self._remember_value(key, value)
+        return value
+
+    def _remember_value(self, key: bytes, value: bytes | None) -> None:
+        if len(self.values) >= VALUE_CACHE_SIZE:
+            del self.values[next(iter(self.values))]  # drop the oldest entry
+        self.values[key] = value
+
+    def committed(self, writes: list[tuple[bytes, bytes | None]]) -> None:
+        """Keep cached values equal to the database after a commit of `writes`."""
+        for key, value in writes:
+            self.values.pop(key, None)
+            self._remember_value(key, value)
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         end = _prefix_end(prefix)
@@ -126,6 +147,7 @@ class Store:
                 conn.execute("ROLLBACK")
             raise
         self._height, self._app_hash = height, root
+        self._committed.committed(writes)
         for node_hash, node in nodes:  # the next block starts from these paths
             self._committed.remember(node_hash, node)
         return root

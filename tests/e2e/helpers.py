@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from abci_app import tx as txlib
+from abci_app.client import ChainClient
 from abci_app.keyring import TEST_BACKEND_WARNING, Keyring
 from abci_app.localnet import REPO_ROOT, Network
 from abci_app.rpc import RpcClient, RpcError, TxResult
@@ -42,10 +43,6 @@ def balance(client: RpcClient, address: str) -> int:
     return query_int(client, "/bank/balance", address)
 
 
-def nonce(client: RpcClient, address: str) -> int:
-    return query_int(client, "/auth/nonce", address)
-
-
 def send_transfers(
     net: Network,
     transfers: list[Transfer],
@@ -53,12 +50,13 @@ def send_transfers(
     timeout: float = 180.0,
     stop: threading.Event | None = None,
 ) -> list[TxResult]:
-    """Sign and broadcast `transfers` (broadcast_tx_sync), wait until all are committed; results in order.
+    """Sign and broadcast `transfers`, wait until all are committed; results in order.
 
-    Each sender runs in its own thread and sends its txs, in nonce order, always
-    to the same node of `nodes` (so gossip cannot reorder them), with at most
-    MAX_IN_FLIGHT uncommitted. CheckTx rejections raise at once. `stop` ends
-    sending early (the txs already sent are still awaited and returned).
+    Each sender runs in its own thread with its own ChainClient pipeline, which
+    sends its txs in nonce order, always to the same node of `nodes` (so gossip
+    cannot reorder them), with at most MAX_IN_FLIGHT uncommitted, each awaited
+    for up to `timeout` seconds. CheckTx rejections raise at once (TxRejected).
+    `stop` ends sending early (the txs already sent are still awaited and returned).
     """
     nodes = list(range(len(net.nodes))) if nodes is None else nodes
     keyring = Keyring(net.keyring_home)
@@ -66,38 +64,24 @@ def send_transfers(
     for index, transfer in enumerate(transfers):
         by_sender[transfer.sender].append(index)
     results: dict[int, TxResult] = {}
-    deadline = time.monotonic() + timeout
 
     def run(slot: int, sender: str) -> None:
-        key = keyring.get(sender)
-        with net.client(nodes[slot % len(nodes)]) as client:
-            next_nonce = nonce(client, key.address)
-            in_flight: list[tuple[int, str]] = []
+        with ChainClient(net.rpc_url(nodes[slot % len(nodes)])) as chain:
+            pipeline = chain.pipeline(keyring.get(sender), fee=FEE, window=MAX_IN_FLIGHT, timeout=timeout)
+            sent: dict[int, str] = {}
             for index in by_sender[sender]:
                 if stop is not None and stop.is_set():
                     break
-                while len(in_flight) >= MAX_IN_FLIGHT:
-                    _await_oldest(client, in_flight, results, deadline)
                 t = transfers[index]
-                raw = txlib.build(key, net.chain_id, next_nonce, FEE, txlib.MsgSend(recipient=t.recipient, amount=t.amount))
-                sent = client.broadcast_tx_sync(raw)
-                if sent.code != 0:
-                    raise AssertionError(f"CheckTx rejected {sender} nonce {next_nonce}: code {sent.code} {sent.codespace} {sent.log}")
-                in_flight.append((index, sent.hash))
-                next_nonce += 1
-            while in_flight:
-                _await_oldest(client, in_flight, results, deadline)
+                sent[index] = pipeline.send(txlib.MsgSend(recipient=t.recipient, amount=t.amount))
+            committed = pipeline.wait_all()
+        results.update((index, committed[tx_hash]) for index, tx_hash in sent.items())
 
     with ThreadPoolExecutor(max_workers=len(by_sender)) as pool:
         futures = [pool.submit(run, slot, sender) for slot, sender in enumerate(by_sender)]
         for future in futures:
             future.result()
     return [results[i] for i in sorted(results)]
-
-
-def _await_oldest(client: RpcClient, in_flight: list[tuple[int, str]], results: dict[int, TxResult], deadline: float) -> None:
-    index, tx_hash = in_flight.pop(0)
-    results[index] = client.wait_for_tx(tx_hash, timeout=max(1.0, deadline - time.monotonic()), poll=0.1)
 
 
 def poke(net: Network, node: int = 0) -> TxResult:
@@ -299,8 +283,6 @@ def run_round(net: Network, chain, trainers: Trainers, bond: int, timeline: Time
 def training_session(net: Network, folder: Path, trainers: dict[str, str | None], seconds: float):
     """(trainers, chain client, timeline) for one test; on failure prints the milestones and every
     trainer's and worker's log tail; always stops the trainers."""
-    from abci_app.client import ChainClient
-
     procs = Trainers(net, folder, trainers)
     chain = ChainClient(net.rpc_url(0))
     timeline = Timeline(chain, seconds)

@@ -18,11 +18,12 @@ import pytest
 
 from abci_app import tx as txlib
 from abci_app.abci.framing import encode_frame, encode_varint
+from abci_app.client import ChainClient
 from abci_app.keyring import Keyring
 from abci_app.localnet import Network
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.rpc import RpcError
-from tests.e2e.helpers import FEE, Transfer, assert_same_app_hash, latest_heights, nonce, send_transfers, wait_until
+from tests.e2e.helpers import FEE, Transfer, assert_same_app_hash, latest_heights, send_transfers, wait_until
 from tests.fuzz_harness import JUNK_PATHS, query_data, query_paths
 
 pytestmark = pytest.mark.e2e
@@ -48,8 +49,8 @@ def test_random_and_bit_flipped_txs_through_rpc(network: Network) -> None:
     r = random.Random(21)
     key = Keyring(network.keyring_home).get("dev2")
     recipient = network.account("dev3").address
-    with network.client(0) as client:
-        start = nonce(client, key.address)
+    with ChainClient(network.rpc_url(0)) as chain:
+        start = chain.nonce(key.address)
     valid = [txlib.build(key, network.chain_id, start + i, FEE, txlib.MsgSend(recipient=recipient, amount=1 + i)) for i in range(4)]
     junk = [r.randbytes(r.choice([0, 1, 3, 40, 200, 2_000])) for _ in range(40)]
     for raw in valid:
@@ -73,10 +74,12 @@ def test_random_and_bit_flipped_txs_through_rpc(network: Network) -> None:
                 refused += 1  # CometBFT itself refuses some (too large, already in its cache): fine
     assert answered > len(junk) // 2
     _alive(network)
-    with network.client(0) as client:  # the valid txs, in order: they still go through
-        hashes = [client.broadcast_tx_sync(raw) for raw in valid]
-        assert all(h.code == 0 for h in hashes), [h.log for h in hashes]
-        assert all(client.wait_for_tx(h.hash, timeout=60).code == 0 for h in hashes)
+    with ChainClient(network.rpc_url(0)) as chain:  # the valid txs, in order: they still go through
+        pipeline = chain.pipeline(timeout=60)
+        for raw in valid:
+            pipeline.broadcast(raw)
+        results = pipeline.wait_all()
+        assert [r.code for r in results.values()] == [0] * len(valid), [r.log for r in results.values()]
     _still_one_chain(network)
 
 

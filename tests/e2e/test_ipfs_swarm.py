@@ -98,18 +98,18 @@ def test_node_without_swarm_key_refuses_to_start(tmp_path: Path) -> None:
     node.init_node(repo, *node.free_ports(3), swarm_key=node.generate_swarm_key())
     (repo / "swarm.key").unlink()
     with pytest.raises(IpfsError, match="private network was not configured but is enforced"):
-        proc = node.start_node(repo, tmp_path / "daemon.log", timeout=15)
-        node.stop_node(proc)  # only reached if Kubo started after all
+        daemon = node.start_node(repo, tmp_path / "daemon.log", timeout=15)
+        node.stop_node(daemon)  # only reached if Kubo started after all
 
 
 def test_node_with_another_key_cannot_join(swarm: node.Swarm, tmp_path: Path) -> None:
     repo = tmp_path / "outsider"
     api, gateway, swarm_port = node.free_ports(3)
     node.init_node(repo, api, gateway, swarm_port, node.generate_swarm_key())
-    proc = node.start_node(repo, tmp_path / "daemon.log")
+    daemon = node.start_node(repo, tmp_path / "daemon.log")
     try:
         target = swarm.nodes[0]
         with IpfsClient(f"http://127.0.0.1:{api}", timeout=15) as outsider, pytest.raises(IpfsError, match="swarm/connect failed"):
             outsider.swarm_connect(f"{target.swarm_addr}/p2p/{target.peer_id}")
     finally:
-        node.stop_node(proc)
+        node.stop_node(daemon)

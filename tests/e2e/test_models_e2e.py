@@ -6,7 +6,7 @@ to every Kubo node. Checks: genesis content is on IPFS under the CIDs the
 chain holds; `model pull` through a node other than node 0 verifies and
 caches; a tampered, missing or mismatched checkpoint is refused with one
 line and leaves nothing in the cache; `chat --prompt` answers
-deterministically; `dataset add` publishes and registers.
+deterministically; `tx dataset add` publishes and registers.
 
 Order matters in one place: the pull and chat tests that use the *latest*
 version run before the tests that register (bad) versions; every later test
@@ -297,8 +297,8 @@ def test_dataset_add_list_show(network: Network, tmp_path: Path) -> None:
     corpus = tmp_path / "psalm.txt"
     corpus.write_text("The heavens declare the glory of God.\n" * 100 + os.urandom(8).hex() + "\n")
 
-    added = json_out(gradchain(network, "dataset", "add", str(corpus), "--from", "dev0", "--name", "x",
-                               "--licence", "CC0-1.0", "-o", "json", node=0))
+    added = json_out(gradchain(network, "tx", "dataset", "add", str(corpus), "--from", "dev0", "--name", "x",
+                               "--licence", "CC0-1.0", "-y", "-o", "json", node=0))
 
     assert added["cid"] == cid_of_file(corpus) and added["sha256"] == file_sha256(corpus)
     assert added["bytes"] == corpus.stat().st_size
@@ -331,8 +331,9 @@ def test_kubo_not_running_is_one_line(network: Network, tmp_path: Path) -> None:
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("x\n")
-    added = gradchain(network, "dataset", "add", str(corpus), "--from", "dev0", "--name", "y", "--licence", "CC0-1.0", "--ipfs", dead)
-    assert_one_error_line(added, "not running")
+    for command in (["tx", "dataset", "add"], ["dataset", "add"]):  # the new name, and the old one kept as an alias
+        added = gradchain(network, *command, str(corpus), "--from", "dev0", "--name", "y", "--licence", "CC0-1.0", "-y", "--ipfs", dead)
+        assert_one_error_line(added, "not running")
 
 
 def test_missing_version_is_one_line(network: Network, tmp_path: Path) -> None:

@@ -360,7 +360,7 @@ def refused(net, signer: crypto.PrivateKey, raw: bytes, code: int) -> None:
     assert result.tx_results[0].log
     after = snapshot(net)
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    assert changed == {bank.balance_key(signer.address), bank.balance_key(bank.FEE_COLLECTOR), auth.nonce_key(signer.address)}
+    assert changed == {bank.balance_key(signer.address), bank.balance_key(bank.FEE_COLLECTOR), auth.nonce_key(crypto.address_raw(signer.address))}
     fee = int(before[bank.balance_key(signer.address)]) - int(after[bank.balance_key(signer.address)])
     assert fee == 1 and int(after[bank.balance_key(bank.FEE_COLLECTOR)]) - int(before.get(bank.balance_key(bank.FEE_COLLECTOR), b"0")) == fee
 

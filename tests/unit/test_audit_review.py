@@ -389,8 +389,9 @@ def test_committees_samples_and_aggregators_do_not_depend_on_the_hash_seed():
 
 
 def _events(response) -> list[tuple[str, dict]]:
-    """Every event of a block, its txs' included (FinalizeBlock's events list holds them all, in order)."""
-    return [(e.type, {a.key: a.value for a in e.attributes}) for e in response.events]
+    """Every event of a block: its txs' (in their results), then its hooks' (the block's own events)."""
+    every = [e for r in response.tx_results for e in r.events] + list(response.events)
+    return [(e.type, {a.key: a.value for a in e.attributes}) for e in every]
 
 
 def test_a_round_with_a_dispute_creates_and_destroys_only_what_its_events_say(net):

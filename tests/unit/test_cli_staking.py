@@ -35,6 +35,11 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
+def tx_hash_of(raw: bytes) -> str:
+    """CometBFT's tx hash: sha256 of the tx bytes, upper-case hex."""
+    return hashlib.sha256(raw).hexdigest().upper()
+
+
 def cometbft_home(root: Path, i: int, moniker: str | None = None, pub_key: str | None = None) -> Path:
     """A CometBFT home holding consensus key i as `cometbft init` writes it (priv_key = seed || pubkey)."""
     key = crypto.PrivateKey(bytes([100 + i]) * 32)
@@ -151,14 +156,19 @@ class AppNode(FakeNode):
     @on_app_thread
     def rpc_broadcast_tx_sync(self, params: dict) -> dict:
         raw = bytes.fromhex(params["tx"][2:])
-        tx_hash = hashlib.sha256(raw).hexdigest().upper()
+        tx_hash = tx_hash_of(raw)
         checked = self.chain.check(raw)
         if checked.code == 0:
-            result = self._block([raw]).tx_results[0]
-            events = [{"type": e.type, "attributes": [{"key": a.key, "value": a.value, "index": a.index} for a in e.attributes]} for e in result.events]
-            self.committed[tx_hash] = {"hash": tx_hash, "height": str(self.height), "index": 0, "tx": _b64(raw),
-                                       "tx_result": {"code": result.code, "codespace": result.codespace, "log": result.log, "events": events}}
+            self._commit_block([raw])
         return {"result": {"code": checked.code, "codespace": checked.codespace, "log": checked.log, "hash": tx_hash, "data": ""}}
+
+    def _commit_block(self, raws: list[bytes]) -> None:
+        """One block of `raws`, each result kept for /tx."""
+        response = self._block(raws)
+        for index, (raw, result) in enumerate(zip(raws, response.tx_results)):
+            events = [{"type": e.type, "attributes": [{"key": a.key, "value": a.value, "index": a.index} for a in e.attributes]} for e in result.events]
+            self.committed[tx_hash_of(raw)] = {"hash": tx_hash_of(raw), "height": str(self.height), "index": index, "tx": _b64(raw),
+                                               "tx_result": {"code": result.code, "codespace": result.codespace, "log": result.log, "events": events}}
 
     @on_app_thread
     def rpc_tx(self, params: dict) -> dict:

@@ -17,7 +17,7 @@ def _pins() -> dict[str, str]:
 
 def test_lock_pins_every_state_dependency_with_hashes():
     pins = _pins()
-    for name in ("protobuf", "trie", "rlp", "eth-hash", "pycryptodome", "cryptography"):
+    for name in ("protobuf", "trie", "rlp", "eth-hash", "pycryptodome", "cryptography", "pynacl"):
         assert name in pins, f"{name} changes state or the app hash and must be locked"
     entries = re.split(r"^(?=[A-Za-z])", LOCK.read_text(), flags=re.M)
     for entry in entries:

@@ -17,6 +17,7 @@ import random
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from abci_app import crypto
 from abci_app import tx as txcodec
 from abci_app.modules import auth
 from abci_app.pb.tendermint.abci import types_pb2 as abci
@@ -68,7 +69,7 @@ def test_a_proven_query_still_proves(fuzzed):
 def _valid_txs(app) -> list[bytes]:
     state = app.store.begin_block()
     key, other = ACCOUNTS[0], ACCOUNTS[1]
-    nonce = auth.get_nonce(state, key.address)
+    nonce = auth.get_nonce(state, crypto.address_raw(key.address))
     verdict = txcodec.AuditVerdict(submission=0, audit_signature=key.sign(b"audit"), step_proofs=[bytes(32), bytes(range(32))])
     msgs = [txcodec.MsgSend(recipient=other.address, amount=5), txcodec.MsgDelegate(validator=ACCOUNTS[1].address, amount=100),
             create_validator_msg(CONSENSUS[5].pubkey, 100, "v", key.address), txcodec.MsgCommitVerdicts(round=0, commitment=bytes(32)),

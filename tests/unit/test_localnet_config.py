@@ -105,6 +105,20 @@ def test_node_config_rewrites_each_table_separately() -> None:
     assert "# a comment: proxy_app = \"not this\"" in text  # comments survive
 
 
+def test_config_template_is_filled_for_every_node() -> None:
+    """localnet/config.toml: every {placeholder} is filled, and each node gets its own ports."""
+    net = nodes(2)
+    for node in net:
+        values = ln.node_config(node, net, ln.APP_GRADCHAIN, "1s")
+        assert set(values) == set(ln.CONFIG_TEMPLATE)
+        assert not [v for v in values.values() if isinstance(v, str) and ("{" in v or "}" in v)]
+        assert values[("", "moniker")] == f"node{node.index}"
+        assert values[("consensus", "create_empty_blocks_interval")] == "1s"
+    assert ln.node_config(net[0], net, ln.APP_GRADCHAIN)[("p2p", "laddr")] != ln.node_config(net[1], net, ln.APP_GRADCHAIN)[("p2p", "laddr")]
+    assert set(ln.CONSENSUS_TIMEOUTS) == {"timeout_propose", "timeout_propose_delta", "timeout_prevote", "timeout_prevote_delta",
+                                          "timeout_precommit", "timeout_precommit_delta", "timeout_commit"}
+
+
 def test_kvstore_runs_in_process() -> None:
     net = nodes(2)
     config = tomllib.loads(ln.set_toml_values(CONFIG, ln.node_config(net[0], net, ln.APP_KVSTORE)))
@@ -188,6 +202,16 @@ def test_model_presets_have_valid_training_params() -> None:
         assert (params.steps, params.audit_steps, params.committee_size) == (64, 12, 0), model
 
 
+def test_model_template_is_laid_over_the_app_state() -> None:
+    """localnet/genesis.toml: a model's [models.NAME] values replace the shared ones key by key; the rest stays."""
+    base = ln.LOCALNET_APP_STATE["training"]["params"]
+    tiny = ln.localnet_app_state(ln.MODEL_TINY)
+    assert tiny["training"]["params"] == base | ln.TINY_TRAINING
+    assert tiny["staking"] == ln.LOCALNET_APP_STATE["staking"]
+    assert ln.localnet_app_state(ln.MODEL_TEST) == ln.LOCALNET_APP_STATE
+    assert list(ln.localnet_app_state(ln.MODEL_SMOLLM2)["training"]["params"]) == list(base) + ["lora_rank", "lora_alpha", "lora_targets"]
+
+
 def test_unknown_genesis_model_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRADCHAIN_CACHE", str(tmp_path))
     (tmp_path / "genesis").mkdir()
@@ -209,7 +233,7 @@ def test_genesis_version_records_licence_note_and_metrics(tmp_path: Path) -> Non
     corpus = tmp_path / "c.txt"
     corpus.write_text("text\n")
     metrics = {"held_out_loss_micro": 3_323_800, "prompts_correct": 16, "prompts_total": 25}
-    published = ln._genesis_content(tmp_path, None, model, corpus, [(ln.Account("dev0", "gc1dev0"), 1)], metrics)
+    published = ln.register_genesis_content(tmp_path, None, model, corpus, [(ln.Account("dev0", "gc1dev0"), 1)], metrics)
     (version,) = published.app_state["registry"]["versions"]
     assert version["licence"] == "Apache-2.0 (test)" and version["metrics"] == metrics
     assert version["note"] == "genesis model: SmolLM2-135M-Instruct (chat template embedded)"

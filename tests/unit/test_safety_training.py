@@ -41,8 +41,8 @@ def undelegate(chain, val, amount):
 
 
 def events(response, kind):
-    """The block's events of one kind: its txs' (merged into the block's) and its hooks'."""
-    return [e for e in response.events if e.type == kind]
+    """The block's events of one kind: its txs' (in their results), then its hooks' (the block's own)."""
+    return [e for r in response.tx_results for e in r.events if e.type == kind] + [e for e in response.events if e.type == kind]
 
 
 def attrs(event) -> dict:

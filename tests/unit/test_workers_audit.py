@@ -262,7 +262,7 @@ def test_refused_txs_that_are_too_late_or_done_do_not_stop_the_validator(tiny, t
     validator.chain.answers["/training/current"] = round_view([], phase="dispute")
 
     def refuse(msg) -> None:
-        raise TxRejected(codespace, code, "the chain's reason", "by the mempool")
+        raise TxRejected(codespace, code, "the chain's reason")  # refused by the mempool
 
     validator.chain.before_send = refuse
     reports: list[str] = []

@@ -1,0 +1,191 @@
+"""The fast path of a tx (issue 13): each signature verified once per node, a cache that can only
+skip work, the proposer's own proposal not re-executed, committed values cached coherently."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from abci_app import crypto, runtime
+from abci_app import tx as txlib
+from abci_app.app import Application
+from abci_app.pb.tendermint.abci import types_pb2 as abci
+from abci_app.state import Store
+from tests.unit.conftest import fixed_key
+
+CHAIN = "fast-path"
+TIME = Timestamp(seconds=1_700_000_100)
+
+
+def make_app(home, keys) -> Application:
+    app = Application(home)
+    state = {"bank": {"params": {"min_fee": 1}, "balances": [{"address": k.address, "amount": 10_000} for k in keys]}}
+    app.init_chain(abci.RequestInitChain(chain_id=CHAIN, app_state_bytes=json.dumps(state).encode(), initial_height=1))
+    return app
+
+
+def block_requests(txs: list[bytes], height: int = 1):
+    prepare = abci.RequestPrepareProposal(txs=txs, height=height, time=TIME, max_tx_bytes=10**7)
+    process = abci.RequestProcessProposal(txs=txs, height=height, time=TIME)
+    finalize = abci.RequestFinalizeBlock(txs=txs, height=height, time=TIME, hash=hashlib.sha256(b"%d" % height).digest())
+    return prepare, process, finalize
+
+
+def mixed_txs(keys) -> list[bytes]:
+    """Valid transfers, a forged signature, a wrong chain id, a gap in nonces and a duplicate."""
+    sink = crypto.PrivateKey(b"\x09" * 32).address
+    txs = [txlib.build(keys[i % 3], CHAIN, i // 3, 1, txlib.MsgSend(recipient=sink, amount=5)) for i in range(9)]
+    envelope = txlib.Tx.FromString(txs[0])
+    forged = txlib.Tx(body=envelope.body, pubkey=envelope.pubkey, signature=bytes(64)).SerializeToString(deterministic=True)
+    other_chain = txlib.build(keys[0], "another-chain", 3, 1, txlib.MsgSend(recipient=sink, amount=5))
+    gap = txlib.build(keys[1], CHAIN, 9, 1, txlib.MsgSend(recipient=sink, amount=5))
+    return txs + [forged, other_chain, gap, txs[4]]
+
+
+def test_a_cache_miss_gives_the_same_outcome_as_a_hit(tmp_path):
+    """The same txs through CheckTx and a block on two nodes: one keeps what it verified, the other
+    forgets before every call. Every answer, result, event and app hash is the same."""
+    keys = [fixed_key(i) for i in range(1, 4)]
+    txs = mixed_txs(keys)
+    warm, cold = make_app(tmp_path / "warm", keys), make_app(tmp_path / "cold", keys)
+    answers = {}
+    for name, app in (("warm", warm), ("cold", cold)):
+        runtime.VERIFIED.clear()
+
+        def call(method, request):
+            if app is cold:
+                runtime.VERIFIED.clear()
+            return getattr(app, method)(request)
+
+        checks = [call("check_tx", abci.RequestCheckTx(tx=raw)) for raw in txs]
+        prepare, process, finalize = block_requests(txs)
+        proposal = call("prepare_proposal", prepare)
+        processed = call("process_proposal", abci.RequestProcessProposal(txs=proposal.txs, height=1, time=TIME))
+        finalized = call("finalize_block", finalize)
+        call("commit", abci.RequestCommit())
+        rechecks = [call("check_tx", abci.RequestCheckTx(tx=raw, type=abci.CheckTxType.RECHECK)) for raw in txs]
+        answers[name] = ([c.SerializeToString() for c in checks], list(proposal.txs), processed.status,
+                         finalized.SerializeToString(deterministic=True), [c.SerializeToString() for c in rechecks])
+    assert answers["warm"] == answers["cold"]
+    codes = [c.code for c in abci.ResponseFinalizeBlock.FromString(answers["warm"][3]).tx_results]
+    assert codes[:9] == [0] * 9 and codes[9:12] == [runtime.BadSignature.code, runtime.WrongChainId.code, 5]
+    warm.close()
+    cold.close()
+
+
+def test_each_signature_is_verified_once_per_node(tmp_path, monkeypatch):
+    """CheckTx, RECHECK, PrepareProposal, ProcessProposal and FinalizeBlock: one verification per tx."""
+    keys = [fixed_key(i) for i in range(1, 4)]
+    sink = crypto.PrivateKey(b"\x09" * 32).address
+    first = [txlib.build(keys[i % 3], CHAIN, i // 3, 1, txlib.MsgSend(recipient=sink, amount=5)) for i in range(12)]
+    later = [txlib.build(keys[i % 3], CHAIN, 4 + i // 3, 1, txlib.MsgSend(recipient=sink, amount=5)) for i in range(6)]
+    app = make_app(tmp_path / "app", keys)
+    runtime.VERIFIED.clear()
+    verified: list[bytes] = []
+    real_verify = crypto.verify
+    monkeypatch.setattr(crypto, "verify", lambda pubkey, message, signature: verified.append(signature) or real_verify(pubkey, message, signature))
+    for raw in first + later:
+        assert app.check_tx(abci.RequestCheckTx(tx=raw)).code == 0
+    prepare, process, finalize = block_requests(first)
+    app.prepare_proposal(prepare)
+    app.process_proposal(process)
+    assert all(r.code == 0 for r in app.finalize_block(finalize).tx_results)
+    app.commit(abci.RequestCommit())
+    for raw in later:
+        assert app.check_tx(abci.RequestCheckTx(tx=raw, type=abci.CheckTxType.RECHECK)).code == 0
+    assert len(verified) == len(first) + len(later) == len(set(verified))
+    app.close()
+
+
+def test_a_forged_signature_is_checked_every_time_and_never_remembered(tmp_path, monkeypatch):
+    keys = [fixed_key(1)]
+    envelope = txlib.Tx.FromString(txlib.build(keys[0], CHAIN, 0, 1, txlib.MsgSend(recipient=keys[0].address, amount=1)))
+    forged = txlib.Tx(body=envelope.body, pubkey=envelope.pubkey, signature=b"\x01" * 64).SerializeToString(deterministic=True)
+    app = make_app(tmp_path / "app", keys)
+    runtime.VERIFIED.clear()
+    for _ in range(3):
+        assert app.check_tx(abci.RequestCheckTx(tx=forged)).code == runtime.BadSignature.code
+    assert hashlib.sha256(forged).digest() not in runtime.VERIFIED
+    app.close()
+
+
+def test_simulate_checks_no_signature_and_so_remembers_none(tmp_path):
+    key = fixed_key(1)
+    app = make_app(tmp_path / "app", [key])
+    app.finalize_block(block_requests([])[2])
+    app.commit(abci.RequestCommit())
+    runtime.VERIFIED.clear()
+    unsigned = txlib.build_unsigned(key.pubkey, CHAIN, 0, 1, txlib.MsgSend(recipient=key.address, amount=1))
+    answer = app.query(abci.RequestQuery(path="/app/simulate", data=unsigned))
+    assert answer.code == 0 and json.loads(answer.value)["code"] == 0
+    assert hashlib.sha256(unsigned).digest() not in runtime.VERIFIED
+    assert app.check_tx(abci.RequestCheckTx(tx=unsigned)).code == runtime.BadSignature.code
+    app.close()
+
+
+def test_the_cache_is_bounded_oldest_out_first():
+    cache = runtime.VerifiedTxs(max_entries=3)
+    for i in range(5):
+        cache.add(bytes([i]) * 32)
+    assert [bytes([i]) * 32 in cache for i in range(5)] == [False, False, True, True, True]
+
+
+def test_our_own_proposal_is_accepted_without_executing_it_again_and_any_other_is_executed(tmp_path, monkeypatch):
+    keys = [fixed_key(i) for i in range(1, 3)]
+    sink = crypto.PrivateKey(b"\x09" * 32).address
+    txs = [txlib.build(keys[i % 2], CHAIN, i // 2, 1, txlib.MsgSend(recipient=sink, amount=5)) for i in range(6)]
+    app = make_app(tmp_path / "app", keys)
+    admitted: list[str] = []
+    real_admit = runtime.admit
+    monkeypatch.setattr(runtime, "admit", lambda ctx, raw, mode: admitted.append(mode) or real_admit(ctx, raw, mode))
+    prepare, process, _ = block_requests(txs)
+    proposal = app.prepare_proposal(prepare)
+    assert list(proposal.txs) == txs and admitted.count(runtime.PREPARE) == 6
+    assert app.process_proposal(abci.RequestProcessProposal(txs=proposal.txs, height=1, time=TIME)).status == abci.ResponseProcessProposal.ACCEPT
+    assert runtime.PROCESS not in admitted
+    # Another proposal at the same height (a later round, another proposer) is judged in full:
+    # here a sender's nonces out of order, which must be refused.
+    swapped = [txs[2], txs[0], *txs[3:]]
+    assert app.process_proposal(abci.RequestProcessProposal(txs=swapped, height=1, time=TIME)).status == abci.ResponseProcessProposal.REJECT
+    assert runtime.PROCESS in admitted
+    # The same txs at another time are not our proposal either: executed, and valid.
+    admitted.clear()
+    later = Timestamp(seconds=TIME.seconds + 1)
+    assert app.process_proposal(abci.RequestProcessProposal(txs=txs, height=1, time=later)).status == abci.ResponseProcessProposal.ACCEPT
+    assert admitted.count(runtime.PROCESS) == 6
+    app.close()
+
+
+@pytest.mark.parametrize("reopen", [False, True])
+def test_cached_committed_values_follow_every_commit(tmp_path, reopen):
+    store = Store(tmp_path / "state.sqlite")
+    block = store.begin_block()
+    block.set(b"k/a", b"1")
+    block.set(b"k/b", b"2")
+    store.commit(block, 1)
+    assert store.begin_block().get(b"k/a") == b"1" and store.begin_block().get(b"k/c") is None  # now cached, absence too
+    block = store.begin_block()
+    block.delete(b"k/a")
+    block.set(b"k/c", b"3")
+    store.commit(block, 2)
+    if reopen:
+        store.close()
+        store = Store(tmp_path / "state.sqlite")
+    view = store.begin_block()
+    assert (view.get(b"k/a"), view.get(b"k/b"), view.get(b"k/c")) == (None, b"2", b"3")
+    assert list(view.iter_prefix(b"k/")) == [(b"k/b", b"2"), (b"k/c", b"3")]
+    store.close()
+
+
+def test_a_block_reports_its_txs_events_in_their_results_only(tmp_path):
+    """A transfer's events are in its tx result; the block's own events are its hooks' (none here)."""
+    keys = [fixed_key(1)]
+    app = make_app(tmp_path / "app", keys)
+    raw = txlib.build(keys[0], CHAIN, 0, 1, txlib.MsgSend(recipient=crypto.PrivateKey(b"\x09" * 32).address, amount=5))
+    response = app.finalize_block(block_requests([raw])[2])
+    assert [e.type for e in response.tx_results[0].events] == ["fee_paid", "message", "transfer"]
+    assert [e.type for e in response.events] == []
+    app.close()
