@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -160,14 +161,15 @@ class VerifiedTxs:
 
     def __init__(self, max_entries: int = 1 << 17) -> None:  # 128 Ki entries, ~15 MB
         self.max_entries = max_entries
-        self._hashes: dict[bytes, None] = {}  # insertion-ordered: the first key is the oldest
+        # OrderedDict, not dict: evicting a dict's first key walks the deleted slots before it, which grow with every eviction.
+        self._hashes: OrderedDict[bytes, None] = OrderedDict()
 
     def __contains__(self, tx_hash: bytes) -> bool:
         return tx_hash in self._hashes
 
     def add(self, tx_hash: bytes) -> None:
         if len(self._hashes) >= self.max_entries:
-            del self._hashes[next(iter(self._hashes))]
+            self._hashes.popitem(last=False)
         self._hashes[tx_hash] = None
 
     def clear(self) -> None:
