@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ from abci_app import tx as txcodec
 from abci_app.context import Context, Event, EventType, ModuleError, is_utf8_encodable
 from abci_app.modules import auth, bank, datasets, registry, staking, training
 from abci_app.state import Overlay
+from abci_app.state.cache import BoundedCache
 
 # Module name -> module, in the fixed order genesis and block hooks run.
 MODULES = {"auth": auth, "bank": bank, "staking": staking, "datasets": datasets, "registry": registry, "training": training}
@@ -151,7 +151,7 @@ def chain_id(state: Overlay) -> str:
 # --- Transactions ---------------------------------------------------------------
 
 
-class VerifiedTxs:
+class VerifiedTxs(BoundedCache):
     """sha256 of the raw txs this node has seen decode canonically and verify, so that a
     tx is verified once per node, in CheckTx, and not again in PrepareProposal,
     ProcessProposal and FinalizeBlock (or RECHECK). Both facts are pure functions of
@@ -160,20 +160,10 @@ class VerifiedTxs:
     are remembered; bounded, oldest out first."""
 
     def __init__(self, max_entries: int = 1 << 17) -> None:  # 128 Ki entries, ~15 MB
-        self.max_entries = max_entries
-        # OrderedDict, not dict: evicting a dict's first key walks the deleted slots before it, which grow with every eviction.
-        self._hashes: OrderedDict[bytes, None] = OrderedDict()
-
-    def __contains__(self, tx_hash: bytes) -> bool:
-        return tx_hash in self._hashes
+        super().__init__(max_entries)
 
     def add(self, tx_hash: bytes) -> None:
-        if len(self._hashes) >= self.max_entries:
-            self._hashes.popitem(last=False)
-        self._hashes[tx_hash] = None
-
-    def clear(self) -> None:
-        self._hashes.clear()
+        self.put(tx_hash, None)
 
 
 VERIFIED = VerifiedTxs()
