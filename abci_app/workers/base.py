@@ -12,7 +12,7 @@ from typing import Any
 
 from abci_app import crypto
 from abci_app.client import ChainClient
-from abci_app.ipfs.client import IpfsClient
+from abci_app.ipfs.client import IpfsClient, IpfsError
 from abci_app.ipfs.download import fetch_verified
 from abci_app.models import Cache
 
@@ -38,7 +38,12 @@ class Worker:
         self.ipfs.close()
 
     def params(self) -> dict:
+        """The training params the next round opens with."""
         return self.chain.query_json("/training/params")
+
+    def round_params(self, rnd: dict) -> dict:
+        """The params `rnd` runs under: those it opened with, whatever gov changed since."""
+        return rnd.get("params") or self.params()
 
     def current_round(self) -> dict | None:
         return self.chain.query_json("/training/current")
@@ -64,6 +69,18 @@ class Worker:
             self._datasets[dataset_id] = (pulled.entry, family.dataset(model, pulled.path))
         return self._datasets[dataset_id]
 
+    def round_data(self, rnd: dict, family, model) -> tuple[dict, Any, dict[int, str]]:
+        """(entry of the round's dataset, its data with the train split of every dataset in the round's mix,
+        {dataset id: sha256} of the mix): what `recompute.round_work` and the batches need."""
+        from abci_app.workers.recompute import Mix
+
+        entry, data = self.dataset(rnd["dataset_id"], family, model)
+        sha256_of, sources = {}, {}
+        for dataset_id, _ in rnd.get("mix") or []:
+            mixed, mixed_data = self.dataset(dataset_id, family, model)
+            sha256_of[dataset_id], sources[mixed["sha256"]] = mixed["sha256"], mixed_data.train
+        return entry, (Mix(data.train, data.heldout, data.sha256, sources) if sources else data), sha256_of
+
     def warm_up(self) -> None:
         """Pull and load the latest version and the training dataset while no round needs us: for
         SmolLM2 that is a 540 MB pull, ~12 s of loading and ~5 s of tokenizing, which would otherwise
@@ -74,6 +91,16 @@ class Worker:
             return
         family, base = self.base_model(latest["id"], params)
         self.dataset(params["dataset_id"], family, base)
+
+    def pin(self, cid: str, what: str, report: Callable[[str], None] = log.info) -> bool:
+        """Pin `cid` on our IPFS node (its blocks are local once fetched). A failure is reported, not raised:
+        the pin is for later readers of the lineage, and the vote it sits beside must not wait on it."""
+        try:
+            self.ipfs.pin_add(cid, timeout=self.fetch_timeout)
+        except IpfsError as exc:
+            report(f"{what}: could not pin {cid} ({exc})")
+            return False
+        return True
 
     def fetch(self, cid: str, sha256: str, suffix: str) -> Path:
         """A file referenced on chain, verified against its CID and sha256 (cached)."""

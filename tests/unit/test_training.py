@@ -28,13 +28,18 @@ def cid(tag: str) -> str:
 
 def check_trainer_invariants(chain: Chain) -> None:
     """The trainer pool holds exactly the bonded and unbonding collateral; the bonded-trainer count and the
-    unbonding totals match the records; locks never exceed bonds and match the undecided submissions."""
+    unbonding totals match the records; locks never exceed bonds and match the undecided submissions. The count is
+    the trainers flagged counted: those bonded at least min_trainer_bond, unless gov changed that minimum (a test
+    that does sets `min_bond_changed`), after which a trainer is re-judged when its bond changes."""
     state = chain.app.store.begin_block()
     params = training.get_params(state)
     bonds = {crypto.bech32_encode("gc", k[len(training.TRAINER_PREFIX):]): training.TrainerBond(**json.loads(v))
              for k, v in state.iter_prefix(training.TRAINER_PREFIX)}
     assert bank.balance(state, training.TRAINER_POOL) == sum(b.bonded + b.unbonding for b in bonds.values())
-    assert training.bonded_trainers(state) == sum(b.bonded >= params.min_trainer_bond for b in bonds.values())
+    counted = {crypto.bech32_encode("gc", k[len(training.COUNTED_PREFIX):]) for k, _ in state.iter_prefix(training.COUNTED_PREFIX)}
+    assert training.bonded_trainers(state) == len(counted) and counted <= set(bonds)
+    if not getattr(chain, "min_bond_changed", False):
+        assert counted == {t for t, b in bonds.items() if b.bonded >= params.min_trainer_bond}
     unbonding: dict[str, int] = {}
     for entry in training.trainer_unbondings(state):
         unbonding[entry["trainer"]] = unbonding.get(entry["trainer"], 0) + entry["amount"]
@@ -115,7 +120,7 @@ def verdict(net, val, index, kind="accept", proofs="right", fraud_step=0, round_
     rnd = net.round(round_id)
     sub = next(s for s in rnd["submission_list"] if s["index"] == index)
     signature = val.sign(audit.audit_message(round_id, index, sub["trajectory_sha256"], rnd["beacon"]))
-    sample = audit.audit_sample(signature, sub["steps"], training.get_params(net.app.store.begin_block()).audit_steps)
+    sample = audit.audit_sample(signature, sub["steps"], rnd["params"]["audit_steps"])  # the round's, as an honest auditor draws it
     v = tx.AuditVerdict(submission=index, verdict=training.VERDICTS.index(kind), audit_signature=signature, fraud_step=fraud_step)
     if kind != "fraud" and proofs != "none":
         v.step_proofs.extend(proof(sub["trainer"], i) if proofs == "right" else hashlib.sha256(b"guess%d" % i).digest() for i in sample)
