@@ -749,6 +749,18 @@ class MergeAttested(EventType):
 
 
 @dataclass(frozen=True)
+class MergeNotRegistered(EventType):
+    """The file the quorum agreed on could not be registered (`reason`: the registry's refusal, e.g. an existing
+    version's sha256); the round closes without a version."""
+
+    type = "merge_not_registered"
+    round: int
+    cid: str
+    sha256: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class RoundClosed(EventType):
     """The round is over; `version` is the model version it registered ("" when none was)."""
 
@@ -1330,12 +1342,20 @@ def _register_merge(ctx: Context, rnd: Round, agreeing: list[dict]) -> None:
     first = agreeing[0]
     contributions = _contributions(ctx, rnd)
     trained_on = sorted({d for c in contributions for d, _ in c.windows}) or [rnd.dataset_id]
-    version = registry.register(
-        ctx, parent=base.id, cid=first["cid"], sha256=first["sha256"], size=first["bytes"], family=base.family,
-        config_json=base.config_json, dataset_ids=trained_on, licence=base.licence, creator=rnd.aggregator or first["validator"],
-        round=rnd.id, metrics=metrics, contributions=contributions,
-        note=f"round {rnd.id}: {len(rnd.accepted)} accepted submissions (listed in the round)",  # registry notes are bounded
-    )
+    try:
+        version = registry.register(
+            ctx, parent=base.id, cid=first["cid"], sha256=first["sha256"], size=first["bytes"], family=base.family,
+            config_json=base.config_json, dataset_ids=trained_on, licence=base.licence, creator=rnd.aggregator or first["validator"],
+            round=rnd.id, metrics=metrics, contributions=contributions,
+            note=f"round {rnd.id}: {len(rnd.accepted)} accepted submissions (listed in the round)",  # registry notes are bounded
+        )
+    except ModuleError as exc:
+        # Every input is bounded (<= MAX_ADMITTED datasets, steps x batch_size far inside uint64, votes checked at
+        # attest_merge), but a quorum can still agree on a file already registered: end_block must not raise on
+        # that, so the refusal is recorded (register checks everything before it writes) and the round closes.
+        ctx.emit(MergeNotRegistered(round=rnd.id, cid=first["cid"], sha256=first["sha256"], reason=exc.log[:200]))
+        _close(ctx, rnd)
+        return
     _close(ctx, replace(rnd, version=version.id))
 
 

@@ -15,6 +15,7 @@ import torch
 
 from abci_app import tx as txlib
 from abci_app.ipfs.cid import cid_of_file
+from abci_app.modules import training
 from abci_app.workers.base import Worker
 from abci_app.workers.recompute import delta_extra, round_work, to_micro
 from abci_app.workers.spotcheck import manifest_bytes, train_trajectory
@@ -86,7 +87,8 @@ class Trainer(Worker):
 
     def submit(self, rnd: dict, params: dict, report: Callable[[str], None]) -> None:
         family, base = self.base_model(rnd["base_version"], params)
-        entry, dataset, sha256_of = self.round_data(rnd, family, base)
+        drawn = training.step_counts(rnd["seed"], self.address, rnd.get("mix") or [], params["steps"])
+        entry, dataset, sha256_of = self.round_data(rnd, family, base, needed=[d for d, _ in drawn])  # only what our steps draw from
         work = round_work(rnd, self.address, entry, params, self.kernel_path, sha256_of)
         steps = params["steps"]
         faked = faked_steps(rnd["seed"], self.address, steps, self.fake_fraction_bps) if self.cheat == "skip-steps" else []

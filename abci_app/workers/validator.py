@@ -18,6 +18,7 @@ from abci_app.client import TxRejected
 from abci_app.ipfs.cid import cid_of_file
 from abci_app.ipfs.client import IpfsError
 from abci_app.ipfs.download import VerificationError, fetch_verified
+from abci_app.models import ModelError
 from abci_app.modules import audit
 from abci_app.modules.training import MAX_REVEAL_CHUNKS, merge_commitment, reveal_chunk, verdicts_commitment
 from abci_app.workers.base import Worker
@@ -67,12 +68,27 @@ class Validator(Worker):
         """The round's auditor (one per round: it keeps the replay model, state 0 and the base loss) and the params."""
         params = self.round_params(rnd)
         family, base = self.base_model(rnd["base_version"], params)
-        entry, dataset, sha256_of = self.round_data(rnd, family, base)
         key = (rnd["id"], rnd["base_version"], rnd["dataset_id"])
         if self._auditor is None or self._auditor[0] != key:
-            self._auditor = (key, Auditor(family, base, dataset, params, self.kernel_path, self._fetch_for(params)))
+            # No mixed dataset yet: each is loaded when a sample draws from it, so one nobody serves costs an
+            # "unavailable" verdict on the submissions that need it, not the whole round's audit.
+            entry, dataset, sha256_of = self.round_data(rnd, family, base, needed=())
+            loader = self._source_for(family, base, sha256_of, float(params["fetch_seconds"]))
+            self._auditor = (key, Auditor(family, base, dataset, params, self.kernel_path, self._fetch_for(params), loader))
             self._sha256_of = sha256_of
-        return self._auditor[1], entry
+        return self._auditor[1], self.dataset(rnd["dataset_id"], family, base)[0]
+
+    def _source_for(self, family, base, sha256_of: dict[int, str], deadline: float):
+        ids = {sha256: dataset_id for dataset_id, sha256 in sorted(sha256_of.items(), reverse=True)}  # the lowest id of equal files
+
+        def load(sha256: str):
+            dataset_id = ids[sha256]
+            try:
+                return self.dataset(dataset_id, family, base, timeout=deadline)[1].train
+            except (IpfsError, ModelError, ValueError) as exc:  # not served, not the registered bytes, not text: no usable content
+                raise Unavailable(f"dataset {dataset_id}: {exc}") from None
+
+        return load
 
     def _fetch_for(self, params: dict):
         deadline = float(params["fetch_seconds"])

@@ -15,7 +15,7 @@ from abci_app.workers.recompute import Mix, Work, batch_at, batches, round_work
 from tests.unit.conftest import fixed_key
 from tests.unit.test_staking import cons_key
 from tests.unit.test_training import (
-    PARAMS, TrainingChain, audit_round, bond_all, cid, codes, merge_round, reveal_merge, sha, submit, until_phase,
+    PARAMS, TrainingChain, audit_round, bond_all, cid, codes, judge, merge_round, reveal_merge, sha, submit, tokens, until_phase,
 )
 
 SEED = "ab" * 32
@@ -222,6 +222,36 @@ def test_an_accepted_round_pays_each_owner_by_windows_and_records_the_provenance
          "windows": [[d, c * b] for d, c in training.step_counts(rnd["seed"], subs[i]["trainer"], rnd["mix"], k)]}
         for i in (0, 1)
     ]
+
+
+@pytest.mark.parametrize("served_at_dispute", [False, True], ids=["withheld", "served-to-the-judges"])
+def test_a_drawn_dataset_nobody_serves_rejects_only_the_submission_that_needs_it(two, served_at_dispute):
+    """Dataset 1 is withheld from the committee: every member claims submission 0's content unavailable (k + 1, the
+    verdict `spotcheck.Auditor` seals when a sampled step's dataset cannot be fetched) and accepts submission 1, whose
+    sample it could check. No honest auditor is charged, the round goes on to its merge, and submission 0 is never
+    accepted on data nobody could check: upheld, it is rejected with slash_bps of its bond (the trainer trained on
+    that data, so it could have served it); served to the judges after all, the claim is refuted for free and the
+    submission, with no valid verdict, expires with its check fee burned."""
+    net = two
+    bond_all(net)
+    net.block([submit(net, net.trainers[0]), submit(net, net.trainers[1])])
+    staked = {v.address: tokens(net, v) for v in net.vals}
+    trainer_balance = net.balance(net.trainers[0].address)
+    k = PARAMS["steps"]
+    audit_round(net, {v: {0: ("fraud", k + training.CLAIM_UNAVAILABLE_OFFSET), 1: "accept"} for v in net.vals})
+    assert net.round()["phase"] == "dispute" and net.round(0)["accepted"] == [1]
+    net.block([judge(net, v, [(0, k + 1, served_at_dispute)]) for v in net.vals])
+    until_phase(net, "merge")
+    sub = net.round(0)["submission_list"][0]
+    assert sub["claims"][0]["outcome"] == ("refuted" if served_at_dispute else "upheld")
+    assert {v.address: tokens(net, v) for v in net.vals} == staked  # not unrevealed, not a false claim, not a wrong judge
+    if served_at_dispute:
+        assert sub["status"] == "expired" and net.bond(net.trainers[0]) == {"bonded": 2_000, "locked": 0, "unbonding": 0}
+    else:
+        assert sub["status"] == "rejected" and net.bond(net.trainers[0]) == {"bonded": 1_600, "locked": 0, "unbonding": 0}
+    assert net.balance(net.trainers[0].address) == trainer_balance  # no reward, no royalty, no check fee back
+    assert [d["submissions"] for d in sorted(listing(net), key=lambda d: d["id"])] == [
+        int(bool(dict(training.step_counts(net.round(0)["seed"], net.trainers[1].address, net.round(0)["mix"], k)).get(d))) for d in (0, 1)]
 
 
 # --- admission: gov only ---------------------------------------------------------------

@@ -1,21 +1,24 @@
 """The workers in a round that draws from two admitted datasets: the trainer trains on exactly the chain's draw,
 an auditor rebuilds the same batches and accepts, an auditor that ignores the mix finds the steps do not reproduce,
-and the merge voter pins the accepted deltas the new version's provenance names."""
+and the merge voter pins the accepted deltas the new version's provenance names. A dataset nobody serves costs
+only the submissions whose sample draws from it an "unavailable" verdict (k + 1), and is never fetched otherwise."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
 from abci_app import tx
+from abci_app.ipfs.cid import cid_of_bytes
 from abci_app.ml.corpus import load_dataset
 from abci_app.modules import training
 from abci_app.workers.recompute import Mix, batch_at, round_work
 from abci_app.workers.trainer import Trainer
 from abci_app.workers.validator import load_openings
 from tests.unit.conftest import fixed_key, tiny_gpt
-from tests.unit.test_adversarial import FakeChain, FakeIpfs, make_validator, round_view, verdict_of
+from tests.unit.test_adversarial import OTHER_VALIDATOR, FakeChain, FakeIpfs, make_validator, round_view, verdict_of
 from tests.unit.test_spotcheck import K, PARAMS, SEED, TRAINER
 
 MIX = [[0, 1], [1, 1]]
@@ -30,8 +33,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
 def other(tmp_path_factory: pytest.TempPathFactory):
     """A second dataset: other text, so another sha256 and other tokens."""
     path = tmp_path_factory.mktemp("other") / "other.txt"
-    path.write_text("".join(f"Proverb {i}: a soft answer turneth away wrath, but grievous words stir up anger.\n" for i in range(400)))
+    path.write_bytes(OTHER_TEXT)
     return load_dataset(path)
+
+
+OTHER_TEXT = "".join(f"Proverb {i}: a soft answer turneth away wrath, but grievous words stir up anger.\n" for i in range(400)).encode()
+OTHER_ENTRY = {"id": 1, "cid": cid_of_bytes(OTHER_TEXT), "sha256": hashlib.sha256(OTHER_TEXT).hexdigest()}
 
 
 def loaded(worker, tiny, other) -> None:
@@ -107,3 +114,88 @@ def _seal(validator, rnd: dict):
     assert validator.step(lambda line: None) is False
     (sealed,) = [v for chunk in load_openings(validator.sealed_path(rnd)) for v in chunk.verdicts]
     return sealed
+
+
+# --- a dataset nobody serves -------------------------------------------------------------
+
+WITHHELD = {"id": 2, "cid": cid_of_bytes(b"never served"), "sha256": hashlib.sha256(b"never served").hexdigest()}
+MIX3 = [[0, 100], [1, 100], [2, 1]]  # dataset 2 is admitted, but TRAINER's draw in this round takes no step from it
+
+
+def on_chain(worker, entries: dict[int, dict]) -> None:
+    """The worker's node answers /datasets/dataset by id (FakeChain answers one value per path)."""
+    answer = worker.chain.query_json
+    worker.chain.query_json = lambda path, data="": entries[int(data)] if path == "/datasets/dataset" else answer(path, data)
+
+
+@pytest.fixture(scope="module")
+def mixed(tiny, other, tmp_path_factory: pytest.TempPathFactory):
+    """TRAINER's honest submission in a MIX3 round: (sub, what it published, the trainer's IPFS requests)."""
+    assert sorted(set(training.draw_steps(SEED, TRAINER, MIX3, K))) == [0, 1]
+    trainer = Trainer(fixed_key(40), "http://127.0.0.1:9", "http://127.0.0.1:9", tmp_path_factory.mktemp("trainer"))
+    trainer.chain.close()
+    trainer.ipfs.close()
+    trainer.chain, trainer.ipfs = FakeChain(PARAMS), FakeIpfs()
+    loaded(trainer, tiny, other)
+    on_chain(trainer, {2: WITHHELD})
+    trainer.submit({"id": 0, "base_version": 0, "dataset_id": 0, "seed": SEED, "mix": MIX3}, PARAMS, lambda line: None)
+    (msg,) = trainer.chain.sent
+    sub = {"round": 0, "index": 0, "trainer": TRAINER, "steps": msg.steps, "cid": msg.cid, "sha256": msg.sha256,
+           "trajectory_cid": msg.trajectory_cid, "trajectory_sha256": msg.trajectory_sha256, "kernel_path": msg.kernel_path,
+           "grad_commitments": msg.grad_commitments.hex()}
+    return sub, trainer.ipfs.served, trainer.ipfs.requests
+
+
+def auditing(tiny, home: Path, served: dict[str, bytes], entry_1: dict = OTHER_ENTRY):
+    """A validator that checks every step, with dataset 0 loaded and datasets 1 and 2 to fetch from `served`."""
+    validator = make_validator(tiny, home, served, params=PARAMS | {"audit_steps": K})
+    on_chain(validator, {1: entry_1, 2: WITHHELD})
+    return validator
+
+
+def test_a_trainer_fetches_only_the_datasets_its_draw_uses(mixed) -> None:
+    _, _, requests = mixed
+    assert WITHHELD["cid"] not in requests  # it trained and submitted although dataset 2 is served by nobody
+
+
+UNREADABLE = b"\xff\xfe" * 500  # registered bytes that are no text: nobody can train on them either
+UNREADABLE_ENTRY = {"id": 1, "cid": cid_of_bytes(UNREADABLE), "sha256": hashlib.sha256(UNREADABLE).hexdigest()}
+
+
+@pytest.mark.parametrize("entry_1, served_1, reason", [
+    (OTHER_ENTRY, {}, f"unavailable: dataset 1: {OTHER_ENTRY['cid']} not found"),
+    (UNREADABLE_ENTRY, {UNREADABLE_ENTRY["cid"]: UNREADABLE}, "unavailable: dataset 1: 'utf-8' codec can't decode"),
+], ids=["not-served", "not-text"])
+def test_an_auditor_that_cannot_fetch_a_drawn_dataset_commits_an_unavailable_verdict(tiny, mixed, tmp_path: Path, entry_1, served_1, reason) -> None:
+    """It is not stalled (and so not charged for an unrevealed seat): it seals fraud at k + 1, the availability claim
+    the chain judges; a dataset the submission does not draw from is never asked for."""
+    sub, served, _ = mixed
+    validator = auditing(tiny, tmp_path, served | served_1, entry_1)
+    sealed = _seal(validator, round_view([sub], mix=MIX3))
+    assert verdict_of(sealed) == ("fraud", K + training.CLAIM_UNAVAILABLE_OFFSET)
+    assert sealed.reason.startswith(reason)
+    assert [type(m) for m in validator.chain.sent] == [tx.MsgCommitVerdicts]
+    assert entry_1["cid"] in validator.ipfs.requests and WITHHELD["cid"] not in validator.ipfs.requests
+
+
+def test_an_auditor_pins_a_dataset_it_fetches_and_accepts(tiny, mixed, tmp_path: Path) -> None:
+    sub, served, _ = mixed
+    validator = auditing(tiny, tmp_path, served | {OTHER_ENTRY["cid"]: OTHER_TEXT})
+    assert verdict_of(_seal(validator, round_view([sub], mix=MIX3))) == ("accept", 0)
+    assert validator.ipfs.pinned == [OTHER_ENTRY["cid"]]  # kept served for the other auditors and the judges
+    assert WITHHELD["cid"] not in validator.ipfs.requests
+
+
+@pytest.mark.parametrize("served_too", [False, True], ids=["withheld", "served"])
+def test_a_judge_upholds_an_availability_claim_on_a_drawn_dataset_nobody_serves(tiny, mixed, tmp_path: Path, served_too: bool) -> None:
+    """The claimant's sample is part of the claim: content its steps draw from counts, content they do not does not."""
+    sub, served, _ = mixed
+    drawn = training.draw_steps(SEED, TRAINER, MIX3, K)
+    from_1, from_0 = drawn.index(1), drawn.index(0)
+    claims = [{"submission": 0, "step": K + 1, "claimants": [claimant]} for claimant in (OTHER_VALIDATOR, "gc1other")]
+    checked = [{"validator": OTHER_VALIDATOR, "steps_checked": [from_1]}, {"validator": "gc1other", "steps_checked": [from_0]}]
+    validator = auditing(tiny, tmp_path, served | ({OTHER_ENTRY["cid"]: OTHER_TEXT} if served_too else {}))
+    validator.chain.answers["/training/current"] = round_view([sub | {"verdicts": checked, "claims": claims}], phase="dispute", mix=MIX3)
+    assert validator.step(lambda line: None) is False
+    (msg,) = validator.chain.sent
+    assert [(j.step, j.valid) for j in msg.judgements] == [(K + 1, served_too), (K + 1, True)]

@@ -616,6 +616,24 @@ def test_merge_without_quorum_closes_without_a_version_and_the_silent_pay(net):
     assert [staked[v] - tokens(net, v) for v in net.vals] == [0] + [staked[v] * PARAMS["verifier_penalty_bps"] // 10_000 for v in net.vals[1:]]
 
 
+def test_a_merge_the_registry_refuses_closes_the_round_without_a_version(net):
+    """A quorum agreeing on a file already registered (here the base's own sha256) makes registry.register refuse:
+    end_block records the refusal and closes the round, the chain goes on, and the next round trains the base."""
+    bond_all(net)
+    net.block([submit(net, net.trainers[0])])
+    audit_round(net, {v: {0: "accept"} for v in net.vals})
+    dup = tx.MsgAttestMerge(round=0, cid=cid("v0"), sha256=sha("v0"), bytes=10, held_out_loss_micro=1)
+    merge_round(net, {v: dup for v in net.vals})
+    r = net.block([reveal_merge(net, v, dup) for v in net.vals])
+    (refused,) = [e for e in r.events if e.type == "merge_not_registered"]
+    fields = {a.key: a.value for a in refused.attributes}
+    assert (fields["round"], fields["sha256"]) == ("0", sha("v0")) and "already version 0" in fields["reason"]
+    assert net.round(0)["phase"] == "closed" and net.round(0)["version"] is None
+    assert json.loads(net.query("/registry/latest").value)["id"] == 0
+    net.block([])
+    assert net.round()["id"] == 1 and net.round()["base_version"] == 0
+
+
 def test_aggregator_pick_is_stake_weighted_and_deterministic(net):
     bond_all(net)
     rnd = net.round()
