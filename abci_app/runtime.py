@@ -362,7 +362,7 @@ class ModuleParams:
 
     params_type: type
     key: bytes
-    check_change: Callable[[object, object], None] | None
+    check_change: Callable[[object, object, Overlay], None] | None
 
 
 def module_params(name: str) -> ModuleParams | None:

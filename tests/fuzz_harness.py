@@ -122,7 +122,7 @@ def fake_cid(tag: str) -> str:
 EXTREME_PARAMS = {
     "bank": {"min_fee": [1, 2]},  # bank.Params refuses a zero fee (free txs)
     "staking": {"max_validators": [1, 2, 4], "power_unit": [1, 100], "unbonding_blocks": [0, 1, 4], "jail_blocks": [0, 3],
-                "double_sign_slash_bps": [0, 500, 10_000], "downtime_slash_bps": [0, 100, 10_000], "block_reward": [0, 7, 10**6]},
+                "double_sign_slash_bps": [0, 500, 10_000], "downtime_slash_bps": [0, 100, 1_000], "block_reward": [0, 7, 10**6]},
     "training": {"verifier_penalty_bps": [0, 100, 10_000], "slash_bps": [0, 2_000, 10_000], "attester_share_bps": [0, 5_000, 10_000],
                  "quorum_bps": [1, 6_667, 10_000], "reward": [0, 50], "max_submissions": [1, 3], "check_fee": [0, 1, 20],
                  "committee_size": [0, 1, 2], "audit_steps": [1, 4], "unrevealed_penalty_bps": [0, 10_000], "fraud_proof_slash_bps": [0, 10_000],

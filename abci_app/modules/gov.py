@@ -5,7 +5,8 @@ entries). It opens in the deposit period; once its deposits reach the
 minimum it enters the voting period, where stakers vote yes / no / abstain /
 no_with_veto. Votes count stake snapshotted when voting started: the active
 validators' tokens (at most max_validators entries), which stay slashable
-until voting_end (staking.hold_stake). A delegator's stake follows its
+until voting_end (staking.hold_stake); a vote lasts at most
+staking.unbonding_blocks, so that hold never delays an exit past it. A delegator's stake follows its
 validator's vote unless the delegator voted itself with a delegation older
 than the snapshot; each vote adds its weight to running per-option counts
 when it is cast (a re-vote takes its old weight back first), so the end
@@ -64,6 +65,11 @@ MAX_MIN_DEPOSIT = 10**15  # ugrad (1e9 GRAD); update_params also keeps it within
 MAX_DEPOSIT_SUPPLY_BPS = 1_000  # a new expedited_min_deposit is at most 10% of the supply: proposals stay fundable
 MAX_QUORUM_BPS = 6_667  # CometBFT runs on 2/3 of the stake; a quorum above it lets an absent third block gov for good
 MIN_VETO_BPS = 1_000  # a veto needs at least 10% of the votes
+MIN_QUORUM_BPS = 1_000  # below 10% of the stake, a small validator passes anything nobody notices within the window
+MAX_INITIAL_DEPOSIT_BPS = 5_000  # a submission carries at most half the minimum: others can fund the rest
+# Floors a params change may not shrink a window below (genesis may pick shorter ones, for test nets): below them the
+# stake must vote, or the deposit arrive, on a predicted proposal within seconds, and gov could not undo the change.
+MIN_WINDOW_BLOCKS = {"deposit_blocks": 10, "voting_blocks": 10, "expedited_voting_blocks": 5}
 # Options as x/gov numbers them.
 YES, ABSTAIN, NO, NO_WITH_VETO = 1, 2, 3, 4
 OPTIONS = {YES: "yes", ABSTAIN: "abstain", NO: "no", NO_WITH_VETO: "no_with_veto"}
@@ -78,8 +84,8 @@ class Params:
     expedited_min_deposit: int = 50_000_000  # the same for an expedited proposal
     min_initial_deposit_bps: int = 2_500  # share of the min deposit a submission must carry: empty proposals cost something
     deposit_blocks: int = 600  # heights a proposal may wait for its deposits
-    voting_blocks: int = 600  # heights the vote lasts
-    expedited_voting_blocks: int = 150  # heights an expedited vote lasts (shorter than voting_blocks)
+    voting_blocks: int = 20  # heights the vote lasts: at most staking.unbonding_blocks (check_voting_within_unbonding)
+    expedited_voting_blocks: int = 10  # heights an expedited vote lasts (shorter than voting_blocks)
     quorum_bps: int = 3_340  # share of the bonded stake that must vote (abstain counts)
     threshold_bps: int = 5_000  # yes must be above this share of the non-abstain votes
     expedited_threshold_bps: int = 6_670  # the same for an expedited proposal (above threshold_bps)
@@ -102,11 +108,12 @@ class Params:
             raise ValueError(f"gov.params deposit_blocks and voting_blocks must be 1 to {MAX_BLOCKS}")
         if not 1 <= self.expedited_voting_blocks < self.voting_blocks:
             raise ValueError("gov.params.expedited_voting_blocks must be at least 1 and below voting_blocks")
-        if self.min_initial_deposit_bps > BPS:
-            raise ValueError("gov.params.min_initial_deposit_bps must be at most 10000")
+        if self.min_initial_deposit_bps > MAX_INITIAL_DEPOSIT_BPS:
+            raise ValueError(f"gov.params.min_initial_deposit_bps must be at most {MAX_INITIAL_DEPOSIT_BPS}: a proposer alone need not hold more than half the minimum")
         # Bounds that keep gov usable whatever it votes for itself: each end of a range would let nothing pass again.
-        if not 1 <= self.quorum_bps <= MAX_QUORUM_BPS:
-            raise ValueError(f"gov.params.quorum_bps must be 1 to {MAX_QUORUM_BPS}: above 2/3 a third of the stake, absent, blocks every proposal")
+        if not MIN_QUORUM_BPS <= self.quorum_bps <= MAX_QUORUM_BPS:
+            raise ValueError(f"gov.params.quorum_bps must be {MIN_QUORUM_BPS} to {MAX_QUORUM_BPS}: below, a small validator passes "
+                             f"anything unnoticed; above 2/3 a third of the stake, absent, blocks every proposal")
         if not MIN_VETO_BPS <= self.veto_threshold_bps <= BPS:
             raise ValueError(f"gov.params.veto_threshold_bps must be {MIN_VETO_BPS} to 10000: below, a little stake vetoes (and burns) every proposal")
         if not BPS // 2 <= self.threshold_bps <= self.expedited_threshold_bps < BPS:
@@ -716,6 +723,41 @@ def params_digest(params) -> str:
     return hashlib.sha256(encode_json(asdict(params))).hexdigest()
 
 
+def check_voting_within_unbonding(gov_params: Params, staking_params) -> None:
+    """A vote lasts no longer than an unbonding: the hold that keeps voting stake slashable until voting_end
+    (staking.hold_stake) then never delays an exit past unbonding_blocks, whoever opens a vote (ValueError says why)."""
+    if gov_params.voting_blocks > staking_params.unbonding_blocks:  # validate() keeps the expedited window shorter
+        raise ValueError(f"gov.params.voting_blocks ({gov_params.voting_blocks}) must be at most staking.params.unbonding_blocks "
+                         f"({staking_params.unbonding_blocks}): a vote would hold every undelegation past its unbonding period")
+
+
+def check_change(state: Overlay, module: str, current, params) -> None:
+    """What a valid params set of `module` may not become from `current` (InvalidParams says why): the module's own
+    rules, and gov's that span modules or need the state."""
+    from abci_app import runtime  # the runtime composes the modules, gov among them: import when called
+
+    target = runtime.module_params(module)
+    if target.check_change is not None:
+        try:
+            target.check_change(current, params, state)  # staking reads the validators for a min_self_bond raise
+        except ValueError as exc:
+            raise InvalidParams(f"{module} params cannot change so: {exc}") from None
+    if module == "gov" and params.expedited_min_deposit * BPS > MAX_DEPOSIT_SUPPLY_BPS * bank.supply(state):
+        raise InvalidParams(f"gov.params.expedited_min_deposit {params.expedited_min_deposit}{bank.DENOM} is above "
+                            f"{MAX_DEPOSIT_SUPPLY_BPS} bps of the supply ({bank.supply(state)}{bank.DENOM}): no proposal could gather it")
+    if module == "gov":
+        for name, floor in MIN_WINDOW_BLOCKS.items():
+            if getattr(params, name) < min(floor, getattr(current, name)):
+                raise InvalidParams(f"gov.params.{name} may not shrink below {floor} blocks: gov could not vote, or fund, the change back in time")
+    if module in ("gov", "staking"):
+        gov_params = params if module == "gov" else get_params(state)
+        staking_params = params if module == "staking" else staking.get_params(state)
+        try:
+            check_voting_within_unbonding(gov_params, staking_params)
+        except ValueError as exc:
+            raise InvalidParams(str(exc)) from None
+
+
 def update_params(ctx: Context, signer: str, msg: tx_pb2.MsgUpdateParams) -> None:
     """MsgUpdateParams: replace a module's whole parameter set (the gov account only, as a proposal's message), if
     the module's params are still those it was drafted against (params_sha256): a whole set drafted before another
@@ -727,14 +769,7 @@ def update_params(ctx: Context, signer: str, msg: tx_pb2.MsgUpdateParams) -> Non
     if msg.params_sha256 != params_digest(current):
         raise StaleParams(f"{msg.module} params changed since this set was drafted (params_sha256 {msg.params_sha256[:64]!r}, "
                           f"now {params_digest(current)}): draft it again against the current params")
-    if target.check_change is not None:
-        try:
-            target.check_change(current, params)
-        except ValueError as exc:
-            raise InvalidParams(f"{msg.module} params cannot change so: {exc}") from None
-    if msg.module == "gov" and params.expedited_min_deposit * BPS > MAX_DEPOSIT_SUPPLY_BPS * bank.supply(ctx.state):
-        raise InvalidParams(f"gov.params.expedited_min_deposit {params.expedited_min_deposit}{bank.DENOM} is above "
-                            f"{MAX_DEPOSIT_SUPPLY_BPS} bps of the supply ({bank.supply(ctx.state)}{bank.DENOM}): no proposal could gather it")
+    check_change(ctx.state, msg.module, current, params)
     store_params(ctx.state, target.key, params)
     ctx.emit(ParamsUpdated(module=msg.module, params=encode_json(asdict(params)).decode()))
 
@@ -751,6 +786,7 @@ def genesis(ctx: Context, config: dict) -> None:
         raise ValueError(f"gov genesis has unknown keys: {', '.join(unknown)}")
     params = Params(**config.get("params", {}))
     params.validate()
+    check_voting_within_unbonding(params, staking.get_params(ctx.state))  # staking's genesis ran first (runtime.MODULES)
     store_params(ctx.state, PARAMS_KEY, params)
 
 

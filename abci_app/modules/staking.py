@@ -60,6 +60,13 @@ MAX_PARAM = 2**62  # every param fits an int64 (heights, keys of 8 bytes) with r
 MAX_VALIDATORS = 10_000
 MAX_BLOCKS = 10_000_000  # ~4 months at 1 s blocks: the longest unbonding, jail or downtime window (a longer unbonding would freeze stake for good, as it may never shrink)
 MAX_MONIKER = 64
+# A self-bond floor above 1000 units of voting power only shuts operators out: creating, unjailing and
+# reducing a self-bond all need it (a raise is also refused above what most active power holds: check_params_change).
+MAX_SELF_BOND_UNITS = 1_000
+MAX_BLOCK_REWARD = 10**9  # ugrad minted per block with txs (1000 GRAD): one proposal may not vote unbounded inflation
+# A proposer can leave any precommit out of LastCommit: a downtime jail must take many of its turns (half the
+# window) and cost a victim's delegators little (Cosmos's min_signed_per_window and slash_fraction_downtime).
+MAX_DOWNTIME_SLASH_BPS = 1_000
 # CometBFT refuses a set whose total power exceeds MaxTotalVotingPower (int64 max / 8): cap each member
 # so that even max_validators of them stay below it.
 MAX_POWER = (2**63 - 1) // 8 // MAX_VALIDATORS
@@ -89,6 +96,16 @@ class Params:
             raise ValueError(f"staking.params.max_validators is at most {MAX_VALIDATORS}")
         if self.double_sign_slash_bps > BPS or self.downtime_slash_bps > BPS:
             raise ValueError("staking slash fractions are basis points: at most 10000")
+        if self.downtime_slash_bps > MAX_DOWNTIME_SLASH_BPS:
+            raise ValueError(f"staking.params.downtime_slash_bps is at most {MAX_DOWNTIME_SLASH_BPS}: a proposer can forge downtime")
+        if self.downtime_max_missed < self.downtime_window // 2:
+            raise ValueError("staking.params.downtime_max_missed must be at least half of downtime_window: a proposer can "
+                             "leave out a victim's signatures")
+        if self.min_self_bond > MAX_SELF_BOND_UNITS * self.power_unit:
+            raise ValueError(f"staking.params.min_self_bond is at most {MAX_SELF_BOND_UNITS} x power_unit "
+                             f"({MAX_SELF_BOND_UNITS * self.power_unit})")
+        if self.block_reward > MAX_BLOCK_REWARD:
+            raise ValueError(f"staking.params.block_reward is at most {MAX_BLOCK_REWARD}")
         for name in ("unbonding_blocks", "jail_blocks", "double_sign_jail_blocks", "downtime_window"):
             if getattr(self, name) > MAX_BLOCKS:
                 raise ValueError(f"staking.params.{name} must be at most {MAX_BLOCKS}")
@@ -97,8 +114,18 @@ class Params:
             raise ValueError(f"staking.params.unbonding_blocks must be at least {EVIDENCE_AGE_MARGIN + 1}")
 
 
-def check_params_change(current: Params, new: Params) -> None:
-    """What a governance MsgUpdateParams may not do to valid staking params (ValueError says why)."""
+def check_params_change(current: Params, new: Params, state: Overlay | None = None) -> None:
+    """What a governance MsgUpdateParams may not do to valid staking params (ValueError says why); the rules that
+    read the validators run when the caller passes the state."""
+    if state is not None and new.min_self_bond > current.min_self_bond:
+        # Operators below the floor can neither unjail nor create again: if they held a third of the power, downtime
+        # jails could empty the set, and with no bonded power gov never reaches quorum to lower the floor back.
+        active = active_set(state)
+        total = sum(p for _, p in active)
+        kept = sum(p for v, p in active if delegation(state, v.operator, v.operator) >= new.min_self_bond)
+        if 3 * kept < 2 * total:
+            raise ValueError(f"staking.params.min_self_bond may rise only to what validators with 2/3 of the active power "
+                             f"have self-bonded: {new.min_self_bond} leaves {kept} of {total} power")
     if new.power_unit != current.power_unit:
         # Power ranks are stored as tokens // power_unit: a new unit would strand every rank key (the Cosmos SDK's
         # PowerReduction is a constant too).

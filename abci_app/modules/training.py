@@ -91,6 +91,17 @@ MAX_STEPS = 256  # k bound: a submission's grad commitments (32 bytes a step) si
 MAX_BATCH_SIZE = 4_096  # sequences per step: a version's windows (steps x batch_size) stay far inside uint64, and trainers' memory sane
 MAX_REVEAL_CHUNKS = 64  # an auditor's verdicts may be revealed in up to this many txs (each under tx.MAX_TX_BYTES)
 MAX_COMMITTEE = 1_000
+# Money and work ceilings: a passed proposal may not mint without bound per submission, price trainers out for
+# good, or set auditors work (prompts, windows, bytes, seconds) no honest validator can finish.
+MAX_REWARD = 10**12  # ugrad (1e6 GRAD) minted per accepted submission
+MAX_CHECK_FEE = 10**12  # ugrad a submission pays its matching auditors
+MAX_TRAINER_BOND = 10**13  # ugrad (1e7 GRAD) of collateral a submission needs
+MAX_EVAL_PROMPTS = 1_000  # prompts scored per merge (the fixed set is far smaller: more is all of them)
+MAX_HELDOUT_WINDOWS = 4_096  # held-out windows evaluated per audit
+MAX_STATE_BYTES = 16 * 1024**3  # 16 GiB: one state file an auditor fetches and loads
+MAX_FETCH_SECONDS = 3_600  # an auditor's deadline to fetch one file
+_CEILINGS = {"reward": MAX_REWARD, "check_fee": MAX_CHECK_FEE, "min_trainer_bond": MAX_TRAINER_BOND, "eval_prompts": MAX_EVAL_PROMPTS,
+             "audit_heldout_windows": MAX_HELDOUT_WINDOWS, "max_state_bytes": MAX_STATE_BYTES, "fetch_seconds": MAX_FETCH_SECONDS}
 CLAIM_ENDPOINTS_OFFSET, CLAIM_UNAVAILABLE_OFFSET = 0, 1  # a fraud claim names step k (+0): the endpoints or manifest; k + 1: content not fetchable in time
 
 
@@ -152,8 +163,13 @@ class Params:
             raise ValueError("training.params steps, submission_blocks, batch_size and seq_len must be positive")
         if self.batch_size > MAX_BATCH_SIZE:
             raise ValueError(f"training.params.batch_size must be at most {MAX_BATCH_SIZE}")
-        if self.verification_blocks == 0 or self.reveal_blocks == 0 or self.dispute_blocks == 0:
-            raise ValueError("training.params verification_blocks, reveal_blocks and dispute_blocks must be positive")
+        if self.verification_blocks == 0 or self.reveal_blocks == 0 or self.dispute_blocks == 0 or self.merge_blocks == 0:
+            # A 0-block MERGE window still ends at the next block, as a 1-block one does (harmless to consensus), but it
+            # reads as "no merge window": the same positive rule as the other windows.
+            raise ValueError("training.params verification_blocks, reveal_blocks, dispute_blocks and merge_blocks must be positive")
+        for name, ceiling in _CEILINGS.items():
+            if getattr(self, name) > ceiling:
+                raise ValueError(f"training.params.{name} must be at most {ceiling}")
         if self.steps > MAX_STEPS or not 0 < self.audit_steps <= self.steps:
             raise ValueError(f"training.params: need 0 < audit_steps <= steps <= {MAX_STEPS} (audit_steps = steps recomputes everything)")
         if self.max_submissions > registry.MAX_CONTRIBUTIONS:
@@ -1215,7 +1231,8 @@ def _pay_reward(ctx: Context, params: Params, rnd: Round, sub: Submission) -> No
     """Mint `reward` for an accepted submission: each drawn dataset's royalty to its owner, the rest to the trainer."""
     counts = step_counts(rnd.seed, sub.trainer, rnd.mix, sub.steps)  # <= MAX_ADMITTED entries
     drawn = {d: datasets.get(ctx.state, d) for d, _ in counts}
-    trainer_part, royalties = reward_split(params.reward, counts, {d: ds.royalty_bps for d, ds in drawn.items()})
+    cap = datasets.get_params(ctx.state).max_royalty_bps  # a cap lowered after registration reaches stored royalties too
+    trainer_part, royalties = reward_split(params.reward, counts, {d: min(ds.royalty_bps, cap) for d, ds in drawn.items()})
     if trainer_part:
         bank.mint(ctx, sub.trainer, trainer_part)
     for (d, n), (_, amount) in zip(counts, royalties):

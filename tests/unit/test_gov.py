@@ -456,12 +456,18 @@ def test_deposits_are_refunded_at_expiry_when_burning_is_off(tmp_path):
     # Bounds that keep the chain and gov usable whatever passes (review finding 7).
     (params_msg("gov", threshold_bps=10_000, expedited_threshold_bps=10_000), "10000 passes nothing"),
     (params_msg("gov", threshold_bps=4_999), "need 5000 <= threshold_bps"),
-    (params_msg("gov", quorum_bps=6_668), "quorum_bps must be 1 to 6667"),
-    (params_msg("gov", quorum_bps=0), "quorum_bps must be 1 to 6667"),
+    (params_msg("gov", quorum_bps=6_668), "quorum_bps must be 1000 to 6667"),
+    (params_msg("gov", quorum_bps=999), "quorum_bps must be 1000 to 6667"),
     (params_msg("gov", veto_threshold_bps=0), "veto_threshold_bps must be 1000 to 10000"),
     (params_msg("gov", expedited_min_deposit=gov.MAX_MIN_DEPOSIT + 1), f"expedited_min_deposit <= {gov.MAX_MIN_DEPOSIT}"),
     (params_msg("gov", base=gov.Params(**GOV_PARAMS), expedited_min_deposit=10**14), "1000 bps of the supply"),
     (params_msg("staking", base=staking.Params(**CHAIN_STAKING), unbonding_blocks=2**62), "unbonding_blocks must be at most 10000000"),
+    # Review 14b: a vote lasts at most an unbonding (F1), and gov cannot be made practically unusable (F3).
+    (params_msg("gov", base=gov.Params(**GOV_PARAMS), voting_blocks=7), "voting_blocks (7) must be at most staking.params.unbonding_blocks (6)"),
+    (params_msg("gov", base=gov.Params(**GOV_PARAMS), voting_blocks=5), "voting_blocks may not shrink below 10 blocks"),
+    (params_msg("gov", base=gov.Params(**GOV_PARAMS), deposit_blocks=3), "deposit_blocks may not shrink below 10 blocks"),
+    (params_msg("gov", base=gov.Params(**GOV_PARAMS), expedited_voting_blocks=1), "expedited_voting_blocks may not shrink below 5 blocks"),
+    (params_msg("gov", base=gov.Params(**GOV_PARAMS), min_initial_deposit_bps=5_001), "min_initial_deposit_bps must be at most 5000"),
     (params_msg("staking", base=staking.Params(**CHAIN_STAKING), jail_blocks=10**8), "jail_blocks must be at most 10000000"),
     (params_msg("bank", min_fee=0), "min_fee must be 1 to"),
     (params_msg("bank", min_fee=bank.MAX_MIN_FEE + 1), "min_fee must be 1 to"),
@@ -779,3 +785,19 @@ def test_nested_proposals_are_refused_without_an_exception(net, depth, refusal):
     assert (checked.codespace, checked.code) == refusal, checked.log
     result = net.block([raw]).tx_results[0]
     assert result.code == checked.code and net.view("/gov/proposals") == []
+
+
+@pytest.mark.parametrize("gov_params", [{"voting_blocks": 7, "expedited_voting_blocks": 2}, {}])  # {}: the default, 20
+def test_genesis_refuses_a_vote_longer_than_an_unbonding(tmp_path, gov_params):
+    """Review 14b F1: the stake hold of a vote (until voting_end) never delays an exit past unbonding_blocks."""
+    with pytest.raises(ValueError, match="must be at most staking.params.unbonding_blocks"):
+        Chain(tmp_path / "app", {}, staking={"params": CHAIN_STAKING}, gov={"params": gov_params})
+
+
+def test_gov_windows_may_grow_from_short_genesis_ones(net):
+    """The floors refuse only shrinking below them: a test net's short windows may stay or grow, up to unbonding_blocks."""
+    pid = open_vote(net, [params_msg("gov", base=live(net, gov), deposit_blocks=5, quorum_bps=2_000)])
+    net.run([net.vote(v, pid, gov.YES) for v in net.vals])
+    finish(net, pid)
+    assert net.proposal(pid)["status"] == gov.PASSED
+    assert (live(net, gov).deposit_blocks, live(net, gov).quorum_bps, live(net, gov).voting_blocks) == (5, 2_000, 6)

@@ -21,6 +21,8 @@ GOV_PARAMS = {"min_deposit": 1_000, "expedited_min_deposit": 2_000, "deposit_blo
 class GovNode(AppNode):
     @on_app_thread
     def _start(self, app_home: Path, balances: dict[str, int], staking: dict) -> None:
+        # A vote lasts at most an unbonding (gov.check_voting_within_unbonding).
+        staking = staking | {"params": staking["params"] | {"unbonding_blocks": GOV_PARAMS["voting_blocks"]}}
         self.chain = Chain(app_home, balances, min_fee=MIN_FEE, staking=staking, gov={"params": GOV_PARAMS})
         self.app_hashes = {1: self.chain.app.store.app_hash}
         self.power = {u.pub_key.ed25519: u.power for u in self.chain.init.validators}

@@ -2,6 +2,7 @@
 weight from the round's seed, royalties paid out of accepted rewards, provenance recorded in each version."""
 
 import json
+from dataclasses import asdict
 import random
 from contextlib import contextmanager
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from abci_app import runtime, tx
-from abci_app.modules import bank, datasets, training
+from abci_app.modules import bank, datasets, gov, training
 from abci_app.ml import train
 from abci_app.workers.recompute import Mix, Work, batch_at, batches, round_work
 from tests.unit.conftest import fixed_key
@@ -175,8 +176,15 @@ def test_royalties_sum_exactly_and_nothing_is_minted_beyond_the_reward():
     assert training.reward_split(100, [[2, 3]], {2: 0}) == (100, [[2, 0]])
 
 
-def test_an_accepted_round_pays_each_owner_by_windows_and_records_the_provenance(two, monkeypatch):
+@pytest.mark.parametrize("cap", [None, 2_000])
+def test_an_accepted_round_pays_each_owner_by_windows_and_records_the_provenance(two, monkeypatch, cap):
+    """cap: max_royalty_bps lowered after both registered (review 14b F6): a stored 50% royalty is paid at the cap."""
     net = two
+    if cap is not None:
+        current = datasets.get_params(net.app.store.begin_block())
+        assert as_gov(net, tx.MsgUpdateParams(module="datasets", params_json=json.dumps(asdict(current) | {"max_royalty_bps": cap}),
+                                              params_sha256=gov.params_digest(current))) == ""
+    bps = {0: 1_000, 1: 5_000 if cap is None else cap}
     minted: list[tuple[str, int]] = []
     real_mint = bank.mint
     monkeypatch.setattr(bank, "mint", lambda ctx, recipient, amount: minted.append((recipient, amount)) or real_mint(ctx, recipient, amount))
@@ -193,12 +201,11 @@ def test_an_accepted_round_pays_each_owner_by_windows_and_records_the_provenance
     for trainer in net.trainers[:2]:
         counts = training.step_counts(rnd["seed"], trainer.address, rnd["mix"], k)
         assert sum(c for _, c in counts) == k
-        part, royalties = training.reward_split(reward, counts, {0: 1_000, 1: 5_000})
+        part, royalties = training.reward_split(reward, counts, bps)
         assert net.balance(trainer.address) - before[trainer.address] == part
         for (d, c), (_, amount) in zip(counts, royalties):
             owed[[OWNER_A, OWNER_B][d].address] += amount
             windows[d] += c * b
-        bps = {0: 1_000, 1: 5_000}
         assert part == reward - sum(reward * bps[d] * c for d, c in counts) // (10_000 * k)
     assert {a: net.balance(a) - before[a] for a in owed} == owed and sum(owed.values()) > 0
     verifier_minted = reward * PARAMS["verifier_reward_bps"] // 10_000
