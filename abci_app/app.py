@@ -95,6 +95,7 @@ class Application:
         if req.consensus_params.HasField("evidence"):
             staking.check_evidence_age(genesis, req.consensus_params.evidence.max_age_num_blocks)
         self._genesis = genesis
+        self._prepared = None  # a proposal built on an earlier genesis is not ours to skip
         self._check_state = self._base()
         # An empty list keeps CometBFT's genesis validators; ours replace them when staking has any.
         log.info("InitChain: chain %s, %d validators from staking genesis", req.chain_id, len(ctx.validator_updates))
@@ -189,7 +190,7 @@ class Application:
         assert self._block is not None, "Commit without FinalizeBlock"
         app_hash = self.store.commit(self._block, self._block_height)
         log.info("committed height %d app hash %s", self._block_height, app_hash.hex().upper())
-        self._genesis, self._block = None, None
+        self._genesis, self._block, self._prepared = None, None, None
         self._check_state = self.store.begin_block()  # CheckTx(RECHECK) rebuilds the mempool view
         return abci.ResponseCommit(retain_height=0)
 

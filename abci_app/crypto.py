@@ -174,7 +174,7 @@ class PrivateKey:
 
 def verify(pubkey: bytes, message: bytes, signature: bytes) -> bool:
     """ed25519 verification by libsodium (PyNaCl): ~60 us here against OpenSSL's ~120 us
-    (bench/tps.py's profile). libsodium is the stricter of the two (it also refuses
+    (bench/state.py). libsodium is the stricter of the two (it also refuses
     small-order keys and R points), and every node runs the same locked build
     (scripts/consensus.lock), so every node gives the same answer."""
     if len(pubkey) != PUBKEY_BYTES or len(signature) != SIGNATURE_BYTES:

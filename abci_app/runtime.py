@@ -19,6 +19,7 @@ from abci_app import tx as txcodec
 from abci_app.context import Context, Event, EventType, ModuleError, is_utf8_encodable
 from abci_app.modules import auth, bank, datasets, gov, registry, staking, training
 from abci_app.state import Overlay
+from abci_app.state.cache import BoundedCache
 
 # Module name -> module, in the fixed order genesis and block hooks run.
 # gov runs last: its end_block tallies on the stake after every other hook, and params it changes apply from the next block.
@@ -153,7 +154,7 @@ def chain_id(state: Overlay) -> str:
 # --- Transactions ---------------------------------------------------------------
 
 
-class VerifiedTxs:
+class VerifiedTxs(BoundedCache):
     """sha256 of the raw txs this node has seen decode canonically and verify, so that a
     tx is verified once per node, in CheckTx, and not again in PrepareProposal,
     ProcessProposal and FinalizeBlock (or RECHECK). Both facts are pure functions of
@@ -162,19 +163,10 @@ class VerifiedTxs:
     are remembered; bounded, oldest out first."""
 
     def __init__(self, max_entries: int = 1 << 17) -> None:  # 128 Ki entries, ~15 MB
-        self.max_entries = max_entries
-        self._hashes: dict[bytes, None] = {}  # insertion-ordered: the first key is the oldest
-
-    def __contains__(self, tx_hash: bytes) -> bool:
-        return tx_hash in self._hashes
+        super().__init__(max_entries)
 
     def add(self, tx_hash: bytes) -> None:
-        if len(self._hashes) >= self.max_entries:
-            del self._hashes[next(iter(self._hashes))]
-        self._hashes[tx_hash] = None
-
-    def clear(self) -> None:
-        self._hashes.clear()
+        self.put(tx_hash, None)
 
 
 VERIFIED = VerifiedTxs()

@@ -50,9 +50,11 @@ def compact(path: bytes, leaf: bool) -> bytes:
 
 
 def uncompact(encoded: bytes) -> tuple[bytes, bool]:
-    """(nibble path, is_leaf) of a hex-prefix encoded path."""
+    """(nibble path, is_leaf) of a hex-prefix encoded path; ValueError on a malformed one (proofs come from elsewhere)."""
     path = nibbles(encoded)
-    return (path[1:] if path[0] & 1 else path[2:]), path[0] >= 2
+    if not path or path[0] > 3 or (path[0] in (0, 2) and path[1] != 0):
+        raise ValueError("malformed trie path")
+    return path[2 - (path[0] & 1) :], path[0] >= 2
 
 
 # --- RLP for trie nodes: byte strings and nested lists of them -----------------

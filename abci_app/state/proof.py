@@ -7,7 +7,7 @@ from collections.abc import Callable
 import rlp
 from eth_hash.auto import keccak
 
-from abci_app.state.mpt import BLANK_ROOT, nibbles
+from abci_app.state.mpt import BLANK_ROOT, nibbles, uncompact
 
 
 def lookup(node_at: Callable[[bytes], bytes], root: bytes, key: bytes) -> tuple[bytes | None, list[bytes]]:
@@ -27,7 +27,7 @@ def lookup(node_at: Callable[[bytes], bytes], root: bytes, key: bytes) -> tuple[
                 return _value(node[16]), proof
             ref, path = node[path[0]], path[1:]
         elif isinstance(node, list) and len(node) == 2 and isinstance(node[0], bytes):  # leaf or extension
-            node_path, is_leaf = _compact_path(node[0])
+            node_path, is_leaf = uncompact(node[0])
             if is_leaf:
                 return (_value(node[1]) if path == node_path else None), proof
             if path[: len(node_path)] != node_path:
@@ -44,14 +44,6 @@ def lookup(node_at: Callable[[bytes], bytes], root: bytes, key: bytes) -> tuple[
             node = rlp.decode(proof[-1])
         else:
             raise ValueError("malformed trie reference")
-
-
-def _compact_path(encoded: bytes) -> tuple[bytes, bool]:
-    """Hex-prefix decoding, strict (proofs come from elsewhere): (nibbles, is_leaf)."""
-    path = nibbles(encoded)
-    if not path or path[0] > 3 or (path[0] in (0, 2) and path[1] != 0):
-        raise ValueError("malformed trie path")
-    return path[2 - (path[0] & 1) :], path[0] >= 2
 
 
 def _value(value: object) -> bytes | None:

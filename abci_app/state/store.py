@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from abci_app.state.cache import BoundedCache
 from abci_app.state.overlay import Overlay
 from abci_app.state.proof import BLANK_ROOT, lookup
 
@@ -37,10 +38,10 @@ class _Committed:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self.cache: dict[bytes, bytes] = {}
+        self.cache = BoundedCache(NODE_CACHE_SIZE)  # node hash -> node
         # Hot keys (params, the fee collector, busy accounts) are read by every tx; a SQLite
         # point read costs ~10 us. None caches "absent".
-        self.values: dict[bytes, bytes | None] = {}
+        self.values = BoundedCache(VALUE_CACHE_SIZE)
 
     def get(self, key: bytes) -> bytes | None:
         try:
@@ -49,19 +50,13 @@ class _Committed:
             pass
         row = self.conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         value = None if row is None else row[0]
-        self._remember_value(key, value)
+        self.values.put(key, value)
         return value
-
-    def _remember_value(self, key: bytes, value: bytes | None) -> None:
-        if len(self.values) >= VALUE_CACHE_SIZE:
-            del self.values[next(iter(self.values))]  # drop the oldest entry
-        self.values[key] = value
 
     def committed(self, writes: list[tuple[bytes, bytes | None]]) -> None:
         """Keep cached values equal to the database after a commit of `writes`."""
         for key, value in writes:
-            self.values.pop(key, None)
-            self._remember_value(key, value)
+            self.values.put(key, value)
 
     def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         end = _prefix_end(prefix)
@@ -82,13 +77,8 @@ class _Committed:
             if row is None:
                 raise KeyError(node_hash)
             node = row[0]
-            self.remember(node_hash, node)
+            self.cache.put(node_hash, node)
         return node
-
-    def remember(self, node_hash: bytes, node: bytes) -> None:
-        if len(self.cache) >= NODE_CACHE_SIZE:
-            del self.cache[next(iter(self.cache))]  # drop the oldest entry
-        self.cache[node_hash] = node
 
 
 def _prefix_end(prefix: bytes) -> bytes | None:
@@ -149,7 +139,7 @@ class Store:
         self._height, self._app_hash = height, root
         self._committed.committed(writes)
         for node_hash, node in nodes:  # the next block starts from these paths
-            self._committed.remember(node_hash, node)
+            self._committed.cache.put(node_hash, node)
         return root
 
     def root_at(self, height: int) -> bytes:

@@ -35,14 +35,17 @@ def block_requests(txs: list[bytes], height: int = 1):
 
 
 def mixed_txs(keys) -> list[bytes]:
-    """Valid transfers, a forged signature, a wrong chain id, a gap in nonces and a duplicate."""
+    """Valid transfers, a forged signature, a wrong chain id, a gap in nonces, a duplicate and non-canonical twins."""
     sink = crypto.PrivateKey(b"\x09" * 32).address
     txs = [txlib.build(keys[i % 3], CHAIN, i // 3, 1, txlib.MsgSend(recipient=sink, amount=5)) for i in range(9)]
     envelope = txlib.Tx.FromString(txs[0])
     forged = txlib.Tx(body=envelope.body, pubkey=envelope.pubkey, signature=bytes(64)).SerializeToString(deterministic=True)
     other_chain = txlib.build(keys[0], "another-chain", 3, 1, txlib.MsgSend(recipient=sink, amount=5))
     gap = txlib.build(keys[1], CHAIN, 9, 1, txlib.MsgSend(recipient=sink, amount=5))
-    return txs + [forged, other_chain, gap, txs[4]]
+    # Re-encodings of a valid tx (its twin is verified first): an unknown field, a repeated field.
+    unknown_field = txs[1] + b"\x78\x01"
+    repeated_field = txs[1] + b"\x12\x20" + envelope.pubkey
+    return txs + [forged, other_chain, gap, txs[4], unknown_field, repeated_field]
 
 
 def test_a_cache_miss_gives_the_same_outcome_as_a_hit(tmp_path):
@@ -64,14 +67,21 @@ def test_a_cache_miss_gives_the_same_outcome_as_a_hit(tmp_path):
         prepare, process, finalize = block_requests(txs)
         proposal = call("prepare_proposal", prepare)
         processed = call("process_proposal", abci.RequestProcessProposal(txs=proposal.txs, height=1, time=TIME))
+        app._prepared = None  # the same proposal as a node that did not build it, executed in full
+        reprocessed = call("process_proposal", abci.RequestProcessProposal(txs=proposal.txs, height=1, time=TIME))
+        everything = call("process_proposal", process)  # the raw list, bad txs included: refused
         finalized = call("finalize_block", finalize)
         call("commit", abci.RequestCommit())
         rechecks = [call("check_tx", abci.RequestCheckTx(tx=raw, type=abci.CheckTxType.RECHECK)) for raw in txs]
+        assert (processed.status, reprocessed.status, everything.status) == (abci.ResponseProcessProposal.ACCEPT,
+                                                                             abci.ResponseProcessProposal.ACCEPT,
+                                                                             abci.ResponseProcessProposal.REJECT)
         answers[name] = ([c.SerializeToString() for c in checks], list(proposal.txs), processed.status,
                          finalized.SerializeToString(deterministic=True), [c.SerializeToString() for c in rechecks])
     assert answers["warm"] == answers["cold"]
     codes = [c.code for c in abci.ResponseFinalizeBlock.FromString(answers["warm"][3]).tx_results]
     assert codes[:9] == [0] * 9 and codes[9:12] == [runtime.BadSignature.code, runtime.WrongChainId.code, 5]
+    assert codes[13:] == [runtime.MalformedTx.code, runtime.MalformedTx.code]
     warm.close()
     cold.close()
 
