@@ -8,7 +8,9 @@ writes one that changes a module's params):
 
 `params_sha256` is the digest of the params the set was drafted against
 (`--draft` fills it): if another proposal changes them first, this one fails
-rather than undoing that change. `query gov proposal N` shows each params
+rather than undoing that change. Likewise `set_dataset_weight` may carry the
+dataset's `sha256` (`--draft --admit N` fills it): dataset ids are first
+come, so the message fails if N holds other content when it runs. `query gov proposal N` shows each params
 message as a diff against the current params, and says when it is stale.
 
 Each message's "@type" is a TxBody message name (`update_params`,
@@ -148,6 +150,26 @@ def draft(cli: Cli, module: str, settings: dict[str, Any] | None = None) -> dict
     }
 
 
+def draft_admission(cli: Cli, dataset: int, weight: int) -> dict:
+    """A valid proposal that admits dataset N (or reweights it; 0 delists), pinned to its sha256: ids are first
+    come, so the message fails if N holds other content by the time the proposal runs."""
+    with cli.rpc() as rpc:
+        found = _json(abci_query(rpc, "/datasets/dataset", str(dataset)), "/datasets/dataset")
+        all_params = _json(abci_query(rpc, "/app/params"), "/app/params")
+    if not isinstance(found, dict) or not isinstance(found.get("sha256"), str):
+        raise CliError(f"unknown dataset {dataset} (see `gradchain dataset list`)")
+    if not isinstance(all_params, dict) or not isinstance(all_params.get("gov"), dict):
+        raise CliError(f"node {cli.node} publishes no gov params (is it a gradchain node with governance?)")
+    return {
+        "title": f"Set dataset {dataset} weight to {weight}",
+        "summary": f"Dataset {dataset} ({found.get('name', '')}, licence {found.get('licence', '')}, royalty "
+                   f"{found.get('royalty_bps', 0)} bps, sha256 {found['sha256']}): sampling weight {weight}.",
+        "deposit": f"{all_params['gov']['min_deposit']}{DENOM}",
+        "expedited": False,
+        "messages": [{"@type": "set_dataset_weight", "dataset": dataset, "weight": weight, "sha256": found["sha256"]}],
+    }
+
+
 def params_sha256(params: dict) -> str:
     """The digest the chain compares MsgUpdateParams.params_sha256 with: sha256 of the canonical JSON (gov.params_digest)."""
     return hashlib.sha256(json.dumps(params, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
@@ -212,10 +234,13 @@ def _signed(cli: Cli, from_: str | None, msg: Message, what: str, opts: dict) ->
 @click.option("--draft", "write_draft", is_flag=True, help="Write a valid skeleton of a params proposal to FILE.json instead, then stop.")
 @click.option("--module", default="training", show_default=True, help="With --draft: the module whose params the skeleton changes.")
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE", help="With --draft: a param's new value (repeatable), e.g. --set steps=32.")
+@click.option("--admit", type=click.IntRange(min=0), metavar="N", help="With --draft: admit dataset N instead (pinned to its sha256).")
+@click.option("--weight", type=click.IntRange(min=0), default=1000, show_default=True, help="With --draft --admit: its sampling weight (0 delists).")
 @_from
 @tx_flags
 @shared_flags()
-def submit_proposal(cli: Cli, file: Path, write_draft: bool, module: str, settings: tuple[str, ...], from_: str | None, **opts: Any) -> None:
+def submit_proposal(cli: Cli, file: Path, write_draft: bool, module: str, settings: tuple[str, ...], admit: int | None, weight: int,
+                    from_: str | None, **opts: Any) -> None:
     """Submit the proposal in FILE.json, with its deposit, signed by --from.
 
     The chain runs every message as the gov module account when it takes the
@@ -227,13 +252,16 @@ def submit_proposal(cli: Cli, file: Path, write_draft: bool, module: str, settin
     Example:
       $ gradchain tx gov submit-proposal steps.json --draft --module training --set steps=32 --set audit_steps=8
       $ gradchain tx gov submit-proposal steps.json --from alice --yes
+      $ gradchain tx gov submit-proposal admit.json --draft --admit 1 --weight 1000
     """
-    if settings and not write_draft:
-        raise CliError("--set goes with --draft (edit FILE.json to change a proposal you have)")
+    if (settings or admit is not None) and not write_draft:
+        raise CliError("--set and --admit go with --draft (edit FILE.json to change a proposal you have)")
+    if settings and admit is not None:
+        raise CliError("--set drafts a params change, --admit a dataset admission: one at a time")
     if write_draft:
         if file.exists():
             raise CliError(f"{file} exists: --draft writes a new file (pick another name)")
-        doc = draft(cli, module, parse_settings(settings))
+        doc = draft(cli, module, parse_settings(settings)) if admit is None else draft_admission(cli, admit, weight)
         try:
             file.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
         except OSError as exc:

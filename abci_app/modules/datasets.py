@@ -232,6 +232,12 @@ class InvalidWeight(DatasetsError):
     code = 5
 
 
+class DatasetMismatch(DatasetsError):
+    """MsgSetDatasetWeight names a sha256 other than the dataset's: the proposal was drafted for other content."""
+
+    code = 6
+
+
 # --- Public API for other modules (training) ------------------------------------------
 
 
@@ -307,8 +313,13 @@ def set_dataset_weight(ctx: Context, signer: str, msg: tx_pb2.MsgSetDatasetWeigh
     A round snapshots the weights when it opens: a change applies from the next round."""
     if signer != GOV:
         raise Unauthorized(f"{signer} may not set dataset weights: only the gov module account {GOV} may (submit a proposal)")
-    if not exists(ctx.state, msg.dataset):
+    dataset = get(ctx.state, msg.dataset)
+    if dataset is None:
         raise UnknownDataset(f"unknown dataset {msg.dataset} (see `gradchain dataset list`)")
+    if msg.sha256 and msg.sha256 != dataset.sha256:
+        # Registration is permissionless, so ids drafted before a vote may point at someone else's data by then.
+        raise DatasetMismatch(f"dataset {msg.dataset} has sha256 {dataset.sha256}, not {msg.sha256[:64]!r}: "
+                              f"find the intended dataset's id (`gradchain dataset list`) and propose again")
     if msg.weight > MAX_WEIGHT:
         raise InvalidWeight(f"weight {msg.weight} is above the maximum of {MAX_WEIGHT}")
     previous = weight(ctx.state, msg.dataset)

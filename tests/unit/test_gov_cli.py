@@ -13,6 +13,7 @@ from abci_app.modules import bank, gov, training
 from tests.unit.conftest import Chain
 from tests.unit.test_cli import add_key, assert_one_error_line, run
 from tests.unit.test_cli_staking import FUNDS, GENESIS_BOND, MIN_FEE, AppNode, on_app_thread
+from tests.unit.test_registry import CID_A, SHA_A
 from tests.unit.test_staking import PARAMS, cons_key
 
 GOV_PARAMS = {"min_deposit": 1_000, "expedited_min_deposit": 2_000, "deposit_blocks": 5, "voting_blocks": 5, "expedited_voting_blocks": 2}
@@ -23,7 +24,10 @@ class GovNode(AppNode):
     def _start(self, app_home: Path, balances: dict[str, int], staking: dict) -> None:
         # A vote lasts at most an unbonding (gov.check_voting_within_unbonding).
         staking = staking | {"params": staking["params"] | {"unbonding_blocks": GOV_PARAMS["voting_blocks"]}}
-        self.chain = Chain(app_home, balances, min_fee=MIN_FEE, staking=staking, gov={"params": GOV_PARAMS})
+        # Dataset 0, registered and not admitted: what `--draft --admit` proposes.
+        datasets = {"datasets": [{"name": "kjv", "cid": CID_A, "sha256": SHA_A, "licence": "public-domain", "bytes": 100, "tokens": 100,
+                                  "tokenizer": "bytes", "weight": 0}]}
+        self.chain = Chain(app_home, balances, min_fee=MIN_FEE, staking=staking, gov={"params": GOV_PARAMS}, datasets=datasets)
         self.app_hashes = {1: self.chain.app.store.app_hash}
         self.power = {u.pub_key.ed25519: u.power for u in self.chain.init.validators}
         self._block([])
@@ -140,7 +144,7 @@ def test_missing_file_and_unknown_draft_module(home: Path, node: GovNode, tmp_pa
 def test_draft_with_settings_is_ready_to_submit(home: Path, node: GovNode, tmp_path: Path) -> None:
     path = tmp_path / "steps.json"
     fails(home, "tx", "gov", "submit-proposal", str(path), "--draft", "--set", "stepz=3", fragments=("training has no param stepz",))
-    fails(home, "tx", "gov", "submit-proposal", str(path), "--set", "steps=3", "--from", "alice", fragments=("--set goes with --draft",))
+    fails(home, "tx", "gov", "submit-proposal", str(path), "--set", "steps=3", "--from", "alice", fragments=("--set and --admit go with --draft",))
     fails(home, "tx", "gov", "submit-proposal", str(path), "--draft", "--set", "steps", fragments=("expected NAME=VALUE",))
     ok(home, "tx", "gov", "submit-proposal", str(path), "--draft", "--set", "steps=32", "--set", "audit_steps=8")
     doc = json.loads(path.read_text())
@@ -180,3 +184,15 @@ def test_a_proposal_drafted_before_another_passed_shows_stale(home: Path, node: 
     assert "STALE: training params changed since it was drafted, it will fail" in text and "steps: 32 -> 64" in text
     # Submitted now, the same stale file is refused in one line.
     fails(home, "tx", "gov", "submit-proposal", str(second), "--from", "alice", "--yes", fragments=("gov code 9", "changed since this set was drafted"))
+
+
+def test_draft_admission_pins_the_datasets_sha256(home: Path, node: GovNode, tmp_path: Path) -> None:
+    """Review 14b F6: ids are first come, so the drafted admission names the content it means."""
+    path = tmp_path / "admit.json"
+    fails(home, "tx", "gov", "submit-proposal", str(path), "--draft", "--admit", "9", fragments=("unknown dataset 9",))
+    fails(home, "tx", "gov", "submit-proposal", str(path), "--draft", "--admit", "0", "--set", "steps=3", fragments=("one at a time",))
+    ok(home, "tx", "gov", "submit-proposal", str(path), "--draft", "--admit", "0", "--weight", "500")
+    doc = json.loads(path.read_text())
+    assert doc["messages"] == [{"@type": "set_dataset_weight", "dataset": 0, "weight": 500, "sha256": SHA_A}] and doc["deposit"] == "1000ugrad"
+    ok(home, "tx", "gov", "submit-proposal", str(path), "--from", "alice", "--yes")
+    assert ok_json(home, "query", "gov", "proposal", "1")["messages"][0]["sha256"] == SHA_A

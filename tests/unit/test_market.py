@@ -276,10 +276,15 @@ def test_only_the_gov_account_sets_weights(two):
     for msgs, words in [
         ([tx.MsgSetDatasetWeight(dataset=0, weight=5), tx.MsgSetDatasetWeight(dataset=7, weight=1)], "unknown dataset 7"),
         ([tx.MsgSetDatasetWeight(dataset=0, weight=datasets.MAX_WEIGHT + 1)], "above the maximum"),
+        # Review 14b F6: ids are first come, so a proposal may pin the content it means; another's fails.
+        ([tx.MsgSetDatasetWeight(dataset=1, weight=5, sha256=sha("kjv"))], f"dataset 1 has sha256 {sha('web')}, not"),
+        ([tx.MsgSetDatasetWeight(dataset=1, weight=5, sha256="x" * 10_000)], "(datasets code 6)"),
     ]:
         reason = as_gov(net, *msgs)
-        assert words in reason and "\n" not in reason
+        assert words in reason and "\n" not in reason and len(reason) < 1_000, reason
         assert admitted(net) == [[0, 1], [1, 9]]
+    assert as_gov(net, tx.MsgSetDatasetWeight(dataset=1, weight=5, sha256=sha("web"))) == ""
+    assert admitted(net) == [[0, 1], [1, 5]]
 
 
 def test_admission_is_bounded(tmp_path):
