@@ -17,12 +17,15 @@ from google.protobuf.message import Message
 
 from abci_app import tx as txcodec
 from abci_app.context import Context, Event, EventType, ModuleError, is_utf8_encodable
-from abci_app.modules import auth, bank, datasets, registry, staking, training
+from abci_app.modules import auth, bank, datasets, gov, registry, staking, training
 from abci_app.state import Overlay
 from abci_app.state.cache import BoundedCache
 
 # Module name -> module, in the fixed order genesis and block hooks run.
-MODULES = {"auth": auth, "bank": bank, "staking": staking, "datasets": datasets, "registry": registry, "training": training}
+# gov runs last: its end_block tallies on the stake after every other hook, and params it changes apply from the next block.
+MODULES = {
+    "auth": auth, "bank": bank, "staking": staking, "datasets": datasets, "registry": registry, "training": training, "gov": gov,
+}
 
 # TxBody oneof field -> (module name, call). Field numbers in tx.proto are the
 # stable call indices.
@@ -310,6 +313,56 @@ def order_by_nonce(raws: list[bytes]) -> list[bytes]:
         for slot, (_, _, raw) in zip(indices, sorted(by_sender[pubkey])):
             ordered[slot] = raw
     return ordered
+
+
+# --- Messages of a module account (gov) ---------------------------------------------
+
+MAX_REASON = 512  # characters of a failure reason kept on chain
+
+
+def execute_as(ctx: Context, signer: str, bodies: list[txcodec.TxBody]) -> str:
+    """Run each body's message as `signer` (the gov module account), in order, all or none: "" when every one
+    succeeded (their writes and events join ctx), else why the first one failed (ctx unchanged). Never raises:
+    a message that hits an unexpected exception fails the batch, as it would fail a tx."""
+    batch = ctx.child()
+    for index, body in enumerate(bodies):
+        name = body.WhichOneof("msg")
+        route = CALLS.get(name) if name else None
+        try:
+            if route is None:
+                raise UnknownMessage(f"unknown message type '{name}'")
+            route[1](batch, signer, getattr(body, name))
+        except ModuleError as exc:
+            return _reason(f"message {index} ({name}) failed ({exc.codespace} code {exc.code}): {exc.log}")
+        except Exception as exc:  # a bug in a handler: the batch fails alone, the same way on every node
+            log.exception("internal error in %s executed by %s", name, signer)
+            return _reason(f"message {index} ({name}) failed (runtime code {Internal.code}): internal error {type(exc).__name__}")
+    if not all(is_utf8_encodable(text) for e in batch.events for text in (e.type, *e.attributes, *e.attributes.values())):
+        return "an event of the messages is not valid UTF-8"
+    ctx.merge(batch)
+    return ""
+
+
+def _reason(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:MAX_REASON]
+
+
+@dataclass(frozen=True)
+class ModuleParams:
+    """What MsgUpdateParams needs of a module: its Params type, where they live, and the module's rule on changing
+    valid params (check_params_change(current, new) raises ValueError; None: any valid set may replace any other)."""
+
+    params_type: type
+    key: bytes
+    check_change: Callable[[object, object, Overlay], None] | None
+
+
+def module_params(name: str) -> ModuleParams | None:
+    """The params of module `name`, or None when it has none (or no such module)."""
+    module = MODULES.get(name)
+    if module is None or not hasattr(module, "Params") or not hasattr(module, "PARAMS_KEY"):
+        return None
+    return ModuleParams(module.Params, module.PARAMS_KEY, getattr(module, "check_params_change", None))
 
 
 # --- Block hooks ----------------------------------------------------------------

@@ -28,6 +28,8 @@ MsgWithdrawRewards = tx_pb2.MsgWithdrawRewards
 MsgBondTrainer = tx_pb2.MsgBondTrainer
 MsgUnbondTrainer = tx_pb2.MsgUnbondTrainer
 MsgRegisterDataset = tx_pb2.MsgRegisterDataset
+MsgSetDatasetWeight = tx_pb2.MsgSetDatasetWeight
+MsgSetDatasetOwner = tx_pb2.MsgSetDatasetOwner
 MsgRegisterVersion = tx_pb2.MsgRegisterVersion
 MsgSubmitDelta = tx_pb2.MsgSubmitDelta
 MsgCommitVerdicts = tx_pb2.MsgCommitVerdicts
@@ -37,6 +39,10 @@ MsgJudgeClaims = tx_pb2.MsgJudgeClaims
 ClaimJudgement = tx_pb2.ClaimJudgement
 MsgAttestMerge = tx_pb2.MsgAttestMerge
 MsgCommitMerge = tx_pb2.MsgCommitMerge
+MsgSubmitProposal = tx_pb2.MsgSubmitProposal
+MsgDeposit = tx_pb2.MsgDeposit
+MsgVote = tx_pb2.MsgVote
+MsgUpdateParams = tx_pb2.MsgUpdateParams
 
 
 class TxDecodeError(ValueError):

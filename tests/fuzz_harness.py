@@ -23,6 +23,12 @@ copied, re-salted, edited). After every block it checks:
   less what it burned; each module pool = what its module says it holds (the
   check-fee pool: the fees of the round's undecided submissions); trainer
   locks equal the undecided submissions' bonds and never exceed a bond;
+- governance: the deposits account holds exactly the open proposals'
+  deposits, each open proposal's total matches its deposit records and a
+  decided one keeps none; a voting proposal's running counts equal a recount
+  from its vote records and snapshot (a decided one keeps neither); a module's params change only in a block where a
+  passed proposal's MsgUpdateParams says so, and a MsgUpdateParams sent
+  directly never succeeds;
 - the round's merge votes: one commitment per snapshotted validator at
   most, counted in the round; every revealed vote has its voter's
   commitment; nothing is revealed while the commit window is open;
@@ -43,7 +49,7 @@ import random
 import re
 import traceback
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -52,7 +58,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from abci_app import crypto, runtime
 from abci_app import tx as txcodec
 from abci_app.app import Application
-from abci_app.modules import audit, auth, bank, registry, staking, training
+from abci_app.context import load_params
+from abci_app.modules import audit, auth, bank, gov, registry, staking, training
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 
 CHAIN_ID = "fuzz-chain"
@@ -86,6 +93,9 @@ TRAINING_PARAMS = {
     "min_trainer_bond": 100, "max_submissions": 3, "eval_prompts": 2, "max_state_bytes": 1_000,
 }
 
+# Governance with windows of a few blocks, so proposals are submitted, voted on and decided within a run.
+GOV_PARAMS = {"min_deposit": 100, "expedited_min_deposit": 200, "deposit_blocks": 3, "voting_blocks": 4, "expedited_voting_blocks": 2}
+
 
 def fake_sha(tag: str) -> str:
     return hashlib.sha256(tag.encode()).hexdigest()
@@ -110,9 +120,9 @@ def fake_cid(tag: str) -> str:
 
 # Per seed, some params take extreme values: a zero fee, a 100% slash, a one-validator set, a quorum of one vote...
 EXTREME_PARAMS = {
-    "bank": {"min_fee": [0, 1]},
+    "bank": {"min_fee": [1, 2]},  # bank.Params refuses a zero fee (free txs)
     "staking": {"max_validators": [1, 2, 4], "power_unit": [1, 100], "unbonding_blocks": [0, 1, 4], "jail_blocks": [0, 3],
-                "double_sign_slash_bps": [0, 500, 10_000], "downtime_slash_bps": [0, 100, 10_000], "block_reward": [0, 7, 10**6]},
+                "double_sign_slash_bps": [0, 500, 10_000], "downtime_slash_bps": [0, 100, 1_000], "block_reward": [0, 7, 10**6]},
     "training": {"verifier_penalty_bps": [0, 100, 10_000], "slash_bps": [0, 2_000, 10_000], "attester_share_bps": [0, 5_000, 10_000],
                  "quorum_bps": [1, 6_667, 10_000], "reward": [0, 50], "max_submissions": [1, 3], "check_fee": [0, 1, 20],
                  "committee_size": [0, 1, 2], "audit_steps": [1, 4], "unrevealed_penalty_bps": [0, 10_000], "fraud_proof_slash_bps": [0, 10_000],
@@ -139,6 +149,7 @@ def genesis_app_state(params: dict[str, dict] | None = None) -> dict:
                      "versions": [{"cid": fake_cid("v0"), "sha256": fake_sha("v0"), "bytes": 10, "family": "tiny-gpt",
                                    "config": {"n_layer": 1}, "dataset_ids": [0], "licence": "Apache-2.0"}]},
         "training": {"params": TRAINING_PARAMS | params.get("training", {})},
+        "gov": {"params": GOV_PARAMS},
     }
 
 
@@ -407,6 +418,61 @@ def merge_problems(state) -> list[str]:
     return problems
 
 
+def open_proposals(state) -> list[int]:
+    """Ids of the proposals in their deposit or voting period, from gov's queues (ascending)."""
+    return sorted(int(raw) for prefix in (gov.DEPOSIT_QUEUE_PREFIX, gov.VOTING_QUEUE_PREFIX) for _, raw in state.iter_prefix(prefix))
+
+
+def gov_deposits(state) -> tuple[int, list[str]]:
+    """(what the deposits account must hold, problems): the deposit records of open proposals, each open proposal's
+    total equal to its records; a decided proposal keeps none (they were refunded or burned)."""
+    held: dict[int, int] = {}
+    for key, raw in state.iter_prefix(gov.DEPOSIT_PREFIX):
+        proposal_id = int.from_bytes(key[len(gov.DEPOSIT_PREFIX) : len(gov.DEPOSIT_PREFIX) + 8], "big")
+        held[proposal_id] = held.get(proposal_id, 0) + int(raw)
+    problems = []
+    for proposal_id in sorted(set(held) | set(open_proposals(state))):
+        proposal = gov.get_proposal(state, proposal_id)
+        if proposal is None or proposal.status not in (gov.DEPOSIT_PERIOD, gov.VOTING_PERIOD):
+            problems.append(f"proposal {proposal_id} ({proposal and proposal.status}) still holds deposits {held.get(proposal_id)} or a queue entry")
+        elif proposal.total_deposit != held.get(proposal_id, 0):
+            problems.append(f"proposal {proposal_id} counts {proposal.total_deposit} deposited, its records sum to {held.get(proposal_id, 0)}")
+    return sum(held.values()), problems
+
+
+def gov_count_problems(state) -> list[str]:
+    """A voting proposal's running counts equal a recount from its votes and snapshot: each vote's delegations count
+    its option and leave their validator, each snapshotted validator that voted casts the rest; nothing is overcast.
+    A decided proposal keeps no counts and no snapshot. (The recount reads every vote: a check, not consensus code.)"""
+    problems = []
+    voting = {int(raw) for _, raw in state.iter_prefix(gov.VOTING_QUEUE_PREFIX)}
+    for prefix in (gov.COUNTS_PREFIX, gov.SNAPSHOT_PREFIX):
+        for proposal_id in sorted({int.from_bytes(k[len(prefix) : len(prefix) + 8], "big") for k, _ in state.iter_prefix(prefix)} - voting):
+            problems.append(f"proposal {proposal_id} is not being voted on but keeps {prefix.decode()} records")
+    for proposal_id in sorted(voting):
+        snap = dict(gov.snapshot(state, proposal_id))
+        counts = dict.fromkeys(gov.OPTIONS, 0)
+        overridden = dict.fromkeys(snap, 0)
+        for voter, record in gov.votes(state, proposal_id):
+            for operator, tokens in record["parts"]:
+                counts[record["option"]] += tokens
+                overridden[operator] += tokens
+            if voter in snap:
+                counts[record["option"]] += snap[voter]["tokens"] - snap[voter]["overridden"]
+        recount = gov.Tally(counts[gov.YES], counts[gov.ABSTAIN], counts[gov.NO], counts[gov.NO_WITH_VETO], sum(e["tokens"] for e in snap.values()))
+        if gov.tally(state, proposal_id) != recount:
+            problems.append(f"proposal {proposal_id} counts {gov.tally(state, proposal_id)}, its votes recount to {recount}")
+        wrong = [op for op, entry in snap.items() if entry["overridden"] != overridden[op] or entry["overridden"] > entry["tokens"]]
+        if wrong:
+            problems.append(f"proposal {proposal_id}: snapshot entries {wrong} do not match the votes cast through them")
+    return problems
+
+
+def params_snapshot(state) -> dict[str, bytes | None]:
+    """Module -> its stored params, for every module that has params."""
+    return {name: state.get(target.key) for name in runtime.MODULES if (target := runtime.module_params(name)) is not None}
+
+
 def check_state_invariants(state, pool_offsets: dict[str, int] | None = None) -> tuple[dict[bytes, int], list[str], dict[str, int]]:
     """Bank and staking bookkeeping on committed state: (staking's wanted set by pubkey, problems, pool surpluses).
 
@@ -430,6 +496,12 @@ def check_state_invariants(state, pool_offsets: dict[str, int] | None = None) ->
         problems += lock_problems
     if hasattr(training, "MERGE_COMMITMENT_PREFIX"):
         problems += merge_problems(state)
+    deposited, deposit_problems = gov_deposits(state)
+    pools["gov deposits"] = (gov.DEPOSITS, deposited, "open proposals' deposits")
+    pools["gov account"] = (gov.GOV, 0, "nothing (it executes proposals, it holds no funds)")
+    problems += deposit_problems
+    if hasattr(gov, "COUNTS_PREFIX"):
+        problems += gov_count_problems(state)
     if not hasattr(staking, "LEAVING_PREFIX"):  # before delegations became shares: tokens are exactly the delegations
         pools["unbonding pool"] = (staking.UNBONDING_POOL, sum(u["amount"] for u in staking.unbondings(state)), "pending unbondings")
         for v in vals:
@@ -496,6 +568,7 @@ class Fuzzer:
         self.flaky = self.r.randrange(len(CONSENSUS))  # one consensus key misses many signatures
         self.params = random_params(self.r) if extreme_params else {}
         self.supply: int | None = None  # after the last checked block
+        self.params_seen: dict | None = None  # every module's stored params after the last checked block
         self.sealed: dict[tuple[int, str], tuple[bytes, list]] = {}  # (round, operator) -> (salt, verdicts) it committed
         self.merge_sealed: dict[tuple[int, str], txcodec.MsgAttestMerge] = {}  # (round, operator) -> the merge vote (salt included) it committed
         try:
@@ -601,6 +674,7 @@ class Fuzzer:
         self._tally(txs, responses[0])
         self.check(h, responses[0].app_hash)
         self.check_supply(h, responses[0])
+        self.check_params(h, responses[0])
         if len(self.replicas) > 1 and h >= 2 and self.r.randrange(self.reopen_every) == 0:
             info = self._call("reopening a replica", self.replicas[-1].reopen)
             if (info.last_block_height, info.last_block_app_hash) != (h, responses[0].app_hash):
@@ -641,6 +715,22 @@ class Fuzzer:
         if self.supply is not None and supply - self.supply != moved:
             self.report(self.failure(f"after block {h}: supply moved by {supply - self.supply}, but the block minted less burned {moved}"))
         self.supply = supply
+        # Deposits gov says it burned left supply from its deposits account, no more and no less (not moved elsewhere).
+        attrs = [(e.type, {a.key: a.value for a in e.attributes}) for e in events]
+        burned = sum(int(a["amount"]) for t, a in attrs if t == "burned" and a.get("account") == gov.DEPOSITS)
+        announced = sum(int(a["amount"]) for t, a in attrs if t == "deposits_burned")
+        if burned != announced:
+            self.report(self.failure(f"after block {h}: gov announced {announced} of deposits burned, {burned} was burned from its account"))
+
+    def check_params(self, h: int, response: abci.ResponseFinalizeBlock) -> None:
+        """Params change only by a passed proposal: each changed module has a params_updated event in this block
+        (genesis params are committed with block 1, so checking starts after it)."""
+        after = params_snapshot(committed_state(self.replicas[0].app))
+        announced = {a.value for e in response.events if e.type == "params_updated" for a in e.attributes if a.key == "module"}
+        changed = {name for name in after if self.params_seen is not None and after[name] != self.params_seen.get(name)}
+        if changed - announced:
+            self.report(self.failure(f"after block {h}: params of {sorted(changed - announced)} changed without a passed proposal"))
+        self.params_seen = after
 
     def _tally(self, txs: list[bytes], response: abci.ResponseFinalizeBlock) -> None:
         self.stats.blocks += 1
@@ -652,6 +742,8 @@ class Fuzzer:
                 name = "undecodable"
             self.stats.messages[name] += 1
             if result.code == 0:
+                if name == "update_params":  # only the gov account may, and nobody can sign as it
+                    self.report(self.failure(f"a MsgUpdateParams signed by an account succeeded: {result.events}"))
                 self.stats.txs_ok += 1
                 self.stats.messages_ok[name] += 1
             else:
@@ -750,6 +842,8 @@ class Fuzzer:
         count = r.randint(0, 2 * self.txs_per_block)
         if rnd is not None and rnd.phase in PHASE_MESSAGES and r.random() < 0.6:  # the validators act together now and then: rounds get to the merge
             self.combo(ctx, "everyone_merges" if rnd.phase in MERGE_MESSAGES else "everyone_audits")
+        if any(True for _ in state.iter_prefix(gov.VOTING_QUEUE_PREFIX)) and r.random() < 0.3:  # ... and proposals get decided
+            self.combo(ctx, "everyone_votes")
         while len(ctx.txs) < count:
             if r.random() < 0.15:
                 self.combo(ctx)
@@ -774,7 +868,8 @@ class Fuzzer:
         names = [f.name for f in txcodec.TxBody.DESCRIPTOR.oneofs_by_name["msg"].fields]
         weights = {"send": 3, "create_validator": 3, "delegate": 3, "undelegate": 4, "edit_validator": 1, "unjail": 2,
                    "bond_trainer": 2, "unbond_trainer": 2, "register_dataset": 1, "register_version": 2,
-                   "submit_delta": 4, "commit_verdicts": 3, "reveal_verdicts": 3, "judge_claims": 3, "commit_merge": 3, "attest_merge": 3}
+                   "submit_delta": 4, "commit_verdicts": 3, "reveal_verdicts": 3, "judge_claims": 3, "commit_merge": 3, "attest_merge": 3,
+                   "submit_proposal": 1, "deposit": 1, "vote": 2, "update_params": 1}
         rnd = training.current_round(ctx.state)
         voting = rnd is not None and rnd.phase in PHASE_MESSAGES
         if voting:  # a short phase: its message is likelier while it lasts
@@ -785,7 +880,7 @@ class Fuzzer:
         signer = r.choice(ACCOUNTS)
         if name == "register_version" and r.random() < 0.8:
             signer = AUTHORITY
-        elif name in ("commit_verdicts", "reveal_verdicts", "judge_claims", "commit_merge", "attest_merge", "edit_validator", "unjail") and r.random() < 0.8:
+        elif name in ("commit_verdicts", "reveal_verdicts", "judge_claims", "commit_merge", "attest_merge", "edit_validator", "unjail", "vote") and r.random() < 0.8:
             signer = r.choice(list(self.operators_by_key(ctx).values()) or ACCOUNTS)
         msg, note = self.random_msg(ctx, signer, name)
         big = name.startswith("register_") and r.random() < 0.8  # state is priced per byte: big records pay more
@@ -899,6 +994,101 @@ class Fuzzer:
         msg = txcodec.MsgRegisterVersion(**fields)
         return msg, f"{_n(signer)} register_version parent {msg.parent} {tag}{broken} config {msg.config_json[:24]!r} ({len(msg.config_json)} chars)"
 
+    def gov_params_change(self, ctx) -> txcodec.MsgUpdateParams:
+        """A whole parameter set of a module as the chain has it, one field changed: often valid, sometimes not."""
+        r = self.r
+        module = r.choice([name for name in runtime.MODULES if runtime.module_params(name)] + ["training"])
+        target = runtime.module_params(module)
+        live = load_params(ctx.state, target.key, target.params_type)
+        values = asdict(live)
+        name = r.choice(sorted(values))
+        value = values[name]
+        if isinstance(value, bool):
+            values[name] = not value if r.random() < 0.9 else r.choice([0, "true", None])
+        elif isinstance(value, int):
+            values[name] = r.choice([value, value + 1, max(value - 1, 0), 0, 1, 10_000, 2**63, -1, 1.5, str(value)])
+        else:
+            values[name] = r.choice([value, "", "x" * 100, ACCOUNTS[0].address, gov.GOV])
+        if r.random() < 0.1:
+            values.pop(name)  # not the whole set
+        return txcodec.MsgUpdateParams(module=module if r.random() < 0.95 else r.choice(["auth", "", "nope"]), params_json=json.dumps(values),
+                                       params_sha256=gov.params_digest(live))
+
+    def sane_params_change(self, ctx) -> txcodec.MsgUpdateParams | None:
+        """A change a proposal can carry and pass: one integer param of gov, staking, training or datasets one up or
+        down, whole set, checked with gov's own parser (the first of a few tries that it accepts). Not bank's fees nor
+        bools: the fuzzer's fees assume bank's genesis params, and training must stay enabled for rounds to happen."""
+        r = self.r
+        for _ in range(4):
+            module = r.choice([name for name in ("gov", "staking", "training", "training", "datasets") if runtime.module_params(name)])
+            target = runtime.module_params(module)
+            live = load_params(ctx.state, target.key, target.params_type)
+            values = asdict(live)
+            name = r.choice(sorted(n for n, v in values.items() if isinstance(v, int) and not isinstance(v, bool)))
+            values[name] = max(values[name] + r.choice([-1, 1]), 0)
+            params_json = json.dumps(values)
+            try:
+                _, params = gov.parse_params(module, params_json)
+                if target.check_change is not None:
+                    target.check_change(load_params(ctx.state, target.key, target.params_type), params)
+            except (gov.GovError, ValueError):
+                continue
+            return txcodec.MsgUpdateParams(module=module, params_json=params_json, params_sha256=gov.params_digest(live))
+        return None
+
+    def msg_submit_proposal(self, ctx, signer):
+        """Mostly one sane params change with the deposit that opens the vote (or a part of it, for deposits to
+        complete); else 1 to 3 messages for the gov account: params changes, version registrations, sends (which it
+        cannot pay), even gov's own messages (refused); an initial deposit around the minimum."""
+        r = self.r
+        if r.random() < 0.6 and (change := self.sane_params_change(ctx)) is not None:
+            params = gov.get_params(ctx.state)
+            expedited = r.random() < 0.2
+            minimum = params.expedited_min_deposit if expedited else params.min_deposit
+            deposit = minimum if r.random() < 0.7 else -(-minimum * params.min_initial_deposit_bps // gov.BPS)
+            body = txcodec.TxBody(update_params=change)
+            msg = txcodec.MsgSubmitProposal(messages=[body], initial_deposit=deposit, title="nudge", summary="one param", expedited=expedited)
+            return msg, f"{_n(signer)} submit_proposal update_params {change.module} deposit {deposit}{' expedited' if expedited else ''}"
+        bodies = []
+        for _ in range(r.choice([1, 1, 2, 3])):
+            roll = r.random()
+            if roll < 0.6:
+                msg = self.gov_params_change(ctx)
+            elif roll < 0.8:
+                msg, _ = self.msg_register_version(ctx, signer)
+            elif roll < 0.9:
+                msg = txcodec.MsgSend(recipient=r.choice(ACCOUNTS).address, amount=1)
+            else:
+                msg = txcodec.MsgVote(proposal=1, option=1)
+            body = txcodec.TxBody()
+            getattr(body, txcodec._msg_field(msg)).CopyFrom(msg)
+            bodies.append(body)
+        expedited = r.random() < 0.2
+        deposit = self.amount(r.choice([25, 50, 100, 200]))
+        msg = txcodec.MsgSubmitProposal(messages=bodies, initial_deposit=min(deposit, U64), title=r.choice(["p", "x" * 141, "é"]) if r.random() < 0.1 else "p",
+                                        summary="s", expedited=expedited)
+        return msg, f"{_n(signer)} submit_proposal {','.join(b.WhichOneof('msg') for b in bodies)} deposit {deposit}{' expedited' if expedited else ''}"
+
+    def pick_proposal(self, ctx) -> int:
+        """Mostly an open proposal; else a recent, decided, future or absurd id."""
+        open_ids = open_proposals(ctx.state)
+        if open_ids and self.r.random() < 0.7:
+            return self.r.choice(open_ids)
+        newest = max(gov.decode_int(ctx.state.get(gov.NEXT_ID_KEY)) - 1, 0)
+        return self.r.choice([newest, newest, max(newest - 1, 0), max(newest - 2, 0), newest + 1, 0, U64])
+
+    def msg_deposit(self, ctx, signer):
+        proposal, amount = self.pick_proposal(ctx), self.amount(self.r.choice([10, 50, 100]))
+        return txcodec.MsgDeposit(proposal=proposal, amount=amount), f"{_n(signer)} deposit {amount} on proposal {proposal}"
+
+    def msg_vote(self, ctx, signer):
+        proposal, option = self.pick_proposal(ctx), self.r.choice([1, 1, 2, 3, 4, 4, 0, 5, 2**32 - 1])
+        return txcodec.MsgVote(proposal=proposal, option=option), f"{_n(signer)} vote {option} on proposal {proposal}"
+
+    def msg_update_params(self, ctx, signer):
+        msg = self.gov_params_change(ctx)  # sent directly: only the gov account may
+        return msg, f"{_n(signer)} update_params {msg.module} directly"
+
     def current_round_id(self, ctx) -> int:
         rnd = training.current_round(ctx.state)
         base = rnd.id if rnd is not None else 0
@@ -910,7 +1100,9 @@ class Fuzzer:
         r = self.r
         round_id = self.current_round_id(ctx)
         tag = f"delta {round_id} {signer.address} {r.randrange(3)}"
-        steps, digest = TRAINING_PARAMS["steps"], fake_sha(tag)
+        rnd = training.current_round(ctx.state)
+        params = training.round_params(rnd) if rnd is not None else training.get_params(ctx.state)
+        steps, digest = params.steps, fake_sha(tag)  # the round's: a proposal changes only later rounds
         faked = [i for i in range(steps) if r.random() < 0.15]
         commitments = b"".join(audit.grad_commitment(r.randbytes(32) if i in faked else grad_proof(digest, i)) for i in range(steps))
         before = r.choice(INTERESTING_INTS)
@@ -930,7 +1122,7 @@ class Fuzzer:
         committees, or one of the ways a validator cheats: always accept without proofs (lazy) or with guessed ones,
         a fraud claim on honest work (a step, the endpoints k, unavailability k + 1, or k + 2, refused), a malformed entry."""
         r = self.r
-        params = training.get_params(ctx.state)
+        params = training.round_params(rnd)  # the audit sample size the round opened with
         behaviour = r.choices(["honest", "lazy", "guess", "false_claim", "broken"], weights=[8, 1, 1, 1, 1])[0]
         verdicts = []
         for sub in training.submissions(ctx.state, rnd.id):
@@ -1192,6 +1384,20 @@ class Fuzzer:
                 else:
                     msg, note = self.msg_attest_merge(ctx, key)
                     ctx.signed(r, key, msg, note + " [everyone_merges]")
+        elif kind == "everyone_votes":  # the validators we hold vote on a proposal as one (mostly yes, some vetoes); a delegator may override
+            voting = [int(raw) for _, raw in ctx.state.iter_prefix(gov.VOTING_QUEUE_PREFIX)]
+            if not voting:
+                self.one_tx(ctx)
+                return
+            proposal = r.choice(voting)
+            mood = r.choices([gov.YES, gov.NO_WITH_VETO, gov.NO, 0], weights=[6, 2, 1, 1])[0]  # 0: each its own way
+            for operator, key in sorted(ops.items()):
+                option = mood or r.choice(list(gov.OPTIONS))
+                ctx.signed(r, key, txcodec.MsgVote(proposal=proposal, option=option), f"{_n(key)} vote {option} on proposal {proposal} [everyone_votes]")
+            delegators = [k for k in ACCOUNTS if k.address not in ops and staking.delegations_of(ctx.state, k.address)]
+            if delegators and r.random() < 0.5:
+                key, option = r.choice(delegators), r.choice(list(gov.OPTIONS))
+                ctx.signed(r, key, txcodec.MsgVote(proposal=proposal, option=option), f"{_n(key)} vote {option} on proposal {proposal} as a delegator [everyone_votes]")
 
 
 class TxContext:

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from abci_app.cli.common import DEBUG_ENV, CliError
+from abci_app.cli.gov import gov_query, gov_tx
 from abci_app.cli.keys import keys
 from abci_app.cli.query import query, status
 from abci_app.cli.model import chat, dataset, dataset_tx, model
@@ -80,8 +81,10 @@ def cli() -> None:
 
 tx.add_command(staking_tx)
 tx.add_command(dataset_tx)
+tx.add_command(gov_tx)
 query.add_command(staking_query)
 query.add_command(training_query)
+query.add_command(gov_query)
 cli.add_command(keys)
 cli.add_command(tx)
 cli.add_command(query)

@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from abci_app import crypto
 from abci_app import tx as txlib
 from abci_app.cli.common import Cli, CliError, shared_flags, signer_key
 from abci_app.cli.tx import confirm, send, tx_flags
@@ -237,6 +238,134 @@ def _plot_history(versions: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+MAX_LINEAGE = 10_000  # versions walked back; the parent chain of a registry ends at version 0 well before this
+
+
+def lineage(chain: ChainClient, version: int | None) -> dict:
+    """Version `version` (latest when None) and its ancestors back to genesis: each one's accepted submissions,
+    and every dataset and trainer on the path with its share of the accepted work (windows drawn)."""
+    path = [version_entry(chain, version)]
+    while path[-1]["parent"] is not None and len(path) < MAX_LINEAGE:
+        path.append(version_entry(chain, path[-1]["parent"]))
+    dataset_windows: dict[int, int] = {}
+    trainers: dict[str, dict] = {}
+    for v in path:
+        for c in v.get("contributions") or []:
+            drawn = sum(n for _, n in c["windows"])
+            t = trainers.setdefault(c["trainer"], {"trainer": c["trainer"], "submissions": 0, "windows": 0, "versions": []})
+            t["submissions"] += 1
+            t["windows"] += drawn
+            if v["id"] not in t["versions"]:
+                t["versions"].append(v["id"])
+            for d, n in c["windows"]:
+                dataset_windows[d] = dataset_windows.get(d, 0) + n
+    total = sum(dataset_windows.values())
+    ids = sorted({d for v in path for d in v.get("dataset_ids") or []} | set(dataset_windows))
+    records = {d: dataset_entry(chain, d) for d in ids}
+    sets = [{"id": d, "name": records[d]["name"], "licence": records[d]["licence"], "owner": records[d].get("owner") or records[d].get("creator", ""),
+             "cid": records[d]["cid"], "windows": dataset_windows.get(d, 0), "share": _share(dataset_windows.get(d, 0), total),
+             "versions": [v["id"] for v in path if d in (v.get("dataset_ids") or [])]} for d in ids]
+    people = sorted(trainers.values(), key=lambda t: (-t["windows"], t["trainer"]))
+    for t in people:
+        t["share"] = _share(t["windows"], total)
+    return {"version": path[0]["id"], "path": path, "datasets": sets, "contributors": people, "total_windows": total}
+
+
+def _share(part: int, total: int) -> float:
+    return round(part / total, 6) if total else 0.0
+
+
+def _lineage_text(doc: dict) -> str:
+    names = {d["id"]: d["name"] for d in doc["datasets"]}
+    lines = [f"lineage of version {doc['version']}: {len(doc['path'])} versions back to genesis, {doc['total_windows']} accepted windows"]
+    for v in doc["path"]:
+        where = "genesis" if v["parent"] is None else f"parent {v['parent']}, round {v.get('round', '-')}"
+        contributions = v.get("contributions") or []
+        trained = ", ".join(names.get(d, str(d)) for d in v.get("dataset_ids") or []) or "-"
+        lines.append(f"version {v['id']} ({where}): {v['cid']}  licence {v['licence'] or '-'}  data {trained}  "
+                     f"{len(contributions)} accepted submissions")
+        for c in contributions:
+            drawn = ", ".join(f"{names.get(d, d)} {n}" for d, n in c["windows"]) or "-"
+            lines.append(f"  submission {c['submission']} by {c['trainer']}: delta {c['cid']} sha256 {c['sha256'][:16]}…  "
+                         f"windows {drawn}  seed {c['seed'][:16]}…")
+    lines.append("datasets (share of the accepted windows):")
+    for d in doc["datasets"]:
+        lines.append(f"  {d['id']:>3} {d['name']:<20} {d['licence'][:30]:<30} owner {d['owner'] or '-'}  {d['windows']:>8} windows  {100 * d['share']:5.1f}%")
+    lines.append("contributors (share of the accepted windows):" if doc["contributors"] else "contributors: none (no accepted submission on this path)")
+    for t in doc["contributors"]:
+        lines.append(f"  {t['trainer']}  {t['submissions']} submissions  {t['windows']:>8} windows  {100 * t['share']:5.1f}%")
+    return "\n".join(lines)
+
+
+@model.command("lineage")
+@click.argument("version", type=click.IntRange(min=0), required=False)
+@click.option("--plot", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="Write a PNG of the lineage graph: datasets and trainers feeding each version.")
+@shared_flags()
+@_model_errors
+def lineage_(cli: Cli, version: int | None, plot: Path | None) -> None:
+    """Trace VERSION [default: latest] back to genesis: the datasets (licences, owners) and the trainers
+    behind it, each with its share of the accepted work, and every accepted submission's delta and seed.
+
+    \b
+    Example:
+      $ gradchain model lineage 3
+      $ gradchain model lineage 3 -o json
+      $ gradchain model lineage 3 --plot lineage.png
+    """
+    with ChainClient(cli.node) as chain:
+        doc = lineage(chain, version)
+    if plot is not None:
+        _plot_lineage(doc, plot)
+    cli.emit(doc, _lineage_text(doc) + (f"\nplot written to {plot}" if plot else ""))
+
+
+def _plot_lineage(doc: dict, path: Path) -> None:
+    """Versions left (genesis) to right; datasets above and trainers below, an edge to each version they fed,
+    as thick as the windows it drew."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    versions = list(reversed(doc["path"]))
+    x_of = {v["id"]: i for i, v in enumerate(versions)}
+    width = max(len(versions), len(doc["datasets"]), len(doc["contributors"]), 2)
+    fig, ax = plt.subplots(figsize=(min(2 + 1.6 * width, 40), 5))
+
+    def spread(n: int) -> list[float]:  # n nodes evenly under the versions' span
+        last = len(versions) - 1
+        return [i * last / (n - 1) if n > 1 else last / 2 for i in range(n)]
+
+    heaviest = max([n for v in versions for c in v.get("contributions") or [] for _, n in c["windows"]] + [1])
+    for v in versions:
+        if v["parent"] in x_of:
+            ax.annotate("", xy=(x_of[v["id"]], 0), xytext=(x_of[v["parent"]], 0), arrowprops={"arrowstyle": "->", "lw": 1.5})
+        ax.scatter([x_of[v["id"]]], [0], s=500, color="tab:blue", zorder=3)
+        ax.text(x_of[v["id"]], 0, f"v{v['id']}", ha="center", va="center", color="white", fontsize=8, zorder=4)
+    for d, x in zip(doc["datasets"], spread(len(doc["datasets"]))):
+        ax.scatter([x], [1], s=300, marker="s", color="tab:green", zorder=3)
+        ax.text(x, 1.12, f"{d['name']}\n{d['licence'][:20]}\n{100 * d['share']:.0f}%", ha="center", va="bottom", fontsize=7)
+        for v in versions:
+            drawn = sum(n for c in v.get("contributions") or [] for dd, n in c["windows"] if dd == d["id"])
+            if drawn or (v["parent"] is None and d["id"] in (v.get("dataset_ids") or [])):
+                ax.plot([x, x_of[v["id"]]], [1, 0], color="tab:green", alpha=0.5, lw=0.5 + 4 * drawn / heaviest)
+    for t, x in zip(doc["contributors"], spread(len(doc["contributors"]))):
+        ax.scatter([x], [-1], s=300, marker="^", color="tab:orange", zorder=3)
+        ax.text(x, -1.12, f"{t['trainer'][:10]}…\n{100 * t['share']:.0f}%", ha="center", va="top", fontsize=7)
+        for v in versions:
+            drawn = sum(sum(n for _, n in c["windows"]) for c in v.get("contributions") or [] if c["trainer"] == t["trainer"])
+            if drawn:
+                ax.plot([x, x_of[v["id"]]], [-1, 0], color="tab:orange", alpha=0.5, lw=0.5 + 4 * drawn / heaviest)
+    ax.set_ylim(-1.8, 1.8)
+    ax.set_xlim(-1, max(len(versions), 2))
+    ax.axis("off")
+    ax.set_title(f"GradientChain: lineage of version {doc['version']} (datasets above, trainers below)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 LOSS_AGREEMENT_PPM = 100  # a held-out loss within 1e-4 (relative) of the chain's agrees: the 4 decimals printed
 
 
@@ -372,7 +501,8 @@ def dataset() -> None:
 @shared_flags()
 @_model_errors
 def dataset_list(cli: Cli) -> None:
-    """List registered datasets.
+    """List registered datasets with their market state: sampling weight (0 = not admitted: no round
+    draws from it), royalty, and what the owner has earned for the windows drawn in accepted submissions.
 
     \b
     Example:
@@ -380,8 +510,10 @@ def dataset_list(cli: Cli) -> None:
     """
     with ChainClient(cli.node) as chain:
         items = chain.query_json("/datasets/list") or []
-    rows = [f"{d['id']:>3}  {d['name']:<20}  {d['bytes']:>12}  {d['licence'][:30]:<30}  {d['cid']}" for d in items]
-    cli.emit(items, "\n".join([f"{'ID':>3}  {'NAME':<20}  {'BYTES':>12}  {'LICENCE':<30}  CID"] + rows) if items else "no dataset is registered")
+    header = f"{'ID':>3}  {'NAME':<20}  {'WEIGHT':>7}  {'ROYALTY':>7}  {'EARNED':>12}  {'WINDOWS':>9}  {'BYTES':>12}  {'LICENCE':<20}  {'OWNER':<41}  CID"
+    rows = [f"{d['id']:>3}  {d['name']:<20}  {d.get('weight', 0):>7}  {d.get('royalty_bps', 0) / 100:>6.2f}%  {d.get('earned', 0):>12}  "
+            f"{d.get('windows', 0):>9}  {d['bytes']:>12}  {d['licence'][:20]:<20}  {d.get('owner') or d['creator']:<41}  {d['cid']}" for d in items]
+    cli.emit(items, "\n".join([header] + rows) if items else "no dataset is registered")
 
 
 @dataset.command("show")
@@ -389,7 +521,7 @@ def dataset_list(cli: Cli) -> None:
 @shared_flags()
 @_model_errors
 def dataset_show(cli: Cli, dataset_id: int) -> None:
-    """Show one dataset's provenance record.
+    """Show one dataset's provenance record and its market state (owner, weight, earnings), as `dataset list` does.
 
     \b
     Example:
@@ -397,6 +529,8 @@ def dataset_show(cli: Cli, dataset_id: int) -> None:
     """
     with ChainClient(cli.node) as chain:
         entry = dataset_entry(chain, dataset_id)
+        earnings = chain.query_json("/datasets/earnings", str(dataset_id)) or {"earned": 0, "windows": 0, "submissions": 0}
+        entry |= {"owner": entry.get("owner") or entry["creator"], "weight": chain.query_int("/datasets/weight", str(dataset_id))} | earnings
     cli.emit(entry, "\n".join(f"{k}: {v}" for k, v in entry.items()))
 
 
@@ -410,25 +544,35 @@ def dataset_tx() -> None:
 @click.option("--from", "from_", required=True, help="Key that signs the registration.")
 @click.option("--name", required=True, help="Dataset name.")
 @click.option("--licence", required=True, help="Licence, e.g. public-domain or CC-BY-4.0.")
+@click.option("--owner", default="", help="Address paid the royalties [default: the signer].")
+@click.option("--royalty-bps", type=click.IntRange(0, 10_000), default=0, show_default=True,
+              help="Royalty in basis points of an accepted reward, by the share of its windows drawn from this dataset "
+                   "(at most datasets.params.max_royalty_bps).")
 @_ipfs_option
 @tx_flags
 @shared_flags()
 @_model_errors
-def dataset_add(cli: Cli, file: Path, from_: str, name: str, licence: str, ipfs: str,
+def dataset_add(cli: Cli, file: Path, from_: str, name: str, licence: str, owner: str, royalty_bps: int, ipfs: str,
                 fee: int | None, memo: str, nonce: int | None, no_wait: bool, yes: bool) -> None:
     """Add FILE to IPFS and register it (bytes-level tokenizer: tokens = bytes).
 
     Shows the file's CID and sha256 and asks first (unless --yes); then adds
-    it to IPFS and sends the registration.
+    it to IPFS and sends the registration. A registered dataset is not yet
+    trained on: a governance proposal admits it with a sampling weight
+    (MsgSetDatasetWeight).
 
     \b
     Example:
-      $ gradchain tx dataset add corpus.txt --from dev0 --name my-corpus --licence CC0-1.0 -y
+      $ gradchain tx dataset add corpus.txt --from dev0 --name my-corpus --licence CC0-1.0 --royalty-bps 500 -y
     """
     key = signer_key(cli.keyring, from_)
+    if owner and not crypto.is_address(owner):
+        raise CliError(f"invalid --owner {owner[:80]!r}: expected an address (gc1…)")
     digest, size, cid = file_sha256(file), file.stat().st_size, cid_of_file(file)
-    msg = txlib.MsgRegisterDataset(name=name, cid=cid, sha256=digest, licence=licence, bytes=size, tokens=size, tokenizer="bytes")
-    summary = f"register {file} as dataset '{name}' ({size} bytes, licence {licence}, cid {cid}), signer {from_} ({key.address})"
+    msg = txlib.MsgRegisterDataset(name=name, cid=cid, sha256=digest, licence=licence, bytes=size, tokens=size, tokenizer="bytes",
+                                   owner=owner, royalty_bps=royalty_bps)
+    summary = (f"register {file} as dataset '{name}' ({size} bytes, licence {licence}, cid {cid}), owner {owner or key.address}, "
+               f"royalty {royalty_bps} bps, signer {from_} ({key.address})")
     with cli.client() as chain:
         nonce, fee = confirm(chain, key, msg, summary, fee=fee, memo=memo, nonce=nonce, yes=yes)
         with IpfsClient(ipfs) as client:  # only once confirmed: a declined registration publishes nothing

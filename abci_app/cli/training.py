@@ -47,6 +47,11 @@ def _params(rpc: RpcClient, node: str) -> dict:
     return found
 
 
+def _round_params(rpc: RpcClient, node: str, rnd: dict) -> dict:
+    """The params `rnd` runs under: those it opened with (a change passed since applies from the next round)."""
+    return rnd.get("params") or _params(rpc, node)
+
+
 def _round(rpc: RpcClient, round_id: int | None) -> tuple[dict | None, int]:
     """(round view, height): round `round_id`, or the current (else the last) round when None."""
     path, data = ("/training/current", "") if round_id is None else ("/training/round_detail", str(round_id))
@@ -140,7 +145,30 @@ def _committee_text(rnd: dict, params: dict) -> str:
     return f"{size} of the round's {validators} validators, drawn by stake for each submission"
 
 
-def _round_text(rnd: dict, height: int, params: dict) -> str:
+def _mix(rpc: RpcClient, rnd: dict) -> list[dict]:
+    """The round's dataset mix: each admitted dataset's id, name, weight and the steps its submissions drew from it."""
+    drawn: dict[int, int] = {}
+    for sub in rnd["submission_list"]:  # the same draw the chain and the trainer make
+        for dataset_id, n in chain.step_counts(rnd["seed"], sub["trainer"], rnd.get("mix") or [], sub["steps"]):
+            drawn[dataset_id] = drawn.get(dataset_id, 0) + n
+    out = []
+    for dataset_id, weight in rnd.get("mix") or []:  # at most datasets.MAX_ADMITTED: one query each
+        found = _json(abci_query(rpc, "/datasets/dataset", str(dataset_id)), "/datasets/dataset")
+        name = found.get("name", "") if isinstance(found, dict) else ""
+        out.append({"dataset": dataset_id, "name": name, "weight": weight, "steps_drawn": drawn.get(dataset_id, 0)})
+    return out
+
+
+def _mix_lines(mix: list[dict]) -> list[str]:
+    if not mix:
+        return ["mix:           -"]
+    total = sum(m["weight"] for m in mix) or 1
+    rows = [(m["dataset"], m["name"] or "-", m["weight"], f"{100 * m['weight'] / total:.1f}%", m["steps_drawn"]) for m in mix]
+    table = _table(("DATASET", "NAME", "WEIGHT", "SHARE", "STEPS DRAWN"), rows)
+    return ["mix:           datasets the round's steps draw from (steps drawn: over its submissions)", *("  " + line for line in table.splitlines())]
+
+
+def _round_text(rnd: dict, height: int, params: dict, mix: list[dict]) -> str:
     phase = rnd["phase"]
     subs = rnd["submission_list"]
     steps, sampled = params["steps"], params["audit_steps"]
@@ -171,6 +199,7 @@ def _round_text(rnd: dict, height: int, params: dict) -> str:
         f"accepted:      {', '.join(map(str, rnd['accepted'])) or '-'}",
         f"merge votes:   {rnd['merge_commits']} committed, {len(rnd['merge_votes'])} revealed",
         f"version:       {'-' if rnd['version'] is None else rnd['version']}",
+        *_mix_lines(mix),
     ]
     return "\n".join(lines)
 
@@ -184,11 +213,14 @@ def training_query() -> None:
 @click.argument("round_id", metavar="[N]", type=click.IntRange(min=0), required=False)
 @shared_flags()
 def round_(cli: Cli, round_id: int | None) -> None:
-    """Show round N (default: the round in progress, else the last one): phase windows, beacon, audit, outcome.
+    """Show round N (default: the round in progress, else the last one): phase windows, beacon, audit, outcome, dataset mix.
 
-    The audit lines (steps each auditor recomputes, committee size) are the
-    chain's training params; -o json prints the round view as the chain
-    serves it, with the query height.
+    The audit lines (steps each auditor recomputes, committee size) and the
+    windows are the training params the round opened with (a change passed by
+    gov applies from the next round). The mix lists the admitted datasets the
+    round's steps draw from, by weight, and how many steps its submissions
+    drew from each. -o json prints the round view as the chain serves it,
+    with the mix ("datasets") and the query height.
 
     \b
     Example:
@@ -197,8 +229,9 @@ def round_(cli: Cli, round_id: int | None) -> None:
     """
     with cli.rpc() as rpc:
         rnd, height = _require_round(rpc, round_id)
-        text = _round_text(rnd, height, _params(rpc, cli.node)) if cli.output != "json" else ""
-    cli.emit(rnd | {"height": height}, text)
+        mix = _mix(rpc, rnd)
+        text = _round_text(rnd, height, _round_params(rpc, cli.node, rnd), mix) if cli.output != "json" else ""
+    cli.emit(rnd | {"datasets": mix, "height": height}, text)
 
 
 # --- submissions ----------------------------------------------------------------------
@@ -280,7 +313,7 @@ def _verdicts_text(rnd: dict, height: int, params: dict, subs: list[dict], votes
 def _show_verdicts(cli: Cli, round_id: int | None, index: int | None) -> None:
     with cli.rpc() as rpc:
         rnd, height = _require_round(rpc, round_id)
-        params = _params(rpc, cli.node) if cli.output != "json" else {}  # the claims' quorum
+        params = _round_params(rpc, cli.node, rnd) if cli.output != "json" else {}  # the claims' quorum
     subs = rnd["submission_list"]
     if index is not None:
         subs = [s for s in subs if s["index"] == index]

@@ -121,7 +121,7 @@ class GenesisContent:
     files: list[Path]  # copied under root/genesis, added to IPFS at start
 
 
-def register_genesis_content(root: Path, app_state: dict | None, model_path: Path | None, corpus_path: Path | None, funded,
+def register_genesis_content(root: Path, app_state: dict | None, model_path: Path | None, corpus_path: Path | None,
                              metrics: dict[str, int] | None = None) -> GenesisContent:
     """Register the corpus as dataset 0 and the model as version 0 in `app_state`, their files copied to root/genesis."""
     if model_path is None and corpus_path is None:
@@ -156,10 +156,6 @@ def register_genesis_content(root: Path, app_state: dict | None, model_path: Pat
                    "licence": meta.extra.get("licence", "Apache-2.0"), "note": f"genesis model: {name}{template}",
                    "metrics": dict(metrics or {})}
         registry = state.setdefault("registry", {})
-        registry.setdefault("versions", []).insert(0, version)
-        # Until training rounds register versions, dev0 may register by tx.
-        dev0 = next((a for a, _ in funded if a.name == "dev0"), None)
-        if dev0 is not None:
-            registry.setdefault("params", {}).setdefault("authority", dev0.address)
+        registry.setdefault("versions", []).insert(0, version)  # no authority: the gov account's default; manual versions go by proposal
         files.append(target)
     return GenesisContent(state, files)

@@ -168,7 +168,7 @@ def create(
 
         if ipfs:
             _init_ipfs(nodes, base_port)
-        content = register_genesis_content(root, app_state, genesis_model, corpus, funded, genesis_model_metrics)
+        content = register_genesis_content(root, app_state, genesis_model, corpus, genesis_model_metrics)
         app_state = content.app_state
         genesis["chain_id"] = chain_id
         genesis["app_state"] = genesis_app_state(app_state, funded, stakers)

@@ -17,6 +17,9 @@ from abci_app.tx import MsgSend
 # --- Params ---------------------------------------------------------------------
 
 DENOM = "ugrad"
+MAX_MIN_FEE = 10**9  # ugrad (1,000 GRAD)
+MAX_BYTE_FEE = 10**6  # ugrad per byte
+MAX_FREE_BYTES = 64 * 1024  # a tx's size limit: more would make a big write free
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,14 @@ class Params:
         for name, value in asdict(self).items():
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"bank.params.{name} must be an integer >= 0, got {value!r}")
+        # Free txs or free bytes let anyone fill blocks and state at no cost; fees nobody can pay stop every tx,
+        # the votes that could lower them included.
+        if not 1 <= self.min_fee <= MAX_MIN_FEE:
+            raise ValueError(f"bank.params.min_fee must be 1 to {MAX_MIN_FEE}")
+        if not 1 <= self.byte_fee <= MAX_BYTE_FEE:
+            raise ValueError(f"bank.params.byte_fee must be 1 to {MAX_BYTE_FEE}")
+        if self.free_bytes > MAX_FREE_BYTES:
+            raise ValueError(f"bank.params.free_bytes must be at most {MAX_FREE_BYTES}")
 
 
 def required_fee(params: Params, bytes_written: int) -> int:
@@ -167,6 +178,11 @@ def transfer(ctx: Context, sender: str, recipient: str, amount: int) -> None:
     _set_balance(ctx.state, sender, available - amount)
     _set_balance(ctx.state, recipient, balance(ctx.state, recipient) + amount)
     ctx.emit(Transfer(sender=sender, recipient=recipient, amount=amount))
+
+
+def is_module_account(address: str) -> bool:
+    """Whether `address` is a module's keyless account (only its module may pay it)."""
+    return address in _MODULE_ACCOUNTS
 
 
 def mint(ctx: Context, recipient: str, amount: int) -> None:

@@ -4,7 +4,9 @@ Each version points at a safetensors checkpoint on IPFS (CID + sha256) and
 records its parent, model family and config (hashed, so a downloader can
 check that the file's config matches), the datasets it was trained on, who
 registered it and when. Version 0 comes from genesis. Until training rounds
-register versions themselves, only the `authority` in params may add one.
+register versions themselves, only the `authority` in params may add one: by
+default the gov module account, so a version is registered by tx only as a
+passed proposal's message (a genesis may name another account, e.g. a dev key).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from abci_app.context import (
     MAX_UINT64, Context, EventType, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_printable_ascii,
     is_sha256_hex, is_utf8_encodable, load_params, loads_bounded, parse_uint64, store_params,
 )
-from abci_app.modules import datasets
+from abci_app.modules import datasets, gov
 from abci_app.state import Overlay
 from abci_app.tx import tx_pb2
 
@@ -33,15 +35,16 @@ MAX_NOTE = 512
 MAX_DATASET_IDS = 16
 MAX_METRICS = 16
 MAX_METRIC_NAME = 64
+MAX_CONTRIBUTIONS = 256  # accepted submissions a version records (training.Params.max_submissions is capped by it)
 
 
 @dataclass(frozen=True)
 class Params:
-    authority: str = ""  # the only address allowed to register versions by tx ("" = nobody)
+    authority: str = gov.GOV  # the only address allowed to register versions by tx: the gov module account unless genesis names another
 
     def validate(self) -> None:
-        if self.authority:
-            crypto.parse_address(self.authority)
+        if not isinstance(self.authority, str) or not crypto.is_address(self.authority):
+            raise ValueError(f"registry.params.authority must be an address, got {self.authority!r:.80}")
 
 
 # --- Storage --------------------------------------------------------------------
@@ -70,6 +73,20 @@ class ModelVersion:
     round: int | None = None  # the training round that produced it, if any
     metrics: dict[str, int] = field(default_factory=dict)  # integers only, e.g. held_out_loss_micro
     note: str = ""
+    # Provenance: one Contribution per accepted submission merged into this version, in submission order.
+    contributions: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """An accepted submission's provenance: who trained, on which data, from which seed, and the delta it gave."""
+
+    submission: int
+    trainer: str
+    cid: str  # the delta file
+    sha256: str
+    seed: str  # the round's seed: its batches are abci_app.ml.train.batch_seed(seed, trainer, dataset sha256) per drawn dataset
+    windows: list[list[int]]  # [[dataset id, sequences drawn from it]], by id
 
 
 def version_key(version_id: int) -> bytes:
@@ -172,7 +189,7 @@ class DuplicateVersion(RegistryError):
 def register(
     ctx: Context, *, parent: int | None, cid: str, sha256: str, size: int, family: str, config_json: str,
     dataset_ids: list[int], licence: str, creator: str, round: int | None = None,
-    metrics: dict[str, int] | None = None, note: str = "",
+    metrics: dict[str, int] | None = None, note: str = "", contributions: list[Contribution] | None = None,
 ) -> ModelVersion:
     """Check every field, then record the next version; raises a RegistryError on bad input."""
     if not is_cid(cid):
@@ -192,6 +209,10 @@ def register(
     metrics = metrics or {}
     if len(metrics) > MAX_METRICS or not all(is_printable_ascii(k, MAX_METRIC_NAME) and _is_int(v) for k, v in metrics.items()):
         raise InvalidVersion(f"at most {MAX_METRICS} metrics, each a name of printable ASCII and an integer")
+    contributions = contributions or []
+    if len(contributions) > MAX_CONTRIBUTIONS or not all(_valid_contribution(c) for c in contributions):
+        raise InvalidVersion(f"at most {MAX_CONTRIBUTIONS} contributions, each with a trainer address, a delta CID and sha256, "
+                             f"a seed and at most {MAX_DATASET_IDS} [dataset id, windows] pairs")
     try:
         config_text = canonical_config(config_json)
     except ValueError as exc:
@@ -199,7 +220,7 @@ def register(
     n = count(ctx.state)
     if n and (not _is_uint64(parent) or get(ctx.state, parent) is None):
         raise UnknownParent(f"unknown parent version {parent!r} (latest is {n - 1})")
-    missing = [d for d in dataset_ids if not datasets.exists(ctx.state, d)]
+    missing = [d for d in dict.fromkeys([*dataset_ids, *(d for c in contributions for d, _ in c.windows)]) if not datasets.exists(ctx.state, d)]
     if missing:
         raise UnknownDataset(f"unknown dataset ids {missing} (see `gradchain dataset list`)")
     digest_key = BY_SHA256_PREFIX + bytes.fromhex(sha256)
@@ -209,12 +230,20 @@ def register(
         id=n, parent=parent if n else None, cid=cid, sha256=sha256, bytes=size, family=family,
         config_json=config_text, config_hash=config_hash(family, config_text), dataset_ids=list(dataset_ids),
         licence=licence, creator=creator, height=ctx.height, round=round, metrics=dict(sorted(metrics.items())), note=note,
+        contributions=[asdict(c) for c in contributions],
     )
     ctx.state.set(version_key(n), encode_json(asdict(version)))
     ctx.state.set(digest_key, encode_int(n))
     ctx.state.set(COUNT_KEY, encode_int(n + 1))
     ctx.emit(VersionRegistered(id=n, parent="" if version.parent is None else version.parent, cid=cid, sha256=sha256, family=family, creator=creator))
     return version
+
+
+def _valid_contribution(c: Contribution) -> bool:
+    return (
+        _is_uint64(c.submission) and crypto.is_address(c.trainer) and is_cid(c.cid) and is_sha256_hex(c.sha256) and is_sha256_hex(c.seed)
+        and len(c.windows) <= MAX_DATASET_IDS and all(len(w) == 2 and _is_uint64(w[0]) and _is_uint64(w[1]) for w in c.windows)
+    )
 
 
 def _is_int(value) -> bool:
@@ -232,7 +261,7 @@ def register_version(ctx: Context, signer: str, msg: tx_pb2.MsgRegisterVersion) 
     """MsgRegisterVersion: the authority registers a new version."""
     authority = load_params(ctx.state, PARAMS_KEY, Params).authority
     if signer != authority:
-        who = f"the registry authority {authority}" if authority else "no account (registration by tx is disabled)"
+        who = "the gov module account, through a passed proposal" if authority == gov.GOV else f"the registry authority {authority}"
         raise Unauthorized(f"{signer} may not register model versions: only {who} may")
     register(
         ctx, parent=msg.parent, cid=msg.cid, sha256=msg.sha256, size=msg.bytes, family=msg.family,

@@ -58,7 +58,15 @@ BPS = 10_000  # fractions are integer basis points: no floats in consensus code
 REWARD_SCALE = 10**18  # reward index precision: rewards per share are stored times this
 MAX_PARAM = 2**62  # every param fits an int64 (heights, keys of 8 bytes) with room to add
 MAX_VALIDATORS = 10_000
+MAX_BLOCKS = 10_000_000  # ~4 months at 1 s blocks: the longest unbonding, jail or downtime window (a longer unbonding would freeze stake for good, as it may never shrink)
 MAX_MONIKER = 64
+# A self-bond floor above 1000 units of voting power only shuts operators out: creating, unjailing and
+# reducing a self-bond all need it (a raise is also refused above what most active power holds: check_params_change).
+MAX_SELF_BOND_UNITS = 1_000
+MAX_BLOCK_REWARD = 10**9  # ugrad minted per block with txs (1000 GRAD): one proposal may not vote unbounded inflation
+# A proposer can leave any precommit out of LastCommit: a downtime jail must take many of its turns (half the
+# window) and cost a victim's delegators little (Cosmos's min_signed_per_window and slash_fraction_downtime).
+MAX_DOWNTIME_SLASH_BPS = 1_000
 # CometBFT refuses a set whose total power exceeds MaxTotalVotingPower (int64 max / 8): cap each member
 # so that even max_validators of them stay below it.
 MAX_POWER = (2**63 - 1) // 8 // MAX_VALIDATORS
@@ -88,9 +96,43 @@ class Params:
             raise ValueError(f"staking.params.max_validators is at most {MAX_VALIDATORS}")
         if self.double_sign_slash_bps > BPS or self.downtime_slash_bps > BPS:
             raise ValueError("staking slash fractions are basis points: at most 10000")
+        if self.downtime_slash_bps > MAX_DOWNTIME_SLASH_BPS:
+            raise ValueError(f"staking.params.downtime_slash_bps is at most {MAX_DOWNTIME_SLASH_BPS}: a proposer can forge downtime")
+        if self.downtime_max_missed < self.downtime_window // 2:
+            raise ValueError("staking.params.downtime_max_missed must be at least half of downtime_window: a proposer can "
+                             "leave out a victim's signatures")
+        if self.min_self_bond > MAX_SELF_BOND_UNITS * self.power_unit:
+            raise ValueError(f"staking.params.min_self_bond is at most {MAX_SELF_BOND_UNITS} x power_unit "
+                             f"({MAX_SELF_BOND_UNITS * self.power_unit})")
+        if self.block_reward > MAX_BLOCK_REWARD:
+            raise ValueError(f"staking.params.block_reward is at most {MAX_BLOCK_REWARD}")
+        for name in ("unbonding_blocks", "jail_blocks", "double_sign_jail_blocks", "downtime_window"):
+            if getattr(self, name) > MAX_BLOCKS:
+                raise ValueError(f"staking.params.{name} must be at most {MAX_BLOCKS}")
         if self.unbonding_blocks <= EVIDENCE_AGE_MARGIN:
             # CometBFT needs max_age_num_blocks >= 1, and evidence must find the stake that left (check_evidence_age).
             raise ValueError(f"staking.params.unbonding_blocks must be at least {EVIDENCE_AGE_MARGIN + 1}")
+
+
+def check_params_change(current: Params, new: Params, state: Overlay | None = None) -> None:
+    """What a governance MsgUpdateParams may not do to valid staking params (ValueError says why); the rules that
+    read the validators run when the caller passes the state."""
+    if state is not None and new.min_self_bond > current.min_self_bond:
+        # Operators below the floor can neither unjail nor create again: if they held a third of the power, downtime
+        # jails could empty the set, and with no bonded power gov never reaches quorum to lower the floor back.
+        active = active_set(state)
+        total = sum(p for _, p in active)
+        kept = sum(p for v, p in active if delegation(state, v.operator, v.operator) >= new.min_self_bond)
+        if 3 * kept < 2 * total:
+            raise ValueError(f"staking.params.min_self_bond may rise only to what validators with 2/3 of the active power "
+                             f"have self-bonded: {new.min_self_bond} leaves {kept} of {total} power")
+    if new.power_unit != current.power_unit:
+        # Power ranks are stored as tokens // power_unit: a new unit would strand every rank key (the Cosmos SDK's
+        # PowerReduction is a constant too).
+        raise ValueError("staking.params.power_unit is set at genesis only")
+    if new.unbonding_blocks < current.unbonding_blocks:
+        # Genesis checked it against CometBFT's evidence max age (check_evidence_age), which the app does not see later.
+        raise ValueError("staking.params.unbonding_blocks may only grow: evidence must still find the stake that left")
 
 
 BONDED_POOL = bank.module_address("bonded_pool")
@@ -104,7 +146,7 @@ PARAMS_KEY = PREFIX + b"params"  # Params as canonical JSON
 UNBONDING_SEQ_KEY = PREFIX + b"unbonding_seq"  # next sequence number in UNBONDING_PREFIX
 VALIDATOR_PREFIX = PREFIX + b"validator/"  # <operator 20> -> Validator JSON (kept after it empties: jail and keys stay)
 CONSENSUS_PREFIX = PREFIX + b"cons/"  # <consensus address 20> -> operator 20 bytes (a key stays bound to its first operator)
-DELEGATION_PREFIX = PREFIX + b"delegation/"  # <operator 20><delegator 20> -> {"shares", "index"}
+DELEGATION_PREFIX = PREFIX + b"delegation/"  # <operator 20><delegator 20> -> {"shares", "index", "since"}
 DELEGATOR_PREFIX = PREFIX + b"delegator/"  # <delegator 20><operator 20> -> b"1": one delegator's delegations, for queries
 RANK_PREFIX = PREFIX + b"rank/"  # <RANK_TOP - power 8 BE><operator 20> -> b"1": validators with power > 0, strongest first
 POWER_PREFIX = PREFIX + b"power/"  # <consensus pubkey 32> -> power last sent to CometBFT
@@ -168,6 +210,7 @@ class Validator:
 class Delegation:
     shares: int
     index: int  # the validator's reward_index when this delegation last settled
+    since: int = 0  # height it last grew: gov counts it only in votes that opened later (0: at genesis)
 
 
 def get_params(state: Overlay) -> Params:
@@ -239,6 +282,32 @@ def delegations_to(state: Overlay, operator: str) -> list[tuple[str, int]]:
     if validator is None:
         return []
     return [(_addr(k[len(prefix) :]), validator.value_of(decode_json(v)["shares"])) for k, v in state.iter_prefix(prefix)]
+
+
+def delegations_of(state: Overlay, delegator: str) -> list[tuple[str, int]]:
+    """(operator, tokens) of one delegator's delegations, in operator byte order (for queries and tests: it reads them all)."""
+    prefix = DELEGATOR_PREFIX + _raw(delegator)
+    out = []
+    for key, _ in state.iter_prefix(prefix):
+        operator = _addr(key[len(prefix) :])
+        out.append((operator, delegation(state, operator, delegator)))
+    return out
+
+
+def voting_delegations(state: Overlay, delegator: str, limit: int) -> list[tuple[str, int, int]]:
+    """(operator, tokens, since) of one delegator's delegations, in operator byte order: at most limit + 1 of them
+    read, so a caller that gets more than `limit` knows there are too many (gov's votes)."""
+    prefix = DELEGATOR_PREFIX + _raw(delegator)
+    out = []
+    for key, _ in state.iter_prefix(prefix):
+        operator = _addr(key[len(prefix) :])
+        record = _get_delegation(state, operator, delegator)
+        validator = get_validator(state, operator) if record else None
+        if record and validator:
+            out.append((operator, validator.value_of(record.shares), record.since))
+        if len(out) > limit:
+            break
+    return out
 
 
 def pending_rewards(validator: Validator, record: Delegation) -> int:
@@ -573,7 +642,7 @@ def create_validator(ctx: Context, signer: str, msg: tx_pb2.MsgCreateValidator) 
         if missed is not None:
             ctx.state.set(MISSED_PREFIX + consensus_address(msg.pubkey), missed)
             ctx.state.delete(old_missed)
-    _set_delegation(ctx.state, signer, signer, Delegation(msg.amount, validator.reward_index))
+    _set_delegation(ctx.state, signer, signer, Delegation(msg.amount, validator.reward_index, ctx.height))
     ctx.emit(ValidatorCreated(operator=signer, pubkey=msg.pubkey.hex(), moniker=moniker, amount=msg.amount))
 
 
@@ -589,7 +658,7 @@ def delegate(ctx: Context, signer: str, msg: tx_pb2.MsgDelegate) -> None:
     record = _get_delegation(ctx.state, validator.operator, signer) or Delegation(0, validator.reward_index)
     bank.transfer(ctx, signer, BONDED_POOL, msg.amount)
     validator = _settle(ctx, validator, signer, record)
-    _set_delegation(ctx.state, validator.operator, signer, Delegation(record.shares + new_shares, validator.reward_index))
+    _set_delegation(ctx.state, validator.operator, signer, Delegation(record.shares + new_shares, validator.reward_index, ctx.height))
     _put_validator(ctx.state, replace(validator, tokens=validator.tokens + msg.amount, shares=validator.shares + new_shares))
     ctx.emit(Delegated(delegator=signer, validator=validator.operator, amount=msg.amount))
 
@@ -628,7 +697,7 @@ def undelegate(ctx: Context, signer: str, msg: tx_pb2.MsgUndelegate) -> None:
         raise ValidatorWipedOut(f"validator {validator.operator}'s unbonding stake of this block was slashed to zero")
     bank.transfer(ctx, BONDED_POOL, UNBONDING_POOL, amount)
     left = _settle(ctx, left, signer, record)
-    _set_delegation(ctx.state, validator.operator, signer, Delegation(record.shares - removed, left.reward_index))
+    _set_delegation(ctx.state, validator.operator, signer, Delegation(record.shares - removed, left.reward_index, record.since))
     if left.shares == 0 and left.rewards_outstanding:
         # The last shares out take the rewards' rounding remainder: nothing is stranded in DISTRIBUTION.
         bank.transfer(ctx, DISTRIBUTION, signer, left.rewards_outstanding)

@@ -4,8 +4,11 @@ Training happens off chain; this module only counts stake and checks hashes
 and signatures, so block time does not depend on model size. A round:
 
 1. opens (end_block) when training is enabled, a model version and the
-   dataset exist, and some trainer is bonded; its seed is derived from the
-   opening block's hash, so nobody picks their data. The active validators'
+   dataset exist, some dataset is admitted (datasets module) and some
+   trainer is bonded; its seed is derived from the opening block's hash, so
+   nobody picks their data. The admitted datasets' weights are snapshotted
+   into the round (`mix`), and each submission's k steps are drawn across
+   them from the seed (`draw_steps`). The active validators'
    powers are snapshotted into the round: only they audit and judge, with
    that power, and staking keeps their stake slashable until the round's last
    possible height (`staking.hold_stake`);
@@ -41,7 +44,8 @@ and signatures, so block time does not depend on model size. A round:
    their vote was needed, pay `verifier_penalty_bps`;
 6. decisions: without an upheld claim, a submission is accepted when
    committee members with `quorum_bps` of the committee's power revealed
-   accept (reward minted to the trainer, merged), not merged when they said
+   accept (reward minted, less each drawn dataset's royalty to its owner
+   (`reward_split`), to the trainer, merged), not merged when they said
    valid but not all accept (correct work that does not help: nothing paid,
    bond kept), else it expires (bond released, check fee refunded). The
    check fee, plus `verifier_reward_bps` of the reward on an acceptance, is
@@ -84,15 +88,27 @@ LORA_TARGETS = ("down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj
 
 
 MAX_STEPS = 256  # k bound: a submission's grad commitments (32 bytes a step) sit in state
+MAX_BATCH_SIZE = 4_096  # sequences per step: a version's windows (steps x batch_size) stay far inside uint64, and trainers' memory sane
 MAX_REVEAL_CHUNKS = 64  # an auditor's verdicts may be revealed in up to this many txs (each under tx.MAX_TX_BYTES)
 MAX_COMMITTEE = 1_000
+# Money and work ceilings: a passed proposal may not mint without bound per submission, price trainers out for
+# good, or set auditors work (prompts, windows, bytes, seconds) no honest validator can finish.
+MAX_REWARD = 10**12  # ugrad (1e6 GRAD) minted per accepted submission
+MAX_CHECK_FEE = 10**12  # ugrad a submission pays its matching auditors
+MAX_TRAINER_BOND = 10**13  # ugrad (1e7 GRAD) of collateral a submission needs
+MAX_EVAL_PROMPTS = 1_000  # prompts scored per merge (the fixed set is far smaller: more is all of them)
+MAX_HELDOUT_WINDOWS = 4_096  # held-out windows evaluated per audit
+MAX_STATE_BYTES = 16 * 1024**3  # 16 GiB: one state file an auditor fetches and loads
+MAX_FETCH_SECONDS = 3_600  # an auditor's deadline to fetch one file
+_CEILINGS = {"reward": MAX_REWARD, "check_fee": MAX_CHECK_FEE, "min_trainer_bond": MAX_TRAINER_BOND, "eval_prompts": MAX_EVAL_PROMPTS,
+             "audit_heldout_windows": MAX_HELDOUT_WINDOWS, "max_state_bytes": MAX_STATE_BYTES, "fetch_seconds": MAX_FETCH_SECONDS}
 CLAIM_ENDPOINTS_OFFSET, CLAIM_UNAVAILABLE_OFFSET = 0, 1  # a fraud claim names step k (+0): the endpoints or manifest; k + 1: content not fetchable in time
 
 
 @dataclass(frozen=True)
 class Params:
     enabled: bool = False  # rounds open only when true
-    dataset_id: int = 0  # the registered dataset batches are drawn from
+    dataset_id: int = 0  # the registered dataset whose held-out split audits and merges evaluate (batches come from the admitted mix)
     submission_blocks: int = 20  # SUBMIT window: bonded trainers submit deltas
     verification_blocks: int = 40  # COMMIT window: committee members recompute their samples and commit
     reveal_blocks: int = 20  # REVEAL and MERGE_REVEAL windows: sealed verdicts and merge votes are opened
@@ -145,10 +161,19 @@ class Params:
             raise ValueError("training params in basis points must be at most 10000 (quorum above 0)")
         if self.steps == 0 or self.submission_blocks == 0 or self.batch_size == 0 or self.seq_len == 0:
             raise ValueError("training.params steps, submission_blocks, batch_size and seq_len must be positive")
-        if self.verification_blocks == 0 or self.reveal_blocks == 0 or self.dispute_blocks == 0:
-            raise ValueError("training.params verification_blocks, reveal_blocks and dispute_blocks must be positive")
+        if self.batch_size > MAX_BATCH_SIZE:
+            raise ValueError(f"training.params.batch_size must be at most {MAX_BATCH_SIZE}")
+        if self.verification_blocks == 0 or self.reveal_blocks == 0 or self.dispute_blocks == 0 or self.merge_blocks == 0:
+            # A 0-block MERGE window still ends at the next block, as a 1-block one does (harmless to consensus), but it
+            # reads as "no merge window": the same positive rule as the other windows.
+            raise ValueError("training.params verification_blocks, reveal_blocks, dispute_blocks and merge_blocks must be positive")
+        for name, ceiling in _CEILINGS.items():
+            if getattr(self, name) > ceiling:
+                raise ValueError(f"training.params.{name} must be at most {ceiling}")
         if self.steps > MAX_STEPS or not 0 < self.audit_steps <= self.steps:
             raise ValueError(f"training.params: need 0 < audit_steps <= steps <= {MAX_STEPS} (audit_steps = steps recomputes everything)")
+        if self.max_submissions > registry.MAX_CONTRIBUTIONS:
+            raise ValueError(f"training.params.max_submissions must be at most {registry.MAX_CONTRIBUTIONS} (a version records each accepted one)")
         if self.committee_size > MAX_COMMITTEE:
             raise ValueError(f"training.params.committee_size must be at most {MAX_COMMITTEE} (0 = every validator)")
         if self.min_trainer_bond == 0:
@@ -157,7 +182,16 @@ class Params:
             raise ValueError("training.params lora_rank and lora_alpha must be positive")
         if self.max_state_bytes == 0 or self.fetch_seconds == 0 or self.audit_heldout_windows == 0:
             raise ValueError("training.params max_state_bytes, fetch_seconds and audit_heldout_windows must be positive")
+        round_blocks = sum(getattr(self, name) for name in _WINDOW_FIELDS) + self.reveal_blocks  # reveal_blocks serves two windows
+        if round_blocks > MAX_ROUND_BLOCKS or self.trainer_unbonding_blocks > MAX_ROUND_BLOCKS:
+            # A round holds its validators' stake until it closes and no proposal can shorten a round in flight:
+            # an absurd window would freeze training and every undelegation from those validators (review 14, finding 2).
+            raise ValueError(f"training.params: a round's windows sum to {round_blocks} blocks and trainer_unbonding_blocks is "
+                             f"{self.trainer_unbonding_blocks}; each must be at most {MAX_ROUND_BLOCKS}")
 
+
+_WINDOW_FIELDS = ("submission_blocks", "verification_blocks", "reveal_blocks", "dispute_blocks", "merge_blocks")
+MAX_ROUND_BLOCKS = 1_000_000  # ~11.5 days at a block a second: every window of a round, together
 
 _BPS_FIELDS = ("slash_bps", "attester_share_bps", "verifier_reward_bps", "unrevealed_penalty_bps", "fraud_proof_slash_bps",
                "false_claim_penalty_bps", "verifier_penalty_bps")
@@ -181,6 +215,7 @@ MERGE_VOTE_PREFIX = PREFIX + b"merge_vote/"  # <round 8 BE><validator 20> -> Mer
 MERGE_COMMITMENT_PREFIX = PREFIX + b"merge_commitment/"  # <round 8 BE><validator 20> -> sha256 (32 bytes)
 TRAINER_PREFIX = PREFIX + b"trainer/"  # <trainer 20> -> TrainerBond JSON
 BONDED_TRAINERS_KEY = PREFIX + b"bonded_trainers"  # trainers with bonded >= min_trainer_bond: opening a round reads no list
+COUNTED_PREFIX = PREFIX + b"counted/"  # <trainer 20> -> b"1" while the trainer is in BONDED_TRAINERS_KEY
 TRAINER_UNBONDING_PREFIX = PREFIX + b"trainer_unbonding/"  # <due height 8 BE><seq 8 BE> -> TrainerUnbonding JSON
 TRAINER_UNBONDING_SEQ_KEY = PREFIX + b"trainer_unbonding_seq"  # next sequence number in TRAINER_UNBONDING_PREFIX
 
@@ -222,6 +257,10 @@ class Round:
     reveals: int = 0  # auditors that revealed
     claims: int = 0  # fraud claims open for the dispute
     judges: int = 0  # snapshotted validators that judged the claims
+    mix: list[list] = field(default_factory=list)  # [[dataset id, weight]] admitted at opening, by id (<= datasets.MAX_ADMITTED): what steps draw from
+    # The training Params at opening: the round runs under these to its end, so a change gov passes mid-round
+    # (steps, audit_steps, windows, rewards) applies from the next round and no in-flight work is judged by new rules.
+    params: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -297,7 +336,13 @@ _raw = crypto.address_raw
 
 
 def get_params(state: Overlay) -> Params:
+    """The params the next round opens with (a round in progress runs under `round_params`)."""
     return load_params(state, PARAMS_KEY, Params)
+
+
+def round_params(rnd: Round) -> Params:
+    """The params a round opened with: everything that round does uses these."""
+    return Params(**rnd.params)
 
 
 def get_round(state: Overlay, round_id: int) -> Round | None:
@@ -403,18 +448,22 @@ def trainer_bond(state: Overlay, trainer: str) -> TrainerBond:
     return TrainerBond(**raw) if raw else TrainerBond()
 
 
-def _put_trainer_bond(state: Overlay, params: Params, trainer: str, bond: TrainerBond) -> None:
-    """Write a trainer's collateral and keep the count of trainers bonded at least min_trainer_bond."""
-    was = trainer_bond(state, trainer).bonded >= params.min_trainer_bond
-    now = bond.bonded >= params.min_trainer_bond
+def _put_trainer_bond(state: Overlay, trainer: str, bond: TrainerBond) -> None:
+    """Write a trainer's collateral and keep the count of trainers bonded at least min_trainer_bond. Each trainer's
+    own flag says whether it is counted, so a min_trainer_bond changed by gov never un-counts one it did not count
+    (the count stays exact per flag, and trainers are re-judged by the new minimum as their bonds change)."""
+    counted = COUNTED_PREFIX + _raw(trainer)
+    was = state.get(counted) is not None
+    now = bond.bonded >= get_params(state).min_trainer_bond
     if was != now:
         state.set(BONDED_TRAINERS_KEY, encode_int(bonded_trainers(state) + (1 if now else -1)))
+        state.set(counted, b"1") if now else state.delete(counted)
     key = TRAINER_PREFIX + _raw(trainer)
     state.set(key, encode_json(asdict(bond))) if bond != TrainerBond() else state.delete(key)
 
 
 def bonded_trainers(state: Overlay) -> int:
-    """How many trainers have at least min_trainer_bond bonded."""
+    """How many trainers had at least min_trainer_bond bonded when their bond last changed (COUNTED_PREFIX)."""
     return decode_int(state.get(BONDED_TRAINERS_KEY))
 
 
@@ -426,6 +475,70 @@ def trainer_unbondings(state: Overlay) -> list[dict]:
 def round_seed(block_hash: bytes, round_id: int) -> str:
     """The round's seed: from the block that opened it, which no trainer controls."""
     return hashlib.sha256(b"gradchain/round-seed" + block_hash + _u64(round_id)).hexdigest()
+
+
+DRAW_DOMAIN = b"gradchain/data-draw/v1"
+
+
+def draw_seed(seed: str, trainer: str) -> bytes:
+    """The seed of one trainer's draw across datasets in one round (its batch seeds: abci_app.ml.train.batch_seed)."""
+    return hashlib.sha256(DRAW_DOMAIN + bytes.fromhex(seed) + _raw(trainer)).digest()
+
+
+def draw_steps(seed: str, trainer: str, mix: list[list], steps: int) -> list[int]:
+    """The dataset each of a submission's `steps` steps takes its batch from, integers only:
+
+    1. counts, by systematic sampling: W is the mix's total weight, u = H(draw seed || "offset") mod W, and the
+       points u + j*W (j < steps) fall on [0, steps*W), where dataset i (by id) owns [steps*C_i, steps*C_(i+1)),
+       C_i the weights before it. Each dataset gets floor or ceil of steps*w/W steps, exactly that on average;
+    2. order: those counts, by id, are laid on the steps sorted by H(draw seed || u32be(step)), so the
+       datasets interleave. A mix of one dataset gives it every step (the single-dataset rounds of before)."""
+    live = [(d, w) for d, w in mix if w > 0]
+    if not live or steps <= 0:
+        return []
+    key = draw_seed(seed, trainer)
+    total = sum(w for _, w in live)
+    point = int.from_bytes(hashlib.sha256(key + b"offset").digest(), "big") % total
+    drawn, i, edge = [], 0, steps * live[0][1]
+    for _ in range(steps):
+        while point >= edge:  # the next dataset's interval
+            i += 1
+            edge += steps * live[i][1]
+        drawn.append(live[i][0])
+        point += total
+    order = sorted(range(steps), key=lambda step: hashlib.sha256(key + step.to_bytes(4, "big")).digest())
+    out = [0] * steps
+    for position, dataset_id in zip(order, drawn):
+        out[position] = dataset_id
+    return out
+
+
+def step_counts(seed: str, trainer: str, mix: list[list], steps: int) -> list[list[int]]:
+    """[[dataset id, steps drawn from it]] of one submission, by id, datasets drawn at least once."""
+    counts: dict[int, int] = {}
+    for dataset_id in draw_steps(seed, trainer, mix, steps):
+        counts[dataset_id] = counts.get(dataset_id, 0) + 1
+    return [[d, counts[d]] for d in sorted(counts)]
+
+
+def reward_split(reward: int, counts: list[list[int]], royalties: dict[int, int]) -> tuple[int, list[list[int]]]:
+    """(the trainer's part, [[dataset id, royalty]]) of an accepted reward: nothing is minted beyond `reward`.
+
+    Dataset d claims reward x royalty_bps_d x n_d / (10000 x n), n_d of the n steps (so windows) drawn from it.
+    The royalties total T = floor(sum of the claims), exactly; each dataset gets the floor of its claim and the
+    T - sum(floors) units left (fewer than the datasets) go one each to the largest fractional parts, ties to
+    the lower id. The trainer gets reward - T: every rounding unit stays with the trainer, none is minted."""
+    n = sum(c for _, c in counts)
+    if not n or not reward:
+        return reward, [[d, 0] for d, _ in counts]
+    scale = BPS * n
+    claims = [(d, reward * royalties.get(d, 0) * c) for d, c in counts]
+    total = sum(claim for _, claim in claims) // scale
+    shares = {d: claim // scale for d, claim in claims}
+    left = total - sum(shares.values())
+    for d, _ in sorted(claims, key=lambda dc: (-(dc[1] % scale), dc[0]))[:left]:
+        shares[d] += 1
+    return reward - total, [[d, shares[d]] for d, _ in counts]
 
 
 def quorum(params: Params, total_power: int) -> int:
@@ -549,7 +662,7 @@ class ClaimDecided(EventType):
 
 @dataclass(frozen=True)
 class DeltaAccepted(EventType):
-    """A submission was accepted: `reward` minted to its trainer, and it joins the merge."""
+    """A submission was accepted: `reward` minted (to its trainer, less the royalties of royalty_paid), and it joins the merge."""
 
     type = "delta_accepted"
     round: int
@@ -649,6 +762,18 @@ class MergeAttested(EventType):
     validator: str
     cid: str
     sha256: str
+
+
+@dataclass(frozen=True)
+class MergeNotRegistered(EventType):
+    """The file the quorum agreed on could not be registered (`reason`: the registry's refusal, e.g. an existing
+    version's sha256); the round closes without a version."""
+
+    type = "merge_not_registered"
+    round: int
+    cid: str
+    sha256: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -801,8 +926,8 @@ def _in_phase(rnd: Round, phase: str) -> None:
 def submit_delta(ctx: Context, signer: str, msg: tx_pb2.MsgSubmitDelta) -> None:
     """MsgSubmitDelta: a bonded trainer's delta and trajectory for the open round; pays check_fee and locks the
     trainer's free bond until it is decided."""
-    params = get_params(ctx.state)
     rnd = _round_in_progress(ctx.state, msg.round)
+    params = round_params(rnd)
     if rnd.phase != SUBMIT or ctx.height >= rnd.submit_until:
         raise WrongPhase(f"round {rnd.id} stopped taking submissions at height {rnd.submit_until} (now {ctx.height})")
     if ctx.state.get(BY_TRAINER_PREFIX + _u64(rnd.id) + _raw(signer)) is not None:
@@ -832,7 +957,7 @@ def submit_delta(ctx: Context, signer: str, msg: tx_pb2.MsgSubmitDelta) -> None:
     if params.check_fee:  # bank.transfer refuses 0, and check_fee = 0 is a valid param
         bank.transfer(ctx, signer, CHECK_FEE_POOL, params.check_fee)  # first: the only step that can fail
     if evicted is not None:
-        _evict(ctx, params, evicted, by=signer)
+        _evict(ctx, evicted, by=signer)
         rnd = replace(rnd, submissions=rnd.submissions - 1)
     sub = Submission(
         round=rnd.id, index=rnd.next_index, trainer=signer, cid=msg.cid, sha256=msg.sha256, bytes=msg.bytes,
@@ -841,7 +966,7 @@ def submit_delta(ctx: Context, signer: str, msg: tx_pb2.MsgSubmitDelta) -> None:
         state_bytes=msg.state_bytes, bond=stake, check_fee=params.check_fee,
     )
     ctx.state.set(GRAD_COMMITMENTS_PREFIX + _u64(rnd.id) + _u64(sub.index), msg.grad_commitments)
-    _put_trainer_bond(ctx.state, params, signer, replace(bond, locked=bond.locked + stake))
+    _put_trainer_bond(ctx.state, signer, replace(bond, locked=bond.locked + stake))
     _put_submission(ctx.state, sub)
     ctx.state.set(BY_TRAINER_PREFIX + _u64(rnd.id) + _raw(signer), encode_int(sub.index))
     _put_round(ctx.state, replace(rnd, submissions=rnd.submissions + 1, next_index=rnd.next_index + 1))
@@ -854,10 +979,10 @@ def _eviction_candidate(state: Overlay, round_id: int) -> Submission | None:
     return min(submissions(state, round_id), key=lambda s: (s.bond, -s.index), default=None)
 
 
-def _evict(ctx: Context, params: Params, sub: Submission, by: str) -> None:
+def _evict(ctx: Context, sub: Submission, by: str) -> None:
     """Drop a submission and return its lock and check fee; its trainer may submit again with a larger bond."""
     bond = trainer_bond(ctx.state, sub.trainer)
-    _put_trainer_bond(ctx.state, params, sub.trainer, replace(bond, locked=bond.locked - sub.bond))
+    _put_trainer_bond(ctx.state, sub.trainer, replace(bond, locked=bond.locked - sub.bond))
     if sub.check_fee:
         bank.transfer(ctx, CHECK_FEE_POOL, sub.trainer, sub.check_fee)
     ctx.state.delete(SUBMISSION_PREFIX + _u64(sub.round) + _u64(sub.index))
@@ -957,8 +1082,7 @@ def _audit_entry(ctx: Context, rnd: Round, sub: Submission, signer: str, pubkey:
         raise InvalidReveal(f"the audit signature on submission {sub.index} is not {signer}'s signature of its audit message")
     if not is_printable_ascii(v.reason, 120, min_len=0):
         raise InvalidReveal("a verdict's reason is at most 120 printable ASCII characters")
-    params = get_params(ctx.state)
-    sample = audit.audit_sample(v.audit_signature, sub.steps, params.audit_steps)
+    sample = audit.audit_sample(v.audit_signature, sub.steps, round_params(rnd).audit_steps)
     verdict = VERDICTS[v.verdict]
     proven = proof_ok = False
     if verdict == FRAUD:
@@ -1023,8 +1147,8 @@ def commit_merge(ctx: Context, signer: str, msg: tx_pb2.MsgCommitMerge) -> None:
 
 def attest_merge(ctx: Context, signer: str, msg: tx_pb2.MsgAttestMerge) -> None:
     """MsgAttestMerge: reveal a sealed recomputation of the merged checkpoint; at quorum on one file, register it."""
-    params = get_params(ctx.state)
     rnd = _round_in_progress(ctx.state, msg.round)
+    params = round_params(rnd)
     _in_phase(rnd, MERGE_REVEAL)
     power = _snapshot_power(rnd, signer)
     if not is_cid(msg.cid) or not is_sha256_hex(msg.sha256) or msg.bytes == 0:
@@ -1050,10 +1174,9 @@ def bond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgBondTrainer) -> None:
     """MsgBondTrainer: put up collateral for training work."""
     if msg.amount <= 0:
         raise InvalidAmount(f"invalid amount {msg.amount}: must be a positive integer of {bank.DENOM}")
-    params = get_params(ctx.state)
     bond = trainer_bond(ctx.state, signer)
     bank.transfer(ctx, signer, TRAINER_POOL, msg.amount)
-    _put_trainer_bond(ctx.state, params, signer, replace(bond, bonded=bond.bonded + msg.amount))
+    _put_trainer_bond(ctx.state, signer, replace(bond, bonded=bond.bonded + msg.amount))
     ctx.emit(TrainerBonded(trainer=signer, amount=msg.amount))
 
 
@@ -1067,7 +1190,7 @@ def unbond_trainer(ctx: Context, signer: str, msg: tx_pb2.MsgUnbondTrainer) -> N
         locked = f" ({bond.locked}{bank.DENOM} more is locked by an undecided submission)" if bond.locked else ""
         raise InsufficientTrainerBond(f"cannot unbond {msg.amount}{bank.DENOM}: {signer} has {bond.bonded - bond.locked}{bank.DENOM} unlocked trainer bond{locked}")
     due = ctx.height + params.trainer_unbonding_blocks
-    _put_trainer_bond(ctx.state, params, signer, replace(bond, bonded=bond.bonded - msg.amount, unbonding=bond.unbonding + msg.amount))
+    _put_trainer_bond(ctx.state, signer, replace(bond, bonded=bond.bonded - msg.amount, unbonding=bond.unbonding + msg.amount))
     enqueue(ctx.state, TRAINER_UNBONDING_PREFIX, TRAINER_UNBONDING_SEQ_KEY, due, {"trainer": signer, "amount": msg.amount, "completion_height": due})
     ctx.emit(TrainerUnbondingStarted(trainer=signer, amount=msg.amount, completion_height=due))
 
@@ -1087,9 +1210,8 @@ def _decide_valid(ctx: Context, params: Params, rnd: Round, sub: Submission, ref
     needed = quorum(params, sub.committee_power)
     accept_power = sum(e.power for e in valid if e.verdict == ACCEPT)
     if accept_power >= needed:
-        _release(ctx, params, sub, slashed=0)
-        if params.reward:
-            bank.mint(ctx, sub.trainer, params.reward)
+        _release(ctx, sub, slashed=0)
+        _pay_reward(ctx, params, rnd, sub)
         rnd = get_round(ctx.state, rnd.id)
         _put_round(ctx.state, replace(rnd, accepted=sorted(rnd.accepted + [sub.index])))
         payees = [e.validator for e in valid if e.proven and e.verdict == ACCEPT]  # paid for matching the decision
@@ -1097,18 +1219,33 @@ def _decide_valid(ctx: Context, params: Params, rnd: Round, sub: Submission, ref
         ctx.emit(DeltaAccepted(round=rnd.id, submission=sub.index, trainer=sub.trainer, reward=params.reward))
         _put_submission(ctx.state, replace(sub, status=ACCEPTED))
     elif sum(e.power for e in valid) >= needed:
-        _release(ctx, params, sub, slashed=0)  # correct work that does not help: bond kept, nothing paid, not merged
+        _release(ctx, sub, slashed=0)  # correct work that does not help: bond kept, nothing paid, not merged
         _pay_auditors(ctx, rnd, sub, [e.validator for e in valid if e.proven and e.verdict == NO_GAIN], 0)
         ctx.emit(DeltaNotMerged(round=rnd.id, submission=sub.index, trainer=sub.trainer))
         _put_submission(ctx.state, replace(sub, status=NOT_MERGED))
     else:
-        _expire(ctx, params, rnd, sub, refund)
+        _expire(ctx, rnd, sub, refund)
 
 
-def _expire(ctx: Context, params: Params, rnd: Round, sub: Submission, refund: bool = True) -> None:
+def _pay_reward(ctx: Context, params: Params, rnd: Round, sub: Submission) -> None:
+    """Mint `reward` for an accepted submission: each drawn dataset's royalty to its owner, the rest to the trainer."""
+    counts = step_counts(rnd.seed, sub.trainer, rnd.mix, sub.steps)  # <= MAX_ADMITTED entries
+    drawn = {d: datasets.get(ctx.state, d) for d, _ in counts}
+    cap = datasets.get_params(ctx.state).max_royalty_bps  # a cap lowered after registration reaches stored royalties too
+    trainer_part, royalties = reward_split(params.reward, counts, {d: min(ds.royalty_bps, cap) for d, ds in drawn.items()})
+    if trainer_part:
+        bank.mint(ctx, sub.trainer, trainer_part)
+    for (d, n), (_, amount) in zip(counts, royalties):
+        owner = datasets.owner_of(drawn[d])
+        if amount:
+            bank.mint(ctx, owner, amount)
+        datasets.record_royalty(ctx, d, owner, amount, n * params.batch_size, rnd.id, sub.index)
+
+
+def _expire(ctx: Context, rnd: Round, sub: Submission, refund: bool = True) -> None:
     """No decision: the trainer gets its lock back, and its check fee unless its content was claimed unavailable
     (withholding files through the audit and serving them to the judges must cost the trainer, not the auditors)."""
-    _release(ctx, params, sub, slashed=0)
+    _release(ctx, sub, slashed=0)
     if sub.check_fee:
         if refund:
             bank.transfer(ctx, CHECK_FEE_POOL, sub.trainer, sub.check_fee)
@@ -1126,7 +1263,7 @@ def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission, claimants
     out). A member whose sample missed the bad steps made an honest miss, and one on another kernel path compared
     within tolerance: neither is charged."""
     slashed = sub.bond * params.slash_bps // BPS
-    _release(ctx, params, sub, slashed=slashed)
+    _release(ctx, sub, slashed=slashed)
     if slashed:
         bank.transfer(ctx, TRAINER_POOL, CHECK_FEE_POOL, slashed)
     _pay_auditors(ctx, rnd, sub, claimants, 0, from_slash=slashed, slash_share=slashed * params.attester_share_bps // BPS)
@@ -1170,10 +1307,10 @@ def _penalize(ctx: Context, rnd: Round, operator: str, bps: int, reason: str, co
         ctx.emit(VerifierPenalized(round=rnd.id, validator=operator, amount=amount, reason=reason))
 
 
-def _release(ctx: Context, params: Params, sub: Submission, slashed: int) -> None:
+def _release(ctx: Context, sub: Submission, slashed: int) -> None:
     """A decided or expired submission unlocks its bond, less what was slashed from it."""
     bond = trainer_bond(ctx.state, sub.trainer)
-    _put_trainer_bond(ctx.state, params, sub.trainer, replace(bond, bonded=bond.bonded - slashed, locked=bond.locked - sub.bond))
+    _put_trainer_bond(ctx.state, sub.trainer, replace(bond, bonded=bond.bonded - slashed, locked=bond.locked - sub.bond))
 
 
 def _weighted_median(votes: list[dict], name: str) -> int:
@@ -1220,13 +1357,35 @@ def _register_merge(ctx: Context, rnd: Round, agreeing: list[dict]) -> None:
     if _weighted_median(agreeing, "prompts_total"):
         metrics |= {"prompts_correct": _weighted_median(agreeing, "prompts_correct"), "prompts_total": _weighted_median(agreeing, "prompts_total")}
     first = agreeing[0]
-    version = registry.register(
-        ctx, parent=base.id, cid=first["cid"], sha256=first["sha256"], size=first["bytes"], family=base.family,
-        config_json=base.config_json, dataset_ids=[rnd.dataset_id], licence=base.licence, creator=rnd.aggregator or first["validator"],
-        round=rnd.id, metrics=metrics,
-        note=f"round {rnd.id}: {len(rnd.accepted)} accepted submissions (listed in the round)",  # registry notes are bounded
-    )
+    contributions = _contributions(ctx, rnd)
+    trained_on = sorted({d for c in contributions for d, _ in c.windows}) or [rnd.dataset_id]
+    try:
+        version = registry.register(
+            ctx, parent=base.id, cid=first["cid"], sha256=first["sha256"], size=first["bytes"], family=base.family,
+            config_json=base.config_json, dataset_ids=trained_on, licence=base.licence, creator=rnd.aggregator or first["validator"],
+            round=rnd.id, metrics=metrics, contributions=contributions,
+            note=f"round {rnd.id}: {len(rnd.accepted)} accepted submissions (listed in the round)",  # registry notes are bounded
+        )
+    except ModuleError as exc:
+        # Every input is bounded (<= MAX_ADMITTED datasets, steps x batch_size far inside uint64, votes checked at
+        # attest_merge), but a quorum can still agree on a file already registered: end_block must not raise on
+        # that, so the refusal is recorded (register checks everything before it writes) and the round closes.
+        ctx.emit(MergeNotRegistered(round=rnd.id, cid=first["cid"], sha256=first["sha256"], reason=exc.log[:200]))
+        _close(ctx, rnd)
+        return
     _close(ctx, replace(rnd, version=version.id))
+
+
+def _contributions(ctx: Context, rnd: Round) -> list[registry.Contribution]:
+    """The provenance of each accepted submission (at most max_submissions <= registry.MAX_CONTRIBUTIONS)."""
+    batch_size = round_params(rnd).batch_size
+    out = []
+    for index in rnd.accepted:
+        sub = get_submission(ctx.state, rnd.id, index)
+        counts = step_counts(rnd.seed, sub.trainer, rnd.mix, sub.steps)
+        out.append(registry.Contribution(submission=index, trainer=sub.trainer, cid=sub.cid, sha256=sub.sha256, seed=rnd.seed,
+                                         windows=[[d, n * batch_size] for d, n in counts]))
+    return out
 
 
 def _close(ctx: Context, rnd: Round) -> None:
@@ -1251,11 +1410,11 @@ def genesis(ctx: Context, config: dict) -> None:
 def end_block(ctx: Context) -> None:
     """Pay out due trainer unbondings; advance the round in progress by height (or once everyone acted), or open the next one."""
     _complete_trainer_unbondings(ctx)
-    params = get_params(ctx.state)
     rnd = current_round(ctx.state)
     if rnd is None:
-        _maybe_open(ctx, params)
+        _maybe_open(ctx, get_params(ctx.state))
         return
+    params = round_params(rnd)
 
     def last(until: int) -> bool:
         return ctx.height >= until - 1
@@ -1283,11 +1442,10 @@ def _complete_trainer_unbondings(ctx: Context) -> None:
     due = due_entries(ctx.state, TRAINER_UNBONDING_PREFIX, ctx.height)
     if not due:
         return
-    params = get_params(ctx.state)
     for key, entry in due:
         bond = trainer_bond(ctx.state, entry["trainer"])
         ctx.state.delete(key)
-        _put_trainer_bond(ctx.state, params, entry["trainer"], replace(bond, unbonding=bond.unbonding - entry["amount"]))
+        _put_trainer_bond(ctx.state, entry["trainer"], replace(bond, unbonding=bond.unbonding - entry["amount"]))
         bank.transfer(ctx, TRAINER_POOL, entry["trainer"], entry["amount"])
         ctx.emit(TrainerUnbondingCompleted(trainer=entry["trainer"], amount=entry["amount"]))
 
@@ -1298,6 +1456,9 @@ def _maybe_open(ctx: Context, params: Params) -> None:
     base = registry.latest(ctx.state)
     if base is None or not datasets.exists(ctx.state, params.dataset_id):
         return
+    mix = datasets.admitted(ctx.state)  # <= max_admitted entries
+    if not mix:
+        return  # governance delisted every dataset: nothing to train on
     if bonded_trainers(ctx.state) == 0:
         return  # nobody could submit: keep an idle chain idle
     # Who verifies this round, and with what weight, is fixed now (<= max_validators entries).
@@ -1310,7 +1471,8 @@ def _maybe_open(ctx: Context, params: Params) -> None:
     start = ctx.height + 1
     rnd = Round(
         id=round_id, base_version=base.id, dataset_id=params.dataset_id, seed=round_seed(ctx.block.hash, round_id),
-        open_height=start, submit_until=start + params.submission_blocks, powers=powers, total_power=total,
+        open_height=start, submit_until=start + params.submission_blocks, powers=powers, total_power=total, mix=mix,
+        params=asdict(params),
     )
     # Every phase ends by its window at the latest: penalties and votes are over by then.
     last = rnd.submit_until + params.verification_blocks + 2 * params.reveal_blocks + params.dispute_blocks + params.merge_blocks + 2
@@ -1406,7 +1568,7 @@ def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
         if upheld_by:
             _reject(ctx, params, rnd, sub, upheld_by, upheld_steps)
         elif undecided:
-            _expire(ctx, params, rnd, sub, refund=not availability)
+            _expire(ctx, rnd, sub, refund=not availability)
         else:
             _decide_valid(ctx, params, rnd, sub, refund=not availability)
     for operator, _ in rnd.powers:

@@ -1,21 +1,25 @@
 """The computation a trainer does and a validator repeats, in one place.
 
 Trainer and validator call the same functions with the same chain data
-(round seed, trainer address, dataset sha256, params), so an honest step is
+(round seed, trainer address, the dataset each step draws from, params), so an honest step is
 recomputed bit for bit at equal thread counts and kernel paths, and within
 `step_tolerance_ppm` otherwise (the spot-check itself: abci_app.workers.spotcheck).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from torch import Tensor
 
 from abci_app.ml import evaluate, train
 from abci_app.ml.corpus import Dataset
 from abci_app.ml.evaluate import MICRO, to_micro  # noqa: F401  (workers and tests use them from here)
 from abci_app.ml.family import LoadedModel, ModelFamily, State
+from abci_app.modules.training import draw_steps
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,21 @@ class Work:
     dataset_sha256: str
     params: dict[str, Any]  # the training module's Params as JSON
     kernel_path: str = ""  # the kernel path the submission says it was computed on
+    step_sources: tuple[str, ...] = ()  # sha256 of the dataset each step draws from (training.draw_steps); () = all dataset_sha256
+
+
+@dataclass(frozen=True)
+class Mix(Dataset):
+    """The round's evaluation dataset (held-out loss), with the train split of every dataset its steps draw from."""
+
+    sources: Mapping[str, Tensor] = field(default_factory=dict)  # dataset sha256 -> train token ids
+
+
+def round_work(rnd: dict, trainer: str, entry: dict, params: dict[str, Any], kernel_path: str, sha256_of: Mapping[int, str]) -> Work:
+    """The chain's Work for `trainer` in round `rnd`: `entry` is the round's dataset (dataset_id), `sha256_of` maps
+    each dataset id of the round's mix to its sha256. A round without a mix (older rounds) draws every step from `entry`."""
+    draws = draw_steps(rnd["seed"], trainer, rnd.get("mix") or [], params["steps"])
+    return Work(rnd["id"], rnd["base_version"], rnd["seed"], trainer, entry["sha256"], params, kernel_path, tuple(sha256_of[d] for d in draws))
 
 
 @dataclass(frozen=True)
@@ -40,9 +59,8 @@ class Trained:
 
 
 def batches(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work) -> list:
-    seed = train.batch_seed(bytes.fromhex(work.round_seed), work.trainer, work.dataset_sha256)
-    seq_len = min(work.params["seq_len"], family.context_length(base))
-    return train.batches_for(seed, dataset.train, work.params["steps"], work.params["batch_size"], seq_len)
+    """Every step's batch (`batch_at` for i < k)."""
+    return [batch_at(family, base, dataset, work, i) for i in range(work.params["steps"])]
 
 
 def train_delta(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Work, on_step=None) -> tuple[State, list[float], LoadedModel]:
@@ -99,10 +117,22 @@ def batch_at(family: ModelFamily, base: LoadedModel, dataset: Dataset, work: Wor
     """Step i's batch, as `batches(...)[i]` gives it, without making the other k - 1 (a validator replays a few steps)."""
     if not 0 <= i < work.params["steps"]:
         raise ValueError(f"step {i} is outside the submission's {work.params['steps']} steps")
-    seed = train.batch_seed(bytes.fromhex(work.round_seed), work.trainer, work.dataset_sha256)
+    source, tokens = _source(dataset, work, i)
+    seed = train.batch_seed(bytes.fromhex(work.round_seed), work.trainer, source)
     seq_len = min(work.params["seq_len"], family.context_length(base))
-    # train.iter_batches's per-step seed: seed || "/step/" || u32be(i)
-    return train.batch_for(seed + b"/step/" + i.to_bytes(4, "big"), dataset.train, work.params["batch_size"], seq_len)
+    # train.iter_batches's per-step seed: seed || "/step/" || u32be(i); one dataset gives exactly its batches
+    return train.batch_for(seed + b"/step/" + i.to_bytes(4, "big"), tokens, work.params["batch_size"], seq_len)
+
+
+def _source(dataset: Dataset, work: Work, i: int) -> tuple[str, Tensor]:
+    """(sha256, train token ids) of the dataset step i draws from."""
+    source = work.step_sources[i] if work.step_sources else work.dataset_sha256
+    if source == work.dataset_sha256:
+        return source, dataset.train
+    sources = getattr(dataset, "sources", {})
+    if source not in sources:
+        raise ValueError(f"step {i} draws from dataset {source[:16]}…, which is not loaded")
+    return source, sources[source]
 
 
 def lr_of(work: Work) -> float:

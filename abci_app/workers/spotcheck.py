@@ -177,8 +177,12 @@ class _Bad(Exception):
 class Auditor:
     """Checks submissions of one round against one base (`family.for_training`-shaped) and dataset."""
 
-    def __init__(self, family: ModelFamily, base: LoadedModel, dataset: Dataset, params: dict[str, Any], kernel_path: str, fetch: Fetch):
+    def __init__(self, family: ModelFamily, base: LoadedModel, dataset: Dataset, params: dict[str, Any], kernel_path: str, fetch: Fetch,
+                 load_source: Callable[[str], Any] | None = None):
+        """`load_source(sha256)`: the train tokens of a mixed dataset a step draws from and `dataset.sources` lacks
+        (raises Unavailable when it cannot be fetched); None when `dataset` already holds every source."""
         self.family, self.base, self.dataset, self.params, self.kernel_path, self.fetch = family, base, dataset, params, kernel_path, fetch
+        self.load_source = load_source
         self.shapes = trajectory.trainable_shapes(family, base)
         self.state0 = trajectory.initial_state(family, base)
         self.state0_hash = trajectory.state_hash(self.state0)
@@ -232,7 +236,8 @@ class Auditor:
                 self._check_step(work, sub, states, step)
             elif step == k + CLAIM_ENDPOINTS_OFFSET:
                 self._check_endpoints(sub, states)
-            else:  # availability: everything the claimant needed for its sample
+            else:  # availability: everything the claimant needed for its sample, the datasets its steps draw from included
+                self._sources(work, claimant_steps)
                 self._delta(sub)
                 for i in claimant_steps:
                     self._state(states, i)
@@ -277,8 +282,20 @@ class Auditor:
             raise _Bad(k, "the delta is not the last state's weights minus the base's")
         return delta
 
+    def _sources(self, work: Work, steps: Iterable[int]) -> None:
+        """Load the datasets `steps` draw from (only those: a dataset nobody serves concerns only the submissions whose
+        sample draws from it); Unavailable when one cannot be fetched, which the chain treats as unavailable content."""
+        sources = getattr(self.dataset, "sources", None)
+        if self.load_source is None or sources is None:
+            return
+        for i in steps:
+            sha256 = work.step_sources[i] if work.step_sources else work.dataset_sha256
+            if sha256 != work.dataset_sha256 and sha256 not in sources:
+                sources[sha256] = self.load_source(sha256)  # type: ignore[index]  (round_data's Mix holds a dict)
+
     def _check_step(self, work: Work, sub: dict, states: list[dict], i: int) -> tuple[int, bytes]:
         """Recompute step i from its committed pre-state: (error ppm, gradient proof); _Bad(i) when it does not reproduce."""
+        self._sources(work, [i])
         pre = self._state(states, i)
         post, proof = trajectory.replay_step(self.family, self.work_model, pre, batch_at(self.family, self.base, self.dataset, work, i), lr_of(work))
         if self.kernel_path == sub["kernel_path"]:

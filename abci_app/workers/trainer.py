@@ -15,8 +15,9 @@ import torch
 
 from abci_app import tx as txlib
 from abci_app.ipfs.cid import cid_of_file
+from abci_app.modules import training
 from abci_app.workers.base import Worker
-from abci_app.workers.recompute import Work, delta_extra, to_micro
+from abci_app.workers.recompute import delta_extra, round_work, to_micro
 from abci_app.workers.spotcheck import manifest_bytes, train_trajectory
 
 log = logging.getLogger("trainer")
@@ -70,7 +71,7 @@ class Trainer(Worker):
             return False
         if rnd["phase"] != "submit" or self.chain.rpc.latest_height() + 1 >= rnd["submit_until"]:
             return False
-        params = self.params()
+        params = self.round_params(rnd)
         found = self.chain.query_json("/training/trainer_bond", self.address) or {}
         bond = found.get("bonded", 0) - found.get("locked", 0)  # what a submission can lock
         if bond < params["min_trainer_bond"]:
@@ -86,8 +87,9 @@ class Trainer(Worker):
 
     def submit(self, rnd: dict, params: dict, report: Callable[[str], None]) -> None:
         family, base = self.base_model(rnd["base_version"], params)
-        entry, dataset = self.dataset(rnd["dataset_id"], family, base)
-        work = Work(rnd["id"], rnd["base_version"], rnd["seed"], self.address, entry["sha256"], params, self.kernel_path)
+        drawn = training.step_counts(rnd["seed"], self.address, rnd.get("mix") or [], params["steps"])
+        entry, dataset, sha256_of = self.round_data(rnd, family, base, needed=[d for d, _ in drawn])  # only what our steps draw from
+        work = round_work(rnd, self.address, entry, params, self.kernel_path, sha256_of)
         steps = params["steps"]
         faked = faked_steps(rnd["seed"], self.address, steps, self.fake_fraction_bps) if self.cheat == "skip-steps" else []
         report(f"round {rnd['id']}: training {steps} steps on version {rnd['base_version']}, recording each state ...")

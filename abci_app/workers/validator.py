@@ -18,10 +18,11 @@ from abci_app.client import TxRejected
 from abci_app.ipfs.cid import cid_of_file
 from abci_app.ipfs.client import IpfsError
 from abci_app.ipfs.download import VerificationError, fetch_verified
+from abci_app.models import ModelError
 from abci_app.modules import audit
 from abci_app.modules.training import MAX_REVEAL_CHUNKS, merge_commitment, reveal_chunk, verdicts_commitment
 from abci_app.workers.base import Worker
-from abci_app.workers.recompute import Work, heldout_loss, merged_checkpoint, prompt_score, to_micro
+from abci_app.workers.recompute import Work, heldout_loss, merged_checkpoint, prompt_score, round_work, to_micro
 from abci_app.workers.spotcheck import Auditor, Mismatch, Unavailable
 
 log = logging.getLogger("validator")
@@ -35,6 +36,7 @@ class Validator(Worker):
         super().__init__(*args, **kwargs)
         self.audit_dir = self.cache.root.parent / "audits"  # HOME/audits, beside HOME/cache
         self._auditor: tuple[tuple, Auditor] | None = None
+        self._sha256_of: dict[int, str] = {}  # the auditor's round: dataset id -> sha256 of its mix
 
     def step(self, report: Callable[[str], None] = log.info) -> bool:
         """One pass over the round in progress. True when there is nothing left for us to do."""
@@ -64,13 +66,29 @@ class Validator(Worker):
 
     def auditor(self, rnd: dict) -> tuple[Auditor, dict]:
         """The round's auditor (one per round: it keeps the replay model, state 0 and the base loss) and the params."""
-        params = self.params()
+        params = self.round_params(rnd)
         family, base = self.base_model(rnd["base_version"], params)
-        entry, dataset = self.dataset(rnd["dataset_id"], family, base)
         key = (rnd["id"], rnd["base_version"], rnd["dataset_id"])
         if self._auditor is None or self._auditor[0] != key:
-            self._auditor = (key, Auditor(family, base, dataset, params, self.kernel_path, self._fetch_for(params)))
-        return self._auditor[1], entry
+            # No mixed dataset yet: each is loaded when a sample draws from it, so one nobody serves costs an
+            # "unavailable" verdict on the submissions that need it, not the whole round's audit.
+            entry, dataset, sha256_of = self.round_data(rnd, family, base, needed=())
+            loader = self._source_for(family, base, sha256_of, float(params["fetch_seconds"]))
+            self._auditor = (key, Auditor(family, base, dataset, params, self.kernel_path, self._fetch_for(params), loader))
+            self._sha256_of = sha256_of
+        return self._auditor[1], self.dataset(rnd["dataset_id"], family, base)[0]
+
+    def _source_for(self, family, base, sha256_of: dict[int, str], deadline: float):
+        ids = {sha256: dataset_id for dataset_id, sha256 in sorted(sha256_of.items(), reverse=True)}  # the lowest id of equal files
+
+        def load(sha256: str):
+            dataset_id = ids[sha256]
+            try:
+                return self.dataset(dataset_id, family, base, timeout=deadline)[1].train
+            except (IpfsError, ModelError, ValueError) as exc:  # not served, not the registered bytes, not text: no usable content
+                raise Unavailable(f"dataset {dataset_id}: {exc}") from None
+
+        return load
 
     def _fetch_for(self, params: dict):
         deadline = float(params["fetch_seconds"])
@@ -89,7 +107,7 @@ class Validator(Worker):
         return fetch
 
     def _work(self, rnd: dict, sub: dict, entry: dict, params: dict) -> Work:
-        return Work(rnd["id"], rnd["base_version"], rnd["seed"], sub["trainer"], entry["sha256"], params, sub["kernel_path"])
+        return round_work(rnd, sub["trainer"], entry, params, sub["kernel_path"], self._sha256_of)
 
     def sealed_path(self, rnd: dict) -> Path:
         return self.audit_dir / f"round-{rnd['id']}-{rnd['beacon'][:16]}.reveal"
@@ -196,11 +214,13 @@ class Validator(Worker):
         path.unlink(missing_ok=True)
 
     def merge_vote(self, rnd: dict, report: Callable[[str], None]) -> txlib.MsgAttestMerge:
-        params = self.params()
+        params = self.round_params(rnd)
         family, base = self.base_model(rnd["base_version"], params)
         entry, dataset = self.dataset(rnd["dataset_id"], family, base)
         subs = {s["index"]: s for s in rnd["submission_list"]}
         deltas = [family.load_delta(self.fetch(subs[i]["cid"], subs[i]["sha256"], ".delta.safetensors"), base)[0] for i in rnd["accepted"]]
+        for i in rnd["accepted"]:  # the merged version's provenance names these deltas: keep them served after the trainer leaves
+            self.pin(subs[i]["cid"], f"round {rnd['id']}: accepted delta {i}", report)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "merged.safetensors"
             sha256, merged = merged_checkpoint(family, base, deltas, rnd["base_version"], rnd["id"], path)

@@ -1,4 +1,5 @@
-"""Helpers for e2e tests against a running localnet: signed transfers, balances, app hashes."""
+"""Helpers for e2e tests (and bench/) against a running localnet: signed transfers, balances, app hashes,
+the CLI, governance proposals."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ import subprocess
 import sys
 import threading
 import time
+import tomllib
 from collections import defaultdict
 from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from google.protobuf import json_format
 
 from abci_app import tx as txlib
 from abci_app.client import ChainClient
@@ -170,6 +174,89 @@ def run_cli(net: Network, *args: str, node: int = 0, timeout: float = 120.0) -> 
 
 def run_json(net: Network, *args: str, node: int = 0) -> object:
     return json.loads(run_cli(net, *args, "-o", "json", node=node))
+
+
+# --- governance, through the CLI as the README's Governance section uses it -------------
+
+
+GOV_MIN_DEPOSIT = 1_000
+
+
+def short_gov(voting_blocks: int) -> dict:
+    """app_state for a test network's gov: a small deposit and windows of a few blocks, so a proposal is decided in seconds."""
+    return {"gov": {"params": {"min_deposit": GOV_MIN_DEPOSIT, "expedited_min_deposit": 2 * GOV_MIN_DEPOSIT,
+                               "deposit_blocks": 2 * voting_blocks, "voting_blocks": voting_blocks,
+                               "expedited_voting_blocks": max(1, voting_blocks // 3)}}}
+
+
+def validators(net: Network) -> list[str]:
+    """The genesis validators' operator keys (validator0..): they hold all the bonded stake, so their votes decide."""
+    return [a.name for a in net.accounts if a.name.startswith("validator")]
+
+
+def proposal(net: Network, proposal_id: int) -> dict:
+    return run_json(net, "query", "gov", "proposal", str(proposal_id))
+
+
+def submit_proposal(net: Network, path: Path, key: str) -> int:
+    """`tx gov submit-proposal FILE --from key`; the new proposal's id (the newest)."""
+    run_cli(net, "tx", "gov", "submit-proposal", str(path), "--from", key, "--yes")
+    return run_json(net, "query", "gov", "proposals")["proposals"][0]["id"]
+
+
+def vote_all(net: Network, proposal_id: int, options: dict[str, str]) -> None:
+    """Each key votes its option, all at once (one key each: no nonce races); every vote must succeed."""
+    def vote(item: tuple[str, str]):
+        return gradchain(net, "tx", "gov", "vote", str(proposal_id), item[1], "--from", item[0], "--yes")
+
+    with ThreadPoolExecutor(max_workers=len(options)) as pool:
+        for (key, _), result in zip(options.items(), pool.map(vote, options.items())):
+            assert result.returncode == 0, f"vote by {key}: {result.stderr}"
+
+
+def makes_empty_blocks(net: Network) -> bool:
+    consensus = tomllib.loads((net.nodes[0].home / "config" / "config.toml").read_text())["consensus"]
+    return consensus["create_empty_blocks"] or consensus["create_empty_blocks_interval"] not in ("0s", "0")
+
+
+def wait_decided(net: Network, chain: ChainClient, proposal_id: int) -> dict:
+    """The proposal once its voting period is over. A network that makes no empty blocks gets
+    one-ugrad transfers (poke) until it passes voting_end: gov windows are counted in blocks."""
+    voting_end = proposal(net, proposal_id)["voting_end"]
+    blocks_left = max(0, voting_end + 1 - chain.rpc.latest_height())
+    if makes_empty_blocks(net):
+        wait_until(lambda: chain.rpc.latest_height() > voting_end, blocks_left * 3 + 30, f"height {voting_end + 1}", poll=0.5)
+    else:
+        for _ in range(blocks_left):  # each poke adds at least one block
+            if chain.rpc.latest_height() > voting_end:
+                break
+            poke(net)
+        # The deciding block changes state, so CometBFT adds the block after it even with no tx.
+        chain.rpc.wait_for_height(voting_end + 1, timeout=30)
+    decided = proposal(net, proposal_id)
+    assert decided["result_height"] == voting_end, decided
+    return decided
+
+
+def register_version_by_gov(net: Network, msg: txlib.MsgRegisterVersion, folder: Path, proposer: str = "dev0") -> int:
+    """Register a model version the way the chain allows (the registry authority is the gov module account):
+    `proposer` submits a proposal carrying `msg` with the whole min deposit, every genesis validator votes
+    yes, and the proposal passes at its voting end. The new version's id (node 0 has it)."""
+    with ChainClient(net.rpc_url(0)) as chain:
+        deposit = chain.query_json("/gov/params")["min_deposit"]
+        path = folder / f"register-{msg.sha256[:16]}.json"
+        path.write_text(json.dumps({
+            "title": "Register a model version", "summary": msg.note or f"register {msg.cid}", "deposit": f"{deposit}ugrad",
+            "messages": [{"@type": "register_version", **json_format.MessageToDict(msg, preserving_proto_field_name=True)}],
+        }, indent=2))
+        proposal_id = submit_proposal(net, path, proposer)
+        assert proposal(net, proposal_id)["status"] == "voting_period"
+        vote_all(net, proposal_id, {v: "yes" for v in validators(net)})
+        decided = wait_decided(net, chain, proposal_id)
+        assert decided["status"] == "passed", decided
+        latest = chain.query_json("/registry/latest")
+    assert latest["cid"] == msg.cid and latest["sha256"] == msg.sha256, latest
+    return int(latest["id"])
 
 
 class Trainers:

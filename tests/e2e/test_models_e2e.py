@@ -31,7 +31,6 @@ from abci_app.client import ChainClient
 from abci_app.ipfs.cid import cid_of_bytes, cid_of_file
 from abci_app.ipfs.client import IpfsClient
 from abci_app.ipfs.download import file_sha256
-from abci_app.keyring import Keyring
 from abci_app.localnet import Network
 from abci_app.models import Cache
 from tests.e2e.conftest import require_cometbft, require_kubo, serve
@@ -41,8 +40,9 @@ from tests.e2e.helpers import assert_one_error_line, json_out
 pytestmark = pytest.mark.e2e
 
 PULL_NODE = 2  # pulls go through this node's RPC and Kubo API, never node 0's
-# Keep every validator unjailable while 2 shared cores are busy with torch subprocesses.
-APP_STATE = {"staking": {"params": {"downtime_window": 1000, "downtime_max_missed": 1000}}}
+# Keep every validator unjailable while 2 shared cores are busy with torch subprocesses. Versions are
+# registered by gov proposals: 10 blocks to vote (blocks come only with txs here, so the votes all land).
+APP_STATE = {"staking": {"params": {"downtime_window": 1000, "downtime_max_missed": 1000}}} | helpers.short_gov(10)
 
 
 # --- fixtures ----------------------------------------------------------------------
@@ -95,16 +95,14 @@ def genesis_entry(net: Network) -> dict:
         return chain.query_json("/registry/version", "0")
 
 
-def register_version(net: Network, *, cid: str, sha256: str, size: int, config_json: str, note: str) -> int:
-    """Register a version as the registry authority dev0 (a tx to node 0); its id, once every node has it."""
+def register_version(net: Network, folder: Path, *, cid: str, sha256: str, size: int, config_json: str, note: str) -> int:
+    """Register a version through a gov proposal (the registry authority is the gov account); its id, once every node has it."""
     msg = txlib.MsgRegisterVersion(parent=0, cid=cid, sha256=sha256, bytes=size, family="tiny-gpt",
                                    config_json=config_json, dataset_ids=[0], licence="CC0-1.0", note=note)
+    version = helpers.register_version_by_gov(net, msg, folder)
     with ChainClient(net.rpc_url(0)) as chain:
-        result = chain.send(Keyring(net.keyring_home).get("dev0"), msg)
-        latest = chain.query_json("/registry/latest")
-    assert latest["cid"] == cid and latest["sha256"] == sha256, latest
-    wait_all(net, result.height)
-    return int(latest["id"])
+        wait_all(net, chain.rpc.latest_height())
+    return version
 
 
 def add_on_node0(net: Network, data: bytes) -> str:
@@ -225,7 +223,7 @@ def test_pull_new_version_added_on_node0_only(network: Network, tmp_path: Path) 
     cid = add_on_node0(network, ckpt.read_bytes())
     assert cid == cid_of_file(ckpt)
     meta = checkpoint.read_meta(ckpt)
-    version = register_version(network, cid=cid, sha256=sha, size=ckpt.stat().st_size,
+    version = register_version(network, tmp_path, cid=cid, sha256=sha, size=ckpt.stat().st_size,
                                config_json=checkpoint.canonical_json(meta.config), note="e2e: node 0 only")
 
     home = tmp_path / "home"
@@ -242,7 +240,7 @@ def test_sha256_mismatch_is_refused_and_leaves_nothing(network: Network, assets:
     original = assets[0].read_bytes()
     honest, tampered = flip_byte(original, len(original) - 1), flip_byte(original, len(original) - 2)
     cid = add_on_node0(network, tampered)
-    version = register_version(network, cid=cid, sha256=file_sha256_of(honest), size=len(tampered),
+    version = register_version(network, tmp_path, cid=cid, sha256=file_sha256_of(honest), size=len(tampered),
                                config_json=genesis_entry(network)["config_json"], note="e2e: tampered bytes")
 
     home = tmp_path / "home"
@@ -255,7 +253,7 @@ def test_sha256_mismatch_is_refused_and_leaves_nothing(network: Network, assets:
 def test_cid_nobody_has_fails_after_bounded_wait(network: Network, tmp_path: Path) -> None:
     data = os.urandom(300_000)  # never added anywhere
     cid = cid_of_bytes(data)
-    version = register_version(network, cid=cid, sha256=file_sha256_of(data), size=len(data),
+    version = register_version(network, tmp_path, cid=cid, sha256=file_sha256_of(data), size=len(data),
                                config_json=genesis_entry(network)["config_json"], note="e2e: nobody has it")
 
     home = tmp_path / "home"
@@ -280,7 +278,7 @@ def test_checkpoint_of_another_config_is_refused(network: Network, tmp_path: Pat
     ckpt = tmp_path / "other-config.safetensors"
     sha = fam.save(fam.build(other, seed=3), ckpt, parent="0")
     cid = add_on_node0(network, ckpt.read_bytes())
-    version = register_version(network, cid=cid, sha256=sha, size=ckpt.stat().st_size,
+    version = register_version(network, tmp_path, cid=cid, sha256=sha, size=ckpt.stat().st_size,
                                config_json=genesis["config_json"], note="e2e: wrong config")
 
     home = tmp_path / "home"

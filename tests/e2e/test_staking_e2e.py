@@ -54,7 +54,8 @@ APP_STATE = {
             "jail_blocks": JAIL_BLOCKS,
             "unbonding_blocks": 3,
         }
-    }
+    },
+    "gov": {"params": {"voting_blocks": 3, "expedited_voting_blocks": 1}},  # a vote lasts at most an unbonding
 }
 GENESIS_POWER = 1_000_000 // POWER_UNIT
 # Not a multiple of the unit: power is the floor, 12. With the four genesis

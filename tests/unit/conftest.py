@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from abci_app import crypto, tx
 from abci_app.app import Application
 from abci_app.pb.tendermint.abci import types_pb2 as abci
+from abci_app.modules import gov
 
 CHAIN_ID = "test-chain"
 
@@ -28,6 +29,10 @@ class Chain:
         app_state = {"bank": {"params": {"min_fee": min_fee}, "balances": [{"address": a, "amount": n} for a, n in balances.items()]}}
         if staking is not None:
             app_state["staking"] = staking
+            unbonding = staking.get("params", {}).get("unbonding_blocks", gov.Params.voting_blocks)
+            if "gov" not in modules and isinstance(unbonding, int) and 2 <= unbonding < gov.Params.voting_blocks:
+                # A vote lasts at most an unbonding (gov.check_voting_within_unbonding): fit gov to a short test unbonding.
+                app_state["gov"] = {"params": {"voting_blocks": unbonding, "expedited_voting_blocks": unbonding // 2}}
         app_state.update(modules)
         self.init = self.app.init_chain(
             abci.RequestInitChain(chain_id=CHAIN_ID, app_state_bytes=json.dumps(app_state).encode(), initial_height=1)

@@ -191,6 +191,7 @@ class FakeIpfs:
     def __init__(self, served: dict[str, bytes] | None = None):
         self.served = dict(served or {})
         self.requests: list[str] = []
+        self.pinned: list[str] = []
 
     def cat_stream(self, cid: str, chunk_size: int = 1 << 20, timeout: float | None = None) -> Iterator[bytes]:
         self.requests.append(cid)
@@ -204,6 +205,12 @@ class FakeIpfs:
         data = Path(path).read_bytes()
         self.served[cid_of_bytes(data)] = data
         return cid_of_bytes(data)
+
+    def pin_add(self, cid: str, timeout: float | None = None) -> None:
+        """Pin content it serves (a merge voter pins the accepted deltas); what it lacks times out."""
+        if cid not in self.served:
+            raise IpfsError(f"{cid} not found within {timeout}s")
+        self.pinned.append(cid)
 
     def close(self) -> None:
         pass

@@ -76,7 +76,13 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def node(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrainingNode]:
+def more_datasets() -> list[dict]:
+    """Datasets admitted in genesis after kjv (a test overrides this by parametrizing it)."""
+    return []
+
+
+@pytest.fixture
+def node(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, more_datasets: list[dict]) -> Iterator[TrainingNode]:
     """Validators val0, val1, val2 (power 10, 10, 20) and trainers alice, bob: all keys in the keyring."""
     names = ["val0", "val1", "val2", "alice", "bob"]
     addresses = {name: add_key(home, name) for name in names}
@@ -84,7 +90,7 @@ def node(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
                   for i, bond in enumerate([1_000, 1_000, 2_000])]
     modules = {
         "datasets": {"datasets": [{"name": "kjv", "cid": cid("corpus"), "sha256": sha("corpus"), "licence": "public-domain",
-                                   "bytes": 100, "tokens": 100, "tokenizer": "bytes"}]},
+                                   "bytes": 100, "tokens": 100, "tokenizer": "bytes"}] + more_datasets},
         "registry": {"versions": [{"cid": cid("v0"), "sha256": sha("v0"), "bytes": 10, "family": "tiny-gpt", "config": {"n_layer": 1},
                                    "dataset_ids": [0], "licence": "Apache-2.0"}]},
         "training": {"params": TRAINING},
@@ -111,8 +117,13 @@ def field(text: str, name: str) -> str:
 
 
 def round_text(home: Path, node: TrainingNode, *round_id: str) -> str:
-    """`query training round [N]` as text, after checking that its JSON is the chain's round view."""
-    assert ok_json(home, "query", "training", "round", *round_id) == node.round(*map(int, round_id)) | {"height": node.height}
+    """`query training round [N]` as text, after checking that its JSON is the chain's round view and its mix."""
+    found, rnd = ok_json(home, "query", "training", "round", *round_id), node.round(*map(int, round_id))
+    mix = found.pop("datasets")
+    assert found == rnd | {"height": node.height}
+    # every admitted dataset of the round, named, and each step of each submission drawn from one of them
+    assert [[m["dataset"], m["weight"]] for m in mix] == rnd["mix"] and all(m["name"] for m in mix)
+    assert sum(m["steps_drawn"] for m in mix) == sum(s["steps"] for s in rnd["submission_list"])
     return ok(home, "query", "training", "round", *round_id)
 
 
@@ -339,6 +350,33 @@ def test_valid_work_that_does_not_help_shows_as_not_merged(home: Path, node: Tra
     assert field(text, "reveal") == f"heights {rnd['reveal_until'] - TRAINING['reveal_blocks']}-{rnd['reveal_until'] - 1} at the latest"
     assert (field(text, "dispute"), field(text, "merge"), field(text, "claims")) == ("- (no fraud claim)", "- (nothing accepted)", "0")
     assert (field(text, "merge_reveal"), field(text, "merge votes")) == ("- (nothing accepted)", "0 committed, 0 revealed")
+
+
+WIKI = {"name": "wiki", "cid": cid("wiki"), "sha256": sha("wiki"), "licence": "CC-BY-SA-4.0", "bytes": 100, "tokens": 100,
+        "tokenizer": "bytes", "weight": 3_000}
+
+
+@pytest.mark.parametrize("more_datasets", [[WIKI]])
+def test_round_shows_its_dataset_mix(home: Path, node: TrainingNode) -> None:
+    """Two admitted datasets, weights 1000 and 3000: the round lists both with their share and the steps its
+    submissions drew from each, which are the chain's own draws (training.step_counts)."""
+    ok(home, "tx", "staking", "bond-trainer", "alice", "2000", "-y")
+    ok(home, "tx", "staking", "bond-trainer", "bob", "2000", "-y")
+    all_ok(node.drive(lambda net: net.block([submit(net, node.keys["alice"]), submit(net, node.keys["bob"])])))
+    rnd = node.round()
+    assert rnd["mix"] == [[0, 1_000], [1, 3_000]]
+    drawn = {0: 0, 1: 0}
+    for s in rnd["submission_list"]:
+        for d, n in training.step_counts(rnd["seed"], s["trainer"], rnd["mix"], s["steps"]):
+            drawn[d] += n
+    assert drawn[0] and drawn[1]  # the seed draws from both (systematic sampling: 8 steps at 1:3 give each 2 or 6 a submission)
+    mix = ok_json(home, "query", "training", "round")["datasets"]
+    assert mix == [{"dataset": 0, "name": "kjv", "weight": 1_000, "steps_drawn": drawn[0]},
+                   {"dataset": 1, "name": "wiki", "weight": 3_000, "steps_drawn": drawn[1]}]
+    lines = round_text(home, node).splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("mix:")) + 1:]
+    assert [row.split() for row in table] == [["DATASET", "NAME", "WEIGHT", "SHARE", "STEPS", "DRAWN"],
+                                              ["0", "kjv", "1000", "25.0%", str(drawn[0])], ["1", "wiki", "3000", "75.0%", str(drawn[1])]]
 
 
 # --- errors ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import tomllib
 from pathlib import Path
@@ -233,7 +234,7 @@ def test_genesis_version_records_licence_note_and_metrics(tmp_path: Path) -> Non
     corpus = tmp_path / "c.txt"
     corpus.write_text("text\n")
     metrics = {"held_out_loss_micro": 3_323_800, "prompts_correct": 16, "prompts_total": 25}
-    published = ln.register_genesis_content(tmp_path, None, model, corpus, [(ln.Account("dev0", "gc1dev0"), 1)], metrics)
+    published = ln.register_genesis_content(tmp_path, None, model, corpus, metrics)
     (version,) = published.app_state["registry"]["versions"]
     assert version["licence"] == "Apache-2.0 (test)" and version["metrics"] == metrics
     assert version["note"] == "genesis model: SmolLM2-135M-Instruct (chat template embedded)"
@@ -257,3 +258,29 @@ def test_model_flag_on_an_existing_localnet_says_it_applies_at_creation(tmp_path
     assert note is not None and "version 0 is a smollm2-lora model" in note and "make localnet-reset" in note
     assert model_mismatch(ln.Network(root=tmp_path, chain_id="c", app=ln.APP_GRADCHAIN, app_cmd=[], nodes=[], keyring_home=tmp_path,
                                      accounts=[], genesis_files=[], workers=False), ln.MODEL_TINY) is None  # no model: nothing to say
+
+
+def test_localnet_genesis_leaves_registration_to_gov(tmp_path: Path) -> None:
+    """A localnet genesis names no registry authority, so no dev key may register a version by tx: only a gov proposal can."""
+    import torch
+
+    from abci_app.ml import checkpoint
+    from abci_app.modules import registry
+    from tests.unit.conftest import Chain, fixed_key
+    from tests.unit.test_registry import CONFIG, version_msg
+
+    model = tmp_path / "m.safetensors"
+    checkpoint.save(model, {"w": torch.zeros(2)}, checkpoint.CheckpointMeta(family="tiny-gpt", config=CONFIG, tokenizer="bytes",
+                                                                             kind="model", parent=""))
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("text\n")
+    state = ln.register_genesis_content(tmp_path, {}, model, corpus).app_state
+    assert "params" not in state["registry"]
+    dev0 = fixed_key(1)
+    chain = Chain(tmp_path / "app", {dev0.address: 10**9}, datasets=state["datasets"], registry=state["registry"])
+    try:
+        result = chain.block([chain.tx(dev0, version_msg(note="by dev0"))]).tx_results[0]
+        assert (result.codespace, result.code) == ("registry", registry.Unauthorized.code) and "gov module account" in result.log
+        assert json.loads(chain.query("/registry/latest").value)["id"] == 0
+    finally:
+        chain.app.close()

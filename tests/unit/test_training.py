@@ -28,13 +28,18 @@ def cid(tag: str) -> str:
 
 def check_trainer_invariants(chain: Chain) -> None:
     """The trainer pool holds exactly the bonded and unbonding collateral; the bonded-trainer count and the
-    unbonding totals match the records; locks never exceed bonds and match the undecided submissions."""
+    unbonding totals match the records; locks never exceed bonds and match the undecided submissions. The count is
+    the trainers flagged counted: those bonded at least min_trainer_bond, unless gov changed that minimum (a test
+    that does sets `min_bond_changed`), after which a trainer is re-judged when its bond changes."""
     state = chain.app.store.begin_block()
     params = training.get_params(state)
     bonds = {crypto.bech32_encode("gc", k[len(training.TRAINER_PREFIX):]): training.TrainerBond(**json.loads(v))
              for k, v in state.iter_prefix(training.TRAINER_PREFIX)}
     assert bank.balance(state, training.TRAINER_POOL) == sum(b.bonded + b.unbonding for b in bonds.values())
-    assert training.bonded_trainers(state) == sum(b.bonded >= params.min_trainer_bond for b in bonds.values())
+    counted = {crypto.bech32_encode("gc", k[len(training.COUNTED_PREFIX):]) for k, _ in state.iter_prefix(training.COUNTED_PREFIX)}
+    assert training.bonded_trainers(state) == len(counted) and counted <= set(bonds)
+    if not getattr(chain, "min_bond_changed", False):
+        assert counted == {t for t, b in bonds.items() if b.bonded >= params.min_trainer_bond}
     unbonding: dict[str, int] = {}
     for entry in training.trainer_unbondings(state):
         unbonding[entry["trainer"]] = unbonding.get(entry["trainer"], 0) + entry["amount"]
@@ -115,7 +120,7 @@ def verdict(net, val, index, kind="accept", proofs="right", fraud_step=0, round_
     rnd = net.round(round_id)
     sub = next(s for s in rnd["submission_list"] if s["index"] == index)
     signature = val.sign(audit.audit_message(round_id, index, sub["trajectory_sha256"], rnd["beacon"]))
-    sample = audit.audit_sample(signature, sub["steps"], training.get_params(net.app.store.begin_block()).audit_steps)
+    sample = audit.audit_sample(signature, sub["steps"], rnd["params"]["audit_steps"])  # the round's, as an honest auditor draws it
     v = tx.AuditVerdict(submission=index, verdict=training.VERDICTS.index(kind), audit_signature=signature, fraud_step=fraud_step)
     if kind != "fraud" and proofs != "none":
         v.step_proofs.extend(proof(sub["trainer"], i) if proofs == "right" else hashlib.sha256(b"guess%d" % i).digest() for i in sample)
@@ -609,6 +614,24 @@ def test_merge_without_quorum_closes_without_a_version_and_the_silent_pay(net):
     assert net.round(0)["version"] is None
     assert json.loads(net.query("/registry/latest").value)["id"] == 0
     assert [staked[v] - tokens(net, v) for v in net.vals] == [0] + [staked[v] * PARAMS["verifier_penalty_bps"] // 10_000 for v in net.vals[1:]]
+
+
+def test_a_merge_the_registry_refuses_closes_the_round_without_a_version(net):
+    """A quorum agreeing on a file already registered (here the base's own sha256) makes registry.register refuse:
+    end_block records the refusal and closes the round, the chain goes on, and the next round trains the base."""
+    bond_all(net)
+    net.block([submit(net, net.trainers[0])])
+    audit_round(net, {v: {0: "accept"} for v in net.vals})
+    dup = tx.MsgAttestMerge(round=0, cid=cid("v0"), sha256=sha("v0"), bytes=10, held_out_loss_micro=1)
+    merge_round(net, {v: dup for v in net.vals})
+    r = net.block([reveal_merge(net, v, dup) for v in net.vals])
+    (refused,) = [e for e in r.events if e.type == "merge_not_registered"]
+    fields = {a.key: a.value for a in refused.attributes}
+    assert (fields["round"], fields["sha256"]) == ("0", sha("v0")) and "already version 0" in fields["reason"]
+    assert net.round(0)["phase"] == "closed" and net.round(0)["version"] is None
+    assert json.loads(net.query("/registry/latest").value)["id"] == 0
+    net.block([])
+    assert net.round()["id"] == 1 and net.round()["base_version"] == 0
 
 
 def test_aggregator_pick_is_stake_weighted_and_deterministic(net):
