@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 
+from abci_app import snapshots
 from abci_app.abci.server import Server
 from abci_app.app import Application
 
@@ -16,9 +17,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True, help="directory for the app's state (state.sqlite)")
     parser.add_argument("--addr", default="tcp://127.0.0.1:26658", help="tcp://HOST:PORT or unix:///PATH (CometBFT's proxy_app)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--metrics", default=None, metavar="HOST:PORT", help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    parser.add_argument("--metrics-ipfs", default=None, metavar="URL", help="the local Kubo API, for its bandwidth in the metrics")
+    snapshots.add_flags(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    app = Application(args.home)
+    snapshot_settings, pruning = snapshots.settings_from_flags(parser, args)
+    if args.metrics:
+        from abci_app.node import metrics
+
+        metrics.serve(args.metrics, args.metrics_ipfs)
+    app = Application(args.home, snapshot_settings, pruning)
     try:
         asyncio.run(Server(app, args.addr).serve_forever())
     except Exception as exc:

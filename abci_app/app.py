@@ -13,13 +13,15 @@ from pathlib import Path
 
 import rlp
 
-from abci_app import runtime
+from abci_app import runtime, snapshots
 from abci_app.modules import staking
+from abci_app.node import metrics
 from abci_app.context import BlockInfo, Context, Misbehavior, ModuleError, Vote
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.pb.tendermint.crypto import keys_pb2, proof_pb2
 from abci_app.pb.tendermint.types import validator_pb2
-from abci_app.state import Overlay, Store
+from abci_app.snapshots import Restore, Snapshots, SnapshotSettings
+from abci_app.state import ARCHIVE, HeightUnavailable, Overlay, Pruning, Store
 
 log = logging.getLogger("app")
 
@@ -55,9 +57,11 @@ def _block_info(req: abci.RequestFinalizeBlock) -> BlockInfo:
 
 
 class Application:
-    def __init__(self, home: str | Path):
+    def __init__(self, home: str | Path, snapshot_settings: SnapshotSettings = SnapshotSettings(), pruning: Pruning = ARCHIVE):
         Path(home).mkdir(parents=True, exist_ok=True)
-        self.store = Store(Path(home) / "state.sqlite")
+        self.store = Store(Path(home) / "state.sqlite", pruning)
+        self.snapshots = Snapshots(Path(home) / "snapshots", snapshot_settings)
+        self._restore: Restore | None = None  # the snapshot being restored, from an accepted OfferSnapshot
         # InitChain's writes stay uncommitted until block 1 commits (if we crash
         # before that, CometBFT calls InitChain again), so later calls build on it.
         self._genesis: Overlay | None = None
@@ -67,6 +71,7 @@ class Application:
         self._prepared: tuple | None = None  # the last proposal we built, and what it was built on
 
     def close(self) -> None:
+        self.snapshots.close()
         self.store.close()
 
     def _base(self) -> Overlay:
@@ -177,21 +182,27 @@ class Application:
         results = [_exec_result(runtime.execute(ctx, raw)) for raw in req.txs]
         runtime.end_block(ctx)
         self._block, self._block_height = block, req.height
-        return abci.ResponseFinalizeBlock(
+        response = abci.ResponseFinalizeBlock(
             tx_results=results,
             events=_abci_events(ctx.events),
             validator_updates=_validator_updates(ctx),
             app_hash=block.app_hash(),
         )
+        metrics.record_block(req.height, response)  # operator metrics: reads the response, never raises
+        return response
 
     # --- Commit: persist what FinalizeBlock executed ----------------------------
 
     def commit(self, req: abci.RequestCommit) -> abci.ResponseCommit:
         assert self._block is not None, "Commit without FinalizeBlock"
-        app_hash = self.store.commit(self._block, self._block_height)
+        app_hash = self.store.commit(self._block, self._block_height, protect=self.snapshots.heights())
         log.info("committed height %d app hash %s", self._block_height, app_hash.hex().upper())
         self._genesis, self._block, self._prepared = None, None, None
         self._check_state = self.store.begin_block()  # CheckTx(RECHECK) rebuilds the mempool view
+        try:
+            self.snapshots.maybe_take(self.store)
+        except Exception:  # the block is committed; a missed snapshot only costs joining nodes
+            log.exception("could not start the snapshot at height %d; skipped", self._block_height)
         return abci.ResponseCommit(retain_height=0)
 
     # --- Query: read committed state, at a height, with a Merkle proof ----------
@@ -217,10 +228,72 @@ class Application:
             return abci.ResponseQuery(value=view, height=latest)
         try:
             result = self.store.query(key, height=req.height, prove=req.prove)
-        except KeyError:
-            return abci.ResponseQuery(code=runtime.BadQuery.code, codespace="runtime", log=f"no committed state at height {req.height} (latest is {latest})")
+        except HeightUnavailable as exc:  # pruned, before a restored snapshot, or never committed
+            return abci.ResponseQuery(code=runtime.BadQuery.code, codespace="runtime", log=str(exc))
         response = abci.ResponseQuery(key=key, value=result.value or b"", height=result.height)
         if result.proof is not None:
             op = proof_pb2.ProofOp(type=PROOF_OP_TYPE, key=key, data=rlp.encode(result.proof))
             response.proof_ops.ops.append(op)
         return response
+
+    # --- State sync: serving our snapshots (snapshot connection) -----------------
+
+    def list_snapshots(self, req: abci.RequestListSnapshots) -> abci.ResponseListSnapshots:
+        """A peer's state sync asks what we have: our complete snapshots, newest first. Never raises."""
+        try:
+            return abci.ResponseListSnapshots(snapshots=self.snapshots.list())
+        except Exception:
+            log.exception("internal error in ListSnapshots")
+            return abci.ResponseListSnapshots()
+
+    def load_snapshot_chunk(self, req: abci.RequestLoadSnapshotChunk) -> abci.ResponseLoadSnapshotChunk:
+        """A peer fetches one chunk; empty (CometBFT's "missing") when we no longer have it. Never raises."""
+        try:
+            return abci.ResponseLoadSnapshotChunk(chunk=self.snapshots.load_chunk(req.height, req.format, req.chunk))
+        except Exception:
+            log.exception("internal error in LoadSnapshotChunk")
+            return abci.ResponseLoadSnapshotChunk()
+
+    # --- State sync: restoring one (a new node, instead of InitChain and replay) -
+
+    def offer_snapshot(self, req: abci.RequestOfferSnapshot) -> abci.ResponseOfferSnapshot:
+        """CometBFT offers a peer's snapshot with the app hash of its height, taken from a
+        light-client-verified header. ACCEPT our format with sane metadata into an empty store."""
+        self._restore = None  # a new offer replaces any restore in progress
+        try:
+            result, why = snapshots.check_offer(self.store, req)
+            if result == abci.ResponseOfferSnapshot.ACCEPT:
+                self._restore = Restore(self.store, req.snapshot, req.app_hash)
+        except Exception:
+            log.exception("internal error in OfferSnapshot")
+            return abci.ResponseOfferSnapshot(result=abci.ResponseOfferSnapshot.ABORT)
+        log.info("OfferSnapshot at height %d (format %d, %d chunks): %s", req.snapshot.height, req.snapshot.format, req.snapshot.chunks, why)
+        return abci.ResponseOfferSnapshot(result=result)
+
+    def apply_snapshot_chunk(self, req: abci.RequestApplySnapshotChunk) -> abci.ResponseApplySnapshotChunk:
+        """Chunks of the accepted snapshot, in order. A chunk failing its digest is refetched from
+        another peer; after the last, the state is committed only if its root is the verified app hash."""
+        Apply = abci.ResponseApplySnapshotChunk
+        if self._restore is None:
+            log.error("ApplySnapshotChunk %d without an accepted snapshot", req.index)
+            return Apply(result=Apply.ABORT)
+        try:
+            response, why = self._restore.apply(req)
+        except Exception:
+            log.exception("internal error applying snapshot chunk %d", req.index)
+            response, why = Apply(result=Apply.ABORT), "internal error"
+        done = response.result != Apply.ACCEPT or self._restore.next_index == len(self._restore.digests)
+        if response.result in (Apply.ACCEPT, Apply.RETRY):
+            log.log(logging.INFO if response.result == Apply.ACCEPT else logging.WARNING, "ApplySnapshotChunk: %s", why)
+        else:
+            log.error("ApplySnapshotChunk: %s (%s)", why, Apply.Result.Name(response.result))
+        if done and response.result != Apply.RETRY:
+            self._restore = None
+            if response.result == Apply.ACCEPT:
+                self._restored()
+        return response
+
+    def _restored(self) -> None:
+        """The store holds a restored height: start the next block, the mempool and proposals from it."""
+        self._genesis, self._block, self._prepared = None, None, None
+        self._check_state = self.store.begin_block()

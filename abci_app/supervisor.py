@@ -15,15 +15,22 @@ in its argv (default: the program, argv[0]), so a pid the kernel reused for
 another program is not mistaken for ours. Used by the localnet (CometBFT, app,
 Kubo, worker per node) and by the Kubo node manager (abci_app.ipfs.node).
 Linux only: liveness and argv are read from /proc.
+
+`Supervisor` (at the end) keeps a set of such children running in the
+foreground for `gradchain node start`: restarts with back-off, a child's
+dependents restarted after it, size-based log rotation, a JSON status file.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL
@@ -209,3 +216,197 @@ def wait_all_ready(waits: Iterable[tuple[Child, Callable[[], bool]]], timeout: f
                 raise ChildNotReady(child, timeout)
         if pending:
             time.sleep(POLL_SECONDS)
+
+
+# --- a foreground supervisor: restart with back-off, dependencies, log rotation ---
+# `gradchain node start` runs its children under `Supervisor.run()` in the
+# foreground (systemd restarts the supervisor itself). The localnet keeps its
+# detached children and uses the same `spawn`/`Child` underneath.
+
+LOG_MAX_BYTES = 50 * 1024 * 1024  # a child's log is rotated past this size
+LOG_KEEP = 3  # rotated logs kept: NAME.log.1 (newest) .. NAME.log.3
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Seconds before restart number n of a crashing child: initial * 2**n, at most `maximum`;
+    a child that stayed up `stable` seconds before it crashed starts again from `initial`."""
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    stable: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        return min(self.initial * 2 ** min(failures, 32), self.maximum)
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """How to run one child under a `Supervisor`."""
+
+    name: str  # short: "app", "cometbft", "ipfs", "worker"
+    argv: list[str]
+    env: Mapping[str, str] | None
+    log_path: Path
+    pid_path: Path
+    ready: Callable[[], bool]  # serves (port open, RPC answers)
+    marker: str | None = None  # default argv[0]; see spawn
+    after: tuple[str, ...] = ()  # children it needs: it starts after them and restarts when they do
+    cwd: Path | None = None
+
+
+@dataclass
+class ChildState:
+    spec: ChildSpec
+    child: Child | None = None
+    state: str = "down"  # down · starting · up · waiting (back-off or a dependency) · stopped
+    restarts: int = 0  # times it was started again after the first start
+    failures: int = 0  # crashes in a row: the back-off exponent
+    started_at: float = 0.0
+    next_start: float = 0.0
+    last_exit: int | None = None
+
+    def as_dict(self) -> dict:
+        pid = self.child.pid if self.child is not None else None
+        return {"name": self.spec.name, "pid": pid, "state": self.state, "up": self.state == "up",
+                "restarts": self.restarts, "last_exit": self.last_exit, "log": str(self.spec.log_path)}
+
+
+def rotate_log(path: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> bool:
+    """Past `max_bytes`, copy the log to PATH.1 (older ones shift up to PATH.keep) and truncate it; True if rotated.
+
+    Copy-then-truncate, as logrotate's copytruncate: the child keeps writing to its
+    O_APPEND descriptor, whose next write lands at the new end of the emptied file.
+    """
+    path = Path(path)
+    try:
+        if path.stat().st_size <= max_bytes:
+            return False
+    except OSError:
+        return False
+    for n in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        if older.exists():
+            older.replace(path.with_name(f"{path.name}.{n + 1}"))
+    shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    with open(path, "r+b") as log:
+        log.truncate(0)
+    return True
+
+
+class Supervisor:
+    """Keeps a set of children running in the foreground until told to stop.
+
+    Children start in the order given, each once its `after` children are up. A
+    child that exits is started again after a back-off; the children that need it
+    are stopped and start again once it is up (CometBFT exits when its app dies:
+    the app comes back first). `status_path` gets a JSON snapshot after every
+    change, for `gradchain node status` in another process.
+    """
+
+    def __init__(self, specs: list[ChildSpec], *, status_path: Path | None = None, echo: Callable[[str], None] = print,
+                 backoff: Backoff = Backoff(), start_timeout: float = 60.0, log_max_bytes: int = LOG_MAX_BYTES,
+                 log_keep: int = LOG_KEEP, poll: float = 0.2) -> None:
+        names = [spec.name for spec in specs]
+        for spec in specs:
+            unknown = [n for n in spec.after if n not in names[: names.index(spec.name)]]
+            if unknown:
+                raise ValueError(f"{spec.name} needs {unknown}, which are not listed before it")
+        self.children = {spec.name: ChildState(spec) for spec in specs}
+        self.status_path = status_path
+        self.echo = echo
+        self.backoff = backoff
+        self.start_timeout = start_timeout
+        self.log_max_bytes = log_max_bytes
+        self.log_keep = log_keep
+        self.poll = poll
+        self._stop_requested = False
+
+    # --- control -----------------------------------------------------------------
+
+    def request_stop(self, *_: object) -> None:
+        """Ask `run` to stop every child and return (the SIGTERM/SIGINT handler)."""
+        self._stop_requested = True
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Supervise until SIGTERM/SIGINT (or `until()` holds), then stop every child, last started first."""
+        handlers = {sig: signal.signal(sig, self.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while not self._stop_requested and not (until is not None and until()):
+                self.step()
+                time.sleep(self.poll)
+        finally:
+            self.stop()
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+
+    def stop(self) -> None:
+        """Terminate every child, last in the list first; idempotent."""
+        for state in reversed(list(self.children.values())):
+            if state.child is not None:
+                state.child.terminate()
+                state.last_exit = state.child.returncode
+            if state.state != "stopped":
+                self._set(state, "stopped")
+
+    # --- one pass of the loop ------------------------------------------------------
+
+    def step(self, now: float | None = None) -> None:
+        """Notice exits, start what is due, promote children that became ready, rotate big logs."""
+        now = time.monotonic() if now is None else now
+        for state in self.children.values():
+            if state.state in ("starting", "up") and not state.child.is_running():
+                self._crashed(state, now)
+        for state in self.children.values():
+            if state.state == "starting":
+                if state.spec.ready():
+                    self._set(state, "up")
+                elif now - state.started_at > self.start_timeout:
+                    state.child.terminate()
+                    self._crashed(state, now, f"not ready within {self.start_timeout:.0f}s")
+            elif state.state in ("down", "waiting") and now >= state.next_start and self._needs_met(state):
+                self._start(state, now)
+        for state in self.children.values():
+            rotate_log(state.spec.log_path, self.log_max_bytes, self.log_keep)
+
+    def _needs_met(self, state: ChildState) -> bool:
+        return all(self.children[name].state == "up" for name in state.spec.after)
+
+    def _start(self, state: ChildState, now: float) -> None:
+        spec = state.spec
+        if state.child is not None:
+            state.restarts += 1
+        state.child = spawn(spec.name, spec.argv, spec.env, spec.log_path, spec.pid_path, marker=spec.marker, cwd=spec.cwd)
+        state.started_at = now
+        self._set(state, "starting")
+
+    def _crashed(self, state: ChildState, now: float, why: str = "") -> None:
+        state.last_exit = state.child.returncode
+        if now - state.started_at >= self.backoff.stable:
+            state.failures = 0
+        state.next_start = now + self.backoff.delay(state.failures)
+        state.failures += 1
+        reason = why or f"exited with code {state.last_exit}"
+        last_line = log_tail(state.spec.log_path, 1, indent="").strip()
+        self._set(state, "waiting", f"{reason}; restart in {state.next_start - now:.1f}s; last log line: {last_line[:200]}")
+        for other in self.children.values():  # whoever needs it goes down with it and comes back after it
+            if state.spec.name in other.spec.after and other.state in ("starting", "up"):
+                other.child.terminate()
+                other.last_exit = other.child.returncode
+                other.next_start = 0.0
+                self._set(other, "waiting", f"stopped: {state.spec.name} is down")
+
+    # --- status --------------------------------------------------------------------
+
+    def status(self) -> list[dict]:
+        return [state.as_dict() for state in self.children.values()]
+
+    def _set(self, state: ChildState, new: str, note: str = "") -> None:
+        state.state = new
+        pid = state.child.pid if state.child is not None else None
+        self.echo(f"{state.spec.name:<9} {new:<8} pid {pid or '-':<7} restarts {state.restarts}" + (f"  ({note})" if note else ""))
+        if self.status_path is not None:
+            data = {"supervisor_pid": os.getpid(), "updated": int(time.time()), "children": self.status()}
+            tmp = Path(self.status_path).with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            tmp.replace(self.status_path)

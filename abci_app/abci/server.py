@@ -35,11 +35,15 @@ class Application(Protocol):
     def finalize_block(self, req: abci.RequestFinalizeBlock) -> abci.ResponseFinalizeBlock: ...
     def commit(self, req: abci.RequestCommit) -> abci.ResponseCommit: ...
     def query(self, req: abci.RequestQuery) -> abci.ResponseQuery: ...
+    def list_snapshots(self, req: abci.RequestListSnapshots) -> abci.ResponseListSnapshots: ...
+    def offer_snapshot(self, req: abci.RequestOfferSnapshot) -> abci.ResponseOfferSnapshot: ...
+    def load_snapshot_chunk(self, req: abci.RequestLoadSnapshotChunk) -> abci.ResponseLoadSnapshotChunk: ...
+    def apply_snapshot_chunk(self, req: abci.RequestApplySnapshotChunk) -> abci.ResponseApplySnapshotChunk: ...
 
 
 # Request oneof field -> (Application method, Response oneof field). Requests
 # we have no use for get their default (empty) responses, which is what
-# CometBFT expects from an app without snapshots or vote extensions.
+# CometBFT expects from an app without vote extensions.
 _DISPATCH = {
     "info": "info",
     "init_chain": "init_chain",
@@ -49,6 +53,10 @@ _DISPATCH = {
     "finalize_block": "finalize_block",
     "commit": "commit",
     "query": "query",
+    "list_snapshots": "list_snapshots",
+    "offer_snapshot": "offer_snapshot",
+    "load_snapshot_chunk": "load_snapshot_chunk",
+    "apply_snapshot_chunk": "apply_snapshot_chunk",
 }
 
 
@@ -67,11 +75,7 @@ def handle(app: Application, request: abci.Request) -> abci.Response:
         response.extend_vote.SetInParent()
     elif kind == "verify_vote_extension":
         response.verify_vote_extension.status = abci.ResponseVerifyVoteExtension.ACCEPT
-    elif kind == "offer_snapshot":
-        response.offer_snapshot.result = abci.ResponseOfferSnapshot.REJECT
-    elif kind == "apply_snapshot_chunk":
-        response.apply_snapshot_chunk.result = abci.ResponseApplySnapshotChunk.ABORT
-    elif kind in ("list_snapshots", "load_snapshot_chunk", "insert_tx", "reap_txs"):
+    elif kind in ("insert_tx", "reap_txs"):
         getattr(response, kind).SetInParent()
     else:
         response.exception.error = f"unknown request {kind!r}"

@@ -19,6 +19,7 @@ from abci_app.cli.gov import gov_query, gov_tx
 from abci_app.cli.keys import keys
 from abci_app.cli.query import query, status
 from abci_app.cli.model import chat, dataset, dataset_tx, model
+from abci_app.cli.node import genesis, node
 from abci_app.cli.staking import staking_query, staking_tx
 from abci_app.cli.training import training_query
 from abci_app.cli.tx import tx
@@ -94,6 +95,8 @@ cli.add_command(dataset)
 cli.add_command(chat)
 cli.add_command(train)
 cli.add_command(validate)
+cli.add_command(node)
+cli.add_command(genesis)
 
 
 def _add_localnet() -> None:

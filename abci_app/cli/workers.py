@@ -21,6 +21,7 @@ _worker_options = [
     click.option("--poll", type=click.FloatRange(min=0.1), default=2.0, show_default=True, help="Seconds between looks at the chain."),
     click.option("--once", is_flag=True, help="Stop after one round's work is done."),
     click.option("--yes", "-y", is_flag=True, help="Sign transactions without asking (daemons always do)."),
+    click.option("--metrics", default=None, metavar="HOST:PORT", help="Serve Prometheus metrics (verification seconds) at http://HOST:PORT/metrics."),
 ]
 
 
@@ -30,8 +31,14 @@ def worker_options(command: Any) -> Any:
     return _ipfs_option(command)
 
 
-def _run(cli: Cli, worker_cls: type, label: str, key_name: str, ipfs: str, cache_dir: Path | None, threads: int, poll: float, once: bool, **extra: Any) -> None:
+def _run(cli: Cli, worker_cls: type, label: str, key_name: str, ipfs: str, cache_dir: Path | None, threads: int, poll: float, once: bool,
+         metrics: str | None, **extra: Any) -> None:
     from abci_app.workers.base import run_loop
+
+    if metrics:
+        from abci_app.node import metrics as node_metrics
+
+        node_metrics.serve(metrics)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll would drown the log
@@ -55,8 +62,8 @@ def _run(cli: Cli, worker_cls: type, label: str, key_name: str, ipfs: str, cache
 @click.option("--fake-fraction", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True, hidden=True,
               help="With --cheat skip-steps: the share of the k steps never computed.")
 @shared_flags()
-def train(cli: Cli, key_name: str, ipfs: str, cache_dir: Path | None, threads: int, poll: float, once: bool, yes: bool, cheat: str | None,
-          fake_fraction: float) -> None:
+def train(cli: Cli, key_name: str, ipfs: str, cache_dir: Path | None, threads: int, poll: float, once: bool, yes: bool, metrics: str | None,
+          cheat: str | None, fake_fraction: float) -> None:
     """Train on the chain's assigned batches and submit deltas, round after round.
 
     Needs a trainer bond (`gradchain tx staking bond-trainer`). With --once it
@@ -68,13 +75,14 @@ def train(cli: Cli, key_name: str, ipfs: str, cache_dir: Path | None, threads: i
     """
     from abci_app.workers.trainer import Trainer
 
-    _run(cli, Trainer, "trainer", key_name, ipfs, cache_dir, threads, poll, once, cheat=cheat, fake_fraction_bps=round(fake_fraction * 10_000))
+    _run(cli, Trainer, "trainer", key_name, ipfs, cache_dir, threads, poll, once, metrics, cheat=cheat, fake_fraction_bps=round(fake_fraction * 10_000))
 
 
 @click.command()
 @worker_options
 @shared_flags()
-def validate(cli: Cli, key_name: str, ipfs: str, cache_dir: Path | None, threads: int, poll: float, once: bool, yes: bool) -> None:
+def validate(cli: Cli, key_name: str, ipfs: str, cache_dir: Path | None, threads: int, poll: float, once: bool, yes: bool,
+             metrics: str | None) -> None:
     """Audit the submissions of our committees (recompute the sampled steps), commit and reveal
     the verdicts, judge fraud claims, and attest merges (one per validator).
 
@@ -86,4 +94,4 @@ def validate(cli: Cli, key_name: str, ipfs: str, cache_dir: Path | None, threads
     """
     from abci_app.workers.validator import Validator
 
-    _run(cli, Validator, "validator", key_name, ipfs, cache_dir, threads, poll, once)
+    _run(cli, Validator, "validator", key_name, ipfs, cache_dir, threads, poll, once, metrics)

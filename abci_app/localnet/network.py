@@ -29,7 +29,6 @@ from abci_app.localnet.config import (
     APP_KVSTORE,
     COMETBFT,
     PORT_STRIDE,
-    REPO_ROOT,
     LocalnetError,
     Node,
     allocate_ipfs_ports,
@@ -48,6 +47,7 @@ from abci_app.localnet.genesis import (
     genesis_self_bond,
     register_genesis_content,
 )
+from abci_app.node import commands  # the child commands `gradchain node start` runs too
 from abci_app.ports import free_ports, port_in_use
 from abci_app.rpc import RpcClient, RpcError
 
@@ -368,10 +368,8 @@ class Network:
         self._check_ports_free(i, [("app", node.app_port)])
         fill = {"python": sys.executable, "home": str(node.app_home), "addr": f"tcp://127.0.0.1:{node.app_port}"}
         argv = [part.format(**fill) for part in self.app_cmd]
-        # the app imports abci_app from this checkout, whichever clone the shared venv was installed from
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         node.app_home.mkdir(parents=True, exist_ok=True)
-        self._spawn(i, "app", argv, env)
+        self._spawn(i, "app", argv, commands.child_env())
         return True
 
     def _spawn_ipfs(self, i: int) -> bool:
@@ -414,9 +412,8 @@ class Network:
         if self.pid(i, "worker") or not node.ipfs_api_port or not any(a.name == f"validator{i}" for a in self.accounts):
             return False  # a node added later (add_node) has no Kubo node and no operator key of ours
         node.worker_home.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "abci_app.cli", "validate", "--key", f"validator{i}", "--home", str(self.keyring_home),
-                "--cache-dir", str(node.worker_home), "--node", node.rpc_url, "--ipfs", node.ipfs_url, "--yes"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        argv = commands.worker_argv("validate", f"validator{i}", self.keyring_home, node.worker_home, node.rpc_url, node.ipfs_url)
+        env = commands.child_env()
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # four workers share the cores: no OpenMP spin-waiting (same bits, measured)
         self._spawn(i, "worker", argv, env)
         return True
@@ -428,7 +425,7 @@ class Network:
         self._check_ports_free(i, [("p2p", node.p2p_port), ("rpc", node.rpc_port)])
         if not COMETBFT.exists():
             raise LocalnetError(f"CometBFT binary not found at {COMETBFT}: run `make install-go`")
-        self._spawn(i, "cometbft", [str(COMETBFT), "start", "--home", str(node.home)], dict(os.environ))
+        self._spawn(i, "cometbft", commands.cometbft_argv(node.home), dict(os.environ))
         return True
 
     def _spawn(self, i: int, kind: str, argv: list[str], env: dict[str, str]) -> None:

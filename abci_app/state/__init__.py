@@ -2,6 +2,7 @@
 
 from abci_app.state.overlay import Overlay
 from abci_app.state.proof import BLANK_ROOT, verify_proof
-from abci_app.state.store import QueryResult, Store
+from abci_app.state.pruning import ARCHIVE, Pruning
+from abci_app.state.store import HeightUnavailable, QueryResult, Store
 
-__all__ = ["BLANK_ROOT", "Overlay", "QueryResult", "Store", "verify_proof"]
+__all__ = ["ARCHIVE", "BLANK_ROOT", "HeightUnavailable", "Overlay", "Pruning", "QueryResult", "Store", "verify_proof"]

@@ -109,6 +109,18 @@ def _decode_at(data: bytes, pos: int) -> tuple[Node, int]:
     return items, end
 
 
+def child_hashes(node: list) -> list[bytes]:
+    """Children of a decoded node stored by hash, with repeats; children under 32 bytes are embedded in
+    the parent (and, being that short, hold no hash themselves), so they need no lookup and no reference."""
+    if len(node) == 17:
+        refs = node[:16]
+    elif uncompact(node[0])[1]:
+        refs = []  # a leaf holds a value, not a child
+    else:
+        refs = [node[1]]
+    return [ref for ref in refs if type(ref) is bytes and len(ref) == 32]
+
+
 # --- the batch update ----------------------------------------------------------
 
 

@@ -39,19 +39,8 @@ class NodeBuffer:
             if node is None or node_hash in found:
                 continue  # committed already, and so is everything below it
             found[node_hash] = node
-            todo.extend(_child_hashes(mpt.decode(node)))
+            todo.extend(mpt.child_hashes(mpt.decode(node)))
         return sorted(found.items())
-
-
-def _child_hashes(node: list) -> list[bytes]:
-    """Children stored by hash; children under 32 bytes are embedded in the parent and need no lookup."""
-    if len(node) == 17:
-        refs = node[:16]
-    elif mpt.uncompact(node[0])[1]:
-        refs = []  # a leaf holds a value, not a child
-    else:
-        refs = [node[1]]
-    return [ref for ref in refs if type(ref) is bytes and len(ref) == 32]
 
 
 class Overlay:

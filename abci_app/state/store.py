@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from abci_app.state.cache import BoundedCache
+from abci_app.state.mpt import child_hashes, decode
 from abci_app.state.overlay import Overlay
 from abci_app.state.proof import BLANK_ROOT, lookup
+from abci_app.state.pruning import ARCHIVE, Pruning
 
 NODE_CACHE_SIZE = 100_000  # committed trie nodes kept in memory (~50 MB); nodes are immutable, so it never goes stale
 VALUE_CACHE_SIZE = 100_000  # committed values kept in memory; Store.commit updates them, so they never go stale
@@ -18,11 +20,24 @@ PREFIX_PAGE = 256  # rows per SQL page in prefix iteration: no statement stays o
 _SCHEMA = (
     # Flat latest state, for reads and ordered prefix iteration (BLOBs compare bytewise).
     "CREATE TABLE IF NOT EXISTS kv (key BLOB PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID",
-    # Trie nodes by keccak hash; never deleted, so every committed root stays readable.
+    # Trie nodes by keccak hash, shared by every height that reaches them; deleted only by pruning,
+    # once no retained root reaches them.
     "CREATE TABLE IF NOT EXISTS nodes (hash BLOB PRIMARY KEY, node BLOB NOT NULL) WITHOUT ROWID",
+    # Roots of the retained heights (all of them in an archive node).
     "CREATE TABLE IF NOT EXISTS roots (height INTEGER PRIMARY KEY, app_hash BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), height INTEGER NOT NULL, app_hash BLOB NOT NULL)",
+    # While pruning: per node, the references to it from stored nodes plus retained roots (repeats count).
+    "CREATE TABLE IF NOT EXISTS noderefs (hash BLOB PRIMARY KEY, refs INTEGER NOT NULL) WITHOUT ROWID",
+    # Node-local facts: refcounted (1 while noderefs is kept), base_height (the first height this node committed).
+    "CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
 )
+
+
+class HeightUnavailable(KeyError):
+    """No committed root at a height: never reached, before this node's first state, or pruned. str() says which."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # KeyError would quote it
 
 
 @dataclass(frozen=True)
@@ -88,11 +103,19 @@ def _prefix_end(prefix: bytes) -> bytes | None:
 
 
 class Store:
-    """Committed state in one SQLite file; a block is staged in an Overlay and lands in one transaction."""
+    """Committed state in one SQLite file; a block is staged in an Overlay and lands in one transaction.
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    Pruning (when `pruning` is not the archive setting) keeps a reference count per trie node: the
+    stored nodes and retained roots that point at it. A commit adds the counts of its new nodes'
+    children; pruning a height drops its root's count, and a node left with none is deleted and
+    drops its own children's counts, all in the commit's transaction. Nodes shared across heights
+    so live exactly as long as some retained height reaches them."""
+
+    def __init__(self, path: str | os.PathLike, pruning: Pruning = ARCHIVE) -> None:
+        self.path = os.fspath(path)
+        self.pruning = pruning
         # Autocommit mode, so that BEGIN/COMMIT below are the only transaction boundaries.
-        self._conn = sqlite3.connect(os.fspath(path), isolation_level=None)
+        self._conn = sqlite3.connect(self.path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")  # a returned commit survives power loss
         self._conn.execute("BEGIN IMMEDIATE")
@@ -102,6 +125,114 @@ class Store:
         self._conn.execute("COMMIT")
         self._height, self._app_hash = self._conn.execute("SELECT height, app_hash FROM meta").fetchone()
         self._committed = _Committed(self._conn)
+        self._refcounted = bool(self._setting("refcounted"))
+        if pruning.archive and self._refcounted:
+            self._in_transaction(self._stop_refcounts)  # an archive needs no counts; pruning again rebuilds them
+        elif not pruning.archive and not self._refcounted:
+            self._in_transaction(self._rebuild_refcounts)  # an archive (or older store) starts pruning
+
+    def _setting(self, name: str) -> int | None:
+        row = self._conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def _set(self, name: str, value: int) -> None:
+        self._conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", (name, value))
+
+    def _in_transaction(self, work) -> None:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            work()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _stop_refcounts(self) -> None:
+        self._conn.execute("DELETE FROM noderefs")
+        self._set("refcounted", 0)
+        self._refcounted = False
+
+    def _rebuild_refcounts(self) -> None:
+        """Count every reference from scratch (one pass over the nodes table), delete the nodes nothing
+        reaches, and prune what the settings say. Runs once, when pruning is turned on."""
+        conn = self._conn
+        refs: dict[bytes, int] = {}
+        for node_hash, node in conn.execute("SELECT hash, node FROM nodes"):
+            refs.setdefault(node_hash, 0)
+            for child in child_hashes(decode(node)):
+                refs[child] = refs.get(child, 0) + 1
+        for (root,) in conn.execute("SELECT app_hash FROM roots"):
+            if root != BLANK_ROOT:
+                refs[root] = refs.get(root, 0) + 1
+        conn.execute("DELETE FROM noderefs")
+        conn.executemany("INSERT INTO noderefs VALUES (?, ?)", refs.items())
+        self._set("refcounted", 1)
+        self._refcounted = True
+        # Nodes no root reaches (an archive stored orphans before reachable_new filtered them) go now.
+        self._drop_refs({node_hash: 0 for node_hash, count in refs.items() if count == 0})
+        self._prune(self._height, protect=())
+
+    def _add_refs(self, root: bytes, nodes: list[tuple[bytes, bytes]]) -> None:
+        """Count the references a commit adds: its root's, and those of each node it stores for the first time."""
+        conn = self._conn
+        adds: dict[bytes, int] = {}
+        known = self._by_hash("SELECT hash, refs FROM noderefs", [node_hash for node_hash, _ in nodes])
+        for node_hash, node in nodes:
+            if node_hash in known:
+                continue  # stored already, and its children counted then
+            adds.setdefault(node_hash, 0)
+            for child in child_hashes(decode(node)):
+                adds[child] = adds.get(child, 0) + 1
+        if root != BLANK_ROOT:
+            adds[root] = adds.get(root, 0) + 1
+        conn.executemany(
+            "INSERT INTO noderefs VALUES (?, ?) ON CONFLICT (hash) DO UPDATE SET refs = refs + excluded.refs", adds.items()
+        )
+
+    def _drop_refs(self, drops: dict[bytes, int]) -> None:
+        """Subtract references; delete each node left with none, which drops its children's.
+
+        Works in waves: a node deleted in one wave passes its children's drops to the next, so every
+        node's drops of a wave are summed before its count is read."""
+        conn = self._conn
+        while drops:
+            freed, kept = [], []
+            refs = self._by_hash("SELECT hash, refs FROM noderefs", list(drops))
+            for node_hash, count in drops.items():
+                held = refs.get(node_hash, -1)
+                assert held >= count, f"trie node {node_hash.hex()} has fewer references than dropped"
+                (freed if held == count else kept).append((held - count, node_hash))
+            conn.executemany("UPDATE noderefs SET refs = ? WHERE hash = ?", kept)
+            drops = {}
+            for node in self._by_hash("SELECT hash, node FROM nodes", [h for _, h in freed]).values():
+                for child in child_hashes(decode(node)):
+                    drops[child] = drops.get(child, 0) + 1
+            conn.executemany("DELETE FROM nodes WHERE hash = ?", [(h,) for _, h in freed])
+            conn.executemany("DELETE FROM noderefs WHERE hash = ?", [(h,) for _, h in freed])
+
+    def _by_hash(self, select: str, hashes: list[bytes]) -> dict:
+        """{hash: column} for the rows of `select` (two columns, keyed by hash) among hashes; one statement per 500."""
+        found = {}
+        for i in range(0, len(hashes), 500):
+            batch = hashes[i : i + 500]
+            found.update(self._conn.execute(f"{select} WHERE hash IN ({','.join('?' * len(batch))})", batch).fetchall())
+        return found
+
+    def _prune(self, height: int, protect) -> None:
+        """Drop the roots of heights at or below height - keep_recent, except protected ones, and the nodes only they reached."""
+        cutoff = height - self.pruning.keep_recent
+        rows = self._conn.execute("SELECT height, app_hash FROM roots WHERE height <= ?", (cutoff,)).fetchall()
+        pruned = [(h, root) for h, root in rows if h not in protect]
+        if not pruned:
+            return
+        drops: dict[bytes, int] = {}
+        for _, root in pruned:
+            if root != BLANK_ROOT:
+                drops[root] = drops.get(root, 0) + 1
+        self._conn.executemany("DELETE FROM roots WHERE height = ?", [(h,) for h, _ in pruned])
+        self._drop_refs(drops)
 
     @property
     def height(self) -> int:
@@ -116,8 +247,9 @@ class Store:
     def begin_block(self) -> Overlay:
         return Overlay(self._committed, self._app_hash, self._height)
 
-    def commit(self, block: Overlay, height: int) -> bytes:
-        """Persist the block's writes, new trie nodes, root and meta in ONE transaction; returns the app hash."""
+    def commit(self, block: Overlay, height: int, protect: Collection[int] = ()) -> bytes:
+        """Persist the block's writes, new trie nodes, root and meta in ONE transaction; returns the app hash.
+        When pruning is due, the same transaction prunes old heights, except those in `protect`."""
         assert height > self._height, f"commit height {height} not above committed height {self._height}"
         assert block._parent is None, "commit a block overlay, not a tx overlay"
         assert block._committed is self._committed, "block overlay from another store"
@@ -128,9 +260,15 @@ class Store:
         try:
             conn.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", [(k, v) for k, v in writes if v is not None])
             conn.executemany("DELETE FROM kv WHERE key = ?", [(k,) for k, v in writes if v is None])
+            if self._refcounted:
+                self._add_refs(root, nodes)  # before the nodes land: "stored already" means before this commit
             conn.executemany("INSERT OR IGNORE INTO nodes VALUES (?, ?)", nodes)
             conn.execute("INSERT INTO roots VALUES (?, ?)", (height, root))
             conn.execute("UPDATE meta SET height = ?, app_hash = ? WHERE id = 0", (height, root))
+            if self._height == 0:
+                self._set("base_height", height)
+            if self._refcounted and height % self.pruning.interval == 0:
+                self._prune(height, protect)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -143,11 +281,29 @@ class Store:
         return root
 
     def root_at(self, height: int) -> bytes:
-        """Committed root at height; KeyError if none was committed there."""
+        """Committed root at a retained height; HeightUnavailable, saying why, otherwise."""
         row = self._conn.execute("SELECT app_hash FROM roots WHERE height = ?", (height,)).fetchone()
         if row is None:
-            raise KeyError(f"no committed root at height {height}")
+            raise HeightUnavailable(self._why_unavailable(height))
         return row[0]
+
+    def retained_heights(self) -> list[int]:
+        """Heights whose state can still be read and proved, ascending."""
+        return [h for (h,) in self._conn.execute("SELECT height FROM roots ORDER BY height")]
+
+    def _why_unavailable(self, height: int) -> str:
+        if not 1 <= height <= self._height:
+            return f"no committed state at height {height} (latest is {self._height})"
+        base = self._setting("base_height") or 1
+        if height < base:
+            return f"no state at height {height}: this node's state starts at height {base} (restored from a snapshot)"
+        if self.pruning.archive:
+            return f"height {height} is pruned (by an earlier pruning setting of this node)"
+        return f"height {height} is pruned: this node keeps the last {self.pruning.keep_recent} heights"
+
+    def is_empty(self) -> bool:
+        """Nothing committed yet: the only state a snapshot may be restored into."""
+        return self._height == 0 and self._conn.execute("SELECT 1 FROM kv LIMIT 1").fetchone() is None
 
     def query(self, key: bytes, height: int = 0, prove: bool = False) -> QueryResult:
         """Value at a committed height (0 = latest), read from the trie at that height's root when proving or historical."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from abci_app.ipfs.client import IpfsError
 from abci_app.ipfs.download import VerificationError, fetch_verified
 from abci_app.models import ModelError
 from abci_app.modules import audit
+from abci_app.node import metrics
 from abci_app.modules.training import MAX_REVEAL_CHUNKS, merge_commitment, reveal_chunk, verdicts_commitment
 from abci_app.workers.base import Worker
 from abci_app.workers.recompute import Work, heldout_loss, merged_checkpoint, prompt_score, round_work, to_micro
@@ -137,7 +139,9 @@ class Validator(Worker):
                 continue
             signature = self.key.sign(audit.audit_message(rnd["id"], sub["index"], sub["trajectory_sha256"], rnd["beacon"]))
             sample = audit.audit_sample(signature, sub["steps"], params["audit_steps"])
+            started = time.monotonic()
             result = auditor.audit(self._work(rnd, sub, entry, params), sub, sample)
+            metrics.observe_verification(time.monotonic() - started)  # operator metrics only (gradchain validate --metrics)
             verdicts.append(txlib.AuditVerdict(
                 submission=sub["index"], verdict=result.verdict_code, audit_signature=signature, step_proofs=result.proofs,
                 fraud_step=result.fraud_step, measured_error_ppm=result.error_ppm, reason=result.reason))

@@ -62,7 +62,7 @@ def test_handle_echo_flush_info_and_defaults():
     assert handle(app, abci.Request(echo=abci.RequestEcho(message="hi"))).echo.message == "hi"
     assert handle(app, abci.Request(flush=abci.RequestFlush())).WhichOneof("value") == "flush"
     assert handle(app, abci.Request(info=abci.RequestInfo())).info.last_block_height == 7
-    assert handle(app, abci.Request(list_snapshots=abci.RequestListSnapshots())).WhichOneof("value") == "list_snapshots"
+    assert handle(app, abci.Request(extend_vote=abci.RequestExtendVote())).WhichOneof("value") == "extend_vote"
 
 
 async def _roundtrip(server_addr_factory):
