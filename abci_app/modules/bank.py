@@ -44,7 +44,7 @@ class Params:
             raise ValueError(f"bank.params.free_bytes must be at most {MAX_FREE_BYTES}")
 
 
-MAX_FEE_RISE = 10  # one params change may multiply min_fee or byte_fee by at most this
+MAX_FEE_RISE = 10  # one params change may multiply min_fee or byte_fee by at most this (and halve free_bytes at most)
 
 
 def check_params_change(current: Params, new: Params, state: Overlay | None = None) -> None:
@@ -55,6 +55,8 @@ def check_params_change(current: Params, new: Params, state: Overlay | None = No
         if getattr(new, name) > MAX_FEE_RISE * getattr(current, name):
             raise ValueError(f"bank.params.{name} may rise at most {MAX_FEE_RISE}x in one change: "
                              f"{getattr(current, name)} -> at most {MAX_FEE_RISE * getattr(current, name)}")
+    if new.free_bytes < current.free_bytes // 2:  # fewer free bytes raise every larger tx's fee too
+        raise ValueError(f"bank.params.free_bytes may fall at most by half in one change: {current.free_bytes} -> at least {current.free_bytes // 2}")
 
 
 def required_fee(params: Params, bytes_written: int) -> int:

@@ -61,7 +61,6 @@ MAX_DEPOSITORS = 64  # distinct depositors of one proposal: refunds walk them al
 MAX_PARAMS_JSON = 8192  # bytes of MsgUpdateParams.params_json
 MAX_PARAM_INT = 2**63 - 1
 MAX_VOTE_DELEGATIONS = 32  # delegations one vote reads: a voter with more delegations consolidates them first
-MAX_VOTES_ENDING = 16  # votes that may end at one height: each end walks its snapshot and refunds, in one end_block
 MAX_MIN_DEPOSIT = 10**15  # ugrad (1e9 GRAD); update_params also keeps it within MAX_DEPOSIT_SUPPLY_BPS of the supply
 MAX_DEPOSIT_SUPPLY_BPS = 1_000  # a new expedited_min_deposit is at most 10% of the supply: proposals stay fundable
 MAX_QUORUM_BPS = 6_667  # CometBFT runs on 2/3 of the stake; a quorum above it lets an absent third block gov for good
@@ -483,12 +482,6 @@ class StaleParams(GovError):
     code = 9
 
 
-class VotingFull(GovError):
-    """MAX_VOTES_ENDING votes already end at the height this one would: the deposit that starts it waits a block."""
-
-    code = 10
-
-
 # --- Calls ------------------------------------------------------------------------
 
 # gov's own messages cannot be a proposal's messages: the gov account has no stake or funds, and no proposal nests.
@@ -516,6 +509,11 @@ def _check_messages(ctx: Context, bodies: list[tx_pb2.TxBody]) -> None:
             raise InvalidProposal(f"message {index}: no known message")
         if name in NOT_IN_PROPOSALS:
             raise InvalidProposal(f"message {index}: {name} cannot be a proposal's message")
+    modules = [body.update_params.module for body in bodies if body.WhichOneof("msg") == "update_params"]
+    for index, module in enumerate(modules):
+        if module in modules[:index]:
+            # Chained sets would step around each module's per-change limits (a fee rises 10x per change, not 10^k).
+            raise InvalidProposal(f"a proposal changes {module}'s params at most once: merge the changes into one set")
     reason = runtime.execute_as(ctx.child(), GOV, bodies)  # a scratch copy: nothing is kept
     if reason:
         raise InvalidProposal(f"refused at submission: {reason}")
@@ -527,10 +525,6 @@ def _start_voting(ctx: Context, params: Params, proposal: Proposal) -> Proposal:
     ctx.state.delete(_queue_key(DEPOSIT_QUEUE_PREFIX, proposal.deposit_end, proposal.id))
     window = params.expedited_voting_blocks if proposal.expedited else params.voting_blocks
     proposal = replace(proposal, status=VOTING_PERIOD, voting_start=ctx.height, voting_end=ctx.height + window)
-    if votes_ending(ctx.state, proposal.voting_end) >= MAX_VOTES_ENDING:
-        # Each end costs an end_block O(max_validators + MAX_DEPOSITORS) work: bound what one block can be handed.
-        raise VotingFull(f"{MAX_VOTES_ENDING} votes already end at height {proposal.voting_end}: "
-                         f"send the deposit that starts proposal {proposal.id}'s vote in a later block")
     active = [v for v, power in staking.active_set(ctx.state) if power > 0]
     for validator in active:
         ctx.state.set(_snapshot_key(proposal.id, validator.operator), encode_json({"tokens": validator.tokens, "overridden": 0}))
@@ -540,16 +534,6 @@ def _start_voting(ctx: Context, params: Params, proposal: Proposal) -> Proposal:
     ctx.state.set(_queue_key(VOTING_QUEUE_PREFIX, proposal.voting_end, proposal.id), encode_json(proposal.id))
     ctx.emit(VotingStarted(proposal=proposal.id, voting_end=proposal.voting_end))
     return proposal
-
-
-def votes_ending(state: Overlay, height: int) -> int:
-    """How many votes end at `height` (counting stops at MAX_VOTES_ENDING)."""
-    count = 0
-    for _ in state.iter_prefix(VOTING_QUEUE_PREFIX + height.to_bytes(8, "big")):
-        count += 1
-        if count == MAX_VOTES_ENDING:
-            break
-    return count
 
 
 def _min_deposit(params: Params, proposal: Proposal) -> int:

@@ -190,6 +190,29 @@ class Params:
                              f"{self.trainer_unbonding_blocks}; each must be at most {MAX_ROUND_BLOCKS}")
 
 
+# What a governance change may not loosen past (genesis may, for a test net; a change may keep or tighten it):
+# below these, one passed proposal turns training into minting for anyone with a colluding validator.
+MIN_CHANGED_QUORUM_BPS = 5_000  # a submission is decided by at least half the active power
+MAX_CHANGED_STEP_TOLERANCE_PPM = 10_000  # 1%: a spot-check on another kernel path still tells a faked step
+MAX_CHANGED_REGRESSION_PPM = 200_000  # 20%: the no-gain test still refuses a delta that wrecks the model
+MIN_CHANGED_AUDIT_STEPS = 4  # (or every step, when a submission has fewer)
+MAX_CHANGED_PENALTY_BPS = 1_000  # an honest validator's mistake costs at most 10% of its stake
+_PENALTY_FIELDS = ("unrevealed_penalty_bps", "fraud_proof_slash_bps", "false_claim_penalty_bps", "verifier_penalty_bps")
+
+
+def check_params_change(current: Params, new: Params, state: Overlay | None = None) -> None:
+    """What a governance MsgUpdateParams may not do to valid training params (ValueError says why)."""
+    if new.quorum_bps < min(MIN_CHANGED_QUORUM_BPS, current.quorum_bps):
+        raise ValueError(f"training.params.quorum_bps may not fall below {MIN_CHANGED_QUORUM_BPS}")
+    for name, ceiling in (("step_tolerance_ppm", MAX_CHANGED_STEP_TOLERANCE_PPM), ("max_heldout_regression_ppm", MAX_CHANGED_REGRESSION_PPM),
+                          *((n, MAX_CHANGED_PENALTY_BPS) for n in _PENALTY_FIELDS)):
+        if getattr(new, name) > max(ceiling, getattr(current, name)):
+            raise ValueError(f"training.params.{name} may not rise above {ceiling}")
+    least = min(MIN_CHANGED_AUDIT_STEPS, new.steps, current.audit_steps)
+    if new.audit_steps < least:
+        raise ValueError(f"training.params.audit_steps may not fall below {least} (each auditor recomputes at least that many steps)")
+
+
 _WINDOW_FIELDS = ("submission_blocks", "verification_blocks", "reveal_blocks", "dispute_blocks", "merge_blocks")
 MAX_ROUND_BLOCKS = 1_000_000  # ~11.5 days at a block a second: every window of a round, together
 

@@ -1,52 +1,13 @@
-"""Bounds on what one block or one proposal can do (review 14b, findings 4 and 8): at most MAX_VOTES_ENDING votes
-end at one height, and a params change multiplies a fee by at most bank.MAX_FEE_RISE."""
+"""Bounds on what one passed proposal can do (reviews 14b F4, 14c F4 and F6): a params change multiplies a fee by
+at most bank.MAX_FEE_RISE and halves free_bytes at most, a proposal changes a module's params once, and training's
+checks cannot be loosened past their floors."""
 
 from __future__ import annotations
 
 import pytest
 
-from abci_app import tx
 from abci_app.modules import bank, gov, training
-from tests.unit.test_gov import GOV_PARAMS, SUBMIT_FEE, live, net, params_msg  # noqa: F401 (net is a fixture)
-
-MIN_DEPOSIT = GOV_PARAMS["min_deposit"]
-
-
-def _steps_change(net, steps):
-    return [params_msg("training", base=live(net, training), steps=steps, audit_steps=8)]
-
-
-def test_at_most_max_votes_ending_end_at_one_height_and_the_next_block_takes_more(net):
-    full = [net.submit(net.alice, _steps_change(net, 32), deposit=MIN_DEPOSIT, title=f"full {i}") for i in range(gov.MAX_VOTES_ENDING + 1)]
-    before = net.balance(net.alice.address)
-    results = net.block(full).tx_results
-    assert [r.code for r in results[:-1]] == [0] * gov.MAX_VOTES_ENDING
-    assert (results[-1].codespace, results[-1].code) == ("gov", gov.VotingFull.code), results[-1].log
-    assert f"{gov.MAX_VOTES_ENDING} votes already end at height" in results[-1].log
-    # The refused one left nothing: no proposal, no deposit, only its fee.
-    assert len(net.view("/gov/proposals")) == gov.MAX_VOTES_ENDING
-    assert net.balance(net.alice.address) == before - (gov.MAX_VOTES_ENDING + 1) * SUBMIT_FEE - gov.MAX_VOTES_ENDING * MIN_DEPOSIT
-    state = net.app.store.begin_block()
-    end = net.proposal(1)["voting_end"]
-    assert gov.votes_ending(state, end) == gov.MAX_VOTES_ENDING
-    # One block later the vote ends one height later: there is room again.
-    net.run([net.submit(net.alice, _steps_change(net, 32), deposit=MIN_DEPOSIT, title="next block")])
-    last = net.view("/gov/proposals")[0]
-    assert (last["status"], last["voting_end"]) == (gov.VOTING_PERIOD, end + 1)
-
-
-def test_a_deposit_that_would_start_a_vote_at_a_full_height_is_refused_and_changes_nothing(net):
-    net.run([net.submit(net.bob, _steps_change(net, 32), deposit=MIN_DEPOSIT // 2, title="waiting")])
-    waiting = net.view("/gov/proposals")[0]["id"]
-    fill = [net.submit(net.alice, _steps_change(net, 32), deposit=MIN_DEPOSIT, title=f"full {i}") for i in range(gov.MAX_VOTES_ENDING)]
-    before = (net.balance(net.bob.address), net.proposal(waiting))
-    results = net.block([*fill, net.tx(net.bob, tx.MsgDeposit(proposal=waiting, amount=MIN_DEPOSIT))]).tx_results
-    assert [r.code for r in results[:-1]] == [0] * gov.MAX_VOTES_ENDING
-    assert results[-1].code == gov.VotingFull.code and f"proposal {waiting}'s vote" in results[-1].log
-    assert (net.balance(net.bob.address), net.proposal(waiting)) == (before[0] - 1, before[1])  # only the fee of 1
-    assert net.proposal(waiting)["status"] == gov.DEPOSIT_PERIOD
-    assert net.run([net.tx(net.bob, tx.MsgDeposit(proposal=waiting, amount=MIN_DEPOSIT))])  # a block later it starts
-    assert net.proposal(waiting)["status"] == gov.VOTING_PERIOD
+from tests.unit.test_gov import live, net, params_msg  # noqa: F401 (net is a fixture)
 
 
 @pytest.mark.parametrize("name", ["min_fee", "byte_fee"])
@@ -67,3 +28,55 @@ def test_a_proposal_raising_a_fee_too_far_is_refused_at_submission(net):
     assert net.view("/gov/proposals") == []
     within = params_msg("bank", base=current, min_fee=bank.MAX_FEE_RISE * current.min_fee)
     assert net.run([net.submit(net.alice, [within])])
+
+
+def test_free_bytes_may_fall_at_most_by_half():
+    current = bank.Params(free_bytes=2048)
+    bank.check_params_change(current, bank.Params(free_bytes=1024))
+    with pytest.raises(ValueError, match="free_bytes may fall at most by half"):
+        bank.check_params_change(current, bank.Params(free_bytes=1023))
+
+
+def test_a_proposal_changes_a_modules_params_once(net):
+    """Chained sets (the second drafted against the first) would step around the per-change limits."""
+    current = live(net, bank)
+    first = bank.Params(min_fee=current.min_fee * bank.MAX_FEE_RISE, byte_fee=current.byte_fee, free_bytes=current.free_bytes)
+    second = bank.Params(min_fee=first.min_fee * bank.MAX_FEE_RISE, byte_fee=current.byte_fee, free_bytes=current.free_bytes)
+    chained = [params_msg("bank", base=current, min_fee=first.min_fee), params_msg("bank", base=first, min_fee=second.min_fee)]
+    result = net.block([net.submit(net.alice, chained)]).tx_results[0]
+    assert (result.codespace, result.code) == ("gov", gov.InvalidProposal.code)
+    assert "changes bank's params at most once" in result.log, result.log
+    assert net.view("/gov/proposals") == []
+
+
+LOOSENED = [
+    ({"quorum_bps": training.MIN_CHANGED_QUORUM_BPS - 1}, "quorum_bps may not fall below"),
+    ({"step_tolerance_ppm": training.MAX_CHANGED_STEP_TOLERANCE_PPM + 1}, "step_tolerance_ppm may not rise above"),
+    ({"max_heldout_regression_ppm": training.MAX_CHANGED_REGRESSION_PPM + 1}, "max_heldout_regression_ppm may not rise above"),
+    ({"audit_steps": training.MIN_CHANGED_AUDIT_STEPS - 1}, "audit_steps may not fall below 4"),
+    *(({name: training.MAX_CHANGED_PENALTY_BPS + 1}, f"{name} may not rise above") for name in training._PENALTY_FIELDS),
+]
+
+
+@pytest.mark.parametrize("changes, error", LOOSENED)
+def test_training_checks_cannot_be_loosened_past_their_floors(changes, error):
+    current = training.Params()
+    with pytest.raises(ValueError, match=error):
+        training.check_params_change(current, training.Params(**{**vars(current), **changes}))
+    (name, value), = changes.items()
+    limit = value + 1 if "fall below" in error else value - 1
+    training.check_params_change(current, training.Params(**{**vars(current), name: limit}))  # the floor itself is allowed
+
+
+def test_a_genesis_outside_the_floors_may_keep_or_tighten_but_not_loosen():
+    genesis = training.Params(quorum_bps=1, step_tolerance_ppm=10**6, audit_steps=1)  # a test net's
+    training.check_params_change(genesis, genesis)
+    training.check_params_change(genesis, training.Params(quorum_bps=2, step_tolerance_ppm=10**5, audit_steps=2))
+    with pytest.raises(ValueError, match="step_tolerance_ppm"):
+        training.check_params_change(genesis, training.Params(quorum_bps=1, step_tolerance_ppm=10**6 + 1, audit_steps=1))
+
+
+def test_a_proposal_loosening_training_is_refused_at_submission(net):
+    loose = params_msg("training", base=live(net, training), quorum_bps=1)
+    result = net.block([net.submit(net.alice, [loose])]).tx_results[0]
+    assert (result.codespace, result.code) == ("gov", gov.InvalidProposal.code) and "quorum_bps may not fall below" in result.log, result.log
