@@ -12,7 +12,7 @@ from abci_app import crypto
 from abci_app.modules import bank, gov, training
 from tests.unit.conftest import Chain
 from tests.unit.test_cli import add_key, assert_one_error_line, run
-from tests.unit.test_cli_staking import FUNDS, GENESIS_BOND, MIN_FEE, AppNode, on_app_thread
+from tests.unit.test_cli_staking import FUNDS, GENESIS_BOND, MIN_FEE, AppNode, ok, on_app_thread
 from tests.unit.test_registry import CID_A, SHA_A
 from tests.unit.test_staking import PARAMS, cons_key
 
@@ -48,12 +48,6 @@ def node(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     monkeypatch.setenv("GRADCHAIN_NODE", app_node.url)
     yield app_node
     app_node.close()
-
-
-def ok(home: Path, *args: str) -> str:
-    result = run(home, *args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 def ok_json(home: Path, *args: str):
