@@ -25,7 +25,7 @@ def test_a_proposal_raising_a_fee_too_far_is_refused_at_submission(net):
     result = net.block([net.submit(net.alice, [too_far])]).tx_results[0]
     assert (result.codespace, result.code) == ("gov", gov.InvalidProposal.code)
     assert "min_fee may rise at most" in result.log, result.log
-    assert net.view("/gov/proposals") == []
+    assert net.pages("/gov/proposals") == []
     within = params_msg("bank", base=current, min_fee=bank.MAX_FEE_RISE * current.min_fee)
     assert net.run([net.submit(net.alice, [within])])
 
@@ -46,7 +46,7 @@ def test_a_proposal_changes_a_modules_params_once(net):
     result = net.block([net.submit(net.alice, chained)]).tx_results[0]
     assert (result.codespace, result.code) == ("gov", gov.InvalidProposal.code)
     assert "changes bank's params at most once" in result.log, result.log
-    assert net.view("/gov/proposals") == []
+    assert net.pages("/gov/proposals") == []
 
 
 LOOSENED = [
