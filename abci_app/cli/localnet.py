@@ -236,16 +236,17 @@ def _join_suggestion(net: ln.Network, node: ln.Node, operator: str | None, amoun
     """The create-validator command for `node`: operator key, self-bond, power; None for an app without staking."""
     if not net.has_app_process:
         return None
+    from abci_app.cli.common import CliError, query_pages
     from abci_app.rpc import RpcClient, RpcError
 
     try:
         with RpcClient(node.rpc_url) as rpc:
             params = json.loads(rpc.abci_query("/staking/params").value or b"null")
-            operators = {v["operator"] for v in json.loads(rpc.abci_query("/staking/validators").value or b"[]")}
-    except (RpcError, ValueError, TypeError, KeyError) as exc:
+            if not isinstance(params, dict):  # an app without staking
+                return None
+            operators = {v["operator"] for v in query_pages(rpc, "/staking/validators")[0]}
+    except (RpcError, CliError, ValueError, TypeError, KeyError) as exc:
         raise click.ClickException(f"node{node.index} runs, but its staking queries failed: {exc}") from None
-    if not isinstance(params, dict):
-        return None
     unit, minimum = int(params["power_unit"]), int(params["min_self_bond"])
     if operator is None:  # a funded dev key that operates no validator yet (a key operates at most one)
         free = [a.name for a in net.accounts if a.name.startswith("dev") and a.address not in operators]

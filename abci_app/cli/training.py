@@ -96,9 +96,14 @@ def _micro(value: int) -> str:
     return f"{value / 1e6:.4f}"
 
 
+_CLAIM_NAMES = {chain.CLAIM_ENDPOINTS_OFFSET: "endpoints", chain.CLAIM_UNAVAILABLE_OFFSET: "unavailable",
+                chain.CLAIM_DATASET_OFFSET: "dataset unavailable"}
+
+
 def _step_name(step: int, steps: int) -> str:
-    """A fraud claim's step: a training step, or past the last one the endpoints (k) or unavailable content (k + 1)."""
-    return str(step) if step < steps else "endpoints" if step == steps + chain.CLAIM_ENDPOINTS_OFFSET else "unavailable"
+    """A fraud claim's step: a training step, or past the last one the endpoints (k), the trainer's files
+    unavailable (k + 1) or a drawn dataset unavailable (k + 2)."""
+    return str(step) if step < steps else _CLAIM_NAMES.get(step - steps, "unavailable")
 
 
 # --- round ----------------------------------------------------------------------------
