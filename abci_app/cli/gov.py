@@ -201,7 +201,7 @@ def message_to_json(body: txlib.TxBody) -> dict:
     return {"@type": name, **fields}
 
 
-def _decoded(proposal: dict) -> dict:
+def decoded(proposal: dict) -> dict:
     messages = []
     for raw in proposal.get("messages") or []:
         try:
@@ -372,7 +372,7 @@ def _existing(cli: Cli, proposal: int) -> dict:
     found = _query(cli, "/gov/proposal", str(proposal))
     if not isinstance(found, dict):
         raise CliError(f"no proposal {proposal} (see `gradchain query gov proposals`)")
-    return _decoded(found)
+    return decoded(found)
 
 
 @gov_query.command("proposal")

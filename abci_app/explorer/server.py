@@ -222,6 +222,6 @@ def json_twin(request: Request) -> str:
 
 def _history_or_none(reader: Reader) -> list[dict] | None:
     try:
-        return reader.chain.query_json("/registry/history") or []
+        return reader.chain.query_pages("/registry/history")
     except VIEW_ERRORS:
         return None

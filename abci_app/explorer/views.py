@@ -19,7 +19,7 @@ from datetime import datetime
 from abci_app import crypto
 from abci_app.cli import training as training_cli
 from abci_app.cli.common import CliError
-from abci_app.cli.gov import _decoded as decoded_proposal
+from abci_app.cli.gov import decoded as decoded_proposal
 from abci_app.cli.model import lineage
 from abci_app.cli.query import decoded_tx, events_document, tx_document
 from abci_app.cli.staking import consensus_address
@@ -106,7 +106,7 @@ class Reader:
         with self._lock:
             if round_id in self._closed_rounds:
                 return self._closed_rounds[round_id]
-        found, _ = training_cli._round(self.rpc, round_id)
+        found, _ = training_cli.fetch_round(self.rpc, round_id)
         if found is not None and found["phase"] == "closed":
             with self._lock:
                 self._closed_rounds[found["id"]] = found
@@ -148,7 +148,7 @@ def home(r: Reader) -> dict:
     tx_rate = round(sum(b["txs"] for b in blocks[:-1]) / span, 3) if span > 0 else None  # the oldest block's txs precede the span
     validators = r.rpc.validators()
     rnd = r.round(None)
-    history = r.chain.query_json("/registry/history") or []
+    history = r.chain.query_pages("/registry/history")
     return {
         **st, "block_time_s": block_time, "tx_per_s": tx_rate, "blocks_averaged": len(blocks), "recent_blocks": blocks[:8],
         "active_validators": sum(1 for v in validators if int(v["voting_power"]) > 0),
@@ -224,7 +224,7 @@ def account(r: Reader, address_text: str) -> dict:
     received = _search_txs(r, f"transfer.recipient='{address}'")
     recent = sorted({t["hash"]: t for t in sent + received}.values(), key=lambda t: -t["height"])[:RECENT_TXS]
     return {"address": address, "balance": r.chain.query_int("/bank/balance", address), "nonce": r.chain.query_int("/auth/nonce", address),
-            "delegations": r.chain.query_json("/staking/delegations", address) or [], "trainer_bond": bond, "recent_txs": recent}
+            "delegations": r.chain.query_pages("/staking/delegations", address), "trainer_bond": bond, "recent_txs": recent}
 
 
 # --- validators ------------------------------------------------------------------
@@ -278,7 +278,7 @@ def recent_slashes(r: Reader) -> list[dict]:
 
 def validators(r: Reader) -> dict:
     height = r.status()["height"]
-    staked = r.chain.query_json("/staking/validators") or []
+    staked = r.chain.query_pages("/staking/validators")
     params = r.chain.query_json("/staking/params") or {}
     window = max(1, min(int(params.get("downtime_window", MAX_UPTIME_WINDOW)), MAX_UPTIME_WINDOW, height - 1)) if height > 1 else 0
     heights = list(range(height - window, height))  # the newest commits a node can serve: height's own arrives with height + 1
@@ -326,14 +326,14 @@ def training_round(r: Reader, round_id: int) -> dict:
         latest = r.round(None)
         raise BadRequest(f"round {round_id} does not exist ({'the latest is round ' + str(latest['id']) if latest else 'no round has opened yet'})")
     height = r.status()["height"]
-    params = training_cli._round_params(r.rpc, r.node, rnd)
+    params = training_cli.round_params(r.rpc, r.node, rnd)
     subs = []
     for s in rnd["submission_list"]:
         verdicts = [{**e, "measured_error": e["measured_error_ppm"] / 1e6} for e in s["verdicts"]]
         subs.append({k: v for k, v in s.items() if k != "verdicts"} | {"verdicts": verdicts, "outcome": _outcome(s, params)})
     return {"height": height, "round": {k: v for k, v in rnd.items() if k != "submission_list"}, "submissions": subs,
-            "phases": training_cli._phase_lines(rnd, params, height), "progress": phase_progress(rnd, height),
-            "merge_votes": rnd["merge_votes"], "datasets": training_cli._mix(r.rpc, rnd)}
+            "phases": training_cli.phase_lines(rnd, params, height), "progress": phase_progress(rnd, height),
+            "merge_votes": rnd["merge_votes"], "datasets": training_cli.mix_rows(r.rpc, rnd)}
 
 
 # --- model versions, datasets ----------------------------------------------------
@@ -344,7 +344,7 @@ def pull_command(entry: dict, node: str, ipfs: str) -> str:
 
 
 def versions(r: Reader) -> dict:
-    history = r.chain.query_json("/registry/history") or []
+    history = r.chain.query_pages("/registry/history")
     return {"versions": [v | {"pull_command": pull_command(v, r.node, r.ipfs)} for v in history], "chart": chart_series(history)}
 
 
@@ -357,14 +357,14 @@ def version(r: Reader, version_id: int) -> dict:
 
 
 def datasets(r: Reader) -> dict:
-    return {"datasets": r.chain.query_json("/datasets/list") or []}
+    return {"datasets": r.chain.query_pages("/datasets/list")}
 
 
 # --- governance ------------------------------------------------------------------
 
 
 def proposals(r: Reader) -> dict:
-    return {"proposals": r.chain.query_json("/gov/proposals") or []}
+    return {"proposals": r.chain.query_pages("/gov/proposals")}
 
 
 def proposal(r: Reader, proposal_id: int) -> dict:
