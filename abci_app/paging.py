@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 
-from abci_app.context import encode_json
+from abci_app.context import encode_json, parse_uint64
 
 MAX_ENTRIES = 100  # entries one page lists
 MAX_ANSWER_BYTES = 256 * 1024  # a page ends once its entries pass this (so at most this plus one entry)
@@ -51,6 +51,22 @@ def page(records: Iterable[tuple[str, int, dict | None]]) -> bytes:
             entries.append(entry)
             answer += len(encode_json(entry))
     return encode_json({"entries": entries, "next": None})
+
+
+def by_id(path: str, data: bytes, total: int, read: Callable[[int], tuple[int, dict] | None]) -> bytes:
+    """A page of a view whose records have the contiguous ids 0..total-1, by id; the cursor is the last id listed,
+    so a page reads only its own records. `read(id)` gives (bytes read, entry), or None for a gap."""
+    arg, after = split(data)
+    if arg:
+        raise ValueError(f"{path} takes no argument but its page cursor (/AFTER)")
+    start = parse_uint64(after) + 1 if after else 0
+
+    def records():
+        for record_id in range(start, total):
+            found = read(record_id)
+            if found is not None:
+                yield str(record_id), *found
+    return page(records())
 
 
 def walk(fetch: Callable[[str], bytes], arg: str = "", after: str = "") -> list:

@@ -403,17 +403,10 @@ def market_entry(state: Overlay, dataset: Dataset) -> dict:
 def view_list(state: Overlay, data: bytes) -> bytes:
     """/datasets/list [/AFTER] -> a page (abci_app.paging) of datasets by id, from the first after id AFTER, each
     with its owner, royalty, weight and earnings."""
-    arg, after = paging.split(data)
-    if arg:
-        raise ValueError("/datasets/list takes no argument but its page cursor (/AFTER)")
-    start = parse_uint64(after) + 1 if after else 0
-
-    def records():
-        for dataset_id in range(start, count(state)):
-            raw = state.get(dataset_key(dataset_id))
-            if raw is not None:  # ids run 0..count-1, so a page reads only its own records
-                yield str(dataset_id), len(raw), market_entry(state, Dataset(**decode_json(raw)))
-    return paging.page(records())
+    def read(dataset_id: int):
+        raw = state.get(dataset_key(dataset_id))
+        return None if raw is None else (len(raw), market_entry(state, Dataset(**decode_json(raw))))
+    return paging.by_id("/datasets/list", data, count(state), read)
 
 
 def view_admitted(state: Overlay, data: bytes) -> bytes:

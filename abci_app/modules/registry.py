@@ -313,17 +313,10 @@ def view_latest(state: Overlay, data: bytes) -> bytes:
 def view_history(state: Overlay, data: bytes) -> bytes:
     """/registry/history [/AFTER] -> a page (abci_app.paging) of versions, oldest first, from the first after id
     AFTER. A version carries up to MAX_CONTRIBUTIONS contributions (~100 KB), so a page may hold only a few."""
-    arg, after = paging.split(data)
-    if arg:
-        raise ValueError("/registry/history takes no argument but its page cursor (/AFTER)")
-    start = parse_uint64(after) + 1 if after else 0
-
-    def records():
-        for version_id in range(start, count(state)):
-            raw = state.get(version_key(version_id))
-            if raw is not None:  # ids below count are all registered
-                yield str(version_id), len(raw), asdict(ModelVersion(**decode_json(raw)))
-    return paging.page(records())
+    def read(version_id: int):
+        raw = state.get(version_key(version_id))
+        return None if raw is None else (len(raw), asdict(ModelVersion(**decode_json(raw))))
+    return paging.by_id("/registry/history", data, count(state), read)
 
 
 VIEWS = {"latest": view_latest, "history": view_history}
