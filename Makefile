@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # Genesis model of a new localnet: smollm2 (SmolLM2-135M-Instruct, LoRA rounds), tiny (the KJV GPT) or test.
 MODEL ?= smollm2
 
-.PHONY: install install-system install-go install-python proto localnet localnet-status localnet-stop localnet-reset test test-unit test-e2e bench clean
+.PHONY: install install-system install-browser install-go install-python proto localnet localnet-status localnet-stop localnet-reset test test-unit test-e2e bench clean
 
 install: install-system install-go install-python
 
@@ -18,6 +18,13 @@ install-system:
 	  echo "installing Debian packages bible-kjv bible-kjv-text (the genesis corpus) ..."; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq bible-kjv bible-kjv-text >/dev/null; }
+
+# The explorer's browser test drives Debian's Chromium through its chromedriver (selenium, no downloads at test time).
+install-browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing Debian packages chromium chromium-driver (the explorer's browser test) ..."; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 install-go:
 	@cometbft/install.sh
@@ -42,8 +49,8 @@ localnet-stop: install-python
 localnet-reset: install-python
 	$(GRADCHAIN) localnet reset
 
-# The whole suite: unit tests, then e2e tests against the real binaries.
-test: install
+# The whole suite: unit tests, then e2e tests against the real binaries (and a real headless Chromium).
+test: install install-browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install-python

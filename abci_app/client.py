@@ -15,7 +15,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from abci_app import crypto
+from abci_app import crypto, paging
 from abci_app import tx as txlib
 from abci_app.rpc import DEFAULT_NODE, RpcClient, RpcError, TxResult
 
@@ -97,6 +97,13 @@ class ChainClient:
     def query_json(self, path: str, data: str = "") -> Any:
         raw = self.query(path, data)
         return json.loads(raw) if raw else None
+
+    def query_pages(self, path: str, arg: str = "") -> list:
+        """Every entry of a paged list view (abci_app.paging: /datasets/list, /registry/history, ...), page by page."""
+        try:
+            return paging.walk(lambda data: self.query(path, data), arg)
+        except ValueError as exc:
+            raise ChainError(f"query {path}: {exc}") from None
 
     def query_int(self, path: str, data: str = "") -> int:
         """A query that answers in decimal ASCII (balances, nonces); empty is 0."""

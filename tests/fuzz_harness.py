@@ -486,7 +486,7 @@ def check_state_invariants(state, pool_offsets: dict[str, int] | None = None) ->
         problems.append(f"a stored balance is not positive: {[(a, v) for a, v in balances.items() if v <= 0]}")
     if sum(balances.values()) != bank.supply(state):
         problems.append(f"supply {bank.supply(state)} != sum of balances {sum(balances.values())}")
-    vals = staking.validators(state)
+    vals = list(staking.validators(state))
     pools = {"bonded pool": (staking.BONDED_POOL, sum(v.tokens for v in vals), "validators' tokens")}
     pool, expected = trainer_pool(state)
     pools["trainer pool"] = (pool, expected, "trainer collateral")
@@ -1205,7 +1205,8 @@ class Fuzzer:
 
     def msg_judge_claims(self, ctx, signer):
         """Honest judgements of the round's claims (a step reproduces iff its commitment is the honest proof's; the
-        fuzzer's endpoints and content are always fine), sometimes flipped, partial, duplicated or about no claim."""
+        fuzzer's endpoints and content are always fine), sometimes flipped (some of those
+        abstained: refused unless the claim needs a mixed dataset, or valid too), partial, duplicated or about no claim."""
         r = self.r
         round_id = self.current_round_id(ctx)
         rnd = training.current_round(ctx.state)
@@ -1219,7 +1220,8 @@ class Fuzzer:
         how = r.choices(["honest", "flipped", "partial", "twice", "unknown"], weights=[12, 2, 2, 1, 1])[0]
         if how == "flipped":
             for j in judgements:
-                j.valid = j.valid != (r.random() < 0.5)
+                x = r.random()  # one draw, as before abstentions existed: the stream (and the corners it reaches) stays put
+                j.valid, j.abstain = j.valid != (x < 0.5), x < 0.2
         elif how == "partial":
             judgements = [j for j in judgements if r.random() < 0.5]
         elif how == "twice" and judgements:

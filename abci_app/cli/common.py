@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from abci_app import crypto
+from abci_app import crypto, paging
 from abci_app.client import ChainClient, result_code
 from abci_app.keyring import BACKEND_ENV, BACKENDS, NAME_PATTERN, Keyring, KeyringError, passphrase_source
 from abci_app.rpc import DEFAULT_NODE, AbciQueryResult, RpcClient
@@ -191,6 +191,21 @@ def abci_query(rpc: RpcClient, path: str, data: str = "", height: int = 0, prove
     if result.code != 0:
         raise CliError(f"query {path} failed {result_code(result.codespace, result.code)}: {result.log or 'no log'}")
     return result
+
+
+def query_pages(rpc: RpcClient, path: str, arg: str = "", after: str = "") -> tuple[list, int]:
+    """Every entry of a paged list view (abci_app.paging) from cursor `after` on, and the height its last page was read at."""
+    height = 0
+
+    def fetch(data: str) -> bytes:
+        nonlocal height
+        result = abci_query(rpc, path, data)
+        height = result.height
+        return result.value
+    try:
+        return paging.walk(fetch, arg, after), height
+    except ValueError as exc:
+        raise CliError(f"query {path}: {exc}") from None
 
 
 def decimal_value(result: AbciQueryResult, path: str) -> int:

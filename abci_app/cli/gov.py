@@ -33,7 +33,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from abci_app import tx as txlib
-from abci_app.cli.common import AMOUNT, DENOM, Cli, CliError, abci_query, shared_flags, signer_key
+from abci_app.cli.common import AMOUNT, DENOM, Cli, CliError, abci_query, query_pages, shared_flags, signer_key
 from abci_app.cli.tx import sign_and_broadcast, tx_flags
 from abci_app.modules import gov
 
@@ -201,7 +201,7 @@ def message_to_json(body: txlib.TxBody) -> dict:
     return {"@type": name, **fields}
 
 
-def _decoded(proposal: dict) -> dict:
+def decoded(proposal: dict) -> dict:
     messages = []
     for raw in proposal.get("messages") or []:
         try:
@@ -324,6 +324,11 @@ def _query(cli: Cli, path: str, data: str = "") -> Any:
         return _json(abci_query(rpc, path, data), path)
 
 
+def _pages(cli: Cli, path: str, arg: str = "", after: str = "") -> list:
+    with cli.rpc() as rpc:
+        return query_pages(rpc, path, arg, after)[0]
+
+
 def _table(header: tuple[str, ...], rows: list[tuple]) -> str:
     cells = [header] + [tuple(str(c) for c in row) for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
@@ -348,13 +353,13 @@ def gov_query() -> None:
               default=None, help="Only proposals in this status.")
 @shared_flags()
 def proposals(cli: Cli, status: str | None) -> None:
-    """List proposals, newest first (the newest 100).
+    """List proposals, newest first, without their summaries and messages (`query gov proposal N` shows them).
 
     \b
     Example:
       $ gradchain query gov proposals --status voting_period -o json
     """
-    listed = _query(cli, "/gov/proposals", status or "") or []
+    listed = _pages(cli, "/gov/proposals", status or "")
     if cli.output == "json":
         return cli.emit({"proposals": listed}, "")
     if not listed:
@@ -367,7 +372,7 @@ def _existing(cli: Cli, proposal: int) -> dict:
     found = _query(cli, "/gov/proposal", str(proposal))
     if not isinstance(found, dict):
         raise CliError(f"no proposal {proposal} (see `gradchain query gov proposals`)")
-    return _decoded(found)
+    return decoded(found)
 
 
 @gov_query.command("proposal")
@@ -412,17 +417,17 @@ def proposal(cli: Cli, proposal: int) -> None:
 
 @gov_query.command("votes")
 @click.argument("proposal", metavar="N", type=click.IntRange(min=1))
-@click.option("--after", default="", metavar="ADDRESS", help="List the voters after this address (the last one a page listed).")
+@click.option("--after", default="", metavar="ADDRESS", help="List only the voters after this address.")
 @shared_flags()
 def votes(cli: Cli, proposal: int, after: str) -> None:
-    """List the votes cast on proposal N, 100 a page (delegators who did not vote follow their validator).
+    """List the votes cast on proposal N, in address order (delegators who did not vote follow their validator).
 
     \b
     Example:
       $ gradchain query gov votes 1
-      $ gradchain query gov votes 1 --after gc1...   # the next page
+      $ gradchain query gov votes 1 --after gc1...   # from the voter after gc1...
     """
-    listed = _query(cli, "/gov/votes", f"{proposal}/{after}" if after else str(proposal)) or []
+    listed = _pages(cli, "/gov/votes", str(proposal), after)
     if cli.output == "json":
         return cli.emit({"proposal": proposal, "votes": listed}, "")
     if not listed:

@@ -33,6 +33,9 @@ def _load(root: Path) -> ln.Network:
 def _endpoints(net: ln.Network) -> str:
     dev = [a for a in net.accounts if a.name.startswith("dev")]
     lines = [f"localnet '{net.chain_id}' in {net.root}: {len(net.nodes)} validators ({net.app} app)"]
+    if net.explorer_port:
+        lines.append(f"explorer: {net.explorer_url}  (blocks, rounds and verdicts, validators, model versions, chat; "
+                     f"logs {net.nodes[0].log_path('explorer')})")
     for node in net.nodes:
         app = f"app {node.app_port}  logs {node.home}/*.log" if net.has_app_process else f"logs {node.home}/cometbft.log"
         ipfs = f"  ipfs {node.ipfs_url}" if node.ipfs_api_port else ""
@@ -87,6 +90,18 @@ def model_mismatch(net: ln.Network, model: str) -> str | None:
             f"(`make localnet-reset` first to switch)")
 
 
+EXPLORER_PORT = 8080  # `gradchain explorer`'s default; a free port when another program holds it
+
+
+def _give_explorer_port(net: ln.Network) -> bool:
+    """Give a training localnet (our app with IPFS) that has no explorer port one, saved; whether it changed."""
+    if net.explorer_port or not net.has_app_process or not net.has_ipfs:
+        return False
+    net.explorer_port = EXPLORER_PORT if not ln.port_in_use(EXPLORER_PORT) else ln.free_ports(1)[0]
+    net.save()
+    return True
+
+
 @click.group()
 def localnet() -> None:
     """Run a 4-validator network on this machine (loopback only)."""
@@ -113,7 +128,9 @@ def start(validators: int, base_port: int, app: str, timeout: float, model: str)
     try:
         if (root / ln.NETWORK_FILE).exists():
             net = ln.load(root)
+            _give_explorer_port(net)  # a localnet made before the explorer existed gets one too
             if net.is_running():
+                net.start_explorer()  # unless it runs
                 if note := model_mismatch(net, model):
                     click.echo(note, err=True)
                 click.echo("localnet is already running")
@@ -134,6 +151,7 @@ def start(validators: int, base_port: int, app: str, timeout: float, model: str)
                     ipfs=True, genesis_model=model_path, corpus=corpus_path, workers=True, empty_blocks_interval="1s",
                     genesis_model_metrics=metrics,
                 )
+                _give_explorer_port(net)
             else:
                 net = ln.create(root, validators=validators, base_port=base_port, app=app, dev_accounts=4)
         net.start()
@@ -218,16 +236,17 @@ def _join_suggestion(net: ln.Network, node: ln.Node, operator: str | None, amoun
     """The create-validator command for `node`: operator key, self-bond, power; None for an app without staking."""
     if not net.has_app_process:
         return None
+    from abci_app.cli.common import CliError, query_pages
     from abci_app.rpc import RpcClient, RpcError
 
     try:
         with RpcClient(node.rpc_url) as rpc:
             params = json.loads(rpc.abci_query("/staking/params").value or b"null")
-            operators = {v["operator"] for v in json.loads(rpc.abci_query("/staking/validators").value or b"[]")}
-    except (RpcError, ValueError, TypeError, KeyError) as exc:
+            if not isinstance(params, dict):  # an app without staking
+                return None
+            operators = {v["operator"] for v in query_pages(rpc, "/staking/validators")[0]}
+    except (RpcError, CliError, ValueError, TypeError, KeyError) as exc:
         raise click.ClickException(f"node{node.index} runs, but its staking queries failed: {exc}") from None
-    if not isinstance(params, dict):
-        return None
     unit, minimum = int(params["power_unit"]), int(params["min_self_bond"])
     if operator is None:  # a funded dev key that operates no validator yet (a key operates at most one)
         free = [a.name for a in net.accounts if a.name.startswith("dev") and a.address not in operators]

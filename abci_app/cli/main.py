@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import click
 
 from abci_app.cli.common import DEBUG_ENV, CliError
+from abci_app.cli.explorer import explorer
 from abci_app.cli.gov import gov_query, gov_tx
 from abci_app.cli.keys import keys
 from abci_app.cli.query import query, status
@@ -97,6 +98,7 @@ cli.add_command(train)
 cli.add_command(validate)
 cli.add_command(node)
 cli.add_command(genesis)
+cli.add_command(explorer)
 
 
 def _add_localnet() -> None:

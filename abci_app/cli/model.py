@@ -146,7 +146,7 @@ def list_(cli: Cli) -> None:
       $ gradchain model list --node http://127.0.0.1:26657
     """
     with ChainClient(cli.node) as chain:
-        history = chain.query_json("/registry/history") or []
+        history = chain.query_pages("/registry/history")
     cli.emit(history, "\n".join([_VERSION_HEADER] + [_version_row(v) for v in history]) if history else "no model version is registered")
 
 
@@ -204,7 +204,7 @@ def history(cli: Cli, plot: Path | None) -> None:
       $ gradchain model history --plot loss.png
     """
     with ChainClient(cli.node) as chain:
-        versions = chain.query_json("/registry/history") or []
+        versions = chain.query_pages("/registry/history")
     if plot is not None:
         _plot_history(versions, plot)
     text = "\n".join([_VERSION_HEADER] + [_version_row(v) + (f"  ({v['note']})" if v.get("note") else "") for v in versions])
@@ -509,7 +509,7 @@ def dataset_list(cli: Cli) -> None:
       $ gradchain dataset list
     """
     with ChainClient(cli.node) as chain:
-        items = chain.query_json("/datasets/list") or []
+        items = chain.query_pages("/datasets/list")
     header = f"{'ID':>3}  {'NAME':<20}  {'WEIGHT':>7}  {'ROYALTY':>7}  {'EARNED':>12}  {'WINDOWS':>9}  {'BYTES':>12}  {'LICENCE':<20}  {'OWNER':<41}  CID"
     rows = [f"{d['id']:>3}  {d['name']:<20}  {d.get('weight', 0):>7}  {d.get('royalty_bps', 0) / 100:>6.2f}%  {d.get('earned', 0):>12}  "
             f"{d.get('windows', 0):>9}  {d['bytes']:>12}  {d['licence'][:20]:<20}  {d.get('owner') or d['creator']:<41}  {d['cid']}" for d in items]

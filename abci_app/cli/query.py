@@ -267,7 +267,7 @@ class TxHashType(click.ParamType):
         return text.upper()
 
 
-def _decoded_tx(raw_b64: str) -> dict:
+def decoded_tx(raw_b64: str) -> dict:
     """Signer, message and envelope of a committed tx; empty if it is not ours to decode."""
     try:
         signed = txlib.decode(base64.b64decode(raw_b64 or ""))
@@ -276,6 +276,29 @@ def _decoded_tx(raw_b64: str) -> dict:
     fields = {f.name: (v.hex() if isinstance(v, bytes) else v) for f, v in signed.msg.ListFields()}
     body = signed.body
     return {"signer": signed.signer, "message": {"type": signed.msg_name, **fields}, "fee": body.fee, "nonce": body.nonce, "memo": body.memo}
+
+
+def tx_document(rpc: RpcClient, tx_hash: str) -> dict:
+    """A committed tx by hash (64 hex digits): height, result code, codespace and log, the decoded
+    signer and message, and its events; CliError when the node has no such tx."""
+    try:
+        found = rpc.call("tx", hash="0x" + tx_hash)
+    except RpcError as exc:
+        if "not found" in str(exc):
+            raise CliError(f"tx {tx_hash} not found on {rpc.node} (not in a block yet, or the node does not index txs)") from None
+        raise
+    result = found.get("tx_result") or {}
+    return {
+        "hash": found.get("hash", tx_hash), "height": int(found.get("height", 0)), "code": int(result.get("code", 0)),
+        "codespace": result.get("codespace", ""), "log": result.get("log", ""), **decoded_tx(found.get("tx", "")),
+        "events": events_document(result.get("events")),
+    }
+
+
+def events_document(events: list[dict] | None) -> list[dict]:
+    """CometBFT's events ([{type, attributes: [{key, value}]}]) as [{type, attributes: {key: value}}]."""
+    return [{"type": e.get("type", ""), "attributes": {a.get("key", ""): a.get("value", "") for a in e.get("attributes") or []}}
+            for e in events or []]
 
 
 @query.command("tx")
@@ -292,21 +315,7 @@ def tx_(cli: Cli, tx_hash: str) -> None:
       $ gradchain query tx 5B3F...9A2C -o json
     """
     with cli.rpc() as rpc:
-        try:
-            found = rpc.call("tx", hash="0x" + tx_hash)
-        except RpcError as exc:
-            if "not found" in str(exc):
-                raise CliError(f"tx {tx_hash} not found on {rpc.node} (not in a block yet, or the node does not index txs)") from None
-            raise
-    result = found.get("tx_result") or {}
-    events = [
-        {"type": e.get("type", ""), "attributes": {a.get("key", ""): a.get("value", "") for a in e.get("attributes") or []}}
-        for e in result.get("events") or []
-    ]
-    data = {
-        "hash": found.get("hash", tx_hash), "height": int(found.get("height", 0)), "code": int(result.get("code", 0)),
-        "codespace": result.get("codespace", ""), "log": result.get("log", ""), **_decoded_tx(found.get("tx", "")), "events": events,
-    }
+        data = tx_document(rpc, tx_hash)
     outcome = f"{data['code']} ({data['codespace'] or 'runtime'})" if data["code"] else "0 (ok)"
     lines = [f"hash:    {data['hash']}", f"height:  {data['height']}", f"code:    {outcome}"]
     lines += [f"log:     {data['log']}"] if data["log"] else []
@@ -314,7 +323,7 @@ def tx_(cli: Cli, tx_hash: str) -> None:
         message = " ".join(f"{k}={v}" for k, v in data["message"].items() if k != "type")
         lines += [f"signer:  {data['signer']}", f"message: {data['message']['type']} {message}".rstrip(),
                   f"fee:     {data['fee']} {DENOM}, nonce {data['nonce']}" + (f", memo {data['memo']!r}" if data["memo"] else "")]
-    lines += ["events:"] + [f"  {e['type']}  " + " ".join(f"{k}={v}" for k, v in e["attributes"].items()) for e in events]
+    lines += ["events:"] + [f"  {e['type']}  " + " ".join(f"{k}={v}" for k, v in e["attributes"].items()) for e in data["events"]]
     cli.emit(data, "\n".join(lines))
 
 

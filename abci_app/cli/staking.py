@@ -19,7 +19,7 @@ import click
 
 from abci_app import crypto
 from abci_app import tx as txlib
-from abci_app.cli.common import AMOUNT, DENOM, Cli, CliError, abci_query, resolve_address, shared_flags, signer_key
+from abci_app.cli.common import AMOUNT, DENOM, Cli, CliError, abci_query, query_pages, resolve_address, shared_flags, signer_key
 from abci_app.cli.query import Prover, proof_text, prove_option
 from abci_app.cli.tx import sign_and_broadcast, tx_flags
 from abci_app.rpc import AbciQueryResult, RpcClient
@@ -288,13 +288,8 @@ def _json(result: AbciQueryResult, path: str) -> Any:
 
 
 def _view(rpc: RpcClient, name: str, data: str = "") -> tuple[list[dict], int]:
-    """A list query of the latest state: (entries, height)."""
-    path = f"/staking/{name}"
-    result = abci_query(rpc, path, data)
-    entries = _json(result, path)
-    if not isinstance(entries, list):
-        raise CliError(f"query {path} returned {type(entries).__name__}, expected a list")
-    return entries, result.height
+    """A paged list query of the latest state, every page: (entries, height of the last page)."""
+    return query_pages(rpc, f"/staking/{name}", data)
 
 
 def _single(rpc: RpcClient, name: str, data: str, prove: Prover | None) -> tuple[AbciQueryResult, dict]:

@@ -47,12 +47,12 @@ def _params(rpc: RpcClient, node: str) -> dict:
     return found
 
 
-def _round_params(rpc: RpcClient, node: str, rnd: dict) -> dict:
+def round_params(rpc: RpcClient, node: str, rnd: dict) -> dict:
     """The params `rnd` runs under: those it opened with (a change passed since applies from the next round)."""
     return rnd.get("params") or _params(rpc, node)
 
 
-def _round(rpc: RpcClient, round_id: int | None) -> tuple[dict | None, int]:
+def fetch_round(rpc: RpcClient, round_id: int | None) -> tuple[dict | None, int]:
     """(round view, height): round `round_id`, or the current (else the last) round when None."""
     path, data = ("/training/current", "") if round_id is None else ("/training/round_detail", str(round_id))
     result = abci_query(rpc, path, data)
@@ -63,12 +63,12 @@ def _round(rpc: RpcClient, round_id: int | None) -> tuple[dict | None, int]:
 
 
 def _require_round(rpc: RpcClient, round_id: int | None) -> tuple[dict, int]:
-    found, height = _round(rpc, round_id)
+    found, height = fetch_round(rpc, round_id)
     if found is not None:
         return found, height
     if round_id is None:
         raise CliError(f"no training round has opened yet at height {height} (a round opens once training is enabled and a trainer is bonded: `gradchain query training params`)")
-    latest, _ = _round(rpc, None)
+    latest, _ = fetch_round(rpc, None)
     hint = f"the latest is round {latest['id']}" if latest else "no round has opened yet"
     raise CliError(f"round {round_id} does not exist at height {height} ({hint}; see `gradchain query training round`)")
 
@@ -96,9 +96,14 @@ def _micro(value: int) -> str:
     return f"{value / 1e6:.4f}"
 
 
+_CLAIM_NAMES = {chain.CLAIM_ENDPOINTS_OFFSET: "endpoints", chain.CLAIM_UNAVAILABLE_OFFSET: "unavailable",
+                chain.CLAIM_DATASET_OFFSET: "dataset unavailable"}
+
+
 def _step_name(step: int, steps: int) -> str:
-    """A fraud claim's step: a training step, or past the last one the endpoints (k) or unavailable content (k + 1)."""
-    return str(step) if step < steps else "endpoints" if step == steps + chain.CLAIM_ENDPOINTS_OFFSET else "unavailable"
+    """A fraud claim's step: a training step, or past the last one the endpoints (k), the trainer's files
+    unavailable (k + 1) or a drawn dataset unavailable (k + 2)."""
+    return str(step) if step < steps else _CLAIM_NAMES.get(step - steps, "unavailable")
 
 
 # --- round ----------------------------------------------------------------------------
@@ -108,7 +113,7 @@ SKIPPED = {"commit": "no submissions", "reveal": "no submissions", "dispute": "n
            "merge_reveal": "nothing accepted"}
 
 
-def _phase_lines(rnd: dict, params: dict, height: int) -> list[str]:
+def phase_lines(rnd: dict, params: dict, height: int) -> list[str]:
     """One line per phase: its heights, exact once the next phase has started, else bounds."""
     phase = rnd["phase"]
     texts = {"submit": _window(rnd["open_height"], rnd["submit_until"] - 1, height, phase == "submit")}
@@ -145,7 +150,7 @@ def _committee_text(rnd: dict, params: dict) -> str:
     return f"{size} of the round's {validators} validators, drawn by stake for each submission"
 
 
-def _mix(rpc: RpcClient, rnd: dict) -> list[dict]:
+def mix_rows(rpc: RpcClient, rnd: dict) -> list[dict]:
     """The round's dataset mix: each admitted dataset's id, name, weight and the steps its submissions drew from it."""
     drawn: dict[int, int] = {}
     for sub in rnd["submission_list"]:  # the same draw the chain and the trainer make
@@ -181,7 +186,7 @@ def _round_text(rnd: dict, height: int, params: dict, mix: list[dict]) -> str:
         f"beacon:        {rnd['beacon'] or '- (the hash of the block that closes the submission window)'}",
         f"audit:         {sampled} of {steps} steps recomputed by each auditor" + (" (all of them)" if sampled >= steps else ""),
         f"committee:     {_committee_text(rnd, params)}",
-        *_phase_lines(rnd, params, height),
+        *phase_lines(rnd, params, height),
     ]
     auditors = len(rnd["auditors"])
     lines.append(f"auditors:      {auditors} ({rnd['commits']} committed, {rnd['reveals']} revealed)" if auditors else "auditors:      -")
@@ -229,8 +234,8 @@ def round_(cli: Cli, round_id: int | None) -> None:
     """
     with cli.rpc() as rpc:
         rnd, height = _require_round(rpc, round_id)
-        mix = _mix(rpc, rnd)
-        text = _round_text(rnd, height, _round_params(rpc, cli.node, rnd), mix) if cli.output != "json" else ""
+        mix = mix_rows(rpc, rnd)
+        text = _round_text(rnd, height, round_params(rpc, cli.node, rnd), mix) if cli.output != "json" else ""
     cli.emit(rnd | {"datasets": mix, "height": height}, text)
 
 
@@ -313,7 +318,7 @@ def _verdicts_text(rnd: dict, height: int, params: dict, subs: list[dict], votes
 def _show_verdicts(cli: Cli, round_id: int | None, index: int | None) -> None:
     with cli.rpc() as rpc:
         rnd, height = _require_round(rpc, round_id)
-        params = _round_params(rpc, cli.node, rnd) if cli.output != "json" else {}  # the claims' quorum
+        params = round_params(rpc, cli.node, rnd) if cli.output != "json" else {}  # the claims' quorum
     subs = rnd["submission_list"]
     if index is not None:
         subs = [s for s in subs if s["index"] == index]

@@ -68,6 +68,11 @@ class Node:
         return self.home / "worker"
 
     @property
+    def explorer_home(self) -> Path:
+        """The explorer's cache of verified checkpoints (node 0 only)."""
+        return self.home / "explorer"
+
+    @property
     def rpc_url(self) -> str:
         return f"http://127.0.0.1:{self.rpc_port}"
 

@@ -232,6 +232,7 @@ def load(root: Path) -> Network:
             accounts=[Account(**a) for a in data["accounts"]],
             genesis_files=data.get("genesis_files", []),
             workers=data.get("workers", False),
+            explorer_port=data.get("explorer_port", 0),
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise LocalnetError(f"{path} is unreadable ({exc}); remove the localnet with `gradchain localnet reset`") from None
@@ -251,6 +252,7 @@ class Network:
     accounts: list[Account]
     genesis_files: list[str] = field(default_factory=list)
     workers: bool = False
+    explorer_port: int = 0  # 0: no explorer; else `gradchain explorer` of node 0 serves on this port
     _children: dict[tuple[int, str], supervisor.Child] = field(default_factory=dict, repr=False, compare=False)
 
     def save(self) -> None:
@@ -263,6 +265,10 @@ class Network:
 
     def rpc_url(self, i: int) -> str:
         return self.nodes[i].rpc_url
+
+    @property
+    def explorer_url(self) -> str:
+        return f"http://127.0.0.1:{self.explorer_port}" if self.explorer_port else ""
 
     def client(self, i: int, timeout: float = 10.0) -> RpcClient:
         return RpcClient(self.rpc_url(i), timeout=timeout)
@@ -282,7 +288,7 @@ class Network:
         return any(node.ipfs_api_port for node in self.nodes)
 
     def pid(self, i: int, kind: str) -> int | None:
-        """The pid of node i's `kind` ("app", "cometbft", "ipfs" or "worker") process if it runs, else None."""
+        """The pid of node i's `kind` ("app", "cometbft", "ipfs", "worker" or, node 0's, "explorer") process if it runs, else None."""
         return self._child(i, kind).pid
 
     def _child(self, i: int, kind: str) -> supervisor.Child:
@@ -296,7 +302,8 @@ class Network:
     def _marker(self, i: int, kind: str) -> str:
         """The path in the argv of node i's `kind` process: a reused pid of some other program does not carry it."""
         node = self.nodes[i]
-        return str({"app": node.app_home, "cometbft": node.home, "ipfs": node.ipfs_repo, "worker": node.worker_home}[kind])
+        return str({"app": node.app_home, "cometbft": node.home, "ipfs": node.ipfs_repo, "worker": node.worker_home,
+                    "explorer": node.explorer_home}[kind])
 
     def is_running(self) -> bool:
         """Every process of every node is alive."""
@@ -323,12 +330,14 @@ class Network:
             if self.workers:
                 for i in everyone:
                     self._spawn_worker(i)
+            self.start_explorer(timeout)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
-        """Stop workers, then nodes, then apps (a node whose app vanishes first logs a crash), then IPFS."""
+        """Stop the explorer and workers, then nodes, then apps (a node whose app vanishes first logs a crash), then IPFS."""
+        self._terminate(0, "explorer")
         for kind in ("worker", "cometbft", "app", "ipfs"):
             for i in range(len(self.nodes)):
                 self._terminate(i, kind)
@@ -418,6 +427,23 @@ class Network:
         self._spawn(i, "worker", argv, env)
         return True
 
+    def start_explorer(self, timeout: float = START_TIMEOUT) -> None:
+        """Serve `gradchain explorer` of node 0 on explorer_port unless it runs (no-op without a port, an app or IPFS).
+        A port another program took meanwhile is swapped for a free one (saved, so `localnet start` prints it)."""
+        node = self.nodes[0]
+        if not self.explorer_port or not self.has_app_process or not node.ipfs_api_port or self.pid(0, "explorer"):
+            return
+        if port_in_use(self.explorer_port):
+            self.explorer_port = free_ports(1)[0]
+            self.save()
+        node.explorer_home.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "abci_app.cli", "explorer", "--node", node.rpc_url, "--ipfs", node.ipfs_url,
+                "--port", str(self.explorer_port), "--home", str(node.explorer_home)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # its chat shares the cores with the workers
+        self._spawn(0, "explorer", argv, env)
+        self._wait_all([0], "explorer", timeout)
+
     def _spawn_cometbft(self, i: int) -> bool:
         if self.pid(i, "cometbft"):
             return False
@@ -437,6 +463,8 @@ class Network:
         node = self.nodes[i]
         if kind == "app":
             return supervisor.port_listening(node.app_port)
+        if kind == "explorer":
+            return supervisor.port_listening(self.explorer_port)
         if kind == "ipfs":
             from abci_app.ipfs import node as kubo
 

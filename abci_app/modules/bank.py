@@ -44,6 +44,21 @@ class Params:
             raise ValueError(f"bank.params.free_bytes must be at most {MAX_FREE_BYTES}")
 
 
+MAX_FEE_RISE = 10  # one params change may multiply min_fee or byte_fee by at most this (and halve free_bytes at most)
+
+
+def check_params_change(current: Params, new: Params, state: Overlay | None = None) -> None:
+    """What a governance MsgUpdateParams may not do to valid bank params (ValueError says why)."""
+    # Fees priced far above what holders can pay would also price out the votes that could lower them again:
+    # a rise is gradual, so each step is seen, and voted on, at fees people still pay.
+    for name in ("min_fee", "byte_fee"):
+        if getattr(new, name) > MAX_FEE_RISE * getattr(current, name):
+            raise ValueError(f"bank.params.{name} may rise at most {MAX_FEE_RISE}x in one change: "
+                             f"{getattr(current, name)} -> at most {MAX_FEE_RISE * getattr(current, name)}")
+    if new.free_bytes < current.free_bytes // 2:  # fewer free bytes raise every larger tx's fee too
+        raise ValueError(f"bank.params.free_bytes may fall at most by half in one change: {current.free_bytes} -> at least {current.free_bytes // 2}")
+
+
 def required_fee(params: Params, bytes_written: int) -> int:
     """The least fee a tx whose message writes `bytes_written` bytes of state must carry."""
     return params.min_fee + params.byte_fee * max(0, bytes_written - params.free_bytes)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from abci_app import crypto
+from abci_app import crypto, paging
 from abci_app.context import (
     Context, EventType, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_printable_ascii, is_sha256_hex,
     load_params, parse_uint64, store_params,
@@ -119,10 +119,6 @@ def exists(state: Overlay, dataset_id: int) -> bool:
 
 def count(state: Overlay) -> int:
     return decode_int(state.get(COUNT_KEY))
-
-
-def all_datasets(state: Overlay) -> list[Dataset]:
-    return [Dataset(**decode_json(v)) for _, v in state.iter_prefix(DATASET_PREFIX)]
 
 
 def owner_of(dataset: Dataset) -> str:
@@ -405,8 +401,12 @@ def market_entry(state: Overlay, dataset: Dataset) -> dict:
 
 
 def view_list(state: Overlay, data: bytes) -> bytes:
-    """/datasets/list -> every dataset, by id, with its weight and earnings."""
-    return encode_json([market_entry(state, d) for d in all_datasets(state)])
+    """/datasets/list [/AFTER] -> a page (abci_app.paging) of datasets by id, from the first after id AFTER, each
+    with its owner, royalty, weight and earnings."""
+    def read(dataset_id: int):
+        raw = state.get(dataset_key(dataset_id))
+        return None if raw is None else (len(raw), market_entry(state, Dataset(**decode_json(raw))))
+    return paging.by_id("/datasets/list", data, count(state), read)
 
 
 def view_admitted(state: Overlay, data: bytes) -> bytes:

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 
-from abci_app import crypto
+from abci_app import crypto, paging
 from abci_app.context import (
     MAX_UINT64, Context, EventType, ModuleError, decode_int, decode_json, due_entries, encode_int, encode_json, load_params,
     loads_bounded, parse_uint64, store_params,
@@ -221,17 +222,12 @@ def deposits(state: Overlay, proposal_id: int) -> list[tuple[str, int]]:
     return [(_addr(k[len(prefix) :]), decode_int(v)) for k, v in state.iter_prefix(prefix)]
 
 
-def votes(state: Overlay, proposal_id: int, after: str = "", limit: int = MAX_UINT64) -> list[tuple[str, dict]]:
-    """(voter, vote record) of a proposal in address byte order: at most `limit`, from the first voter after `after`."""
+def votes(state: Overlay, proposal_id: int, after: str = "") -> Iterator[tuple[str, dict]]:
+    """(voter, vote record) of a proposal in address byte order, from the first voter after address `after`
+    (read from there on, lazily: a page of them costs its own reads)."""
     prefix = VOTE_PREFIX + _id8(proposal_id)
-    start = crypto.address_raw(after) if after else b""
-    out = []
-    for key, raw in state.iter_prefix(prefix):
-        if key[len(prefix) :] > start:  # skipped keys are read, not decoded
-            out.append((_addr(key[len(prefix) :]), decode_json(raw)))
-            if len(out) == limit:
-                break
-    return out
+    for key, raw in state.iter_prefix(prefix, prefix + crypto.address_raw(after) if after else b""):
+        yield _addr(key[len(prefix) :]), decode_json(raw)
 
 
 def _get_vote(state: Overlay, proposal_id: int, voter: str) -> dict | None:
@@ -509,6 +505,11 @@ def _check_messages(ctx: Context, bodies: list[tx_pb2.TxBody]) -> None:
             raise InvalidProposal(f"message {index}: no known message")
         if name in NOT_IN_PROPOSALS:
             raise InvalidProposal(f"message {index}: {name} cannot be a proposal's message")
+    modules = [body.update_params.module for body in bodies if body.WhichOneof("msg") == "update_params"]
+    for index, module in enumerate(modules):
+        if module in modules[:index]:
+            # Chained sets would step around each module's per-change limits (a fee rises 10x per change, not 10^k).
+            raise InvalidProposal(f"a proposal changes {module}'s params at most once: merge the changes into one set")
     reason = runtime.execute_as(ctx.child(), GOV, bodies)  # a scratch copy: nothing is kept
     if reason:
         raise InvalidProposal(f"refused at submission: {reason}")
@@ -890,24 +891,32 @@ def query_params(data: bytes) -> bytes:
 
 QUERIES = {"proposal": query_proposal, "params": query_params}
 
-MAX_LISTED = 100  # proposals one /gov/proposals answer lists: the newest first
-MAX_SCANNED = 10_000  # proposals one /gov/proposals answer reads, newest first, looking for a status
+STATUSES = (DEPOSIT_PERIOD, VOTING_PERIOD, PASSED, REJECTED, VETOED, FAILED, DROPPED)
 
 
 def view_proposals(state: Overlay, data: bytes) -> bytes:
-    """/gov/proposals [STATUS] -> the newest MAX_LISTED proposals (of that status, among the newest MAX_SCANNED), newest first, without messages."""
-    status = data.decode("ascii") if data else ""
-    if status and status not in (DEPOSIT_PERIOD, VOTING_PERIOD, PASSED, REJECTED, VETOED, FAILED, DROPPED):
+    """/gov/proposals [STATUS][/AFTER] -> a page (abci_app.paging) of proposals, newest first, from the first
+    below id AFTER, of that status if given: each without its summary and messages (their count instead), so a
+    page stays small; /gov/proposal N has the rest. A page reads at most paging.MAX_SCANNED_BYTES of proposals."""
+    status, after = paging.split(data)
+    if status and status not in STATUSES:
         raise ValueError(f"unknown status {status[:40]!r}")
-    listed = []
-    newest = decode_int(state.get(NEXT_ID_KEY)) - 1
-    for proposal_id in range(newest, max(0, newest - MAX_SCANNED), -1):
-        proposal = get_proposal(state, proposal_id)
-        if proposal is not None and (not status or proposal.status == status):
-            listed.append(asdict(proposal) | {"messages": len(proposal.messages)})
-            if len(listed) == MAX_LISTED:
-                break
-    return encode_json(listed)
+    next_id = decode_int(state.get(NEXT_ID_KEY))
+    below = min(parse_uint64(after), next_id) if after else next_id
+
+    def records():
+        for proposal_id in range(below - 1, 0, -1):
+            raw = state.get(proposal_key(proposal_id))
+            proposal = Proposal(**decode_json(raw)) if raw else None  # never deleted: None only for a damaged state
+            listed = proposal is not None and (not status or proposal.status == status)
+            yield str(proposal_id), len(raw or b""), _listed(proposal) if listed else None
+    return paging.page(records())
+
+
+def _listed(proposal: Proposal) -> dict:
+    entry = asdict(proposal) | {"messages": len(proposal.messages)}
+    del entry["summary"]
+    return entry
 
 
 def _existing(state: Overlay, data: bytes) -> Proposal:
@@ -919,17 +928,16 @@ def _existing(state: Overlay, data: bytes) -> Proposal:
 
 
 def view_votes(state: Overlay, data: bytes) -> bytes:
-    """/gov/votes ID[/AFTER] -> [{voter, option, stake}] of a proposal in address order: at most MAX_LISTED, from the
-    first voter after address AFTER (page on with the last voter listed). `stake`: what its delegations cast (a
-    validator's own snapshotted weight is not in it)."""
-    text = data.decode("ascii")
-    proposal_text, _, after = text.partition("/")
+    """/gov/votes ID[/AFTER] -> a page (abci_app.paging) of [{voter, option, stake}] of a proposal in address order,
+    from the first voter after address AFTER. `stake`: what its delegations cast (a validator's own snapshotted
+    weight is not in it)."""
+    proposal_text, after = paging.split(data)
     proposal = _existing(state, proposal_text.encode())
     if after:
         crypto.parse_address(after)  # ValueError on garbage: Query answers it as a bad request
-    return encode_json([{"voter": voter, "option": OPTIONS.get(record["option"], str(record["option"])),
-                         "stake": sum(tokens for _, tokens in record["parts"])}
-                        for voter, record in votes(state, proposal.id, after, MAX_LISTED)])
+    return paging.page((voter, 0, {"voter": voter, "option": OPTIONS.get(record["option"], str(record["option"])),
+                                   "stake": sum(tokens for _, tokens in record["parts"])})
+                       for voter, record in votes(state, proposal.id, after))
 
 
 def view_tally(state: Overlay, data: bytes) -> bytes:

@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from abci_app import crypto
+from abci_app import crypto, paging
 from abci_app.context import (
     MAX_UINT64, Context, EventType, ModuleError, decode_int, decode_json, encode_int, encode_json, is_cid, is_printable_ascii,
     is_sha256_hex, is_utf8_encodable, load_params, loads_bounded, parse_uint64, store_params,
@@ -105,10 +105,6 @@ def count(state: Overlay) -> int:
 def latest(state: Overlay) -> ModelVersion | None:
     n = count(state)
     return get(state, n - 1) if n else None
-
-
-def history(state: Overlay) -> list[ModelVersion]:
-    return [ModelVersion(**decode_json(v)) for _, v in state.iter_prefix(VERSION_PREFIX)]
 
 
 def config_hash(family: str, config_json: str) -> str:
@@ -315,8 +311,12 @@ def view_latest(state: Overlay, data: bytes) -> bytes:
 
 
 def view_history(state: Overlay, data: bytes) -> bytes:
-    """/registry/history -> every version, oldest first."""
-    return encode_json([asdict(v) for v in history(state)])
+    """/registry/history [/AFTER] -> a page (abci_app.paging) of versions, oldest first, from the first after id
+    AFTER. A version carries up to MAX_CONTRIBUTIONS contributions (~100 KB), so a page may hold only a few."""
+    def read(version_id: int):
+        raw = state.get(version_key(version_id))
+        return None if raw is None else (len(raw), asdict(ModelVersion(**decode_json(raw))))
+    return paging.by_id("/registry/history", data, count(state), read)
 
 
 VIEWS = {"latest": view_latest, "history": view_history}

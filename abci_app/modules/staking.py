@@ -30,9 +30,10 @@ is jailed or gone the last set stays until someone bonds again.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 
-from abci_app import crypto
+from abci_app import crypto, paging
 from abci_app.context import (
     Context,
     EventType,
@@ -242,9 +243,11 @@ def _put_validator(state: Overlay, validator: Validator) -> None:
     state.set(VALIDATOR_PREFIX + _raw(validator.operator), encode_json(asdict(validator)))
 
 
-def validators(state: Overlay) -> list[Validator]:
-    """All validators, ordered by operator address bytes (for queries: it reads every record)."""
-    return [Validator(**decode_json(v)) for _, v in state.iter_prefix(VALIDATOR_PREFIX)]
+def validators(state: Overlay, after: str = "") -> Iterator[Validator]:
+    """Validators by operator address bytes, from the first after operator `after`, read lazily (a page of a
+    query reads only its own; every one of them only in tests and invariant checks)."""
+    for _, raw in state.iter_prefix(VALIDATOR_PREFIX, VALIDATOR_PREFIX + _raw(after) if after else b""):
+        yield Validator(**decode_json(raw))
 
 
 def operator_of(state: Overlay, consensus_addr: bytes) -> str | None:
@@ -789,12 +792,19 @@ def _entry_amount(state: Overlay, entry: dict) -> int:
 
 
 def unbondings(state: Overlay) -> list[dict]:
-    """Pending unbondings by completion height, each with what it pays now (for queries and tests)."""
-    out = []
-    for _, raw in state.iter_prefix(UNBONDING_PREFIX):
-        entry = decode_json(raw)
-        out.append({k: entry[k] for k in ("owner", "kind", "validator", "completion_height")} | {"amount": _entry_amount(state, entry)})
-    return out
+    """Every pending unbonding by completion height, with what it pays now (tests and invariant checks)."""
+    return [_unbonding_view(state, entry) for _, _, entry in _unbonding_records(state)]
+
+
+def _unbonding_records(state: Overlay, after: bytes = b"") -> Iterator[tuple[bytes, int, dict]]:
+    """(key after the prefix, stored bytes, entry) of pending unbondings by completion height, from the first
+    after key suffix `after`, read lazily."""
+    for key, raw in state.iter_prefix(UNBONDING_PREFIX, UNBONDING_PREFIX + after if after else b""):
+        yield key[len(UNBONDING_PREFIX) :], len(raw), decode_json(raw)
+
+
+def _unbonding_view(state: Overlay, entry: dict) -> dict:
+    return {k: entry[k] for k in ("owner", "kind", "validator", "completion_height")} | {"amount": _entry_amount(state, entry)}
 
 
 def hold_stake(ctx: Context, operators: list[str], until_height: int) -> None:
@@ -1008,27 +1018,41 @@ QUERIES = {"validator": query_validator, "params": query_params}
 
 
 def view_validators(state: Overlay, data: bytes) -> bytes:
-    """/staking/validators -> every validator with its power, operator order."""
+    """/staking/validators [/AFTER] -> a page (abci_app.paging) of validators with their power, in operator address
+    order, from the first after operator AFTER."""
+    arg, after = paging.split(data)
+    if arg:
+        raise ValueError("/staking/validators takes no argument but its page cursor (/AFTER)")
+    if after:
+        crypto.parse_address(after)
     params = get_params(state)
-    return encode_json([asdict(v) | {"power": power(params, v)} for v in validators(state)])
+    return paging.page((v.operator, 0, asdict(v) | {"power": power(params, v)}) for v in validators(state, after))
 
 
 def view_delegations(state: Overlay, data: bytes) -> bytes:
-    """/staking/delegations DELEGATOR -> [{validator, amount (tokens), shares, rewards (pending)}]."""
-    delegator = crypto.parse_address(data.decode())
+    """/staking/delegations DELEGATOR[/AFTER] -> a page (abci_app.paging) of [{validator, amount (tokens), shares,
+    rewards (pending)}] by validator address, from the first after validator AFTER."""
+    delegator_text, after = paging.split(data)
+    delegator = crypto.parse_address(delegator_text)
     prefix = DELEGATOR_PREFIX + _raw(delegator)
-    out = []
-    for key, _ in state.iter_prefix(prefix):
-        validator = get_validator(state, _addr(key[len(prefix) :]))
-        record = _get_delegation(state, validator.operator, delegator)
-        out.append({"validator": validator.operator, "amount": validator.value_of(record.shares), "shares": record.shares, "rewards": pending_rewards(validator, record)})
-    return encode_json(out)
+
+    def records():
+        for key, _ in state.iter_prefix(prefix, prefix + _raw(after) if after else b""):
+            validator = get_validator(state, _addr(key[len(prefix) :]))
+            record = _get_delegation(state, validator.operator, delegator)
+            yield validator.operator, 0, {"validator": validator.operator, "amount": validator.value_of(record.shares),
+                                          "shares": record.shares, "rewards": pending_rewards(validator, record)}
+    return paging.page(records())
 
 
 def view_unbondings(state: Overlay, data: bytes) -> bytes:
-    """/staking/unbondings [OWNER] -> pending unbonding entries, by completion height."""
-    owner = crypto.parse_address(data.decode()) if data else None
-    return encode_json([u for u in unbondings(state) if owner is None or u["owner"] == owner])
+    """/staking/unbondings [OWNER][/AFTER] -> a page (abci_app.paging) of pending unbonding entries, of OWNER if
+    given, by completion height, from the first after cursor AFTER (a page's `next`: hex of the entry's key)."""
+    owner_text, after = paging.split(data)
+    owner = crypto.parse_address(owner_text) if owner_text else None
+    start = bytes.fromhex(after)  # ValueError on garbage
+    return paging.page((suffix.hex(), size, _unbonding_view(state, entry) if owner is None or entry["owner"] == owner else None)
+                       for suffix, size, entry in _unbonding_records(state, start))
 
 
 VIEWS = {"validators": view_validators, "delegations": view_delegations, "unbondings": view_unbondings}

@@ -35,7 +35,11 @@ and signatures, so block time does not depend on model size. A round:
    recomputation yields it. A member that does not reveal, or reveals a
    proof that does not match, pays `unrevealed_penalty_bps` per entry;
 5. DISPUTE (only if some member claimed fraud): every snapshotted validator
-   recomputes the claimed single steps and `judge_claims` in one tx. A claim
+   recomputes the claimed single steps and `judge_claims` in one tx (or
+   abstains on a claim that needs a mixed dataset it cannot load: a dataset
+   its owner withholds is nobody's fault the chain can see, so such a claim,
+   and a "dataset unavailable" claim (k + 2), ends at worst undecided and
+   expires the submission, check fee refunded, nobody charged). A claim
    upheld by `quorum_bps` of the snapshot power rejects the submission:
    `slash_bps` of the trainer's locked bond is slashed (part to the
    claimants), and committee members who called it valid pay
@@ -102,7 +106,11 @@ MAX_STATE_BYTES = 16 * 1024**3  # 16 GiB: one state file an auditor fetches and 
 MAX_FETCH_SECONDS = 3_600  # an auditor's deadline to fetch one file
 _CEILINGS = {"reward": MAX_REWARD, "check_fee": MAX_CHECK_FEE, "min_trainer_bond": MAX_TRAINER_BOND, "eval_prompts": MAX_EVAL_PROMPTS,
              "audit_heldout_windows": MAX_HELDOUT_WINDOWS, "max_state_bytes": MAX_STATE_BYTES, "fetch_seconds": MAX_FETCH_SECONDS}
-CLAIM_ENDPOINTS_OFFSET, CLAIM_UNAVAILABLE_OFFSET = 0, 1  # a fraud claim names step k (+0): the endpoints or manifest; k + 1: content not fetchable in time
+# A fraud claim names step k (+0): the endpoints or manifest; k + 1: the trainer's files not fetchable in time (its fault);
+# k + 2: a dataset of the mix, other than the round's own, that the claimant's sample draws from not fetchable in time (the
+# dataset owner's doing, not the trainer's: it never slashes, never charges anyone, and at most expires the submission;
+# judges load the data and replay the claimant's steps drawn from it, so data served to them alone lets no fake through).
+CLAIM_ENDPOINTS_OFFSET, CLAIM_UNAVAILABLE_OFFSET, CLAIM_DATASET_OFFSET = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,29 @@ class Params:
                              f"{self.trainer_unbonding_blocks}; each must be at most {MAX_ROUND_BLOCKS}")
 
 
+# What a governance change may not loosen past (genesis may, for a test net; a change may keep or tighten it):
+# below these, one passed proposal turns training into minting for anyone with a colluding validator.
+MIN_CHANGED_QUORUM_BPS = 5_000  # a submission is decided by at least half the active power
+MAX_CHANGED_STEP_TOLERANCE_PPM = 10_000  # 1%: a spot-check on another kernel path still tells a faked step
+MAX_CHANGED_REGRESSION_PPM = 200_000  # 20%: the no-gain test still refuses a delta that wrecks the model
+MIN_CHANGED_AUDIT_STEPS = 4  # (or every step, when a submission has fewer)
+MAX_CHANGED_PENALTY_BPS = 1_000  # an honest validator's mistake costs at most 10% of its stake
+_PENALTY_FIELDS = ("unrevealed_penalty_bps", "fraud_proof_slash_bps", "false_claim_penalty_bps", "verifier_penalty_bps")
+
+
+def check_params_change(current: Params, new: Params, state: Overlay | None = None) -> None:
+    """What a governance MsgUpdateParams may not do to valid training params (ValueError says why)."""
+    if new.quorum_bps < min(MIN_CHANGED_QUORUM_BPS, current.quorum_bps):
+        raise ValueError(f"training.params.quorum_bps may not fall below {MIN_CHANGED_QUORUM_BPS}")
+    for name, ceiling in (("step_tolerance_ppm", MAX_CHANGED_STEP_TOLERANCE_PPM), ("max_heldout_regression_ppm", MAX_CHANGED_REGRESSION_PPM),
+                          *((n, MAX_CHANGED_PENALTY_BPS) for n in _PENALTY_FIELDS)):
+        if getattr(new, name) > max(ceiling, getattr(current, name)):
+            raise ValueError(f"training.params.{name} may not rise above {ceiling}")
+    least = min(MIN_CHANGED_AUDIT_STEPS, new.steps, current.audit_steps)
+    if new.audit_steps < least:
+        raise ValueError(f"training.params.audit_steps may not fall below {least} (each auditor recomputes at least that many steps)")
+
+
 _WINDOW_FIELDS = ("submission_blocks", "verification_blocks", "reveal_blocks", "dispute_blocks", "merge_blocks")
 MAX_ROUND_BLOCKS = 1_000_000  # ~11.5 days at a block a second: every window of a round, together
 
@@ -226,6 +257,7 @@ SUBMIT, COMMIT, REVEAL, DISPUTE, MERGE, MERGE_REVEAL, CLOSED = "submit", "commit
 PENDING, ACCEPTED, REJECTED, EXPIRED = "pending", "accepted", "rejected", "expired"
 NOT_MERGED = "not_merged"  # valid (recomputation matches) but it does not help: not merged, no reward, bond kept
 UPHELD, REFUTED, UNDECIDED = "upheld", "refuted", "undecided"  # a fraud claim after the dispute
+_ABSENT = object()  # a judge that sent no judgement on a claim (one that abstained sent None)
 
 
 @dataclass(frozen=True)
@@ -321,6 +353,7 @@ class Claim:
     claimants: list[str]  # in reveal order
     valid_power: int = 0  # judged: the step reproduces (the claim is false)
     invalid_power: int = 0  # judged: it does not (the claim holds)
+    abstain_power: int = 0  # could not load a dataset the claim needs: no judgement (and not absent)
     outcome: str = ""  # upheld | refuted | undecided, set when the dispute ends
 
 
@@ -519,6 +552,19 @@ def step_counts(seed: str, trainer: str, mix: list[list], steps: int) -> list[li
     for dataset_id in draw_steps(seed, trainer, mix, steps):
         counts[dataset_id] = counts.get(dataset_id, 0) + 1
     return [[d, counts[d]] for d in sorted(counts)]
+
+
+def _mixed_steps(state: Overlay, rnd: Round, sub: Submission) -> set[int]:
+    """The steps of `sub` that draw from a dataset other than the round's own (dataset_id): the data an auditor loads
+    only when its sample needs it, and the only data whose unavailability is not the trainer's fault."""
+    own = datasets.get(state, rnd.dataset_id)
+    draws = draw_steps(rnd.seed, sub.trainer, rnd.mix, sub.steps)  # <= MAX_STEPS; [] for a round without a mix
+    other: dict[int, bool] = {}
+    for d in draws:  # one lookup per distinct dataset (<= datasets.MAX_ADMITTED)
+        if d not in other:
+            entry = datasets.get(state, d)
+            other[d] = d != rnd.dataset_id and (own is None or entry is None or entry.sha256 != own.sha256)
+    return {i for i, d in enumerate(draws) if other[d]}
 
 
 def reward_split(reward: int, counts: list[list[int]], royalties: dict[int, int]) -> tuple[int, list[list[int]]]:
@@ -1086,8 +1132,10 @@ def _audit_entry(ctx: Context, rnd: Round, sub: Submission, signer: str, pubkey:
     verdict = VERDICTS[v.verdict]
     proven = proof_ok = False
     if verdict == FRAUD:
-        if v.fraud_step > sub.steps + CLAIM_UNAVAILABLE_OFFSET or v.step_proofs:
-            raise InvalidReveal(f"a fraud verdict names a step 0..{sub.steps + CLAIM_UNAVAILABLE_OFFSET} and carries no proofs")
+        if v.fraud_step > sub.steps + CLAIM_DATASET_OFFSET or v.step_proofs:
+            raise InvalidReveal(f"a fraud verdict names a step 0..{sub.steps + CLAIM_DATASET_OFFSET} and carries no proofs")
+        if v.fraud_step == sub.steps + CLAIM_DATASET_OFFSET and not set(sample) & _mixed_steps(ctx.state, rnd, sub):
+            raise InvalidReveal(f"a dataset-unavailable verdict on submission {sub.index} needs a sample that draws from a dataset other than the round's own")
     elif v.step_proofs:
         if len(v.step_proofs) != len(sample) or any(len(p) != audit.DIGEST_BYTES for p in v.step_proofs):
             raise InvalidReveal(f"a valid verdict proves all {len(sample)} sampled steps with {audit.DIGEST_BYTES}-byte proofs, or none")
@@ -1109,6 +1157,7 @@ def judge_claims(ctx: Context, signer: str, msg: tx_pb2.MsgJudgeClaims) -> None:
     if ctx.state.get(key) is not None:
         raise DuplicateAttestation(f"{signer} already judged the claims of round {rnd.id}")
     judged, seen = [], []
+    mixed: dict[int, set[int]] = {}  # submission -> its steps that draw from a dataset other than the round's own
     for j in msg.judgements:  # each names an open claim, at most once: bounded by rnd.claims
         name = (j.submission, j.step)
         if name in seen:
@@ -1117,10 +1166,22 @@ def judge_claims(ctx: Context, signer: str, msg: tx_pb2.MsgJudgeClaims) -> None:
         found = decode_json(ctx.state.get(CLAIM_PREFIX + _u64(rnd.id) + _u64(j.submission) + _u64(j.step)))
         if found is None:
             raise UnknownSubmission(f"round {rnd.id} has no fraud claim on step {j.step} of submission {j.submission}")
-        judged.append((Claim(**found), j.valid))
+        if j.abstain:
+            # Only where a mixed dataset is needed, which its owner may withhold: the endpoints and the trainer's own
+            # files need none, so abstaining there would be a free way out of judging.
+            sub = get_submission(ctx.state, rnd.id, j.submission)
+            if sub is not None and j.submission not in mixed:
+                mixed[j.submission] = _mixed_steps(ctx.state, rnd, sub)
+            if j.valid:
+                raise InvalidSubmission(f"claim {j.submission}/{j.step}: an abstention says neither valid nor invalid (valid must be false)")
+            if sub is None or not (j.step == sub.steps + CLAIM_DATASET_OFFSET or j.step in mixed[j.submission]):
+                raise InvalidSubmission(f"claim {j.submission}/{j.step} needs no dataset but the round's own: judge it, do not abstain")
+        judged.append((Claim(**found), None if j.abstain else j.valid))
     for claim, valid in judged:
-        _put_claim(ctx.state, rnd.id, replace(claim, valid_power=claim.valid_power + power * valid, invalid_power=claim.invalid_power + power * (not valid)))
-    ctx.state.set(key, encode_json([[c.submission, c.step, valid] for c, valid in judged]))
+        _put_claim(ctx.state, rnd.id, replace(claim, valid_power=claim.valid_power + power * (valid is True),
+                                              invalid_power=claim.invalid_power + power * (valid is False),
+                                              abstain_power=claim.abstain_power + power * (valid is None)))
+    ctx.state.set(key, encode_json([[c.submission, c.step, valid] for c, valid in judged]))  # valid None: abstained
     _put_round(ctx.state, replace(rnd, judges=rnd.judges + 1))
     ctx.emit(ClaimsJudged(round=rnd.id, validator=signer, judgements=len(judged)))
 
@@ -1243,8 +1304,9 @@ def _pay_reward(ctx: Context, params: Params, rnd: Round, sub: Submission) -> No
 
 
 def _expire(ctx: Context, rnd: Round, sub: Submission, refund: bool = True) -> None:
-    """No decision: the trainer gets its lock back, and its check fee unless its content was claimed unavailable
-    (withholding files through the audit and serving them to the judges must cost the trainer, not the auditors)."""
+    """No decision: the trainer gets its lock back, and its check fee unless its own files were claimed unavailable
+    (k + 1: withholding them through the audit and serving them to the judges must cost the trainer, not the
+    auditors; a drawn dataset's owner withholding, k + 2, is not the trainer's doing and is refunded)."""
     _release(ctx, sub, slashed=0)
     if sub.check_fee:
         if refund:
@@ -1530,7 +1592,14 @@ def _end_reveal(ctx: Context, params: Params, rnd: Round) -> None:
 
 def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
     """Decide every claim by the snapshot's quorum; reject what an upheld claim shows, decide the rest by their verdicts;
-    charge false claimants, judges against a decided claim, and absent judges where a claim stayed undecided."""
+    charge false claimants, judges against a decided claim, and absent judges where a claim stayed undecided.
+
+    A judge that could not load a mixed dataset a claim needs abstained: it counts toward neither side, so a claim on
+    data the snapshot could not check cannot be upheld by that (an upheld claim, and with it the trainer's slash and the
+    accepting auditors' fraud_proof_slash_bps, always has a quorum of judges that loaded every input); it ends
+    undecided and the submission expires, check fee refunded, nobody charged. A dataset-unavailable claim (k + 2)
+    charges nobody either way: unless the quorum loaded the data and replayed the claimant's steps on it (refuted: the
+    submission is decided by its verdicts, the claimant's not among them), the submission expires, check fee refunded."""
     needed = quorum(params, rnd.total_power)
     # Each judge's judgements by (submission, step): one lookup per claim and judge, however many claims a round has.
     judgements = {op: {(i, step): valid for i, step, valid in decode_json(ctx.state.get(JUDGED_PREFIX + _u64(rnd.id) + _raw(op))) or []}
@@ -1549,6 +1618,9 @@ def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
             outcome = UPHELD if claim.invalid_power >= needed else REFUTED if claim.valid_power >= needed else UNDECIDED
             _put_claim(ctx.state, rnd.id, replace(claim, outcome=outcome))
             ctx.emit(ClaimDecided(round=rnd.id, submission=sub.index, step=claim.step, outcome=outcome))
+            if claim.step == sub.steps + CLAIM_DATASET_OFFSET:  # the dataset owner's doing: nobody's fault that the chain can see
+                undecided = undecided or outcome != REFUTED
+                continue
             if outcome == UPHELD:
                 upheld_by += [c for c in claim.claimants if c not in upheld_by]
                 upheld_steps.append(claim.step)
@@ -1559,10 +1631,10 @@ def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
                     false_claims[c] = false_claims.get(c, 0) + 1
             undecided = undecided or outcome == UNDECIDED
             for op, _ in rnd.powers:
-                said = judgements[op].get((claim.submission, claim.step))
-                if said is None and outcome == UNDECIDED:
+                said = judgements[op].get((claim.submission, claim.step), _ABSENT)
+                if said is _ABSENT and outcome == UNDECIDED:
                     absent[op] = absent.get(op, 0) + 1
-                elif said is not None and outcome != UNDECIDED and said != (outcome == REFUTED):
+                elif said in (True, False) and outcome != UNDECIDED and said != (outcome == REFUTED):  # None: abstained
                     wrong[op] = wrong.get(op, 0) + 1
         availability = any(c.step == sub.steps + CLAIM_UNAVAILABLE_OFFSET for c in claimed)
         if upheld_by:

@@ -14,7 +14,7 @@ class Committed(Protocol):
     """The read side of committed state that a block overlay falls through to."""
 
     def get(self, key: bytes) -> bytes | None: ...
-    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]: ...
+    def iter_prefix(self, prefix: bytes, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]: ...
     def node(self, node_hash: bytes) -> bytes: ...  # raises KeyError when absent
 
 
@@ -71,10 +71,11 @@ class Overlay:
         assert type(key) is bytes, "state keys are bytes"
         self._writes[key] = None
 
-    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """Merged view sorted by key bytes; own writes are snapshotted now, so writing while iterating is safe."""
-        own = sorted((k, v) for k, v in self._writes.items() if k.startswith(prefix))
-        below = self._parent.iter_prefix(prefix) if self._parent is not None else self._committed.iter_prefix(prefix)
+    def iter_prefix(self, prefix: bytes, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Merged view sorted by key bytes, of the keys above `after` (a whole key: a page's last) if given; own
+        writes are snapshotted now, so writing while iterating is safe."""
+        own = sorted((k, v) for k, v in self._writes.items() if k.startswith(prefix) and k > after)
+        below = self._parent.iter_prefix(prefix, after) if self._parent is not None else self._committed.iter_prefix(prefix, after)
         return _merge(below, own)
 
     def child(self) -> Overlay:

@@ -73,9 +73,10 @@ class _Committed:
         for key, value in writes:
             self.values.put(key, value)
 
-    def iter_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+    def iter_prefix(self, prefix: bytes, after: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Keys with `prefix` in byte order, from the first above `after` if given (a page starts where the last ended)."""
         end = _prefix_end(prefix)
-        bound, op = prefix, ">="
+        bound, op = (after, ">") if after >= prefix else (prefix, ">=")
         while True:
             sql = f"SELECT key, value FROM kv WHERE key {op} ?" + ("" if end is None else " AND key < ?")
             args = (bound,) if end is None else (bound, end)

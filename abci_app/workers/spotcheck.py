@@ -26,7 +26,7 @@ from abci_app.ml.checkpoint import CheckpointError
 from abci_app.ml.corpus import Dataset
 from abci_app.ml.family import LoadedModel, ModelFamily, State
 from abci_app.modules import audit
-from abci_app.modules.training import ACCEPT, CLAIM_ENDPOINTS_OFFSET, CLAIM_UNAVAILABLE_OFFSET, FRAUD, NO_GAIN
+from abci_app.modules.training import ACCEPT, CLAIM_DATASET_OFFSET, CLAIM_ENDPOINTS_OFFSET, CLAIM_UNAVAILABLE_OFFSET, FRAUD, NO_GAIN
 from abci_app.workers.recompute import MICRO, Work, batch_at, heldout_loss, lr_of, to_micro
 
 MANIFEST_FORMAT = "gradchain-trajectory/1"
@@ -34,6 +34,11 @@ MANIFEST_FORMAT = "gradchain-trajectory/1"
 
 class Unavailable(Exception):
     """A file the chain references could not be fetched within the fetch deadline."""
+
+
+class DatasetUnavailable(Exception):
+    """A dataset of the mix (not the trainer's file) that a step draws from could not be loaded: its owner's doing,
+    which must never count against the trainer (training.CLAIM_DATASET_OFFSET)."""
 
 
 class Mismatch(Exception):
@@ -202,15 +207,22 @@ class Auditor:
 
     def audit(self, work: Work, sub: dict, sample: list[int]) -> AuditResult:
         """Check the endpoints and recompute the sampled steps; a mismatch is fraud at that step (k: endpoints,
-        k + 1: unavailable); a match is accept, or no gain when the held-out loss regressed."""
+        k + 1: the trainer's files unavailable); a match is accept, or no gain when the held-out loss regressed. A step
+        whose mixed dataset cannot be loaded is skipped, and unless another step or file shows fraud the verdict is
+        k + 2, dataset unavailable: the trainer is not blamed for data its owner withholds."""
         k = sub["steps"]
         proofs: list[bytes] = []
         worst = 0
+        missing: DatasetUnavailable | None = None
         try:
             states = self._manifest(work, sub)
             delta = self._check_endpoints(sub, states)
             for i in sample:
-                error, proof = self._check_step(work, sub, states, i)
+                try:
+                    error, proof = self._check_step(work, sub, states, i)
+                except DatasetUnavailable as exc:
+                    missing = missing or exc
+                    continue
                 worst = max(worst, error)
                 proofs.append(proof)
         except _Bad as bad:
@@ -219,6 +231,8 @@ class Auditor:
             return AuditResult(FRAUD, list(sample), [], k + CLAIM_UNAVAILABLE_OFFSET, 0, f"unavailable: {exc}"[:120])
         except Mismatch as exc:
             return AuditResult(FRAUD, list(sample), [], k + CLAIM_ENDPOINTS_OFFSET, 0, f"files: {exc}"[:120])
+        if missing is not None:
+            return AuditResult(FRAUD, list(sample), [], k + CLAIM_DATASET_OFFSET, 0, f"dataset unavailable: {missing}"[:120])
         same_path = self.kernel_path == sub["kernel_path"]
         proofs = proofs if same_path else []
         before = self.base_loss()
@@ -227,22 +241,33 @@ class Auditor:
             return AuditResult(NO_GAIN, list(sample), proofs, 0, worst, f"no gain: held-out loss {before:.4f} -> {after:.4f}")
         return AuditResult(ACCEPT, list(sample), proofs, 0, worst)
 
-    def judge(self, work: Work, sub: dict, step: int, claimant_steps: list[int]) -> bool:
-        """A dispute: True when the claimed step reproduces (the endpoints hold, the content is available), i.e. the claim is false."""
+    def judge(self, work: Work, sub: dict, step: int, claimant_steps: list[int]) -> bool | None:
+        """A dispute: True when the claimed step reproduces (the endpoints hold, the trainer's files are available,
+        the claimant's steps reproduce on the drawn datasets), i.e. the claim is false; False when it holds; None
+        (abstain) when a mixed dataset the claim needs cannot be loaded: a judge upholds nothing it could not check."""
         k = sub["steps"]
         try:
+            if step == k + CLAIM_DATASET_OFFSET:
+                # The data first (abstain without it), then the claimant's steps it could not check: served to the judges
+                # only, the data must not let steps nobody recomputed through (a trainer and an owner in collusion).
+                self._sources(work, claimant_steps)
             states = self._manifest(work, sub)
-            if step < k:
+            if step == k + CLAIM_DATASET_OFFSET:
+                for i in claimant_steps:
+                    if work.step_sources and work.step_sources[i] != work.dataset_sha256:  # the claimant checked the others
+                        self._check_step(work, sub, states, i)
+            elif step < k:
                 self._check_step(work, sub, states, step)
             elif step == k + CLAIM_ENDPOINTS_OFFSET:
                 self._check_endpoints(sub, states)
-            else:  # availability: everything the claimant needed for its sample, the datasets its steps draw from included
-                self._sources(work, claimant_steps)
+            else:  # availability: the trainer's files the claimant needed for its sample (the datasets are k + 2's)
                 self._delta(sub)
                 for i in claimant_steps:
                     self._state(states, i)
                     if self.kernel_path != sub["kernel_path"]:
                         self._state(states, i + 1)
+        except DatasetUnavailable:
+            return None
         except (_Bad, Unavailable, Mismatch):
             return False
         return True
@@ -284,14 +309,17 @@ class Auditor:
 
     def _sources(self, work: Work, steps: Iterable[int]) -> None:
         """Load the datasets `steps` draw from (only those: a dataset nobody serves concerns only the submissions whose
-        sample draws from it); Unavailable when one cannot be fetched, which the chain treats as unavailable content."""
+        sample draws from it); DatasetUnavailable when one cannot be fetched or read."""
         sources = getattr(self.dataset, "sources", None)
         if self.load_source is None or sources is None:
             return
         for i in steps:
             sha256 = work.step_sources[i] if work.step_sources else work.dataset_sha256
             if sha256 != work.dataset_sha256 and sha256 not in sources:
-                sources[sha256] = self.load_source(sha256)  # type: ignore[index]  (round_data's Mix holds a dict)
+                try:
+                    sources[sha256] = self.load_source(sha256)  # type: ignore[index]  (round_data's Mix holds a dict)
+                except (Unavailable, Mismatch) as exc:
+                    raise DatasetUnavailable(str(exc)) from None
 
     def _check_step(self, work: Work, sub: dict, states: list[dict], i: int) -> tuple[int, bytes]:
         """Recompute step i from its committed pre-state: (error ppm, gradient proof); _Bad(i) when it does not reproduce."""

@@ -170,9 +170,11 @@ class Validator(Worker):
             for claim in sub["claims"]:
                 steps = sorted({i for c in claim["claimants"] for i in claimants_steps.get(c, [])})
                 valid = auditor.judge(self._work(rnd, sub, entry, auditor.params), sub, claim["step"], steps)
-                judgements.append(txlib.ClaimJudgement(submission=sub["index"], step=claim["step"], valid=valid))
-                report(f"round {rnd['id']}: claim on step {claim['step']} of submission {sub['index']}: "
-                       f"{'the step reproduces (claim false)' if valid else 'the claim holds'}")
+                # None: a mixed dataset the claim needs could not be loaded; abstaining keeps us from upholding a claim
+                # on data we could not check (and the chain does not count it absent)
+                judgements.append(txlib.ClaimJudgement(submission=sub["index"], step=claim["step"], valid=bool(valid), abstain=valid is None))
+                said = {True: "the step reproduces (claim false)", False: "the claim holds", None: "a dataset it needs cannot be loaded: abstained"}[valid]
+                report(f"round {rnd['id']}: claim on step {claim['step']} of submission {sub['index']}: {said}")
         if self._send(txlib.MsgJudgeClaims(round=rnd["id"], judgements=judgements), "judgement", rnd, report):
             report(f"round {rnd['id']}: judged {len(judgements)} claims")
 

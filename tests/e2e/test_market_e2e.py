@@ -62,9 +62,11 @@ def test_a_dataset_admitted_by_governance_is_drawn_from_and_its_owner_paid(netwo
     assert (registered["name"], registered["owner"], registered["royalty_bps"], registered["weight"]) == ("kjv-early", owner, ROYALTY_BPS, 0)
 
     # Admit by a proposal the validators vote through.
-    admit = tmp_path / "admit.json"
-    admit.write_text(json.dumps({"title": "Admit kjv-early", "summary": "The KJV's first 5000 lines, 5% royalty to dev3",
-                                 "deposit": f"{MIN_DEPOSIT}ugrad", "messages": [{"@type": "set_dataset_weight", "dataset": 1, "weight": WEIGHT}]}))
+    admit = tmp_path / "admit.json"  # as the README: drafted, pinned to the dataset's sha256, with the whole deposit
+    run_cli(net, "tx", "gov", "submit-proposal", str(admit), "--draft", "--admit", "1", "--weight", str(WEIGHT))
+    drafted = json.loads(admit.read_text())
+    assert drafted["deposit"] == f"{MIN_DEPOSIT}ugrad" and drafted["messages"] == [
+        {"@type": "set_dataset_weight", "dataset": 1, "weight": WEIGHT, "sha256": registered["sha256"]}], drafted
     run_cli(net, "tx", "gov", "submit-proposal", str(admit), "--from", "dev2", "-y")
     proposal_id = run_json(net, "query", "gov", "proposals")["proposals"][0]["id"]
     for v in VALIDATORS:

@@ -22,7 +22,6 @@ CometBFT applies the updates of block H.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from pathlib import Path
 import pytest
 
 from abci_app import localnet
+from abci_app.cli.common import query_pages
 from abci_app.cli.staking import consensus_address, parse_pubkey
 from abci_app.keyring import Keyring
 from abci_app.localnet import Network
@@ -230,7 +230,7 @@ def test_stopped_validator_is_jailed_and_chain_goes_on(network: Network, joiner:
 
     def jailed() -> bool:
         with network.client(0) as client:
-            entries = json.loads(client.abci_query("/staking/validators").value)
+            entries, _ = query_pages(client, "/staking/validators")
         return any(v["operator"] == joiner.operator and v["jailed_until"] for v in entries)
 
     wait_until(jailed, timeout=90, what="the stopped validator to be jailed for downtime", poll=0.5)

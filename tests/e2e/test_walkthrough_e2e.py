@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from abci_app import localnet
+from abci_app.modules import training
 from tests.e2e.conftest import serve, training_localnet
 from tests.e2e.helpers import assert_same_app_hash, cli_argv, cli_env, run_cli, run_json, wait_until
 
@@ -68,7 +69,11 @@ def test_readme_walkthrough_three_rounds_on_the_tiny_model(network: localnet.Net
     history = run_json(net, "model", "history")
     assert [(v["id"], v["parent"]) for v in history] == [(0, None)] + [(r + 1, r) for r in range(ROUNDS)]
     losses = [v["metrics"]["held_out_loss_micro"] for v in history]
-    assert all(b <= a for a, b in zip(losses, losses[1:])), losses
+    # The model learns: the last version beats genesis. A round's batches follow its beacon (block hashes), so one
+    # round may lose a little on these held-out windows, within what the audits' no-gain test lets through.
+    assert losses[-1] < losses[0], losses
+    slack = TRAINING.get("max_heldout_regression_ppm", training.Params().max_heldout_regression_ppm)
+    assert all(b * 1_000_000 <= a * (1_000_000 + slack) for a, b in zip(losses, losses[1:])), losses
     bond = run_json(net, "query", "staking", "trainer-bond", "dev1")
     assert (bond["trainer_bond"], bond["locked"]) == (2_000_000, 0), bond  # never slashed, nothing left locked
     assert_same_app_hash(net)

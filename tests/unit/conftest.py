@@ -8,7 +8,7 @@ import json
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from abci_app import crypto, tx
+from abci_app import crypto, paging, tx
 from abci_app.app import Application
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.modules import gov
@@ -78,6 +78,14 @@ class Chain:
 
     def query(self, path: str, data: str = "", height: int = 0, prove: bool = False) -> abci.ResponseQuery:
         return self.app.query(abci.RequestQuery(path=path, data=data.encode(), height=height, prove=prove))
+
+    def pages(self, path: str, arg: str = "") -> list:
+        """Every entry of a paged list view, walked as clients walk it."""
+        def fetch(data: str) -> bytes:
+            result = self.query(path, data)
+            assert result.code == 0, (path, data, result.log)
+            return result.value
+        return paging.walk(fetch, arg)
 
 
 @pytest.fixture

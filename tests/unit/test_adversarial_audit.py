@@ -176,15 +176,18 @@ def test_fraud_claims_on_steps_endpoints_and_availability_are_judged_alike(net, 
 
 
 def test_a_fraud_claim_beyond_unavailable_is_refused(net):
+    """k + 3 names nothing; k + 2 (a drawn dataset unavailable) is refused in a round whose every step draws from the
+    round's own dataset: no owner could have withheld anything the sample needs."""
     bond_all(net)
     net.block([submit(net, net.trainers[0])])
     until_phase(net, "commit")
-    v0 = net.vals[0]
-    bad = [verdict(net, v0, 0, "fraud", fraud_step=K + 2)]
-    net.block([commit(net, v0, bad)])
+    v0, v1 = net.vals[:2]
+    beyond, dataset = [verdict(net, v0, 0, "fraud", fraud_step=K + 3)], [verdict(net, v1, 0, "fraud", fraud_step=K + 2)]
+    net.block([commit(net, v0, beyond), commit(net, v1, dataset)])
     until_phase(net, "reveal")
-    r = net.block([reveal(net, v0, bad)])
-    assert codes(r) == [("training", 13)] and f"names a step 0..{K + 1}" in r.tx_results[0].log
+    r = net.block([reveal(net, v0, beyond), reveal(net, v1, dataset)])
+    assert codes(r) == [("training", 13)] * 2 and f"names a step 0..{K + 2}" in r.tx_results[0].log
+    assert "draws from a dataset other than the round's own" in r.tx_results[1].log
 
 
 def test_samples_come_from_the_beacon_and_each_validators_own_signature(pairs):

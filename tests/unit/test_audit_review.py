@@ -269,8 +269,8 @@ class OpCounter:
             counter.writes += counter.active
             return set_(self, key, value)
 
-        def counted_iter(self, prefix):
-            for item in iter_prefix(self, prefix):
+        def counted_iter(self, prefix, after=b""):
+            for item in iter_prefix(self, prefix, after):
                 counter.iterated += counter.active
                 yield item
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from abci_app import paging
 from abci_app.cli import model as model_cli
 from abci_app.client import ChainClient
 from abci_app.ipfs.cid import cid_of_file
@@ -72,7 +73,7 @@ def corpus(tmp_path: Path, name: str = "psalms.txt") -> Path:
 
 def registered(node: AppNode) -> list[dict]:
     with ChainClient(node.url) as chain:
-        return chain.query_json("/datasets/list") or []
+        return chain.query_pages("/datasets/list")
 
 
 def add_args(path: Path, name: str = "psalms") -> list[str]:
@@ -151,3 +152,16 @@ def test_the_old_name_sends_without_asking_as_it_always_did(home: Path, node: Ap
     old = run(home, "dataset", "add", *add_args(path), "-o", "json", input="")
     assert old.exit_code == 0, old.output
     assert [entry["name"] for entry in registered(node)] == ["psalms"]
+
+
+def test_dataset_list_walks_every_page(home: Path, node: AppNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node answers /datasets/list a page at a time; `dataset list` shows the whole list, as it always did."""
+    names = ["psalms", "proverbs", "job"]
+    for name in names:
+        assert run(home, "tx", "dataset", "add", *add_args(corpus(tmp_path, f"{name}.txt"), name), "-y").exit_code == 0
+    monkeypatch.setattr(paging, "MAX_ENTRIES", 1)
+    result = run(home, "dataset", "list", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert [(d["id"], d["name"]) for d in json.loads(result.stdout)] == list(enumerate(names))
+    text = run(home, "dataset", "list").stdout.splitlines()
+    assert [line.split()[1] for line in text[1:]] == names

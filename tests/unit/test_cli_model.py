@@ -63,11 +63,13 @@ class FakeChain:
             return self.versions[-1] if self.versions else None
         if path == "/registry/version":
             return by_id.get(int(data))
-        if path == "/registry/history":
-            return self.versions
         if path == "/datasets/dataset":
             return self.datasets.get(int(data))
         raise AssertionError(f"unexpected query {path}")
+
+    def query_pages(self, path: str, arg: str = "") -> list:
+        assert path == "/registry/history", f"unexpected paged query {path}"
+        return self.versions
 
 
 class WordTokenizer:

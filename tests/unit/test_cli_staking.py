@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from abci_app import crypto
+from abci_app import crypto, paging
 from abci_app.cli.staking import consensus_address, parse_pubkey
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from tests.unit.conftest import Chain
@@ -266,7 +266,9 @@ def test_consensus_key_comes_from_the_node_home(home: Path, node: AppNode, tmp_p
 # --- validators ------------------------------------------------------------------
 
 
-def test_validators_match_cometbft(home: Path, node: AppNode) -> None:
+@pytest.mark.parametrize("page", [1, 100])  # one validator a page: the CLI walks the pages into one list
+def test_validators_match_cometbft(home: Path, node: AppNode, monkeypatch: pytest.MonkeyPatch, page: int) -> None:
+    monkeypatch.setattr(paging, "MAX_ENTRIES", page)
     listed = ok_json(home, "query", "staking", "validators")
     assert listed["height"] == node.height
     assert sorted((v["moniker"], v["tokens"], v["power"], v["jailed_until"]) for v in listed["validators"]) == [

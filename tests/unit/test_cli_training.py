@@ -234,7 +234,7 @@ def test_a_round_through_every_phase_with_a_dispute(home: Path, node: TrainingNo
     partial = ok_json(home, "query", "training", "verdicts")
     assert sorted((e["submission"], e["validator"], e["verdict"]) for e in partial["verdicts"]) == sorted([
         (0, v0.address, "fraud"), (0, v1.address, "accept"), (1, v0.address, "accept"), (1, v1.address, "no_gain")])
-    assert partial["claims"] == [{"submission": 0, "step": 5, "claimants": [v0.address], "valid_power": 0, "invalid_power": 0, "outcome": ""}]
+    assert partial["claims"] == [{"submission": 0, "step": 5, "claimants": [v0.address], "valid_power": 0, "invalid_power": 0, "abstain_power": 0, "outcome": ""}]
 
     # dispute: two claims for every validator of the round to judge
     all_ok(node.drive(lambda net: net.block([reveal(net, v2, sealed[v2])])))
@@ -415,3 +415,8 @@ def test_attestations_are_gone_verdicts_replace_them(home: Path) -> None:
     listing = ok(home, "query", "training", "--help")
     assert "verdicts" in listing and "attestations" not in listing
     assert run(home, "query", "training", "attestations").exit_code == 2  # no such command: scripts fail loudly
+
+
+def test_claim_steps_past_the_last_are_named():
+    from abci_app.cli.training import _step_name
+    assert [_step_name(step, 64) for step in (0, 63, 64, 65, 66)] == ["0", "63", "endpoints", "unavailable", "dataset unavailable"]

@@ -34,9 +34,11 @@ from abci_app.pb.tendermint.crypto import keys_pb2
 from tests.fuzz_harness import CONSENSUS, Fuzzer, FuzzFailure, Stats, apply_updates
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SEEDS = [int(s) for s in os.environ.get("GRADCHAIN_FUZZ_SEEDS", "1,2,3,4").split(",")]
+SEEDS = [int(s) for s in os.environ.get("GRADCHAIN_FUZZ_SEEDS", "1,2,3,6").split(",")]
 BLOCKS = int(os.environ.get("GRADCHAIN_FUZZ_BLOCKS", "200"))
-COVERAGE_SEEDS, COVERAGE_BLOCKS = (1, 2, 3, 4), 200  # the default runs: their union must reach every corner
+# The default runs: their union must reach every corner. Seed 6 replaced 4 when MsgSetDatasetWeight gained its
+# sha256 field and shifted the stream: none of 1-4 then reached a revealed merge vote (6 reveals 5).
+COVERAGE_SEEDS, COVERAGE_BLOCKS = (1, 2, 3, 6), 200
 
 
 @pytest.fixture(autouse=True)

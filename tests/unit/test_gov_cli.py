@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from abci_app import crypto
+from abci_app import crypto, paging
 from abci_app.modules import bank, gov, training
 from tests.unit.conftest import Chain
 from tests.unit.test_cli import add_key, assert_one_error_line, run
@@ -104,6 +104,21 @@ def test_deposit_and_vote_commands(home: Path, node: GovNode, tmp_path: Path) ->
     fails(home, "tx", "gov", "deposit", "7", "10", "--from", "alice", "--yes", fragments=("gov code 1", "no proposal 7"))
     fails(home, "query", "gov", "proposal", "7", fragments=("no proposal 7",))
     fails(home, "query", "gov", "votes", "7", fragments=("no proposal 7",))
+
+
+def test_proposals_are_listed_across_pages(home: Path, node: GovNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node lists proposals a page at a time (newest first); the CLI shows them all, in one list, as before."""
+    path = tmp_path / "p.json"
+    for title in ("one", "two", "three"):
+        path.write_text(json.dumps({"title": title, "summary": "s", "deposit": "250ugrad",
+                                    "messages": [{"@type": "MsgUpdateParams", "module": "bank", "params": {"min_fee": 3, "byte_fee": 10, "free_bytes": 2048},
+                                                  "params_sha256": gov.params_digest(bank.Params(min_fee=MIN_FEE))}]}))
+        ok(home, "tx", "gov", "submit-proposal", str(path), "--from", "alice", "--yes")
+    monkeypatch.setattr(paging, "MAX_ENTRIES", 1)
+    listed = ok_json(home, "query", "gov", "proposals")["proposals"]
+    assert [(p["id"], p["title"]) for p in listed] == [(3, "three"), (2, "two"), (1, "one")]
+    assert [p["id"] for p in ok_json(home, "query", "gov", "proposals", "--status", "deposit_period")["proposals"]] == [3, 2, 1]
+    assert ok_json(home, "query", "gov", "proposals", "--status", "passed")["proposals"] == []
 
 
 @pytest.mark.parametrize("doc, fragments", [

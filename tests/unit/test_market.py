@@ -16,7 +16,8 @@ from abci_app.workers.recompute import Mix, Work, batch_at, batches, round_work
 from tests.unit.conftest import fixed_key
 from tests.unit.test_staking import cons_key
 from tests.unit.test_training import (
-    PARAMS, TrainingChain, audit_round, bond_all, cid, codes, judge, merge_round, reveal_merge, sha, submit, tokens, until_phase,
+    PARAMS, TrainingChain, audit_round, bond_all, cid, codes, commit, judge, merge_round, reveal, reveal_merge, sha, submit, tokens,
+    until_phase, verdict,
 )
 
 SEED = "ab" * 32
@@ -90,7 +91,7 @@ def admitted(net) -> list[list[int]]:
 
 
 def listing(net) -> list[dict]:
-    return json.loads(net.query("/datasets/list").value)
+    return net.pages("/datasets/list")
 
 
 # --- the draw ------------------------------------------------------------------------
@@ -231,34 +232,117 @@ def test_an_accepted_round_pays_each_owner_by_windows_and_records_the_provenance
     ]
 
 
-@pytest.mark.parametrize("served_at_dispute", [False, True], ids=["withheld", "served-to-the-judges"])
-def test_a_drawn_dataset_nobody_serves_rejects_only_the_submission_that_needs_it(two, served_at_dispute):
-    """Dataset 1 is withheld from the committee: every member claims submission 0's content unavailable (k + 1, the
-    verdict `spotcheck.Auditor` seals when a sampled step's dataset cannot be fetched) and accepts submission 1, whose
-    sample it could check. No honest auditor is charged, the round goes on to its merge, and submission 0 is never
-    accepted on data nobody could check: upheld, it is rejected with slash_bps of its bond (the trainer trained on
-    that data, so it could have served it); served to the judges after all, the claim is refuted for free and the
-    submission, with no valid verdict, expires with its check fee burned."""
+def abstain(net, val, claims):
+    """`val` judges claims [(submission, step)] as abstained: it could not load a mixed dataset they need."""
+    return net.tx(val, tx.MsgJudgeClaims(round=0, judgements=[tx.ClaimJudgement(submission=i, step=s, abstain=True) for i, s in claims]))
+
+
+def stakes(net) -> dict[str, int]:
+    return {v.address: tokens(net, v) for v in net.vals}
+
+
+@pytest.mark.parametrize("withheld", ["dataset", "dataset-served-to-the-judges", "trainer-files"])
+def test_a_drawn_dataset_nobody_serves_expires_only_the_submission_that_needs_it(two, withheld):
+    """Dataset 1 (or, last case, the trainer's own files) is withheld from the committee: every member sends the
+    verdict `spotcheck.Auditor` seals for it on submission 0 and accepts submission 1. No honest auditor or judge is
+    charged, and the round goes on to its merge. A withheld dataset (k + 2) is its owner's doing: submission 0 is never
+    accepted on data nobody could check, but it expires with its bond and check fee back, whether the judges cannot
+    load it either (they abstain: undecided) or it is served to them after all (refuted; no valid verdict, so it
+    expires). The trainer's own files withheld (k + 1) are still the trainer's fault: upheld, slash_bps of its bond."""
     net = two
     bond_all(net)
     net.block([submit(net, net.trainers[0]), submit(net, net.trainers[1])])
-    staked = {v.address: tokens(net, v) for v in net.vals}
+    staked = stakes(net)
     trainer_balance = net.balance(net.trainers[0].address)
     k = PARAMS["steps"]
-    audit_round(net, {v: {0: ("fraud", k + training.CLAIM_UNAVAILABLE_OFFSET), 1: "accept"} for v in net.vals})
+    step = k + (training.CLAIM_UNAVAILABLE_OFFSET if withheld == "trainer-files" else training.CLAIM_DATASET_OFFSET)
+    audit_round(net, {v: {0: ("fraud", step), 1: "accept"} for v in net.vals})
     assert net.round()["phase"] == "dispute" and net.round(0)["accepted"] == [1]
-    net.block([judge(net, v, [(0, k + 1, served_at_dispute)]) for v in net.vals])
+    if withheld == "dataset":
+        assert codes(net.block([abstain(net, v, [(0, step)]) for v in net.vals])) == [("", 0)] * 3
+    else:
+        net.block([judge(net, v, [(0, step, withheld == "dataset-served-to-the-judges")]) for v in net.vals])
     until_phase(net, "merge")
     sub = net.round(0)["submission_list"][0]
-    assert sub["claims"][0]["outcome"] == ("refuted" if served_at_dispute else "upheld")
-    assert {v.address: tokens(net, v) for v in net.vals} == staked  # not unrevealed, not a false claim, not a wrong judge
-    if served_at_dispute:
-        assert sub["status"] == "expired" and net.bond(net.trainers[0]) == {"bonded": 2_000, "locked": 0, "unbonding": 0}
-    else:
+    claim = sub["claims"][0]
+    assert claim["outcome"] == {"dataset": "undecided", "dataset-served-to-the-judges": "refuted", "trainer-files": "upheld"}[withheld]
+    assert claim["abstain_power"] == (claim["valid_power"] + claim["invalid_power"] == 0) * net.round(0)["total_power"]
+    assert stakes(net) == staked  # not unrevealed, not a false claim, not a wrong or absent judge, not an accepted fraud
+    if withheld == "trainer-files":
         assert sub["status"] == "rejected" and net.bond(net.trainers[0]) == {"bonded": 1_600, "locked": 0, "unbonding": 0}
-    assert net.balance(net.trainers[0].address) == trainer_balance  # no reward, no royalty, no check fee back
+        assert net.balance(net.trainers[0].address) == trainer_balance  # no reward, no royalty, no check fee back
+    else:
+        assert sub["status"] == "expired" and net.bond(net.trainers[0]) == {"bonded": 2_000, "locked": 0, "unbonding": 0}
+        assert net.balance(net.trainers[0].address) == trainer_balance + PARAMS["check_fee"]  # its check fee back
     assert [d["submissions"] for d in sorted(listing(net), key=lambda d: d["id"])] == [
         int(bool(dict(training.step_counts(net.round(0)["seed"], net.trainers[1].address, net.round(0)["mix"], k)).get(d))) for d in (0, 1)]
+
+
+def test_a_dataset_owner_that_withholds_its_data_cannot_get_an_honest_trainer_slashed(two):
+    """The attack of review 14c F2: a validator (here the largest, standing for dataset 1's owner) lets the trainers
+    fetch its dataset, stops serving it, and claims fraud on a step drawn from it. The other judges cannot load it and
+    abstain; the owner alone is short of the quorum, so the claim ends undecided: the trainer is not slashed and gets
+    its check fee back, the claimant is paid nothing, the honest auditors that proved an accept lose nothing, and the
+    abstaining judges are not counted absent. The submission is not accepted on data the snapshot could not check."""
+    net = two
+    bond_all(net)
+    net.block([submit(net, net.trainers[0])])
+    owner, honest = net.vals[2], net.vals[:2]
+    rnd = net.round(0)
+    drawn = training.draw_steps(rnd["seed"], net.trainers[0].address, rnd["mix"], PARAMS["steps"])
+    target = drawn.index(1)  # a step drawn from the withheld dataset
+    staked, trainer_balance, owner_balance = stakes(net), net.balance(net.trainers[0].address), net.balance(owner.address)
+    audit_round(net, {owner: {0: ("fraud", target)}} | {v: {0: "accept"} for v in honest})
+    r = net.block([judge(net, owner, [(0, target, False)])] + [abstain(net, v, [(0, target)]) for v in honest])
+    assert codes(r) == [("", 0)] * 3
+    until_phase(net, "closed")
+    sub = net.round(0)["submission_list"][0]
+    assert sub["claims"][0]["outcome"] == "undecided" and sub["status"] == "expired"
+    assert net.bond(net.trainers[0]) == {"bonded": 2_000, "locked": 0, "unbonding": 0}
+    assert net.balance(net.trainers[0].address) == trainer_balance + PARAMS["check_fee"]
+    assert net.balance(owner.address) == owner_balance - 3 and stakes(net) == staked  # paid nothing: only its 3 tx fees (1 each) spent
+    assert net.round(0)["accepted"] == [] and net.round(0)["version"] is None
+
+
+def test_an_abstention_is_refused_where_no_mixed_dataset_is_needed(two):
+    """A judge may abstain only on a claim that needs a dataset other than the round's own (a step drawn from one, or
+    a dataset-unavailable claim): the endpoints, the trainer's files and a step of the round's own dataset need none,
+    so abstaining there would be a free way out of judging. An abstention that also says valid is refused too."""
+    net = two
+    bond_all(net)
+    net.block([submit(net, net.trainers[0]), submit(net, net.trainers[1])])
+    rnd = net.round(0)
+    k = PARAMS["steps"]
+    own = training.draw_steps(rnd["seed"], net.trainers[0].address, rnd["mix"], k).index(0)
+    mixed = training.draw_steps(rnd["seed"], net.trainers[1].address, rnd["mix"], k).index(1)
+    audit_round(net, {net.vals[0]: {0: ("fraud", own), 1: ("fraud", mixed)}, net.vals[1]: {0: ("fraud", k), 1: "accept"},
+                      net.vals[2]: {0: ("fraud", k + 1), 1: "accept"}})
+    before = [s["claims"] for s in net.round(0)["submission_list"]]
+    both = tx.MsgJudgeClaims(round=0, judgements=[tx.ClaimJudgement(submission=1, step=mixed, valid=True, abstain=True)])
+    r = net.block([abstain(net, val, [(0, step)]) for val, step in zip(net.vals, (own, k, k + 1))] + [net.tx(net.vals[0], both)])
+    assert codes(r) == [("training", 5)] * 4 and all("needs no dataset but the round's own" in t.log for t in r.tx_results[:3])
+    assert "an abstention says neither valid nor invalid" in r.tx_results[3].log
+    assert net.round(0)["phase"] == "dispute" and [s["claims"] for s in net.round(0)["submission_list"]] == before and net.round(0)["judged"] == []
+    assert codes(net.block([abstain(net, net.vals[1], [(1, mixed)])])) == [("", 0)]  # a step drawn from dataset 1: fine
+    assert net.round(0)["submission_list"][1]["claims"][0]["abstain_power"] == dict(map(tuple, net.round(0)["powers"]))[net.vals[1].address]
+
+
+def test_a_dataset_unavailable_verdict_needs_a_sample_that_draws_from_a_mixed_dataset(tmp_path):
+    """With only the round's own dataset admitted, no step draws from a dataset an owner could withhold: a k + 2
+    verdict there is refused (the auditor must say what it found)."""
+    net = market_net(tmp_path, [dataset_entry("kjv", owner=OWNER_A.address, weight=1), dataset_entry("web", owner=OWNER_B.address, weight=0)])
+    try:
+        bond_all(net)
+        net.block([submit(net, net.trainers[0])])
+        until_phase(net, "commit")
+        assert net.round(0)["mix"] == [[0, 1]]
+        v = verdict(net, net.vals[0], 0, "fraud", fraud_step=PARAMS["steps"] + training.CLAIM_DATASET_OFFSET)
+        assert codes(net.block([commit(net, net.vals[0], [v])])) == [("", 0)]
+        until_phase(net, "reveal")
+        r = net.block([reveal(net, net.vals[0], [v])])
+        assert codes(r) == [("training", 13)] and "draws from a dataset other than the round's own" in r.tx_results[0].log
+    finally:
+        net.app.close()
 
 
 # --- admission: gov only ---------------------------------------------------------------
@@ -387,7 +471,7 @@ def test_a_passed_proposal_admits_a_dataset_and_a_bad_one_is_refused_at_submissi
     refused = net.block([proposal(tx.MsgSetDatasetWeight(dataset=9, weight=1))])
     assert codes(refused)[0][0] == "gov" and "unknown dataset 9" in refused.tx_results[0].log
     assert codes(net.block([proposal(tx.MsgSetDatasetWeight(dataset=1, weight=3_000))])) == [("", 0)]
-    proposals = json.loads(net.query("/gov/proposals").value)
+    proposals = net.pages("/gov/proposals")
     pid = max(p["id"] for p in proposals)
     assert codes(net.block([net.tx(v, tx.MsgVote(proposal=pid, option=1)) for v in net.vals])) == [("", 0)] * 3
     for _ in range(4):
@@ -403,7 +487,7 @@ def pass_proposal(net, *msgs):
     """Submit msgs as one proposal (full deposit), every validator votes yes, run to its end: the proposal."""
     r = net.block([net.tx(net.vals[0], tx.MsgSubmitProposal(messages=[body(m) for m in msgs], initial_deposit=100, title="t", summary="s"))])
     assert codes(r) == [("", 0)], r.tx_results[0].log
-    pid = max(p["id"] for p in json.loads(net.query("/gov/proposals").value))
+    pid = max(p["id"] for p in net.pages("/gov/proposals"))
     assert codes(net.block([net.tx(v, tx.MsgVote(proposal=pid, option=1)) for v in net.vals])) == [("", 0)] * 3
     end = json.loads(net.query("/gov/proposal", str(pid)).value)["voting_end"]
     while net.height < end:

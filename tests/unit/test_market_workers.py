@@ -1,7 +1,8 @@
 """The workers in a round that draws from two admitted datasets: the trainer trains on exactly the chain's draw,
 an auditor rebuilds the same batches and accepts, an auditor that ignores the mix finds the steps do not reproduce,
 and the merge voter pins the accepted deltas the new version's provenance names. A dataset nobody serves costs
-only the submissions whose sample draws from it an "unavailable" verdict (k + 1), and is never fetched otherwise."""
+only the submissions whose sample draws from it a "dataset unavailable" verdict (k + 2, not the trainer's fault), is
+never fetched otherwise, and makes a judge abstain rather than uphold a claim it could not check."""
 
 from __future__ import annotations
 
@@ -163,16 +164,17 @@ UNREADABLE_ENTRY = {"id": 1, "cid": cid_of_bytes(UNREADABLE), "sha256": hashlib.
 
 
 @pytest.mark.parametrize("entry_1, served_1, reason", [
-    (OTHER_ENTRY, {}, f"unavailable: dataset 1: {OTHER_ENTRY['cid']} not found"),
-    (UNREADABLE_ENTRY, {UNREADABLE_ENTRY["cid"]: UNREADABLE}, "unavailable: dataset 1: 'utf-8' codec can't decode"),
+    (OTHER_ENTRY, {}, f"dataset unavailable: dataset 1: {OTHER_ENTRY['cid']} not found"),
+    (UNREADABLE_ENTRY, {UNREADABLE_ENTRY["cid"]: UNREADABLE}, "dataset unavailable: dataset 1: 'utf-8' codec can't decode"),
 ], ids=["not-served", "not-text"])
-def test_an_auditor_that_cannot_fetch_a_drawn_dataset_commits_an_unavailable_verdict(tiny, mixed, tmp_path: Path, entry_1, served_1, reason) -> None:
-    """It is not stalled (and so not charged for an unrevealed seat): it seals fraud at k + 1, the availability claim
-    the chain judges; a dataset the submission does not draw from is never asked for."""
+def test_an_auditor_that_cannot_fetch_a_drawn_dataset_commits_a_dataset_unavailable_verdict(tiny, mixed, tmp_path: Path, entry_1, served_1, reason) -> None:
+    """It is not stalled (and so not charged for an unrevealed seat): it seals k + 2, dataset unavailable, which the
+    chain never holds against the trainer (k + 1 is for the trainer's own files); a dataset the submission does not draw
+    from is never asked for."""
     sub, served, _ = mixed
     validator = auditing(tiny, tmp_path, served | served_1, entry_1)
     sealed = _seal(validator, round_view([sub], mix=MIX3))
-    assert verdict_of(sealed) == ("fraud", K + training.CLAIM_UNAVAILABLE_OFFSET)
+    assert verdict_of(sealed) == ("fraud", K + training.CLAIM_DATASET_OFFSET)
     assert sealed.reason.startswith(reason)
     assert [type(m) for m in validator.chain.sent] == [tx.MsgCommitVerdicts]
     assert entry_1["cid"] in validator.ipfs.requests and WITHHELD["cid"] not in validator.ipfs.requests
@@ -187,15 +189,120 @@ def test_an_auditor_pins_a_dataset_it_fetches_and_accepts(tiny, mixed, tmp_path:
 
 
 @pytest.mark.parametrize("served_too", [False, True], ids=["withheld", "served"])
-def test_a_judge_upholds_an_availability_claim_on_a_drawn_dataset_nobody_serves(tiny, mixed, tmp_path: Path, served_too: bool) -> None:
-    """The claimant's sample is part of the claim: content its steps draw from counts, content they do not does not."""
+def test_a_judge_abstains_on_claims_that_need_a_drawn_dataset_nobody_serves(tiny, mixed, tmp_path: Path, served_too: bool) -> None:
+    """Every file of the trainer's is served; only dataset 1 may be withheld. A judge that cannot load it abstains on
+    the claims that need it (a step drawing from it, a dataset-unavailable claim whose claimant's sample draws from
+    it): it never says the claim holds. The availability claim (k + 1) is about the trainer's files alone: they are
+    there, so it is false either way; a claimant whose sample draws only from the round's own dataset needs nothing."""
     sub, served, _ = mixed
     drawn = training.draw_steps(SEED, TRAINER, MIX3, K)
     from_1, from_0 = drawn.index(1), drawn.index(0)
-    claims = [{"submission": 0, "step": K + 1, "claimants": [claimant]} for claimant in (OTHER_VALIDATOR, "gc1other")]
-    checked = [{"validator": OTHER_VALIDATOR, "steps_checked": [from_1]}, {"validator": "gc1other", "steps_checked": [from_0]}]
+    claims = [{"submission": 0, "step": step, "claimants": [claimant]}
+              for step, claimant in ((from_1, "gc1steps"), (K + 1, "gc1files"), (K + 2, OTHER_VALIDATOR))]
+    checked = [{"validator": OTHER_VALIDATOR, "steps_checked": [from_1]}, {"validator": "gc1other", "steps_checked": [from_0]},
+               {"validator": "gc1files", "steps_checked": [from_1]}, {"validator": "gc1steps", "steps_checked": [from_1]}]
     validator = auditing(tiny, tmp_path, served | ({OTHER_ENTRY["cid"]: OTHER_TEXT} if served_too else {}))
     validator.chain.answers["/training/current"] = round_view([sub | {"verdicts": checked, "claims": claims}], phase="dispute", mix=MIX3)
-    assert validator.step(lambda line: None) is False
+    lines: list[str] = []
+    assert validator.step(lines.append) is False
     (msg,) = validator.chain.sent
-    assert [(j.step, j.valid) for j in msg.judgements] == [(K + 1, served_too), (K + 1, True)]
+    abstained = not served_too
+    assert [(j.step, j.valid, j.abstain) for j in msg.judgements] == [
+        (from_1, served_too, abstained), (K + 1, True, False), (K + 2, served_too, abstained)]
+    assert any("abstained" in line for line in lines) == abstained
+
+    # A dataset-unavailable claim whose claimant drew only from the round's own dataset: nothing to load, so not upheld.
+    validator.chain.sent.clear()
+    only_own = [{"submission": 0, "step": K + 2, "claimants": ["gc1other"]}]
+    validator.chain.answers["/training/current"] = round_view([sub | {"verdicts": checked, "claims": only_own}], phase="dispute", mix=MIX3)
+    validator.step(lambda line: None)
+    assert [(j.step, j.valid, j.abstain) for j in validator.chain.sent[0].judgements] == [(K + 2, True, False)]
+
+
+# --- the verdicts of a dataset nobody serves, without a model (review 14c F2) ------------------------------------
+
+
+class _Mixed:
+    train = None
+    sources: dict = {}
+
+
+def _bare_auditor(monkeypatch, trainer_files: bool = True, served: bool = False):
+    """An Auditor without a model (its heavy __init__ skipped): the trainer's files are all there unless
+    `trainer_files` is False (the delta then cannot be fetched); dataset "a"*64 is withheld by its owner unless
+    `served`; step 1 is a fake (it does not reproduce)."""
+    from abci_app.workers.spotcheck import Auditor, Unavailable, _Bad
+
+    a = object.__new__(Auditor)
+    a.dataset, a.params, a.kernel_path = _Mixed(), {"steps": 4}, "cpu"
+    a.dataset.sources = {}
+
+    def withheld(sha256):
+        if served:
+            return "tokens"
+        raise Unavailable(f"dataset {sha256[:8]}: not served")
+
+    def delta(self, sub):
+        if not trainer_files:
+            raise Unavailable(f"{sub['cid']} not found")
+
+    def step(self, work, sub, states, i):  # the real _check_step loads the step's dataset first; step 1 is a fake
+        self._sources(work, [i])
+        if i == 1:
+            raise _Bad(1, "step 1 does not reproduce")
+        return 0, b"p" * 32
+
+    a.load_source = withheld
+    monkeypatch.setattr(Auditor, "_manifest", lambda self, work, sub: [{}] * 5)
+    monkeypatch.setattr(Auditor, "_state", lambda self, states, i: None)
+    monkeypatch.setattr(Auditor, "_delta", delta)
+    monkeypatch.setattr(Auditor, "_check_endpoints", lambda self, sub, states: None)
+    monkeypatch.setattr(Auditor, "_check_step", step)
+    return a
+
+
+_WITHHELD_DATA, _OWN_DATA = "a" * 64, "b" * 64
+
+
+def _work_drawing(sources):
+    from abci_app.workers.recompute import Work
+
+    return Work(1, 0, "c" * 64, "trainer", _OWN_DATA, {"steps": 4}, "cpu", tuple(sources))
+
+
+def test_a_judge_never_upholds_a_claim_on_a_dataset_it_cannot_load(monkeypatch) -> None:
+    """Review 14c F2's reproducer, turned round: every trainer file is there, only the mixed dataset is withheld. A
+    fraud claim on a step drawn from it gets an abstention (None), not "the claim holds"; the availability claim
+    (k + 1) is about the trainer's files, which are there; a dataset-unavailable claim (k + 2) gets an abstention.
+    With the trainer's delta withheld, the availability claim still holds: that is the trainer's fault."""
+    a = _bare_auditor(monkeypatch)
+    work = _work_drawing((_WITHHELD_DATA, _OWN_DATA, _WITHHELD_DATA, _OWN_DATA))
+    sub = {"steps": 4, "kernel_path": "cpu", "cid": "bafy-delta"}
+    assert a.judge(work, sub, 0, [0]) is None
+    assert a.judge(work, sub, 3, [3]) is True  # a step of the round's own dataset is judged as ever
+    assert a.judge(work, sub, 4 + training.CLAIM_UNAVAILABLE_OFFSET, [0, 2]) is True
+    assert a.judge(work, sub, 4 + training.CLAIM_DATASET_OFFSET, [0, 2]) is None
+    assert a.judge(work, sub, 4 + training.CLAIM_DATASET_OFFSET, [3]) is True  # that claimant needed no mixed dataset
+    # Served to the judges after all: they replay the claimant's steps drawn from it, so a fake hidden from the
+    # auditors by its owner does not pass (step 1 is the fake; step 0, drawn from it too, reproduces).
+    fake_drawn_from_it = _work_drawing((_WITHHELD_DATA, _WITHHELD_DATA, _OWN_DATA, _OWN_DATA))
+    judge = _bare_auditor(monkeypatch, served=True)
+    assert judge.judge(fake_drawn_from_it, sub, 4 + training.CLAIM_DATASET_OFFSET, [0, 1]) is False
+    assert judge.judge(fake_drawn_from_it, sub, 4 + training.CLAIM_DATASET_OFFSET, [0, 2]) is True
+    assert judge.judge(work, sub, 4 + training.CLAIM_DATASET_OFFSET, [1, 3]) is True  # step 1 here is the round's own: the claimant checked it
+    assert _bare_auditor(monkeypatch, trainer_files=False).judge(work, sub, 4 + training.CLAIM_UNAVAILABLE_OFFSET, [3]) is False
+
+
+def test_an_auditor_says_dataset_unavailable_only_when_nothing_worse_shows(monkeypatch) -> None:
+    """A sampled step whose dataset cannot be loaded is skipped, not blamed on the trainer: the verdict is k + 2 unless
+    another sampled step does not reproduce (fraud at that step) or the trainer's own files are missing (k + 1)."""
+    work = _work_drawing((_WITHHELD_DATA, _OWN_DATA, _OWN_DATA, _OWN_DATA))
+    sub = {"steps": 4, "kernel_path": "cpu", "cid": "bafy-delta"}
+    a = _bare_auditor(monkeypatch)
+    found = a.audit(work, sub, [0, 2])
+    assert (found.verdict, found.fraud_step, found.proofs) == ("fraud", 4 + training.CLAIM_DATASET_OFFSET, [])
+    assert found.reason == "dataset unavailable: dataset aaaaaaaa: not served"
+    assert (a.audit(work, sub, [0, 1]).verdict, a.audit(work, sub, [0, 1]).fraud_step) == ("fraud", 1)  # the fake step wins
+    missing = _bare_auditor(monkeypatch, trainer_files=False)
+    monkeypatch.setattr(type(a), "_check_endpoints", lambda self, sub, states: self._delta(sub))  # the endpoints fetch the delta
+    assert missing.audit(work, sub, [0, 2]).fraud_step == 4 + training.CLAIM_UNAVAILABLE_OFFSET

@@ -47,7 +47,7 @@ def test_genesis_registers_version_zero_and_the_corpus(reg):
     doc = {"config": CONFIG, "family": "tiny-gpt"}
     assert v0["config_hash"] == hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     assert json.loads(reg.query("/registry/latest").value)["id"] == 0
-    (dataset,) = json.loads(reg.query("/datasets/list").value)
+    (dataset,) = reg.pages("/datasets/list")
     assert (dataset["name"], dataset["licence"], dataset["creator"]) == ("kjv", "public-domain", "genesis")
     assert json.loads(reg.query("/datasets/dataset", "0").value)["sha256"] == SHA_A
 
@@ -55,7 +55,7 @@ def test_genesis_registers_version_zero_and_the_corpus(reg):
 def test_authority_registers_a_child_version(reg):
     r = reg.block([reg.tx(reg.authority, version_msg(note="fine-tuned"))])
     assert codes(r) == [("", 0)]
-    history = json.loads(reg.query("/registry/history").value)
+    history = reg.pages("/registry/history")
     assert [(v["id"], v["parent"]) for v in history] == [(0, None), (1, 0)]
     assert history[1]["creator"] == reg.authority.address and history[1]["height"] == reg.height
 
@@ -64,7 +64,7 @@ def test_anyone_else_is_refused_and_nothing_changes(reg):
     r = reg.block([reg.tx(reg.user, version_msg())])
     assert codes(r) == [("registry", 1)]
     assert "registry authority" in r.tx_results[0].log
-    assert len(json.loads(reg.query("/registry/history").value)) == 1
+    assert len(reg.pages("/registry/history")) == 1
 
 
 @pytest.mark.parametrize(
@@ -97,7 +97,7 @@ def test_register_dataset_rules(reg):
         reg.tx(reg.user, tx.MsgRegisterDataset(**(good | {"cid": "nope", "sha256": hashlib.sha256(b"g").hexdigest()}))),
     ])
     assert codes(r) == [("", 0), ("datasets", 2), ("datasets", 1), ("datasets", 1), ("datasets", 1)]
-    listed = json.loads(reg.query("/datasets/list").value)
+    listed = reg.pages("/datasets/list")
     assert [(d["id"], d["name"], d["creator"]) for d in listed] == [(0, "kjv", "genesis"), (1, "more", reg.user.address)]
 
 

@@ -64,7 +64,7 @@ class Net(Chain):
             else:
                 self.cometbft[update.pub_key.ed25519] = update.power
         assert self.cometbft, "CometBFT halts on an empty validator set"
-        bonded = {bytes.fromhex(v["pubkey"]): v["power"] for v in json.loads(self.query("/staking/validators").value) if v["power"] > 0}
+        bonded = {bytes.fromhex(v["pubkey"]): v["power"] for v in self.pages("/staking/validators") if v["power"] > 0}
         # With every validator jailed, staking keeps CometBFT's last set rather than send an empty one (a halt).
         assert self.cometbft == bonded or (not bonded and not response.validator_updates), "CometBFT's set differs from staking's bonded set"
         check_invariants(self)  # supply, pools, shares, rewards
@@ -179,8 +179,8 @@ def reads(monkeypatch):
     counted: dict[bytes, int] = {}
     original = overlay.Overlay.iter_prefix
 
-    def counting(self, prefix):
-        for item in original(self, prefix):
+    def counting(self, prefix, after=b""):
+        for item in original(self, prefix, after):
             counted[prefix] = counted.get(prefix, 0) + 1
             yield item
 
@@ -213,7 +213,7 @@ def test_completing_unbondings_reads_only_due_entries(net, reads):
     reads.clear()
     Chain.block(net, [])  # the first entry completes here (unchecked: count the block only)
     assert reads.get(staking.UNBONDING_PREFIX, 0) <= 2
-    assert len(json.loads(net.query("/staking/unbondings", d.address).value)) == 40
+    assert len(net.pages("/staking/unbondings", d.address)) == 40
 
 
 def test_rewards_settle_exactly_and_the_last_leaver_takes_the_dust(net):
@@ -223,7 +223,7 @@ def test_rewards_settle_exactly_and_the_last_leaver_takes_the_dust(net):
     for fee in (7, 11, 13):
         net.block([net.send_tx(net.ops[5], net.ops[1].address, 1, fee=fee)], proposer=cons_addr(0))
         net.block([net.tx(ds[fee % 3], tx.MsgWithdrawRewards(validator=val.address))])
-    net.block([net.tx(d, undelegate(val, json.loads(net.query("/staking/delegations", d.address).value)[0]["amount"])) for d in ds])
+    net.block([net.tx(d, undelegate(val, net.pages("/staking/delegations", d.address)[0]["amount"])) for d in ds])
     net.block([net.send_tx(net.ops[5], net.ops[1].address, 1, fee=5)], proposer=cons_addr(0))
     assert codes(net.block([net.tx(val, undelegate(val, BOND))])) == [("", 0)]
     assert net.balance(staking.DISTRIBUTION) == 0
@@ -326,12 +326,12 @@ def test_hold_stake_through_blocks(tmp_path, monkeypatch):
     net.block([net.tx(early, undelegate(val, 1_000))])  # height 3: before the hold starts (end of this block)
     net.block([net.tx(d, undelegate(val, 600))])  # height 4: held
     assert holds == [3]
-    pending = {u["owner"]: u for u in json.loads(net.query("/staking/unbondings").value)}
+    pending = {u["owner"]: u for u in net.pages("/staking/unbondings")}
     assert pending[early.address]["completion_height"] == 3 + PARAMS["unbonding_blocks"]
     assert pending[d.address]["completion_height"] == until + 1
     while net.height < 8:
         net.block([])
-    pending = {u["owner"]: u for u in json.loads(net.query("/staking/unbondings").value)}
+    pending = {u["owner"]: u for u in net.pages("/staking/unbondings")}
     assert pending[d.address]["amount"] == 300  # half burned with the bonded stake
     assert net.validator(val)["tokens"] == (BOND + 1_000 + 1_000 - 1_000 - 600) // 2
     before = net.balance(d.address)
@@ -365,7 +365,7 @@ def test_hold_ends_and_later_leavers_are_not_held(tmp_path, monkeypatch):
     for _ in range(3):
         net.block([])
     net.block([net.tx(d, undelegate(val, 100))])  # height 7: the hold is over, completes at 7 + 3
-    pending = {u["completion_height"]: u["amount"] for u in json.loads(net.query("/staking/unbondings").value)}
+    pending = {u["completion_height"]: u["amount"] for u in net.pages("/staking/unbondings")}
     assert pending == {10: 100}  # the held entry completed at 7, after the hold
     before = net.balance(d.address)
     net.block([])  # height 8: a full penalty of a round opened at 8 burns the bonded stake only
@@ -397,7 +397,7 @@ def test_module_accounts_take_no_sends(net):
 
 def pending_of(net, owner) -> list[tuple[int, int]]:
     """(completion height, amount it pays now) of owner's unbonding entries."""
-    return [(u["completion_height"], u["amount"]) for u in json.loads(net.query("/staking/unbondings", owner.address).value)]
+    return [(u["completion_height"], u["amount"]) for u in net.pages("/staking/unbondings", owner.address)]
 
 
 @pytest.mark.parametrize("evidence_after", [0, 1])

@@ -40,7 +40,7 @@ def test_a_proposal_carrying_a_bad_set_is_refused_at_submission(net, changes, er
     assert (result.codespace, result.code) == ("gov", gov.InvalidProposal.code)
     assert "message 0 (update_params) failed (gov code 8)" in result.log and error in result.log, result.log
     assert net.balance(net.alice.address) == before - SUBMIT_FEE  # only the fee: no deposit, no proposal
-    assert net.view("/gov/proposals") == []
+    assert net.pages("/gov/proposals") == []
 
 
 def test_min_self_bond_rises_only_to_what_two_thirds_of_the_power_has_self_bonded(net):

@@ -124,6 +124,24 @@ def test_iter_prefix_pages_through_many_committed_rows(store: Store) -> None:
     assert list(store.begin_block().iter_prefix(b"k")) == sorted(items.items())
 
 
+def test_iter_prefix_starts_after_a_key_in_the_merged_view(store: Store) -> None:
+    """A query page starts reading where the last one ended: in committed rows past an SQL page, and in own writes."""
+    items = {b"k%04d" % i: b"v%d" % i for i in range(700)}
+    commit(store, items | {b"j": b"x", b"l": b"x"})
+    block = store.begin_block()
+    block.set(b"k0300x", b"new")
+    block.delete(b"k0302")
+    tx = block.child()
+    tx.set(b"k0301", b"t")
+    expected = sorted((items | {b"k0300x": b"new", b"k0301": b"t"}).items())
+    expected.remove((b"k0302", b"v302"))
+    assert list(tx.iter_prefix(b"k", b"k0299")) == [kv for kv in expected if kv[0] > b"k0299"]
+    assert list(tx.iter_prefix(b"k", b"k0300")) == [kv for kv in expected if kv[0] > b"k0300"]
+    assert list(tx.iter_prefix(b"k", b"k0699")) == []
+    assert list(tx.iter_prefix(b"k", b"k")) == expected  # the prefix itself: every key under it
+    assert list(store.begin_block().iter_prefix(b"k", b"k0600")) == sorted(kv for kv in items.items() if kv[0] > b"k0600")
+
+
 def test_values_must_be_non_empty_bytes(store: Store) -> None:
     block = store.begin_block()
     with pytest.raises(AssertionError):
