@@ -59,8 +59,9 @@ def _block_info(req: abci.RequestFinalizeBlock) -> BlockInfo:
 class Application:
     def __init__(self, home: str | Path, snapshot_settings: SnapshotSettings = SnapshotSettings(), pruning: Pruning = ARCHIVE):
         Path(home).mkdir(parents=True, exist_ok=True)
-        self.store = Store(Path(home) / "state.sqlite", pruning)
         self.snapshots = Snapshots(Path(home) / "snapshots", snapshot_settings)
+        # Turning pruning on at this start keeps the heights of the snapshots we serve.
+        self.store = Store(Path(home) / "state.sqlite", pruning, protect=self.snapshots.heights())
         self._restore: Restore | None = None  # the snapshot being restored, from an accepted OfferSnapshot
         # InitChain's writes stay uncommitted until block 1 commits (if we crash
         # before that, CometBFT calls InitChain again), so later calls build on it.
@@ -71,8 +72,15 @@ class Application:
         self._prepared: tuple | None = None  # the last proposal we built, and what it was built on
 
     def close(self) -> None:
+        self._end_restore()
         self.snapshots.close()
         self.store.close()
+
+    def _end_restore(self) -> None:
+        """Drop the restore in progress, if any, with whatever it staged."""
+        if self._restore is not None:
+            self._restore.close()
+            self._restore = None
 
     def _base(self) -> Overlay:
         """A fresh overlay over the latest state a new block would start from."""
@@ -259,14 +267,14 @@ class Application:
     def offer_snapshot(self, req: abci.RequestOfferSnapshot) -> abci.ResponseOfferSnapshot:
         """CometBFT offers a peer's snapshot with the app hash of its height, taken from a
         light-client-verified header. ACCEPT our format with sane metadata into an empty store."""
-        self._restore = None  # a new offer replaces any restore in progress
         try:
-            result, why = snapshots.check_offer(self.store, req)
+            self._end_restore()  # a new offer replaces any restore in progress
+            result, why = snapshots.check_offer(self.store, req, self.snapshots.settings.restore_max_bytes)
             if result == abci.ResponseOfferSnapshot.ACCEPT:
                 self._restore = Restore(self.store, req.snapshot, req.app_hash)
-        except Exception:
+        except Exception:  # REJECT, not ABORT: ABORT ends CometBFT's state sync for good
             log.exception("internal error in OfferSnapshot")
-            return abci.ResponseOfferSnapshot(result=abci.ResponseOfferSnapshot.ABORT)
+            return abci.ResponseOfferSnapshot(result=abci.ResponseOfferSnapshot.REJECT)
         log.info("OfferSnapshot at height %d (format %d, %d chunks): %s", req.snapshot.height, req.snapshot.format, req.snapshot.chunks, why)
         return abci.ResponseOfferSnapshot(result=result)
 
@@ -276,19 +284,19 @@ class Application:
         Apply = abci.ResponseApplySnapshotChunk
         if self._restore is None:
             log.error("ApplySnapshotChunk %d without an accepted snapshot", req.index)
-            return Apply(result=Apply.ABORT)
+            return Apply(result=Apply.RETRY_SNAPSHOT)  # CometBFT offers the snapshot again; ABORT would end state sync
         try:
             response, why = self._restore.apply(req)
-        except Exception:
+        except Exception as exc:  # a peer's bytes never end state sync (ABORT): drop the snapshot and its peers
             log.exception("internal error applying snapshot chunk %d", req.index)
-            response, why = Apply(result=Apply.ABORT), "internal error"
+            response, why = self._restore.reject(f"internal error: {exc!r}")
         done = response.result != Apply.ACCEPT or self._restore.next_index == len(self._restore.digests)
         if response.result in (Apply.ACCEPT, Apply.RETRY):
             log.log(logging.INFO if response.result == Apply.ACCEPT else logging.WARNING, "ApplySnapshotChunk: %s", why)
         else:
             log.error("ApplySnapshotChunk: %s (%s)", why, Apply.Result.Name(response.result))
         if done and response.result != Apply.RETRY:
-            self._restore = None
+            self._end_restore()
             if response.result == Apply.ACCEPT:
                 self._restored()
         return response

@@ -13,9 +13,14 @@ chunks from any of them.
 
 Trust. Chunk digests only say that a chunk is the one the offering peer listed;
 the state is accepted only if the Merkle-Patricia root rebuilt from it (the
-same mpt batch update a block uses, from the blank root) equals the app hash
-CometBFT took from a light-client-verified header. Until then nothing is
-written: the store stays empty.
+same nodes a block's batch update makes from the blank root, built from the
+sorted entries without recursion: mpt.SortedBuild) equals the app hash
+CometBFT took from a light-client-verified header. Entries and trie nodes are
+staged on disk in one open SQLite transaction as chunks arrive (memory holds
+only the trie's open path); it commits only when the roots match. Keys, values
+and chunk sizes are bounded by what real state holds, and offers by
+--statesync-max-bytes. Anything bad a peer sends ends in REJECT_SNAPSHOT that
+names the peers who served it, never in ABORT.
 
 Taking a snapshot never blocks Commit for long and never changes the app hash:
 Commit opens a read transaction on a second SQLite connection (WAL mode, so it
@@ -48,7 +53,7 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from abci_app.pb.tendermint.abci import types_pb2 as abci
-from abci_app.state import Overlay, Pruning, Store
+from abci_app.state import Pruning, Store
 from abci_app.state.pruning import STRATEGIES
 
 log = logging.getLogger("snapshots")
@@ -56,6 +61,13 @@ log = logging.getLogger("snapshots")
 FORMAT = 1
 CHUNK_BYTES = 4 * 1024 * 1024  # CometBFT's p2p chunk message allows 16 MiB
 MAX_CHUNKS = 100_000  # metadata of 3.2 MB stays under CometBFT's 4 MB snapshot message
+DEFAULT_RESTORE_MAX_BYTES = 4 * 1024**3  # a snapshot offered to a joining node may be this big (state today: far under 1 GiB)
+# The longest key the modules write is a prefix of under 30 bytes plus ids of at most 36 (training/verdict/);
+# the longest values are JSON records bounded by a tx's size or by module limits (a round's committee).
+# Entries past these come only from a bad snapshot; the key bound also bounds the trie's depth.
+MAX_STATE_KEY = 128
+MAX_STATE_VALUE = 1024 * 1024
+MAX_CHUNK = CHUNK_BYTES + 8 + MAX_STATE_KEY + MAX_STATE_VALUE  # a chunk of honest state: under CHUNK_BYTES, or one entry
 CHUNK_MAGIC = b"GCS1"
 _HEADER = len(CHUNK_MAGIC) + 4
 DIGEST = 32
@@ -73,6 +85,7 @@ class SnapshotSettings:
     interval: int = 0
     keep_recent: int = 2
     chunk_bytes: int = CHUNK_BYTES  # part of what makes chunks identical across nodes: change only in tests
+    restore_max_bytes: int = DEFAULT_RESTORE_MAX_BYTES  # offers of more chunks than fit (at CHUNK_BYTES each) are refused
 
     def __post_init__(self) -> None:
         if self.interval < 0:
@@ -81,6 +94,8 @@ class SnapshotSettings:
             raise ValueError(f"snapshot keep-recent must be >= 1, got {self.keep_recent}")
         if not 64 <= self.chunk_bytes <= CHUNK_BYTES:
             raise ValueError(f"snapshot chunk size must be within 64..{CHUNK_BYTES} bytes, got {self.chunk_bytes}")
+        if self.restore_max_bytes < CHUNK_BYTES:
+            raise ValueError(f"state sync max bytes must be >= {CHUNK_BYTES} (one chunk), got {self.restore_max_bytes}")
 
 
 # --- Format 1: chunks of sorted entries ----------------------------------------
@@ -101,7 +116,10 @@ def encode_chunks(entries: Iterable[Entry], chunk_bytes: int = CHUNK_BYTES) -> I
 
 
 def decode_chunk(index: int, chunk: bytes) -> list[Entry]:
-    """The entries of chunk `index`; ValueError on anything but a well-formed chunk of strictly ascending keys."""
+    """The entries of chunk `index`; ValueError on anything but a well-formed chunk of strictly ascending
+    keys, each key and value within what the modules write."""
+    if len(chunk) > MAX_CHUNK:
+        raise ValueError(f"chunk of {len(chunk)} bytes, more than {MAX_CHUNK}")
     if chunk[: len(CHUNK_MAGIC)] != CHUNK_MAGIC or len(chunk) < _HEADER:
         raise ValueError("not a format-1 snapshot chunk")
     if int.from_bytes(chunk[len(CHUNK_MAGIC) : _HEADER], "big") != index:
@@ -113,6 +131,8 @@ def decode_chunk(index: int, chunk: bytes) -> list[Entry]:
         value, pos = _field(chunk, pos)
         if not key or not value:
             raise ValueError("empty key or value in a snapshot chunk")
+        if len(key) > MAX_STATE_KEY or len(value) > MAX_STATE_VALUE:
+            raise ValueError(f"entry with a {len(key)}-byte key and a {len(value)}-byte value, allowed {MAX_STATE_KEY} and {MAX_STATE_VALUE}")
         if entries and key <= entries[-1][0]:
             raise ValueError("snapshot chunk keys out of order")
         entries.append((key, value))
@@ -235,16 +255,18 @@ class Snapshots:
                     raise RuntimeError("node stopping")
                 if index >= MAX_CHUNKS:
                     raise RuntimeError(f"state needs more than {MAX_CHUNKS} chunks")
-                (tmp / f"{index:06d}.chunk").write_bytes(chunk)
+                _write_synced(tmp / f"{index:06d}.chunk", chunk)
                 digests.append(hashlib.sha256(chunk).digest())
             metadata = b"".join(digests)
             snapshot = abci.Snapshot(
                 height=height, format=FORMAT, chunks=len(digests), hash=hashlib.sha256(metadata).digest(), metadata=metadata
             )
-            (tmp / SNAPSHOT_FILE).write_bytes(snapshot.SerializeToString())
+            _write_synced(tmp / SNAPSHOT_FILE, snapshot.SerializeToString())
+            _sync_dir(tmp)  # the files' names are durable before the rename publishes them
             final = self._folder(height)
             shutil.rmtree(final, ignore_errors=True)
             os.rename(tmp, final)
+            _sync_dir(self.root)
             log.info("snapshot at height %d: %d keys in %d chunks, hash %s", height, keys, len(digests), snapshot.hash.hex().upper())
             self._drop_old()
         except Exception as exc:  # a snapshot is a convenience for others: never take the node down for it
@@ -261,26 +283,44 @@ class Snapshots:
             shutil.rmtree(doomed, ignore_errors=True)
 
 
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write and fsync: after a power loss a published snapshot never serves empty or torn chunks."""
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # --- Restoring: OfferSnapshot, then ApplySnapshotChunk in order ----------------
 
 _Offer = abci.ResponseOfferSnapshot
 _Apply = abci.ResponseApplySnapshotChunk
 
 
-def check_offer(store: Store, req: abci.RequestOfferSnapshot) -> tuple[int, str]:
+def check_offer(store: Store, req: abci.RequestOfferSnapshot, max_bytes: int = DEFAULT_RESTORE_MAX_BYTES) -> tuple[int, str]:
     """(OfferSnapshot result, why) for a snapshot CometBFT offers with the app hash it verified."""
     snapshot = req.snapshot
+    metadata = snapshot.metadata  # each read of a protobuf bytes field copies it
     if snapshot.format != FORMAT:
         return _Offer.REJECT_FORMAT, f"format {snapshot.format}, we restore format {FORMAT}"
-    if not store.is_empty():
+    if not (store.is_empty() or store.holds_only_restore()):
         return _Offer.REJECT, f"this node already has state at height {store.height}"
     if snapshot.height < 1:
         return _Offer.REJECT, f"height {snapshot.height}"
-    if not 1 <= snapshot.chunks <= MAX_CHUNKS:
-        return _Offer.REJECT, f"{snapshot.chunks} chunks, allowed 1..{MAX_CHUNKS}"
-    if len(snapshot.metadata) != DIGEST * snapshot.chunks:
+    max_chunks = min(MAX_CHUNKS, max_bytes // CHUNK_BYTES)
+    if not 1 <= snapshot.chunks <= max_chunks:
+        return _Offer.REJECT, f"{snapshot.chunks} chunks, allowed 1..{max_chunks} (state sync max bytes {max_bytes})"
+    if len(metadata) != DIGEST * snapshot.chunks:
         return _Offer.REJECT, "metadata is not one sha256 digest per chunk"
-    if hashlib.sha256(snapshot.metadata).digest() != snapshot.hash:
+    if hashlib.sha256(metadata).digest() != snapshot.hash:
         return _Offer.REJECT, "snapshot hash is not sha256(metadata)"
     if len(req.app_hash) != DIGEST:
         return _Offer.REJECT, f"app hash of {len(req.app_hash)} bytes"
@@ -288,50 +328,63 @@ def check_offer(store: Store, req: abci.RequestOfferSnapshot) -> tuple[int, str]
 
 
 class Restore:
-    """One accepted offer: chunks arrive in order, each checked against its digest, into a block overlay
-    over the empty store; the last one is committed only if the rebuilt root is the trusted app hash."""
+    """One accepted offer: chunks arrive in order, each checked against its digest and staged on disk
+    (Store.begin_restore); after the last one the staged state is committed only if its root is the
+    trusted app hash. Nothing a peer sends ends in ABORT (fatal to CometBFT's state sync): a bad
+    snapshot is REJECT_SNAPSHOT, naming every peer that served it, which CometBFT then drops. ABORT
+    is kept for our own failure to commit."""
 
     def __init__(self, store: Store, snapshot: abci.Snapshot, app_hash: bytes) -> None:
-        self.store = store
         self.height = snapshot.height
         self.app_hash = app_hash  # from the light-client-verified header: the only thing trusted here
-        self.digests = [snapshot.metadata[i : i + DIGEST] for i in range(0, len(snapshot.metadata), DIGEST)]
+        metadata = snapshot.metadata
+        self.digests = [metadata[i : i + DIGEST] for i in range(0, len(metadata), DIGEST)]
         self.next_index = 0
-        self.last_key = b""
-        self.state: Overlay = store.begin_block()
+        self.senders: list[str] = []  # peers whose chunks were applied: all served this snapshot
+        self._staged = store.begin_restore()
 
     def apply(self, req: abci.RequestApplySnapshotChunk) -> tuple[abci.ResponseApplySnapshotChunk, str]:
-        """(the answer, a line for the log). ACCEPT of the last chunk means the store now holds the snapshot."""
+        """(the answer, a line for the log). ACCEPT of the last chunk means the store now holds the snapshot.
+        Any answer but ACCEPT of a chunk before the last, or RETRY, ends this restore (close())."""
         if req.index != self.next_index:
             # CometBFT applies chunks in order; anything else means our view and its differ: start over.
             return _Apply(result=_Apply.RETRY_SNAPSHOT), f"chunk {req.index} arrived, expected {self.next_index}"
         if hashlib.sha256(req.chunk).digest() != self.digests[req.index]:
             senders = [req.sender] if req.sender else []
             return _Apply(result=_Apply.RETRY, refetch_chunks=[req.index], reject_senders=senders), f"chunk {req.index} from {req.sender or '?'} fails its digest"
+        if req.sender and req.sender not in self.senders:
+            self.senders.append(req.sender)
         try:
             entries = decode_chunk(req.index, req.chunk)
-        except ValueError as exc:  # listed by the offerer, so the snapshot itself is bad
-            return _Apply(result=_Apply.REJECT_SNAPSHOT), f"chunk {req.index}: {exc}"
-        if entries and entries[0][0] <= self.last_key:
-            return _Apply(result=_Apply.REJECT_SNAPSHOT), f"chunk {req.index} keys do not follow the previous chunk's"
-        for key, value in entries:
-            self.state.set(key, value)
-        if entries:
-            self.last_key = entries[-1][0]
+            self._staged.add(entries)  # ValueError when its keys do not follow the previous chunk's
+        except (OSError, sqlite3.Error) as exc:  # our disk, not the peers: let another snapshot try
+            return _Apply(result=_Apply.REJECT_SNAPSHOT), f"chunk {req.index}: cannot stage it: {exc}"
+        except Exception as exc:  # listed by the offerer, so the snapshot itself is bad
+            return self.reject(f"chunk {req.index}: {exc}")
         self.next_index += 1
         if self.next_index < len(self.digests):
             return _Apply(result=_Apply.ACCEPT), f"chunk {req.index} applied"
         return self._finish()
 
+    def reject(self, why: str) -> tuple[abci.ResponseApplySnapshotChunk, str]:
+        """Refuse the snapshot and every peer that served a chunk of it (honest peers serve no bad snapshot)."""
+        return _Apply(result=_Apply.REJECT_SNAPSHOT, reject_senders=self.senders), f"{why}; rejecting peers {self.senders}"
+
+    def close(self) -> None:
+        """Drop whatever is staged and not committed."""
+        self._staged.abort()
+
     def _finish(self) -> tuple[abci.ResponseApplySnapshotChunk, str]:
-        root = self.state.app_hash()
+        try:
+            root = self._staged.root()
+        except (OSError, sqlite3.Error) as exc:
+            return _Apply(result=_Apply.REJECT_SNAPSHOT), f"cannot stage the restored trie: {exc}"
         if root != self.app_hash:
-            return _Apply(result=_Apply.REJECT_SNAPSHOT), (
-                f"restored state has root {root.hex().upper()}, the verified header says {self.app_hash.hex().upper()}"
-            )
-        if not self.store.is_empty():
-            return _Apply(result=_Apply.ABORT), f"the store got state at height {self.store.height} while restoring"
-        self.store.commit(self.state, self.height)
+            return self.reject(f"restored state has root {root.hex().upper()}, the verified header says {self.app_hash.hex().upper()}")
+        try:
+            self._staged.commit(self.height, root)
+        except (OSError, sqlite3.Error) as exc:
+            return _Apply(result=_Apply.ABORT), f"cannot commit the restored state: {exc}"
         return _Apply(result=_Apply.ACCEPT), f"restored height {self.height}, app hash {root.hex().upper()}"
 
 
@@ -343,6 +396,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--snapshot-interval", type=int, default=0, metavar="N",
                         help="take a state-sync snapshot after every height divisible by N (0 = never; default 0)")
     parser.add_argument("--snapshot-keep-recent", type=int, default=2, metavar="K", help="snapshots kept on disk (default 2)")
+    parser.add_argument("--statesync-max-bytes", type=int, default=DEFAULT_RESTORE_MAX_BYTES, metavar="BYTES",
+                        help="when joining by state sync, refuse snapshots bigger than this "
+                             f"(chunks x {CHUNK_BYTES} bytes; default {DEFAULT_RESTORE_MAX_BYTES})")
     parser.add_argument("--pruning", default="nothing", choices=STRATEGIES,
                         help="nothing: archive, keep every height (default); default: keep the last 362880 heights; "
                              "everything: keep 2; custom: keep --pruning-keep-recent. Snapshot heights are kept as well")
@@ -353,7 +409,9 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 def settings_from_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[SnapshotSettings, Pruning]:
     """(snapshot settings, pruning) from add_flags' flags; a bad combination exits with parser.error."""
     try:
-        settings = SnapshotSettings(interval=args.snapshot_interval, keep_recent=args.snapshot_keep_recent)
+        settings = SnapshotSettings(
+            interval=args.snapshot_interval, keep_recent=args.snapshot_keep_recent, restore_max_bytes=args.statesync_max_bytes
+        )
         pruning = Pruning.named(args.pruning, args.pruning_keep_recent, args.pruning_interval)
     except ValueError as exc:
         parser.error(str(exc))

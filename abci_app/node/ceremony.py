@@ -10,10 +10,14 @@
 
 A gentx is a signed transaction: MsgCreateValidator (the consensus key's proof
 of possession included) signed by the operator's account key for the chain id,
-nonce 0, with the node's `id@host:port` as its memo, so a gentx binds operator,
-consensus key, self-bond and peer address under one signature and cannot be
-replayed on another chain. Beside it, the file names the node's Kubo peer, so
-collect can peer the validators' Kubo nodes too. Collect does not execute it: the self-bond moves
+nonce 0, with the node's peer addresses as its memo: `NODEID@HOST:PORT`, then,
+when the node runs Kubo, a space and its `PEERID@MULTIADDR`. So a gentx binds
+operator, consensus key, self-bond, CometBFT peer and Kubo peer under one
+signature, cannot be replayed on another chain, and nobody relaying the file can
+swap an address. Both are parsed strictly (collect writes them into config.toml
+and Kubo's config, where one malformed entry stops the node). Collect orders the
+validators by operator address, so everyone who collects the same gentxs gets the
+same genesis, whatever the files are called. Collect does not execute it: the self-bond moves
 from the operator's genesis balance into the staking genesis, and the same
 validator, with the same power, goes into CometBFT's genesis validators.
 """
@@ -24,6 +28,7 @@ import base64
 import hashlib
 import ipaddress
 import json
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +38,11 @@ from abci_app import tx as txlib
 from abci_app.localnet.genesis import evidence_params
 from abci_app.node.home import Layout, NodeError, host_port, load_settings, node_id, write_config
 
-GENTX_VERSION = 1
+GENTX_VERSION = 2  # 2: the Kubo peer moved into the signed memo
+
+_NODE_ID = re.compile(r"[0-9a-f]{40}")  # CometBFT's: hex of the node key's 20-byte address
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+_KUBO_PEER_ID = re.compile(r"(12D3KooW|Qm)[1-9A-HJ-NP-Za-km-z]{40,50}")  # base58: an Ed25519 or RSA key's peer id
 
 
 def read_genesis(path: Path) -> dict:
@@ -111,12 +120,16 @@ def make_gentx(home: Path, operator: crypto.PrivateKey, amount: int, moniker: st
     consensus_key = consensus_key_from_home(home)
     pop = consensus_key.sign(pop_message(chain_id, operator.address))
     msg = txlib.MsgCreateValidator(pubkey=consensus_key.pubkey, amount=amount, moniker=moniker, pubkey_signature=pop)
-    memo = f"{node_id(home)}@{peer_address}"
+    peer = f"{node_id(home)}@{peer_address}"
+    ipfs_peer = _ipfs_peer(home, peer_address.rpartition(":")[0].removeprefix("[").removesuffix("]"))
+    memo = f"{peer} {ipfs_peer}" if ipfs_peer else peer
+    parse_memo(memo, "this gentx")  # refuse here what collect would refuse
     raw = txlib.build(operator, chain_id, 0, 0, msg, memo=memo)
     layout.gentx_dir.mkdir(parents=True, exist_ok=True)
     path = layout.gentx_dir / f"gentx-{node_id(home)}.json"
+    # peer and ipfs_peer repeat the signed memo for readers; check_gentx trusts only the memo
     data = {"version": GENTX_VERSION, "chain_id": chain_id, "moniker": moniker, "operator": operator.address,
-            "peer": memo, "ipfs_peer": _ipfs_peer(home, peer_address.rpartition(":")[0]), "tx": base64.b64encode(raw).decode()}
+            "peer": peer, "ipfs_peer": ipfs_peer, "tx": base64.b64encode(raw).decode()}
     path.write_text(json.dumps(data, indent=2) + "\n")
     return path
 
@@ -143,7 +156,59 @@ class Gentx:
     moniker: str
     self_bond: int
     peer: str  # node_id@host:port
-    ipfs_peer: str = ""  # PEERID@MULTIADDR of its Kubo node; outside the signature: the swarm key, not this, keeps strangers out
+    ipfs_peer: str = ""  # PEERID@MULTIADDR of its Kubo node, "" when it runs none
+
+
+def parse_memo(memo: str, where: str) -> tuple[str, str]:
+    """(CometBFT peer, Kubo peer or "") from a gentx memo 'NODEID@HOST:PORT[ PEERID@/ip4|ip6|dns/HOST/tcp/PORT]';
+    NodeError unless each part is exactly that (no second peer, no stray characters)."""
+    parts = memo.split(" ")
+    if not 1 <= len(parts) <= 2:
+        raise NodeError(f"{where}: the memo '{memo}' is not 'NODEID@HOST:PORT[ PEERID@MULTIADDR]'")
+    node, at, address = parts[0].partition("@")
+    if not at or not _NODE_ID.fullmatch(node):
+        raise NodeError(f"{where}: '{parts[0]}' does not start with a node id of 40 lowercase hex characters and '@'")
+    host, _ = host_port(address, f"{where}: peer address")
+    if not _valid_host(host.removeprefix("[").removesuffix("]") if host.startswith("[") else host, allow_ip6=host.startswith("[")):
+        raise NodeError(f"{where}: peer host '{host}' is not an IP address or DNS name")
+    if len(parts) == 1:
+        return parts[0], ""
+    return parts[0], _check_kubo_peer(parts[1], where)
+
+
+def _check_kubo_peer(text: str, where: str) -> str:
+    """'PEERID@/ip4|ip6|dns/HOST/tcp/PORT', checked: Kubo does not start on a Peering entry it cannot parse."""
+    peer_id, at, multiaddr = text.partition("@")
+    fields = multiaddr.split("/")
+    bad = NodeError(f"{where}: Kubo peer '{text}' is not PEERID@/ip4|ip6|dns/HOST/tcp/PORT")
+    if not at or not _KUBO_PEER_ID.fullmatch(peer_id) or len(fields) != 5 or fields[0] or fields[3] != "tcp":
+        raise bad
+    _, protocol, host, _, port = fields
+    if protocol not in ("ip4", "ip6", "dns") or not port.isdigit() or not 0 < int(port) < 65536 or port != str(int(port)):
+        raise bad
+    if protocol == "dns":
+        ok = _is_dns_name(host)
+    else:
+        try:
+            ok = ipaddress.ip_address(host).version == (4 if protocol == "ip4" else 6)
+        except ValueError:
+            ok = False
+    if not ok:
+        raise bad
+    return text
+
+
+def _valid_host(host: str, allow_ip6: bool) -> bool:
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return not allow_ip6 and _is_dns_name(host)
+    return address.version == (6 if allow_ip6 else 4)
+
+
+def _is_dns_name(host: str) -> bool:
+    """Letters, digits and hyphens in dot-separated labels; an all-digit last label is a broken IP, not a name."""
+    return _HOSTNAME.fullmatch(host) is not None and not host.rsplit(".", 1)[-1].isdigit()
 
 
 def check_gentx(data: object, chain_id: str, where: str) -> Gentx:
@@ -153,6 +218,8 @@ def check_gentx(data: object, chain_id: str, where: str) -> Gentx:
 
     if not isinstance(data, dict) or not isinstance(data.get("tx"), str):
         raise NodeError(f"{where}: not a gentx (no \"tx\")")
+    if data.get("version") != GENTX_VERSION:
+        raise NodeError(f"{where}: gentx version {data.get('version')!r}, expected {GENTX_VERSION} (remake it with `gradchain genesis gentx`)")
     try:
         signed = txlib.decode(base64.b64decode(data["tx"], validate=True))
     except (ValueError, txlib.TxDecodeError) as exc:
@@ -173,16 +240,14 @@ def check_gentx(data: object, chain_id: str, where: str) -> Gentx:
         raise NodeError(f"{where}: the consensus key's proof of possession does not verify")
     if not 1 <= len(msg.moniker) <= staking.MAX_MONIKER or not msg.moniker.isprintable() or not msg.moniker.isascii():
         raise NodeError(f"{where}: moniker must be 1 to {staking.MAX_MONIKER} printable ASCII characters")
-    node, at, address = body.memo.partition("@")
-    if not at or len(node) != 40 or not address:
-        raise NodeError(f"{where}: the memo '{body.memo}' is not the node's id@host:port")
-    ipfs_peer = data.get("ipfs_peer") or ""
-    if not isinstance(ipfs_peer, str) or (ipfs_peer and "@/" not in ipfs_peer):
-        raise NodeError(f"{where}: ipfs_peer '{ipfs_peer}' is not PEERID@MULTIADDR")
-    return Gentx(signed.signer, bytes(msg.pubkey), msg.moniker, msg.amount, body.memo, ipfs_peer)
+    peer, ipfs_peer = parse_memo(body.memo, where)
+    if (data.get("peer"), data.get("ipfs_peer") or "") != (peer, ipfs_peer):
+        raise NodeError(f"{where}: its peer or ipfs_peer differs from the signed memo '{body.memo}' (the file was edited)")
+    return Gentx(signed.signer, bytes(msg.pubkey), msg.moniker, msg.amount, peer, ipfs_peer)
 
 
 def read_gentxs(folder: Path, chain_id: str) -> list[Gentx]:
+    """The checked gentxs in `folder`, ordered by operator address: the order does not depend on file names."""
     files = sorted(Path(folder).glob("*.json"))
     if not files:
         raise NodeError(f"no gentx files in {folder} (each validator runs `gradchain genesis gentx` and sends theirs)")
@@ -193,7 +258,7 @@ def read_gentxs(folder: Path, chain_id: str) -> list[Gentx]:
         except (OSError, ValueError) as exc:
             raise NodeError(f"{path}: unreadable: {exc}") from None
         gentxs.append(check_gentx(data, chain_id, str(path)))
-    return gentxs
+    return sorted(gentxs, key=lambda gentx: (gentx.operator, gentx.pubkey))
 
 
 def collect(home: Path, gentx_dir: Path | None = None) -> dict:
@@ -218,11 +283,16 @@ def collect(home: Path, gentx_dir: Path | None = None) -> dict:
     by_address = {entry.get("address"): entry for entry in balances}
     operators: set[str] = set()
     pubkeys: set[bytes] = set()
+    node_ids: set[str] = set()
     for gentx in gentxs:
         if gentx.operator in operators:
             raise NodeError(f"operator {gentx.operator} has two gentxs")
         if gentx.pubkey in pubkeys:
             raise NodeError(f"consensus key {base64.b64encode(gentx.pubkey).decode()} is in two gentxs")
+        node = gentx.peer.partition("@")[0]
+        if node in node_ids:
+            raise NodeError(f"node id {node} is in two gentxs (each validator runs its own node)")
+        node_ids.add(node)
         if gentx.self_bond < max(min_self_bond, power_unit):
             raise NodeError(f"{gentx.moniker}: self-bond {gentx.self_bond} is below the minimum {max(min_self_bond, power_unit)}")
         entry = by_address.get(gentx.operator)

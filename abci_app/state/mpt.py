@@ -12,7 +12,9 @@ O(log16 n).
 Nibble paths are `bytes` holding one nibble (0..15) per byte, so slicing and
 prefix tests run in C. The update recurses once per node on a key's path, at
 most twice the key's length in bytes: state keys are module prefixes plus
-fixed-size ids (no user text), far inside Python's recursion limit.
+fixed-size ids (no user text), far inside Python's recursion limit. Keys from
+elsewhere (a peer's snapshot) go through SortedBuild instead, which does not
+recurse, and are capped at snapshots.MAX_STATE_KEY bytes before that.
 """
 
 from __future__ import annotations
@@ -247,3 +249,74 @@ def _merge_leaf(path: bytes, value: bytes, ops: list[tuple[bytes, bytes | None]]
         items.append((path, value))
         items.sort()
     return items
+
+
+# --- building a trie from sorted keys, without recursion ----------------------
+
+
+class SortedBuild:
+    """The trie of key-ascending entries fed one at a time (a restored snapshot), with memory and
+    stack depth bounded by the key length, not the number of keys: only the rightmost open path is
+    held. Each finished node goes to `out` (hash -> encoded) as `_build` would make it, so the root
+    and the stored nodes equal a BatchUpdate from the blank trie."""
+
+    def __init__(self, out: MutableMapping[bytes, bytes]) -> None:
+        self._ref = BatchUpdate(lambda node_hash: b"", out)._ref  # inline or by hash, storing hashed nodes in out
+        self._out = out
+        # Open branches, shallowest first: [depth of the nibble it branches on, the 17 slots, a key below it].
+        self._open: list[list] = []
+        self._last: tuple[bytes, bytes] | None = None  # the previous entry, whose leaf is not placed yet
+        self._pending: tuple | None = None  # the finished subtree holding the previous key, not yet placed
+
+    def add(self, key: bytes, value: bytes) -> None:
+        """The next entry: its key above every key added so far, its value non-empty."""
+        path = nibbles(key)
+        if self._last is None:
+            self._last, self._pending = (path, value), ("leaf", path, value)
+            return
+        prev = self._last[0]
+        if not path > prev:
+            raise ValueError("keys must ascend")
+        shared = 0
+        limit = min(len(prev), len(path))
+        while shared < limit and prev[shared] == path[shared]:
+            shared += 1
+        self._close_below(shared)  # branches deeper than the shared prefix get no more children
+        top = self._open[-1] if self._open else None
+        if top is None or top[0] < shared:  # a new branch where the two keys part
+            top = [shared, [b""] * 17, path]
+            self._open.append(top)
+            if len(prev) == shared:  # the previous key ends at the branch (it is a prefix of this one)
+                top[1][16] = self._pending[2]
+                self._pending = None
+        if self._pending is not None:
+            top[1][prev[shared]] = self._ref(self._anchored(self._pending, shared + 1))
+        self._last, self._pending = (path, value), ("leaf", path, value)
+
+    def root(self) -> bytes:
+        """The root of everything added (the blank root when nothing was)."""
+        if self._last is None:
+            return BLANK_ROOT
+        self._close_below(-1)
+        encoded = encode(self._anchored(self._pending, 0))
+        root = keccak(encoded)
+        self._out[root] = encoded  # the root is stored by hash even when short, as BatchUpdate does
+        return root
+
+    def _close_below(self, depth: int) -> None:
+        """Finish the open branches deeper than `depth`, innermost first, placing each in its parent."""
+        prev = self._last[0]
+        while self._open and self._open[-1][0] > depth:
+            branch = self._open.pop()
+            branch[1][prev[branch[0]]] = self._ref(self._anchored(self._pending, branch[0] + 1))
+            self._pending = ("branch", branch[0], branch[1], branch[2])
+
+    def _anchored(self, subtree: tuple, depth: int) -> Node:
+        """A finished subtree as the node that sits at nibble `depth`: a leaf with the rest of its
+        key, or a branch under an extension by the nibbles between `depth` and the branch."""
+        if subtree[0] == "leaf":
+            return [compact(subtree[1][depth:], leaf=True), subtree[2]]
+        _, branch_depth, slots, key = subtree
+        if branch_depth == depth:
+            return slots
+        return [compact(key[depth:branch_depth], leaf=False), self._ref(slots)]

@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from abci_app.state.cache import BoundedCache
-from abci_app.state.mpt import child_hashes, decode
+from abci_app.state.mpt import SortedBuild, child_hashes, decode
 from abci_app.state.overlay import Overlay
 from abci_app.state.proof import BLANK_ROOT, lookup
 from abci_app.state.pruning import ARCHIVE, Pruning
@@ -16,6 +16,7 @@ from abci_app.state.pruning import ARCHIVE, Pruning
 NODE_CACHE_SIZE = 100_000  # committed trie nodes kept in memory (~50 MB); nodes are immutable, so it never goes stale
 VALUE_CACHE_SIZE = 100_000  # committed values kept in memory; Store.commit updates them, so they never go stale
 PREFIX_PAGE = 256  # rows per SQL page in prefix iteration: no statement stays open across a commit
+RECOUNT_PAGE = 4096  # trie nodes read per page when recounting references: memory stays flat however big the trie
 
 _SCHEMA = (
     # Flat latest state, for reads and ordered prefix iteration (BLOBs compare bytewise).
@@ -97,6 +98,26 @@ class _Committed:
         return node
 
 
+def _recount_refs(conn: sqlite3.Connection) -> None:
+    """noderefs from scratch: the references from every stored node and retained root. Reads the
+    nodes a page at a time, so memory stays flat however big the trie."""
+    conn.execute("DELETE FROM noderefs")
+    add = "INSERT INTO noderefs VALUES (?, ?) ON CONFLICT (hash) DO UPDATE SET refs = refs + excluded.refs"
+    after = b""
+    while True:
+        page = conn.execute("SELECT hash, node FROM nodes WHERE hash > ? ORDER BY hash LIMIT ?", (after, RECOUNT_PAGE)).fetchall()
+        if not page:
+            break
+        adds: dict[bytes, int] = {}
+        for node_hash, node in page:
+            adds.setdefault(node_hash, 0)
+            for child in child_hashes(decode(node)):
+                adds[child] = adds.get(child, 0) + 1
+        conn.executemany(add, adds.items())
+        after = page[-1][0]
+    conn.executemany(add, ((root, 1) for (root,) in conn.execute("SELECT app_hash FROM roots").fetchall() if root != BLANK_ROOT))
+
+
 def _prefix_end(prefix: bytes) -> bytes | None:
     """Smallest key above every key starting with prefix; None when there is none (empty or all-0xff prefix)."""
     stripped = prefix.rstrip(b"\xff")
@@ -112,7 +133,8 @@ class Store:
     drops its own children's counts, all in the commit's transaction. Nodes shared across heights
     so live exactly as long as some retained height reaches them."""
 
-    def __init__(self, path: str | os.PathLike, pruning: Pruning = ARCHIVE) -> None:
+    def __init__(self, path: str | os.PathLike, pruning: Pruning = ARCHIVE, protect: Collection[int] = ()) -> None:
+        """protect: heights that turning pruning on must keep (the snapshots on disk)."""
         self.path = os.fspath(path)
         self.pruning = pruning
         # Autocommit mode, so that BEGIN/COMMIT below are the only transaction boundaries.
@@ -130,7 +152,7 @@ class Store:
         if pruning.archive and self._refcounted:
             self._in_transaction(self._stop_refcounts)  # an archive needs no counts; pruning again rebuilds them
         elif not pruning.archive and not self._refcounted:
-            self._in_transaction(self._rebuild_refcounts)  # an archive (or older store) starts pruning
+            self._in_transaction(lambda: self._rebuild_refcounts(protect))  # an archive (or older store) starts pruning
 
     def _setting(self, name: str) -> int | None:
         row = self._conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
@@ -155,25 +177,16 @@ class Store:
         self._set("refcounted", 0)
         self._refcounted = False
 
-    def _rebuild_refcounts(self) -> None:
-        """Count every reference from scratch (one pass over the nodes table), delete the nodes nothing
-        reaches, and prune what the settings say. Runs once, when pruning is turned on."""
-        conn = self._conn
-        refs: dict[bytes, int] = {}
-        for node_hash, node in conn.execute("SELECT hash, node FROM nodes"):
-            refs.setdefault(node_hash, 0)
-            for child in child_hashes(decode(node)):
-                refs[child] = refs.get(child, 0) + 1
-        for (root,) in conn.execute("SELECT app_hash FROM roots"):
-            if root != BLANK_ROOT:
-                refs[root] = refs.get(root, 0) + 1
-        conn.execute("DELETE FROM noderefs")
-        conn.executemany("INSERT INTO noderefs VALUES (?, ?)", refs.items())
+    def _rebuild_refcounts(self, protect: Collection[int]) -> None:
+        """Count every reference from scratch, delete the nodes nothing reaches, and prune what the
+        settings say, except the protected heights. Runs once, when pruning is turned on."""
+        _recount_refs(self._conn)
         self._set("refcounted", 1)
         self._refcounted = True
         # Nodes no root reaches (an archive stored orphans before reachable_new filtered them) go now.
-        self._drop_refs({node_hash: 0 for node_hash, count in refs.items() if count == 0})
-        self._prune(self._height, protect=())
+        orphans = self._conn.execute("SELECT hash FROM noderefs WHERE refs = 0").fetchall()
+        self._drop_refs({node_hash: 0 for (node_hash,) in orphans})
+        self._prune(self._height, protect)
 
     def _add_refs(self, root: bytes, nodes: list[tuple[bytes, bytes]]) -> None:
         """Count the references a commit adds: its root's, and those of each node it stores for the first time."""
@@ -303,8 +316,24 @@ class Store:
         return f"height {height} is pruned: this node keeps the last {self.pruning.keep_recent} heights"
 
     def is_empty(self) -> bool:
-        """Nothing committed yet: the only state a snapshot may be restored into."""
+        """Nothing committed yet."""
         return self._height == 0 and self._conn.execute("SELECT 1 FROM kv LIMIT 1").fetchone() is None
+
+    def holds_only_restore(self) -> bool:
+        """The state is a restored snapshot no block has built on. If CometBFT state-syncs again (it died
+        before saving its own state after our restore), that state may be replaced by a new restore."""
+        return self._height > 0 and self._setting("restored") == self._height
+
+    def begin_restore(self) -> Restoring:
+        """Stage a snapshot's entries on disk; the store changes only when the staged root is committed."""
+        if not (self.is_empty() or self.holds_only_restore()):
+            raise RuntimeError(f"cannot restore into a store with state at height {self._height}")
+        return Restoring(self)
+
+    def _restored(self, height: int, root: bytes) -> None:
+        """A Restoring committed: drop what this connection remembers of the state before it."""
+        self._height, self._app_hash = height, root
+        self._committed.values = BoundedCache(VALUE_CACHE_SIZE)  # may hold reads of the replaced state
 
     def query(self, key: bytes, height: int = 0, prove: bool = False) -> QueryResult:
         """Value at a committed height (0 = latest), read from the trie at that height's root when proving or historical."""
@@ -319,3 +348,69 @@ class Store:
 
     def close(self) -> None:
         self._conn.close()
+
+
+class Restoring:
+    """A snapshot being restored, staged in one open transaction on a connection of its own: its entries
+    go to the kv table and its trie nodes to the nodes table as they arrive, so memory holds only the
+    trie's open path (mpt.SortedBuild), never the state. The store's own connection does not see any
+    of it; `commit` makes it the store's state in one step, `abort` leaves the store as it was."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._conn = sqlite3.connect(store.path, isolation_level=None)
+        self._closed = False
+        try:
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._conn.close()
+            raise
+        if not store.is_empty():  # an earlier restore no block built on: this one replaces it
+            for table in ("kv", "nodes", "roots", "noderefs"):
+                self._conn.execute(f"DELETE FROM {table}")
+            self._conn.execute("DELETE FROM settings WHERE name IN ('base_height', 'restored')")
+            self._conn.execute("UPDATE meta SET height = 0, app_hash = ? WHERE id = 0", (BLANK_ROOT,))
+        self._new_nodes: dict[bytes, bytes] = {}
+        self._trie = SortedBuild(self._new_nodes)
+
+    def add(self, entries: list[tuple[bytes, bytes]]) -> None:
+        """The next entries, keys above all before (ValueError otherwise), values non-empty."""
+        for key, value in entries:
+            self._trie.add(key, value)
+        self._conn.executemany("INSERT INTO kv VALUES (?, ?)", entries)
+        self._flush_nodes()
+
+    def root(self) -> bytes:
+        """The root of the entries added; call once, after the last."""
+        root = self._trie.root()
+        self._flush_nodes()
+        return root
+
+    def commit(self, height: int, root: bytes) -> None:
+        """Make the staged state the store's, at `height` with `root` (from root())."""
+        conn = self._conn
+        conn.execute("INSERT INTO roots VALUES (?, ?)", (height, root))
+        conn.execute("UPDATE meta SET height = ?, app_hash = ? WHERE id = 0", (height, root))
+        conn.executemany("INSERT OR REPLACE INTO settings VALUES (?, ?)", [("base_height", height), ("restored", height)])
+        if self._store._refcounted:
+            _recount_refs(conn)
+        conn.execute("COMMIT")
+        self.abort()  # closes the connection: nothing is left to roll back
+        self._store._restored(height, root)
+
+    def abort(self) -> None:
+        """Drop everything staged; the store is unchanged. Safe to call more than once, or after commit."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        finally:
+            self._conn.close()
+
+    def _flush_nodes(self) -> None:
+        # A build from the blank trie makes no orphans; identical subtries under two keys are one row.
+        self._conn.executemany("INSERT OR IGNORE INTO nodes VALUES (?, ?)", self._new_nodes.items())
+        self._new_nodes.clear()

@@ -209,3 +209,89 @@ def test_collect_peers_the_validators_kubo_nodes(tmp_path: Path) -> None:
     ceremony.collect(homes[0], tmp_path)
     peering = json.loads((Layout(homes[0]).ipfs_repo / "config").read_text())["Peering"]["Peers"]
     assert peering == [{"ID": kubo.peer_id(Layout(homes[1]).ipfs_repo), "Addrs": ["/ip4/127.0.0.3/tcp/4102"]}]
+
+
+# --- the signed memo is parsed strictly, and collect ignores file names (review 15: F6-F8) --
+
+KUBO_PEER = "12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo@/ip4/127.0.0.3/tcp/4001"
+
+
+def _gentx_of(home: Path, i: int) -> Path:
+    return next(p for p in gentx_files(home) if json.loads(p.read_text())["operator"] == operator(i).address)
+
+
+def _resign_memo(path: Path, memo: str) -> None:
+    """The founder itself signs `memo`, and the file's readable copies follow it."""
+    data = json.loads(path.read_text())
+    signed = txlib.decode(base64.b64decode(data["tx"]))
+    data["tx"] = base64.b64encode(txlib.build(operator(2), signed.body.chain_id, 0, 0, signed.msg, memo=memo)).decode()
+    peer, _, ipfs_peer = memo.partition(" ")
+    data["peer"], data["ipfs_peer"] = peer, ipfs_peer
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("memo, message", [
+    ("{id}@127.0.0.4:26656," + "e" * 40 + "@6.6.6.6:26656", "not HOST:PORT|not an IP address"),  # a second persistent peer
+    ("z" * 40 + "@127.0.0.4:26656", "40 lowercase hex"),
+    ("{ID}@127.0.0.4:26656", "40 lowercase hex"),
+    ("{id}@127.0.0.4", "not HOST:PORT"),
+    ("{id}@127.0.0.4:99999", "not HOST:PORT"),
+    ("{id}@bad_host!:26656", "not an IP address or DNS name"),
+    ("{id}@300.0.0.4:26656", "not an IP address or DNS name"),
+    ("{id}@127.0.0.4:26656 " + KUBO_PEER + " " + KUBO_PEER, "is not 'NODEID@HOST:PORT"),
+    ("{id}@127.0.0.4:26656 x@/garbage", "Kubo peer"),
+    ("{id}@127.0.0.4:26656 " + KUBO_PEER.replace("/ip4/127.0.0.3", "/ip4/300.0.0.3"), "Kubo peer"),
+    ("{id}@127.0.0.4:26656 " + KUBO_PEER.replace("/tcp/4001", "/tcp/4001/p2p/x"), "Kubo peer"),
+])
+def test_collect_refuses_a_memo_that_is_not_exactly_one_peer_each(network: list[Path], memo: str, message: str) -> None:
+    path = _gentx_of(network[0], 2)
+    node = json.loads(path.read_text())["peer"].partition("@")[0]
+    _resign_memo(path, memo.format(id=node, ID=node.upper()))
+    before = Layout(network[0]).genesis.read_text()
+    with pytest.raises(NodeError, match=message):
+        ceremony.collect(network[0])
+    assert Layout(network[0]).genesis.read_text() == before
+    assert "6.6.6.6" not in Layout(network[0]).config_toml.read_text()
+
+
+def test_a_signed_kubo_peer_is_collected_and_an_edited_one_refused(network: list[Path]) -> None:
+    path = _gentx_of(network[0], 2)
+    _resign_memo(path, json.loads(path.read_text())["peer"] + " " + KUBO_PEER)
+    chain_id = ceremony.read_genesis(Layout(network[0]).genesis)["chain_id"]
+    gentx = ceremony.check_gentx(json.loads(path.read_text()), chain_id, str(path))
+    assert gentx.ipfs_peer == KUBO_PEER
+    data = json.loads(path.read_text())
+    data["ipfs_peer"] = KUBO_PEER.replace("127.0.0.3", "6.6.6.6")  # a relay swaps it: the signature covers the memo only
+    path.write_text(json.dumps(data))
+    with pytest.raises(NodeError, match="differs from the signed memo"):
+        ceremony.collect(network[0])
+
+
+def test_an_unversioned_gentx_is_refused(network: list[Path]) -> None:
+    path = _gentx_of(network[0], 1)
+    data = json.loads(path.read_text())
+    data["version"] = 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(NodeError, match="gentx version 1, expected 2"):
+        ceremony.collect(network[0])
+
+
+def test_two_gentxs_for_one_node_id_are_refused(network: list[Path]) -> None:
+    path = _gentx_of(network[0], 2)
+    _resign_memo(path, json.loads(_gentx_of(network[0], 1).read_text())["peer"])
+    with pytest.raises(NodeError, match="node id .* is in two gentxs"):
+        ceremony.collect(network[0])
+
+
+def test_collect_is_the_same_whatever_the_gentx_files_are_called(network: list[Path], tmp_path: Path) -> None:
+    draft = Layout(network[0]).genesis.read_text()
+    Layout(network[1]).genesis.write_text(draft)
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    for n, path in enumerate(reversed(gentx_files(network[0]))):  # names that sort the other way round
+        shutil.copy(path, renamed / f"{n}.json")
+    a = ceremony.collect(network[0])
+    b = ceremony.collect(network[1], renamed)
+    assert a["sha256"] == b["sha256"]
+    operators = [v["operator"] for v in json.loads(Layout(network[0]).genesis.read_text())["app_state"]["staking"]["validators"]]
+    assert operators == sorted(operators)

@@ -130,3 +130,40 @@ def test_app_query_at_a_pruned_height_answers_an_error_code(tmp_path, keys):
     kept = chain.query("/bank/balance", keys[1].address, height=6, prove=True)
     assert kept.code == 0 and kept.value == b"%d" % sum(range(1, 6))
     chain.app.close()
+
+
+def test_turning_pruning_on_at_a_restart_keeps_the_snapshot_heights(tmp_path, keys):
+    """Store(protect=...) gets the snapshots on disk: an archive restarted with pruning keeps serving their state."""
+    settings = SnapshotSettings(interval=4, keep_recent=2, chunk_bytes=256)
+    chain = Chain(tmp_path / "a", {k.address: 10_000 for k in keys})
+    chain.app.close()
+    chain.app = Application(tmp_path / "a", settings)
+    for _ in range(15):  # heights 2..16; snapshots at 12 and 16 kept
+        chain.block([])
+        chain.app.snapshots.wait()
+    archive_roots = {h: chain.app.store.root_at(h) for h in (12, 16)}
+    chain.app.close()
+    app = Application(tmp_path / "a", settings, Pruning(keep_recent=2, interval=1))
+    assert sorted(s.height for s in app.snapshots.list()) == [12, 16]
+    assert app.store.retained_heights() == [12, 15, 16]
+    assert {h: app.store.root_at(h) for h in (12, 16)} == archive_roots
+    assert stored(app.store) == reachable(app.store)
+    app.close()
+
+
+def test_reference_recount_reads_the_nodes_a_page_at_a_time(tmp_path, monkeypatch):
+    """Turning pruning on counts references page by page (memory flat in the trie's size), with the same counts."""
+    from abci_app.state import store as store_module
+
+    archive, _ = twin_stores(tmp_path, Pruning(), blocks=30, seed=6)
+    archive.close()
+    monkeypatch.setattr(store_module, "RECOUNT_PAGE", 7)
+    paged = Store(tmp_path / "archive.sqlite", Pruning(keep_recent=30, interval=1))
+    counts = dict(paged._conn.execute("SELECT hash, refs FROM noderefs"))
+    monkeypatch.setattr(store_module, "RECOUNT_PAGE", 10**9)
+    paged.close()
+    Store(tmp_path / "archive.sqlite").close()  # back to archive, then one page
+    whole = Store(tmp_path / "archive.sqlite", Pruning(keep_recent=30, interval=1))
+    assert dict(whole._conn.execute("SELECT hash, refs FROM noderefs")) == counts
+    assert stored(whole) == reachable(whole)
+    whole.close()

@@ -38,8 +38,9 @@ def _pair(keys, rng):
     return sender, recipient.address
 
 
-def recorded_blocks(chain: Chain, keys, rng, blocks: int) -> list[abci.RequestFinalizeBlock]:
-    """Run blocks on chain and return the FinalizeBlock requests, to feed another node the same blocks."""
+def recorded_blocks(chain: Chain, keys, rng, blocks: int, settle: bool = True) -> list[abci.RequestFinalizeBlock]:
+    """Run blocks on chain and return the FinalizeBlock requests, to feed another node the same blocks.
+    settle: wait for each snapshot after its block, so none is skipped for one still being written."""
     seen = []
     finalize = chain.app.finalize_block
 
@@ -51,6 +52,8 @@ def recorded_blocks(chain: Chain, keys, rng, blocks: int) -> list[abci.RequestFi
     try:
         for _ in range(blocks):
             chain.block(transfers(chain, keys, rng))
+            if settle:
+                chain.app.snapshots.wait()
     finally:
         del chain.app.finalize_block
     return seen
@@ -103,6 +106,7 @@ def test_restored_node_executes_the_next_blocks_like_a_replaying_node(tmp_path, 
     for req in recorded_blocks(chain, keys, random.Random(2), blocks=6):  # heights 9..14, snapshot at 12 on both
         assert restored.finalize_block(req).app_hash == chain.app.store.root_at(req.height)
         restored.commit(abci.RequestCommit())
+        restored.snapshots.wait()
     assert restored.store.app_hash == chain.app.store.app_hash
     # and the restored node's own snapshot at 12 is byte-identical to the replaying node's
     assert newest_snapshot(restored) == newest_snapshot(chain.app)
@@ -115,6 +119,7 @@ def test_snapshots_are_identical_across_nodes(tmp_path, keys):
     for req in recorded_blocks(one, keys, random.Random(3), blocks=7):
         two.app.finalize_block(req)
         two.app.commit(abci.RequestCommit())
+        two.app.snapshots.wait()
     assert newest_snapshot(one.app) == newest_snapshot(two.app)
     assert chunks_of(one.app, newest_snapshot(one.app)) == chunks_of(two.app, newest_snapshot(two.app))
     one.app.close()
@@ -127,7 +132,7 @@ def test_snapshot_holds_its_height_while_later_blocks_commit(tmp_path, keys):
     go = threading.Event()
     take = chain.app.snapshots._take
     chain.app.snapshots._take = lambda reader, height: (go.wait(), take(reader, height))
-    recorded_blocks(chain, keys, random.Random(5), blocks=3)  # 4 (snapshot starts, then waits), 5, 6
+    recorded_blocks(chain, keys, random.Random(5), blocks=3, settle=False)  # 4 (snapshot starts, then waits), 5, 6
     go.set()
     snapshot = newest_snapshot(chain.app)
     assert snapshot.height == 4
@@ -215,12 +220,12 @@ def test_bad_offers_are_refused(tmp_path, served):
 def test_chunks_out_of_order_or_unoffered_are_refused(tmp_path, served):
     _, snapshot, app_hash, chunks = served
     fresh = Application(tmp_path / "b")
-    assert apply(fresh, 0, chunks[0]).result == Apply.ABORT  # no offer accepted
+    assert apply(fresh, 0, chunks[0]).result == Apply.RETRY_SNAPSHOT  # no offer accepted: CometBFT offers again
     assert offer(fresh, snapshot, app_hash) == Offer.ACCEPT
     assert apply(fresh, 1, chunks[1]).result == Apply.RETRY_SNAPSHOT
-    assert apply(fresh, 0, chunks[0]).result == Apply.ABORT  # the restore was dropped; CometBFT re-offers
+    assert apply(fresh, 0, chunks[0]).result == Apply.RETRY_SNAPSHOT  # the restore was dropped; CometBFT re-offers
     assert restore(fresh, snapshot, app_hash, chunks)[-1] == Apply.ACCEPT
-    assert apply(fresh, 0, chunks[0]).result == Apply.ABORT  # done: nothing more to apply
+    assert apply(fresh, 0, chunks[0]).result == Apply.RETRY_SNAPSHOT  # done: nothing more to apply
     fresh.close()
 
 
@@ -296,7 +301,187 @@ def test_app_flags_build_the_settings():
     assert (settings.interval, settings.keep_recent, pruning) == (500, 3, Pruning(100, 10))
     settings, pruning = snapshots.settings_from_flags(parser, parser.parse_args([]))
     assert (settings.interval, pruning.archive) == (0, True)  # defaults: no snapshots, archive
+    assert settings.restore_max_bytes == snapshots.DEFAULT_RESTORE_MAX_BYTES
+    settings, _ = snapshots.settings_from_flags(parser, parser.parse_args(["--statesync-max-bytes", str(2**30)]))
+    assert settings.restore_max_bytes == 2**30
     for bad in (["--pruning", "custom"], ["--pruning", "everything", "--pruning-keep-recent", "5"],
-                ["--snapshot-interval", "-1"], ["--snapshot-keep-recent", "0"]):
+                ["--snapshot-interval", "-1"], ["--snapshot-keep-recent", "0"], ["--statesync-max-bytes", "1000"]):
         with pytest.raises(SystemExit):
             snapshots.settings_from_flags(parser, parser.parse_args(bad))
+
+
+# --- a peer's bad snapshot never wedges the joining node (review 15: F1-F4, F9) --
+
+
+def forged_offer(app: Application, chunks: list[bytes], height: int = 10, app_hash: bytes = b"\x11" * 32) -> int:
+    """Offer a snapshot made of `chunks`, consistent with its own metadata."""
+    metadata = snapshots.metadata_of(chunks)
+    fake = abci.Snapshot(height=height, format=1, chunks=len(chunks), hash=hashlib.sha256(metadata).digest(), metadata=metadata)
+    return offer(app, fake, app_hash)
+
+
+def raw_chunk(index: int, entries) -> bytes:
+    """A chunk as encode_chunks would make it, but with no limit on its size or its entries."""
+    body = b"".join(len(k).to_bytes(4, "big") + k + len(v).to_bytes(4, "big") + v for k, v in entries)
+    return snapshots.CHUNK_MAGIC + index.to_bytes(4, "big") + body
+
+
+def test_keys_longer_than_state_keys_reject_the_snapshot_and_its_peers_not_abort(tmp_path, served):
+    """Nested keys would build a trie ~1,400 levels deep; they are refused as a bad snapshot, the
+    peers that served it are dropped, and an honest snapshot then restores."""
+    _, snapshot, app_hash, chunks = served
+    deep = list(snapshots.encode_chunks(sorted((b"\x00" * i + b"\x01", b"v") for i in range(700)), 64 * 1024))
+    assert len(deep) > 1
+    restored = Application(tmp_path / "b")
+    assert forged_offer(restored, deep) == Offer.ACCEPT
+    answer = apply(restored, 0, deep[0], sender="evil")  # the longest keys come first
+    assert (answer.result, list(answer.reject_senders)) == (Apply.REJECT_SNAPSHOT, ["evil"])
+    assert restored.store.is_empty()
+    assert restore(restored, snapshot, app_hash, chunks)[-1] == Apply.ACCEPT
+    assert restored.store.app_hash == app_hash
+    restored.close()
+
+
+def test_deep_sorted_keys_build_without_recursion():
+    """The restore's trie builder holds only the open path: no recursion on attacker-chosen depth,
+    and the same root and nodes as a block's batch update."""
+    from abci_app.state.mpt import BLANK_ROOT, BatchUpdate, SortedBuild
+
+    deep = sorted((b"\x00" * i + b"\x01", b"v") for i in range(3000))  # 6,000 nibbles deep
+    built = SortedBuild({})
+    for key, value in deep:
+        built.add(key, value)
+    assert len(built.root()) == 32
+    rng = random.Random(7)
+    for _ in range(200):
+        keys = {bytes(rng.choice(b"\x00\x01\x10\xffa") for _ in range(rng.randint(1, 6))) for _ in range(rng.randint(1, 60))}
+        items = sorted((k, bytes([rng.randint(1, 255)]) * rng.randint(1, 40)) for k in keys)
+        batch_nodes, sorted_nodes = {}, {}
+        batch_root = BatchUpdate(lambda node_hash: b"", batch_nodes).apply(BLANK_ROOT, items)
+        built = SortedBuild(sorted_nodes)
+        for key, value in items:
+            built.add(key, value)
+        assert (built.root(), sorted_nodes) == (batch_root, batch_nodes)
+
+
+def test_entries_bigger_than_state_entries_are_refused():
+    key, value = b"k" * (snapshots.MAX_STATE_KEY + 1), b"v" * (snapshots.MAX_STATE_VALUE + 1)
+    for entries in ([(key, b"v")], [(b"k", value)]):
+        with pytest.raises(ValueError, match="allowed"):
+            snapshots.decode_chunk(0, raw_chunk(0, entries))
+    assert snapshots.decode_chunk(0, raw_chunk(0, [(b"k" * snapshots.MAX_STATE_KEY, b"v")]))
+
+
+def test_oversized_chunk_rejects_the_snapshot_and_its_sender(tmp_path):
+    big = raw_chunk(0, [(b"k%07d" % i, b"x" * 1000) for i in range(5_000)])
+    big += b"\x00\x00\x00\x01z" * ((snapshots.MAX_CHUNK - len(big)) // 5 + 1)  # past the bound, still one chunk
+    assert len(big) > snapshots.MAX_CHUNK
+    restored = Application(tmp_path / "b")
+    assert forged_offer(restored, [big]) == Offer.ACCEPT
+    answer = apply(restored, 0, big, sender="evil")
+    assert (answer.result, list(answer.reject_senders)) == (Apply.REJECT_SNAPSHOT, ["evil"])
+    assert restored.store.is_empty()
+    restored.close()
+
+
+def test_root_mismatch_rejects_every_peer_that_served_the_snapshot(tmp_path, served):
+    _, snapshot, _, chunks = served
+    restored = Application(tmp_path / "b")
+    assert offer(restored, snapshot, b"\x22" * 32) == Offer.ACCEPT
+    answers = [apply(restored, i, chunk, sender=f"peer-{i % 2}") for i, chunk in enumerate(chunks)]
+    assert answers[-1].result == Apply.REJECT_SNAPSHOT and list(answers[-1].reject_senders) == ["peer-0", "peer-1"]
+    assert restored.store.is_empty()
+    restored.close()
+
+
+def test_offers_bigger_than_the_max_bytes_are_refused(tmp_path):
+    """The operator's bound refuses a full-size metadata (100,000 digests); a bound that fits it accepts it."""
+    chunks = snapshots.MAX_CHUNKS
+    metadata = bytes(32) * chunks
+    huge = abci.Snapshot(height=5, format=1, chunks=chunks, hash=hashlib.sha256(metadata).digest(), metadata=metadata)
+    small = Application(tmp_path / "small", SnapshotSettings(restore_max_bytes=4 * snapshots.CHUNK_BYTES))
+    assert offer(small, huge, b"\x11" * 32) == Offer.REJECT
+    small.close()
+    roomy = Application(tmp_path / "roomy", SnapshotSettings(restore_max_bytes=chunks * snapshots.CHUNK_BYTES))
+    assert offer(roomy, huge, b"\x11" * 32) == Offer.ACCEPT
+    assert len(roomy._restore.digests) == chunks
+    roomy.close()
+
+
+def test_an_internal_error_while_applying_rejects_the_snapshot_not_aborts(tmp_path, served, monkeypatch):
+    _, snapshot, app_hash, chunks = served
+    restored = Application(tmp_path / "b")
+    assert offer(restored, snapshot, app_hash) == Offer.ACCEPT
+
+    def broken(*args):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(snapshots, "decode_chunk", broken)
+    answer = apply(restored, 0, chunks[0], sender="peer-a")
+    assert (answer.result, list(answer.reject_senders)) == (Apply.REJECT_SNAPSHOT, ["peer-a"])
+    monkeypatch.undo()
+    assert restore(restored, snapshot, app_hash, chunks)[-1] == Apply.ACCEPT
+    restored.close()
+
+
+def test_a_restore_cometbft_never_recorded_can_be_redone_after_a_restart(tmp_path, served):
+    """The app commits the restore before CometBFT saves its own state: a crash in between leaves the
+    app at H and CometBFT at 0, so CometBFT state-syncs again and the restored-only state is replaced."""
+    _, snapshot, app_hash, chunks = served
+    joiner = Application(tmp_path / "b", SMALL_CHUNKS)
+    restore(joiner, snapshot, app_hash, chunks)
+    joiner.close()  # killed before CometBFT bootstrapped
+    joiner = Application(tmp_path / "b", SMALL_CHUNKS)
+    assert offer(joiner, snapshot, b"\x33" * 32) == Offer.ACCEPT
+    assert [apply(joiner, i, c).result for i, c in enumerate(chunks)][-1] == Apply.REJECT_SNAPSHOT
+    assert (joiner.store.height, joiner.store.app_hash) == (8, app_hash)  # a failed redo keeps the earlier restore
+    assert restore(joiner, snapshot, app_hash, chunks)[-1] == Apply.ACCEPT
+    assert (joiner.store.height, joiner.store.app_hash, joiner.store.retained_heights()) == (8, app_hash, [8])
+    joiner.close()
+
+
+def test_a_restored_node_that_executed_a_block_restores_no_more(tmp_path, keys, served):
+    chain, snapshot, app_hash, chunks = served
+    joiner = Application(tmp_path / "b", SMALL_CHUNKS)
+    restore(joiner, snapshot, app_hash, chunks)
+    for req in recorded_blocks(chain, keys, random.Random(2), blocks=1):
+        joiner.finalize_block(req)
+        joiner.commit(abci.RequestCommit())
+    assert offer(joiner, snapshot, app_hash) == Offer.REJECT
+    joiner.close()
+
+
+def test_restore_into_a_pruning_node_counts_references(tmp_path, keys, served):
+    """A pruning node's restored trie carries reference counts, so its later prunes stay exact."""
+    chain, snapshot, app_hash, chunks = served
+    joiner = Application(tmp_path / "b", SMALL_CHUNKS, Pruning(2, 1))
+    restore(joiner, snapshot, app_hash, chunks)
+    for req in recorded_blocks(chain, keys, random.Random(2), blocks=4):
+        assert joiner.finalize_block(req).app_hash == chain.app.store.root_at(req.height)
+        joiner.commit(abci.RequestCommit())
+        joiner.snapshots.wait()
+    conn = joiner.store._conn
+    assert joiner.store.retained_heights() == [11, 12]  # the restored 8 is pruned like any height
+    stored = {h for (h,) in conn.execute("SELECT hash FROM nodes")}
+    assert stored == {h for (h,) in conn.execute("SELECT hash FROM noderefs WHERE refs > 0")}
+    joiner.close()
+
+
+def test_chunks_are_staged_on_disk_not_held_in_memory(tmp_path, served):
+    """Each applied chunk's entries and finished trie nodes go to the staging transaction at once;
+    the store's own connection sees none of it until the root matches."""
+    _, snapshot, app_hash, chunks = served
+    restored = Application(tmp_path / "b")
+    assert offer(restored, snapshot, app_hash) == Offer.ACCEPT
+    staged = restored._restore._staged
+    expected = 0
+    for i, chunk in enumerate(chunks[:-1]):
+        assert apply(restored, i, chunk).result == Apply.ACCEPT
+        expected += len(snapshots.decode_chunk(i, chunk))
+        assert staged._conn.execute("SELECT COUNT(*) FROM kv").fetchone()[0] == expected
+        assert staged._new_nodes == {}  # flushed to the nodes table
+    assert staged._conn.execute("SELECT COUNT(*) FROM nodes").fetchone()[0] > 0
+    assert restored.store._conn.execute("SELECT COUNT(*) FROM kv").fetchone()[0] == 0
+    assert apply(restored, len(chunks) - 1, chunks[-1]).result == Apply.ACCEPT
+    assert restored.store._conn.execute("SELECT COUNT(*) FROM kv").fetchone()[0] == expected + len(snapshots.decode_chunk(len(chunks) - 1, chunks[-1]))
+    restored.close()
