@@ -109,38 +109,43 @@ def init(cli: Cli, moniker: str, chain_id: str, listen: str, external: str, rpc:
 @click.option("--trust-period", default="168h0m0s", show_default=True, help="How old a trusted header may be.")
 @click.option("--rpc-server", "rpc_servers", multiple=True, metavar="URL", help="RPC for state sync's light client (twice or more) [default: --peer twice].")
 @click.option("--no-state-sync", is_flag=True, help="Replay every block from genesis instead of restoring a snapshot.")
-@click.option("--swarm-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None, help="The network's IPFS swarm key.")
+@click.option("--swarm-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="The network's IPFS swarm key, received out of band from its operators.")
 @click.option("--ipfs-peer", "ipfs_peers", multiple=True, metavar="PEERID@MULTIADDR", help="A Kubo node of the network to peer with (repeatable).")
+@click.option("--gentx-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="The network's published gentx files: their Kubo peers become this node's IPFS peers.")
 @shared_flags(node=False)
 @_node_errors
 def join(cli: Cli, peer: str, genesis_sha256: str | None, trust_height: int | None, trust_hash: str | None, trust_period: str,
-         rpc_servers: tuple[str, ...], no_state_sync: bool, swarm_key: Path | None, ipfs_peers: tuple[str, ...]) -> None:
-    """Configure the fresh node in --home to join the network that PEER runs: genesis, peers, state sync.
+         rpc_servers: tuple[str, ...], no_state_sync: bool, swarm_key: Path | None, ipfs_peers: tuple[str, ...], gentx_dir: Path | None) -> None:
+    """Configure the fresh node in --home to join the network that PEER runs: genesis, peers, state sync, IPFS swarm.
+
+    Once started, the node's Kubo joins the network's private swarm (swarm key
+    and peers given here) and pins every file the chain registered.
 
     \b
     Example:
       $ gradchain node init --moniker carol --swarm-key swarm.key --external 198.51.100.4:26656
-      $ gradchain node join --peer http://203.0.113.7:26657 --genesis-sha256 3f2a...
+      $ gradchain node join --peer http://203.0.113.7:26657 --genesis-sha256 3f2a... --gentx-dir gentxs/
       $ gradchain node start
     """
     from abci_app.node import join as joining
 
+    for text in ipfs_peers:  # a malformed flag fails before anything is written
+        joining.parse_ipfs_peer(text)
+    if swarm_key is not None:
+        nodehome.check_swarm_key(swarm_key.read_bytes())
+    if (swarm_key is not None or ipfs_peers or gentx_dir is not None) and not (nodehome.Layout(cli.home).ipfs_repo / "config").exists():
+        raise CliError(f"{cli.home} has no Kubo repo (made with --no-ipfs): --swarm-key, --ipfs-peer and --gentx-dir configure it")
     result = joining.join(cli.home, peer, genesis_sha256=genesis_sha256, trust_height=trust_height, trust_hash=trust_hash,
                           rpc_servers=list(rpc_servers) or None, trust_period=trust_period, state_sync=not no_state_sync)
-    if swarm_key is not None:
-        nodehome.set_swarm_key(cli.home, swarm_key.read_bytes())
-    if ipfs_peers:
-        from abci_app.ipfs import node as kubo
-
-        pairs = []
-        for text in ipfs_peers:
-            peer_id, at, multiaddr = text.partition("@")
-            if not at or not multiaddr.startswith("/"):
-                raise CliError(f"--ipfs-peer '{text}' is not PEERID@/ip4/HOST/tcp/PORT")
-            pairs.append((peer_id, multiaddr))
-        kubo.set_peering(nodehome.Layout(cli.home).ipfs_repo, pairs)
-    data = result.as_dict()
+    ipfs = []
+    if swarm_key is not None or ipfs_peers or gentx_dir is not None:
+        ipfs = joining.configure_ipfs(cli.home, swarm_key.read_bytes() if swarm_key else None, list(ipfs_peers), gentx_dir)
+    data = result.as_dict() | {"ipfs_peers": ipfs}
     cli.emit(data, "\n".join(f"{key + ':':<18}{value}" for key, value in data.items()))
+    if (nodehome.Layout(cli.home).ipfs_repo / "config").exists() and not ipfs:
+        click.echo("warning: no IPFS peers given (--ipfs-peer or --gentx-dir): this node's Kubo will find no one to fetch the chain's files from", err=True)
     if not no_state_sync and not result.trust_checked:
         click.echo(joining.TRUST_WARNING.format(height=result.trust_height, hash=result.trust_hash, peer=peer), err=True)
     if genesis_sha256 is None:
@@ -185,6 +190,26 @@ def start(cli: Cli, validate: bool, key: str | None, train: str | None, no_ipfs:
     run.start(cli.home, ipfs=not no_ipfs, worker=worker, worker_flags=flags, echo=lambda line: click.echo(line, err=cli.output == "json"))
 
 
+@node.command("pin-sync")
+@click.option("--poll", type=click.FloatRange(min=0.5), default=10.0, show_default=True, help="Seconds between passes over the chain's registered files.")
+@click.option("--once", is_flag=True, help="One pass, then exit.")
+@shared_flags(node=False)
+@_node_errors
+def pin_sync(cli: Cli, poll: float, once: bool) -> None:
+    """Fetch, verify and pin on this node's Kubo every file the chain registered (model versions, deltas, datasets).
+
+    `node start` runs it as its "pins" child; HOME/pins.json remembers what is
+    pinned, and `node status` shows the counts.
+
+    \b
+    Example:
+      $ gradchain node pin-sync --home ~/.gradchain --once
+    """
+    from abci_app.node import pins
+
+    pins.run(cli.home, poll=poll, once=once, report=lambda line: click.echo(line, err=cli.output == "json"))
+
+
 @node.command("status")
 @shared_flags(node=False)
 @_node_errors
@@ -203,6 +228,8 @@ def status(cli: Cli) -> None:
         lines.append(f"{child['name']:<12}  {'up' if child['up'] else 'down':<4}  pid {child['pid'] or '-':<7}  restarts {child['restarts']}")
     for key in ("height", "catching_up", "peers", "voting_power"):
         lines.append(f"{key:<14}{'-' if info[key] is None else info[key]}")
+    pins = info["pins"]
+    lines.append(f"{'pinned':<14}" + ("-" if pins is None else f"{pins['pinned']} of {pins['wanted']} registered files, {pins['failing']} failing"))
     cli.emit(info, "\n".join(lines))
 
 

@@ -224,3 +224,14 @@ class IpfsClient:
             params["timeout"] = f"{timeout:g}s"
         limit = httpx.Timeout(self.timeout, read=None if timeout is None else timeout + 5)
         self._post("pin/add", params, timeout=limit, cid=cid, wait=timeout)
+
+    def pinned(self, cid: str) -> bool:
+        """Whether `cid` is pinned recursively on this node (what `pin_add` makes)."""
+        _check_cid(cid)
+        try:
+            self._post("pin/ls", {"arg": cid, "type": "recursive"})
+        except IpfsError as exc:
+            if "is not pinned" in str(exc):
+                return False
+            raise
+        return True

@@ -33,3 +33,11 @@ def worker_argv(kind: str, key: str, keyring_home: Path, cache_dir: Path, node_u
     """`gradchain validate|train` as a daemon signing with `key` from the keyring at `keyring_home`."""
     return [sys.executable, "-m", "abci_app.cli", kind, "--key", key, "--home", str(keyring_home), "--cache-dir", str(cache_dir),
             "--node", node_url, "--ipfs", ipfs_url, "--yes", *extra]
+
+
+PIN_SYNC = "pin-sync"  # the subcommand; also the marker that tells the pin sync's process apart
+
+
+def pins_argv(home: Path) -> list[str]:
+    """`gradchain node pin-sync`: keeps the node's Kubo pinning every file the chain registered (abci_app.node.pins)."""
+    return [sys.executable, "-m", "abci_app.cli", "node", PIN_SYNC, "--home", str(home)]

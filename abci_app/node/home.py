@@ -235,7 +235,7 @@ def init_ipfs(layout: Layout, settings: Settings, swarm_key: bytes | None) -> st
     _, api = host_port(settings.ipfs_api, "--ipfs-api")
     _, gateway = host_port(settings.ipfs_gateway, "--ipfs-gateway")
     swarm_host, swarm = host_port(settings.ipfs_swarm, "--ipfs-swarm")
-    peer = kubo.init_node(layout.ipfs_repo, api, gateway, swarm, swarm_key or kubo.generate_swarm_key())
+    peer = kubo.init_node(layout.ipfs_repo, api, gateway, swarm, check_swarm_key(swarm_key) if swarm_key else kubo.generate_swarm_key())
     config_path = layout.ipfs_repo / "config"
     config = json.loads(config_path.read_text())
     api_host, _ = host_port(settings.ipfs_api, "--ipfs-api")
@@ -247,10 +247,16 @@ def init_ipfs(layout: Layout, settings: Settings, swarm_key: bytes | None) -> st
     return peer
 
 
-def set_swarm_key(home: Path, swarm_key: bytes) -> None:
-    """Install the network's swarm key (received from its operators) in this node's Kubo repo."""
+def check_swarm_key(swarm_key: bytes) -> bytes:
+    """`swarm_key` if it is a Kubo pre-shared key file; NodeError otherwise."""
     if not swarm_key.startswith(b"/key/swarm/psk/1.0.0/"):
         raise NodeError("the swarm key is not a Kubo pre-shared key (it starts with /key/swarm/psk/1.0.0/)")
+    return swarm_key
+
+
+def set_swarm_key(home: Path, swarm_key: bytes) -> None:
+    """Install the network's swarm key (received from its operators) in this node's Kubo repo."""
+    check_swarm_key(swarm_key)
     path = Layout(home).ipfs_repo / "swarm.key"
     path.write_bytes(swarm_key)
     path.chmod(0o600)

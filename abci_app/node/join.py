@@ -132,3 +132,37 @@ def join(home: Path, peer: str, *, genesis_sha256: str | None = None, trust_heig
     settings.chain_id = genesis["chain_id"]
     save_settings(home, settings)
     return JoinResult(genesis["chain_id"], digest, peers, servers if state_sync else [], int(trust_height or 0), trust_hash or "", supplied)
+
+
+def parse_ipfs_peer(text: str) -> tuple[str, str]:
+    """'PEERID@/ip4/HOST/tcp/PORT' -> (peer id, multiaddr); NodeError if it is not one."""
+    peer_id, at, multiaddr = text.partition("@")
+    if not at or not peer_id or not multiaddr.startswith("/"):
+        raise NodeError(f"IPFS peer '{text}' is not PEERID@/ip4/HOST/tcp/PORT")
+    return peer_id, multiaddr
+
+
+def configure_ipfs(home: Path, swarm_key: bytes | None = None, peers: list[str] = (), gentx_dir: Path | None = None) -> list[str]:
+    """Put this node's Kubo in the network's private swarm: its swarm key (received out of band) and Peering.Peers
+    from `peers` (PEERID@MULTIADDR) and the founders' gentx files in `gentx_dir` (each names its Kubo peer).
+    Returns the peers set; NodeError when the node has no Kubo repo or a peer is malformed."""
+    from abci_app.ipfs import node as kubo
+    from abci_app.node.ceremony import read_genesis, read_gentxs
+    from abci_app.node.home import set_swarm_key
+
+    home = Path(home).resolve()
+    layout = Layout(home)
+    if not (layout.ipfs_repo / "config").exists():
+        raise NodeError(f"{home} has no Kubo repo (it was made with --no-ipfs): a swarm key or IPFS peers have nothing to configure")
+    texts = list(peers)
+    if gentx_dir is not None:
+        chain_id = read_genesis(layout.genesis)["chain_id"]
+        texts += [gentx.ipfs_peer for gentx in read_gentxs(gentx_dir, chain_id) if gentx.ipfs_peer]
+    pairs = [parse_ipfs_peer(text) for text in texts]
+    if swarm_key is not None:
+        set_swarm_key(home, swarm_key)
+    if pairs:
+        mine = kubo.peer_id(layout.ipfs_repo)
+        pairs = [pair for pair in dict.fromkeys(pairs) if pair[0] != mine]
+        kubo.set_peering(layout.ipfs_repo, pairs)
+    return [f"{peer_id}@{multiaddr}" for peer_id, multiaddr in pairs]

@@ -3,6 +3,7 @@
     app       python -m abci_app (ABCI socket, metrics port)
     cometbft  cometbft start --home HOME           after the app: it exits when its app dies
     ipfs      ipfs daemon on HOME/ipfs             (unless --no-ipfs)
+    pins      gradchain node pin-sync              with Kubo: pins every file the chain registered (abci_app.node.pins)
     worker    gradchain validate|train --key KEY   (with --validate/--train), after CometBFT and Kubo
 The child commands (abci_app.node.commands) are the ones the localnet's nodes run.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from abci_app import supervisor
 from abci_app.localnet.config import COMETBFT, REPO_ROOT
-from abci_app.node.commands import app_argv, child_env, cometbft_argv, worker_argv
+from abci_app.node.commands import PIN_SYNC, app_argv, child_env, cometbft_argv, pins_argv, worker_argv
 from abci_app.node.home import Layout, NodeError, Settings, host_port, load_settings
 from abci_app.rpc import RpcClient, RpcError
 
@@ -59,6 +60,8 @@ def child_specs(home: Path, settings: Settings, *, ipfs: bool = True, worker: tu
     app = app_argv(layout.app_home, settings.app_addr, settings.metrics, settings.ipfs_url if ipfs else None, settings.app_args)
     specs.append(spec("app", app, child_env(), lambda: supervisor.port_listening(app_port), str(layout.app_home)))
     specs.append(spec("cometbft", cometbft_argv(home), dict(os.environ), lambda: rpc_answers(settings.rpc_url), str(home), after=("app",)))
+    if ipfs:
+        specs.append(spec("pins", pins_argv(home), child_env(), lambda: True, PIN_SYNC, after=("cometbft", "ipfs")))
     if worker is not None:
         if not ipfs:
             raise NodeError("a worker fetches checkpoints and deltas over IPFS: drop --no-ipfs")
@@ -108,8 +111,11 @@ def start(home: Path, *, ipfs: bool = True, worker: tuple[str, str] | None = Non
 
 
 def status(home: Path) -> dict:
-    """Each child (pid, up, restarts), and the node's height, catching_up, peers and validator power from its RPC."""
+    """Each child (pid, up, restarts), the node's height, catching_up, peers and validator power from its RPC, and
+    the pin sync's counts (None without Kubo or before its first pass)."""
     import json
+
+    from abci_app.node import pins
 
     home = Path(home).resolve()
     settings = load_settings(home)
@@ -122,12 +128,14 @@ def status(home: Path) -> dict:
         recorded = []
     for entry in recorded:
         name = entry.get("name", "?")
-        marker = {"app": str(layout.app_home), "cometbft": str(home), "ipfs": str(layout.ipfs_repo), "worker": str(layout.worker_home)}.get(name, name)
+        marker = {"app": str(layout.app_home), "cometbft": str(home), "ipfs": str(layout.ipfs_repo), "worker": str(layout.worker_home),
+                  "pins": PIN_SYNC}.get(name, name)
         pid = supervisor.Child(name, layout.log(name), layout.pid(name), marker).pid
         children.append({"name": name, "pid": pid, "up": pid is not None, "state": entry.get("state") if running else "stopped",
                          "restarts": entry.get("restarts", 0)})
     result: dict = {"home": str(home), "moniker": settings.moniker, "supervisor_pid": running, "children": children,
-                    "rpc": settings.rpc_url, "height": None, "catching_up": None, "peers": None, "voting_power": None}
+                    "rpc": settings.rpc_url, "height": None, "catching_up": None, "peers": None, "voting_power": None,
+                    "pins": pins.read_summary(home / pins.LEDGER_FILE)}
     try:
         with RpcClient(settings.rpc_url, timeout=3.0) as client:
             info = client.status()

@@ -6,11 +6,15 @@ node binds only its own address and keeps its own home, as on separate hosts:
 1. hosts 2-5 `node init`, make keys, and run the genesis ceremony: the
    coordinator funds them (`genesis add-account`), each signs a gentx, each
    collects the same gentxs and gets the same genesis digest;
-2. each runs `node start` (the supervisor in the foreground, no Kubo);
-3. host 6 runs `node join --peer` and `node start` after the chain passed
-   several snapshot intervals, serves the right balance under the right app
-   hash (with state sync: its first stored block is above 1, it did not replay),
-   bonds in with `tx staking create-validator` and signs blocks;
+2. each runs `node start` (the supervisor in the foreground); host 2 runs
+   Kubo too, and registers a dataset (`tx dataset add`) that it adds to IPFS;
+3. host 6, whose Kubo got host 2's swarm key at `node init --swarm-key`, runs
+   `node join --peer --gentx-dir` (its Kubo peers with the founders' named in
+   the published gentxs) and `node start` after the chain passed several
+   snapshot intervals, serves the right balance under the right app hash (with
+   state sync: its first stored block is above 1, it did not replay), bonds in
+   with `tx staking create-validator` and signs blocks; its pin sync fetches
+   the dataset from host 2's Kubo and pins it, verified by sha256;
 4. its app is SIGKILLed: its supervisor restarts the app, then CometBFT, and it
    carries on with the others' app hash;
 5. one original validator stops: the chain goes on.
@@ -18,6 +22,7 @@ node binds only its own address and keeps its own home, as on separate hosts:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -28,6 +33,8 @@ from pathlib import Path
 import pytest
 
 from abci_app import supervisor
+from abci_app.ipfs.client import IpfsClient
+from abci_app.node.commands import PIN_SYNC
 from abci_app.node.home import Layout
 from abci_app.ports import free_ports
 from abci_app.rpc import RpcClient
@@ -40,6 +47,8 @@ CHAIN_ID = "gradchain-multihost-e2e"
 HOSTS = [f"127.0.0.{i}" for i in range(2, 7)]  # four founders, then the joiner
 FOUNDERS = 4
 JOINER = 4
+KUBO_HOSTS = (0, JOINER)  # a founder serves a registered file, the joiner must end up pinning it; the others run no Kubo
+PORTS = 8  # per host: p2p, rpc, app, prometheus, metrics, Kubo api, gateway, swarm
 FUNDS = 100_000_000
 BOND = 10_000_000  # 10 power units each at the default power_unit: 4 founders of 10, the joiner 10 more
 SENT = 123_456
@@ -69,20 +78,30 @@ class Host:
 
     def __init__(self, root: Path, index: int, ports: list[int]) -> None:
         self.index, self.ip, self.home = index, HOSTS[index], root / f"host{index}"
-        self.p2p, self.rpc, self.app, self.prometheus, self.metrics = ports
+        self.p2p, self.rpc, self.app, self.prometheus, self.metrics, self.ipfs_api, self.ipfs_gateway, self.ipfs_swarm = ports
+        self.kubo = index in KUBO_HOSTS
         self.process: subprocess.Popen | None = None
 
     @property
     def rpc_url(self) -> str:
         return f"http://{self.ip}:{self.rpc}"
 
+    @property
+    def ipfs_url(self) -> str:
+        return f"http://{self.ip}:{self.ipfs_api}"
+
     def client(self) -> RpcClient:
         return RpcClient(self.rpc_url, timeout=5.0)
 
-    def init(self) -> dict:
+    def init(self, swarm_key: Path | None = None) -> dict:
         flags = [f"--app-arg={flag}" for flag in SNAPSHOT_FLAGS]
+        if not self.kubo:
+            flags.append("--no-ipfs")
+        else:
+            flags += ["--ipfs-api", f"{self.ip}:{self.ipfs_api}", "--ipfs-gateway", f"{self.ip}:{self.ipfs_gateway}",
+                      "--ipfs-swarm", f"{self.ip}:{self.ipfs_swarm}"] + (["--swarm-key", str(swarm_key)] if swarm_key else [])
         app_state = self.home.parent / "app_state.json"
-        return json_out(run(self.home, "node", "init", "--moniker", f"host{self.index}", "--chain-id", CHAIN_ID, "--no-ipfs", "--private-network",
+        return json_out(run(self.home, "node", "init", "--moniker", f"host{self.index}", "--chain-id", CHAIN_ID, "--private-network",
                             "--listen", f"{self.ip}:{self.p2p}", "--rpc", f"{self.ip}:{self.rpc}", "--app", f"{self.ip}:{self.app}",
                             "--prometheus", f"{self.ip}:{self.prometheus}", "--metrics", f"{self.ip}:{self.metrics}",
                             "--app-state", str(app_state), *flags, "-o", "json"))
@@ -90,7 +109,8 @@ class Host:
     def start(self) -> None:
         env = cli_env() | {"GRADCHAIN_KEYRING_BACKEND": "test"}
         with open(self.home / "supervisor.out", "ab") as out:
-            self.process = subprocess.Popen(cli_argv("node", "start", "--home", str(self.home), "--no-ipfs"), stdout=out, stderr=subprocess.STDOUT,
+            argv = cli_argv("node", "start", "--home", str(self.home), *([] if self.kubo else ["--no-ipfs"]))
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                             env=env, start_new_session=True)
 
     def stop(self) -> None:
@@ -103,7 +123,7 @@ class Host:
                 self.process.kill()
                 self.process.wait()
         layout = Layout(self.home)
-        for name, marker in (("cometbft", str(self.home)), ("app", str(layout.app_home))):
+        for name, marker in (("pins", PIN_SYNC), ("cometbft", str(self.home)), ("app", str(layout.app_home)), ("ipfs", str(layout.ipfs_repo))):
             supervisor.Child(name, layout.log(name), layout.pid(name), marker).terminate()
 
     def status(self) -> dict:
@@ -115,7 +135,7 @@ class Host:
 
     def tails(self) -> str:
         parts = []
-        for name in ("supervisor.out", "logs/app.log", "logs/cometbft.log"):
+        for name in ("supervisor.out", "logs/app.log", "logs/cometbft.log") + (("logs/ipfs.log", "logs/pins.log") if self.kubo else ()):
             parts.append(f"--- host{self.index} {name}:\n{supervisor.log_tail(self.home / name, 12)}")
         return "\n".join(parts)
 
@@ -133,8 +153,8 @@ def operator_address(host: Host) -> str:
 def hosts(tmp_path: Path):
     require_cometbft()
     (tmp_path / "app_state.json").write_text(json.dumps(APP_STATE))
-    ports = free_ports(5 * len(HOSTS))
-    made = [Host(tmp_path, i, ports[5 * i : 5 * i + 5]) for i in range(len(HOSTS))]
+    ports = free_ports(PORTS * len(HOSTS))
+    made = [Host(tmp_path, i, ports[PORTS * i : PORTS * (i + 1)]) for i in range(len(HOSTS))]
     try:
         yield made
     except BaseException:
@@ -147,9 +167,10 @@ def hosts(tmp_path: Path):
 
 
 def ceremony(founders: list[Host], joiner: Host, tmp_path: Path) -> str:
-    """init, keys, add-account, gentx, collect on every founder; returns the genesis digest they all agree on."""
+    """init, keys, add-account, gentx, collect on every founder; returns the genesis digest they all agree on.
+    The joiner's Kubo gets the network's swarm key (host 2's, handed over as operators would, out of band)."""
     for host in founders + [joiner]:
-        host.init()
+        host.init(swarm_key=Layout(founders[0].home).ipfs_repo / "swarm.key" if host is joiner else None)
         ok(run(host.home, "keys", "add", "op"))
     coordinator = founders[0]
     for host in founders + [joiner]:
@@ -175,6 +196,12 @@ def test_a_network_made_by_ceremony_is_joined_from_another_host(hosts: list[Host
         host.start()
     wait_until(lambda: all(host.height() >= 2 for host in founders), 120, "the founders to make blocks", poll=0.5)
 
+    # a file registered on chain and served by host 2's Kubo, before the joiner exists: its pin sync must find it
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(os.urandom(300_000))  # two chunks: a DAG, not a single block
+    added = json_out(run(founders[0].home, "tx", "dataset", "add", str(corpus), "--from", "op", "--name", "multihost-corpus",
+                         "--licence", "CC0-1.0", "--ipfs", founders[0].ipfs_url, "--yes", "-o", "json", node=founders[0].rpc_url))
+
     # a transfer the joiner must later serve
     recipient = ok(run(founders[1].home, "keys", "add", "recipient", "-o", "json"))
     recipient_address = json.loads(recipient.stdout)["address"]
@@ -184,8 +211,9 @@ def test_a_network_made_by_ceremony_is_joined_from_another_host(hosts: list[Host
 
     # the joiner: genesis, peers and trust point from one founder's RPC, checked against the published digest
     joined = json_out(run(joiner.home, "node", "join", "--peer", founders[0].rpc_url, "--genesis-sha256", digest, "-o", "json",
-                          *([] if SNAPSHOT_FLAGS else ["--no-state-sync"])))
+                          "--gentx-dir", str(tmp_path / "gentxs"), *([] if SNAPSHOT_FLAGS else ["--no-state-sync"])))
     assert joined["chain_id"] == CHAIN_ID and joined["persistent_peers"][0].endswith(f"@{founders[0].ip}:{founders[0].p2p}")
+    assert [peer.split("@", 1)[1] for peer in joined["ipfs_peers"]] == [f"/ip4/{founders[0].ip}/tcp/{founders[0].ipfs_swarm}"]
     joiner.start()
 
     def synced() -> bool:
@@ -198,6 +226,16 @@ def test_a_network_made_by_ceremony_is_joined_from_another_host(hosts: list[Host
         assert balance(client, recipient_address) == SENT
     if SNAPSHOT_FLAGS:
         assert earliest > 1, "the joiner replayed from genesis instead of restoring a snapshot"
+
+    # the dataset registered before it joined is pinned on its Kubo, with the bytes the chain registered
+    def pinned() -> bool:
+        pins = joiner.status()["pins"]
+        return pins is not None and pins["pinned"] >= 1
+
+    wait_until(pinned, 120, "the joiner's pin sync to pin the registered dataset", poll=1.0)
+    with IpfsClient(joiner.ipfs_url) as ipfs:
+        assert ipfs.pinned(added["cid"])
+        assert hashlib.sha256(ipfs.cat(added["cid"])).hexdigest() == added["sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
     height = joiner.height() - 1
     assert app_hash_at(joiner, height) == app_hash_at(founders[0], height)
 

@@ -268,3 +268,49 @@ def test_metrics_are_served_over_http() -> None:
         server.shutdown()
         server.server_close()
     assert "gradchain_height 7.0" in text and "gradchain_blocks_total" in text and "process_start_time_seconds" in text
+
+
+def init_with_kubo(home: Path) -> None:
+    result = run(home, "node", "init", "--moniker", "carol", "--chain-id", "net-1", "--ipfs-api", "127.0.0.3:35001",
+                 "--ipfs-gateway", "127.0.0.3:35080", "--ipfs-swarm", "127.0.0.3:34001")
+    assert result.exit_code == 0, result.output
+
+
+def test_join_puts_kubo_in_the_networks_swarm(tmp_path: Path, fake_rpc: None) -> None:
+    from abci_app.ipfs import node as kubo
+
+    home = tmp_path / "carol"
+    init_with_kubo(home)
+    key = tmp_path / "swarm.key"
+    key.write_bytes(kubo.generate_swarm_key())
+    peer = "12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp@/ip4/203.0.113.7/tcp/4001"
+    result = run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--genesis-sha256", joining.genesis_digest(FakeRpc.GENESIS),
+                 "--swarm-key", str(key), "--ipfs-peer", peer, "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ipfs_peers"] == [peer]
+    repo = Layout(home).ipfs_repo
+    assert (repo / "swarm.key").read_bytes() == key.read_bytes()
+    assert json.loads((repo / "config").read_text())["Peering"]["Peers"] == [{"ID": peer.split("@")[0], "Addrs": ["/ip4/203.0.113.7/tcp/4001"]}]
+
+
+def test_join_refuses_ipfs_flags_it_cannot_apply_before_writing_anything(tmp_path: Path, fake_rpc: None) -> None:
+    home = tmp_path / "carol"
+    init(home)  # --no-ipfs
+    before = Layout(home).genesis.read_text()
+    one_error_line(run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--ipfs-peer", "12D3KooW@/ip4/1.2.3.4/tcp/4001"),
+                   "has no Kubo repo")
+    one_error_line(run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--ipfs-peer", "nonsense"), "is not PEERID@/ip4/HOST/tcp/PORT")
+    bad_key = tmp_path / "bad.key"
+    bad_key.write_text("not a key")
+    one_error_line(run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--swarm-key", str(bad_key)), "not a Kubo pre-shared key")
+    assert Layout(home).genesis.read_text() == before
+
+
+def test_start_with_kubo_runs_the_pin_sync_after_cometbft_and_kubo(tmp_path: Path) -> None:
+    from abci_app.node import run as noderun
+
+    home = tmp_path / "carol"
+    init_with_kubo(home)
+    specs = noderun.child_specs(home.resolve(), load_settings(home))
+    assert [(s.name, s.after) for s in specs] == [("ipfs", ()), ("app", ()), ("cometbft", ("app",)), ("pins", ("cometbft", "ipfs"))]
+    assert specs[-1].argv[-4:] == ["node", "pin-sync", "--home", str(home.resolve())]
