@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -32,6 +31,7 @@ from abci_app.explorer.server import MAX_BODY_BYTES, create_app
 from abci_app.models import Cache, ModelError
 from abci_app.ports import free_ports
 from abci_app.rpc import RpcClient, RpcError
+from tests.unit.lightchain import json_handler
 
 SHA = "ab" * 32
 
@@ -47,23 +47,7 @@ class FakeNode:
         self.history: list[dict] = []
         self.queries: list[tuple[str, str]] = []
         self.height = 5
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urlsplit(self.path)
-                method, params = url.path.strip("/"), {k: v[0] for k, v in parse_qs(url.query).items()}
-                raw = fake.answer(method, params)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), json_handler(self.answer))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
