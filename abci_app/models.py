@@ -8,6 +8,7 @@ verified file, and a second pull returns at once.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from abci_app.ipfs.download import fetch_verified, file_sha256
 
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")  # the only sha256 the cache takes as a file name (a node's answer is untrusted)
 
 
 class ModelError(Exception):
@@ -38,7 +40,13 @@ class Cache:
         self.root = Path(home).expanduser() / "cache"
 
     def path_for(self, sha256: str, suffix: str) -> Path:
-        return self.root / f"{sha256}{suffix}"
+        """The cache file of `sha256`; ModelError unless it is 64 lowercase hex digits, so a lying node's
+        `../x` or `/abs` can never name a file outside the cache."""
+        check_sha256(sha256)
+        path = self.root / f"{sha256}{suffix}"
+        if path.parent != self.root or "/" in suffix or "\\" in suffix:
+            raise ModelError(f"cache suffix {suffix!r} leaves the cache directory")
+        return path
 
     def _pull(self, entry: dict, suffix: str, ipfs: IpfsClient, timeout: float, progress, check: Callable[[Path], None] | None) -> Pulled:
         path = self.path_for(entry["sha256"], suffix)
@@ -74,6 +82,23 @@ class Cache:
         return self._pull(entry, ".data", ipfs, timeout, progress, None)
 
 
+def check_sha256(sha256: object) -> str:
+    if not isinstance(sha256, str) or not SHA256_HEX.fullmatch(sha256):
+        raise ModelError(f"the node sent sha256 {str(sha256)[:80]!r}, not 64 lowercase hex digits: refusing it")
+    return sha256
+
+
+def checked_entry(entry: object, what: str) -> dict:
+    """A registry or datasets entry from a node, with the fields used as names checked: an int id, a hex sha256, a text CID."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) or isinstance(entry.get("id"), bool):
+        raise ModelError(f"the node sent a malformed {what} entry (no integer id)")
+    check_sha256(entry.get("sha256"))
+    cid = entry.get("cid")
+    if not isinstance(cid, str) or not cid.isascii() or not cid.isalnum() or len(cid) > 200:
+        raise ModelError(f"the node sent {what} {entry['id']} with CID {str(cid)[:80]!r}, which is not a CID")
+    return entry
+
+
 def version_entry(chain: ChainClient, version: int | None) -> dict:
     try:
         entry = chain.query_json("/registry/latest") if version is None else chain.query_json("/registry/version", str(version))
@@ -83,6 +108,11 @@ def version_entry(chain: ChainClient, version: int | None) -> dict:
         latest = chain.query_json("/registry/latest")
         hint = f"latest is {latest['id']}" if latest else "no version is registered yet"
         raise ModelError(f"model version {version} does not exist ({hint})")
+    entry = checked_entry(entry, "model version")
+    if version is not None and entry["id"] != version:
+        raise ModelError(f"asked the node for version {version}, it answered with version {entry['id']}")
+    if not isinstance(entry.get("config_hash"), str) or not isinstance(entry.get("family"), str):
+        raise ModelError(f"the node sent version {entry['id']} without a text family and config hash")
     return entry
 
 
@@ -93,6 +123,9 @@ def dataset_entry(chain: ChainClient, dataset_id: int) -> dict:
         raise ModelError(str(exc)) from None
     if entry is None:
         raise ModelError(f"dataset {dataset_id} does not exist (see `gradchain dataset list`)")
+    entry = checked_entry(entry, "dataset")
+    if entry["id"] != dataset_id:
+        raise ModelError(f"asked the node for dataset {dataset_id}, it answered with dataset {entry['id']}")
     return entry
 
 

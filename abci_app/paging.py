@@ -72,8 +72,10 @@ def by_id(path: str, data: bytes, total: int, read: Callable[[int], tuple[int, d
 def walk(fetch: Callable[[str], bytes], arg: str = "", after: str = "") -> list:
     """Every entry of a paged view from `after` on: `fetch(data)` answers one page. Pages are read at the
     node's latest height each, so a list that changes meanwhile may be seen part before, part after.
-    ValueError on an answer that is not a page, or a `next` that does not move on (a broken node)."""
+    ValueError on an answer that is not a page, or a `next` already walked (a broken node whose cursors repeat or
+    cycle would otherwise hang the caller)."""
     entries: list = []
+    seen = {after}  # every cursor this walk has fetched; bounded by the pages it got
     while True:
         raw = fetch(f"{arg}/{after}" if after else arg)
         try:
@@ -85,6 +87,7 @@ def walk(fetch: Callable[[str], bytes], arg: str = "", after: str = "") -> list:
         entries += doc["entries"]
         if doc["next"] is None:
             return entries
-        if doc["next"] == after:
-            raise ValueError(f"the page after {after!r} names itself as the next: the node does not page on")
+        if doc["next"] in seen:
+            raise ValueError(f"the page after {after!r} names {doc['next']!r} as the next, a page already walked: the node does not page on")
         after = doc["next"]
+        seen.add(after)

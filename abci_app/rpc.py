@@ -8,6 +8,7 @@ that says what went wrong and what to do.
 from __future__ import annotations
 
 import base64
+import json
 import time
 from dataclasses import dataclass
 
@@ -50,11 +51,14 @@ class AbciQueryResult:
 
 
 class RpcClient:
-    def __init__(self, node: str = DEFAULT_NODE, timeout: float = 10.0):
+    def __init__(self, node: str = DEFAULT_NODE, timeout: float = 10.0, *, max_bytes: int | None = None, deadline: float | None = None):
+        """`timeout` bounds each socket operation; `deadline` (seconds) and `max_bytes` optionally bound a whole
+        answer, for callers that read from a node they do not trust to answer promptly or briefly (the explorer)."""
         self.node = node.rstrip("/")
         if "://" not in self.node:
             self.node = "http://" + self.node
         self._http = httpx.Client(timeout=timeout)
+        self.max_bytes, self.deadline = max_bytes, deadline
 
     def close(self) -> None:
         self._http.close()
@@ -69,20 +73,40 @@ class RpcClient:
         """One JSON-RPC call; returns its `result` object."""
         query = {k: _param(v) for k, v in params.items() if v is not None}
         try:
-            response = self._http.get(f"{self.node}/{method}", params=query)
+            if self.max_bytes is None and self.deadline is None:
+                response = self._http.get(f"{self.node}/{method}", params=query)
+                status, raw = response.status_code, response.content
+            else:
+                status, raw = self._bounded_get(method, query)
         except httpx.TimeoutException:
             raise RpcError(f"node {self.node} timed out on {method}") from None
         except httpx.HTTPError:
             raise RpcError(f"node not running at {self.node} (start one with `make localnet`, or pass --node)") from None
         try:
-            body = response.json()
-        except ValueError:
-            raise RpcError(f"node {self.node} answered {method} with HTTP {response.status_code}, not JSON") from None
+            body = json.loads(raw)
+        except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than Python parses
+            raise RpcError(f"node {self.node} answered {method} with HTTP {status}, not JSON") from None
+        if not isinstance(body, dict) or ("error" not in body and "result" not in body):
+            raise RpcError(f"node {self.node} answered {method} with JSON that is not a JSON-RPC answer")
         if "error" in body:
             error = body["error"]
-            detail = error.get("data") or error.get("message") or str(error)
+            detail = (error.get("data") or error.get("message") if isinstance(error, dict) else None) or str(error)
             raise RpcError(f"{method} failed: {detail}")
         return body["result"]
+
+    def _bounded_get(self, method: str, query: dict) -> tuple[int, bytes]:
+        """GET read in pieces, refused past `max_bytes` or `deadline` seconds in all (a per-read timeout alone
+        lets a node that sends a byte now and then hold the caller forever)."""
+        started, chunks, size = time.monotonic(), [], 0
+        with self._http.stream("GET", f"{self.node}/{method}", params=query) as response:
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if self.max_bytes is not None and size > self.max_bytes:
+                    raise RpcError(f"node {self.node} answered {method} with more than {self.max_bytes} bytes: refusing it")
+                if self.deadline is not None and time.monotonic() - started > self.deadline:
+                    raise RpcError(f"node {self.node} took more than {self.deadline:.0f}s to answer {method}")
+                chunks.append(chunk)
+            return response.status_code, b"".join(chunks)
 
     # --- typed helpers ------------------------------------------------------
 

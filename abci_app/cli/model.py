@@ -241,12 +241,20 @@ def _plot_history(versions: list[dict], path: Path) -> None:
 MAX_LINEAGE = 10_000  # versions walked back; the parent chain of a registry ends at version 0 well before this
 
 
-def lineage(chain: ChainClient, version: int | None) -> dict:
+def lineage(chain: ChainClient, version: int | None, *, entry_of: Callable[[int | None], dict] | None = None,
+            dataset_of: Callable[[int], dict] | None = None) -> dict:
     """Version `version` (latest when None) and its ancestors back to genesis: each one's accepted submissions,
-    and every dataset and trainer on the path with its share of the accepted work (windows drawn)."""
-    path = [version_entry(chain, version)]
+    and every dataset and trainer on the path with its share of the accepted work (windows drawn).
+    `entry_of`/`dataset_of` replace the node queries (the explorer's caches)."""
+    entry_of = entry_of or (lambda v: version_entry(chain, v))
+    dataset_of = dataset_of or (lambda d: dataset_entry(chain, d))
+    path = [entry_of(version)]
+    seen = {path[0]["id"]}
     while path[-1]["parent"] is not None and len(path) < MAX_LINEAGE:
-        path.append(version_entry(chain, path[-1]["parent"]))
+        if path[-1]["parent"] in seen:
+            raise ChainError(f"version {path[-1]['id']} names {path[-1]['parent']} as its parent, already on the path: the node's registry cycles")
+        path.append(entry_of(path[-1]["parent"]))
+        seen.add(path[-1]["id"])
     dataset_windows: dict[int, int] = {}
     trainers: dict[str, dict] = {}
     for v in path:
@@ -261,7 +269,7 @@ def lineage(chain: ChainClient, version: int | None) -> dict:
                 dataset_windows[d] = dataset_windows.get(d, 0) + n
     total = sum(dataset_windows.values())
     ids = sorted({d for v in path for d in v.get("dataset_ids") or []} | set(dataset_windows))
-    records = {d: dataset_entry(chain, d) for d in ids}
+    records = {d: dataset_of(d) for d in ids}
     sets = [{"id": d, "name": records[d]["name"], "licence": records[d]["licence"], "owner": records[d].get("owner") or records[d].get("creator", ""),
              "cid": records[d]["cid"], "windows": dataset_windows.get(d, 0), "share": _share(dataset_windows.get(d, 0), total),
              "versions": [v["id"] for v in path if d in (v.get("dataset_ids") or [])]} for d in ids]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import threading
+import time
 from collections import OrderedDict
 from datetime import datetime
 
@@ -24,7 +25,9 @@ from abci_app.cli.model import lineage
 from abci_app.cli.query import decoded_tx, events_document, tx_document
 from abci_app.cli.staking import consensus_address
 from abci_app.client import ChainClient, ChainError
-from abci_app.models import ModelError, version_entry
+from abci_app import paging
+from abci_app.models import ModelError, dataset_entry, version_entry
+from abci_app.modules.training import MAX_STEPS
 from abci_app.rpc import RpcError
 
 PAGE_BLOCKS = 20  # blocks per page of /blocks, and the recent blocks home averages over
@@ -34,6 +37,12 @@ RECENT_SLASHES = 10
 MAX_UPTIME_WINDOW = 100  # heights of signatures read for uptime; the chain's downtime_window when smaller
 DECIDED = {"accepted": "accept", "not_merged": "no_gain", "rejected": "fraud"}  # a decided status -> the verdict that agrees with it
 VIEW_ERRORS = (ChainError, RpcError, CliError, ModelError)
+# what a node's answer of the wrong shape raises in a view: the node is at fault, so the page shows the node banner
+MALFORMED_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError, crypto.AddressError)
+MAX_NODE_ANSWER_BYTES = 8 * 1024 * 1024  # no honest answer the explorer asks for comes near this
+NODE_DEADLINE_S = 15.0  # a whole answer, however slowly it trickles in
+STATUS_TTL_S = 1.0  # visitors within this share one /status (the height that keys every other cache)
+MAX_CACHED_PAGES = 256  # computed pages kept for the current height
 
 
 class BadRequest(Exception):
@@ -58,15 +67,27 @@ def tx_hash(raw: bytes) -> str:
 
 
 class Reader:
-    """One node seen through ChainClient, with a small cache of what cannot change (commits of past heights)."""
+    """One node seen through ChainClient, with caches so that visitors cost the node a bounded amount of work:
+    what cannot change (commits of past heights, closed rounds, registry versions: the history only grows, so
+    only the versions after the last one known are fetched) and each page computed once per height."""
 
     def __init__(self, node: str, ipfs: str, timeout: float = 5.0):
         self.node, self.ipfs = node, ipfs
+        self.public_node: str | None = node  # what pages may show (server.create_app narrows it)
+        self.public_ipfs: str | None = ipfs
         self.chain = ChainClient(node, timeout=timeout)
         self.rpc = self.chain.rpc
+        self.rpc.max_bytes, self.rpc.deadline = MAX_NODE_ANSWER_BYTES, NODE_DEADLINE_S
         self._signers: OrderedDict[int, frozenset[str]] = OrderedDict()  # height -> consensus addresses that signed it
         self._closed_rounds: OrderedDict[int, dict] = OrderedDict()  # a closed round never changes again
+        self._history: list[dict] = []  # registry versions 0..n-1, in id order (a version never changes)
+        self._history_height = -1
+        self._status: tuple[float, dict] | None = None
+        self.status_ttl = STATUS_TTL_S
+        self._pages: OrderedDict[tuple, tuple[int, dict]] = OrderedDict()  # (view, args) -> (height, its dict)
+        self._datasets: tuple[int, dict[int, dict]] = (-1, {})  # a dataset's record can change (availability): per height
         self._lock = threading.Lock()
+        self._history_lock = threading.Lock()
 
     def close(self) -> None:
         self.chain.close()
@@ -74,11 +95,75 @@ class Reader:
     # --- shared reads ------------------------------------------------------------
 
     def status(self) -> dict:
+        with self._lock:
+            if self._status is not None and time.monotonic() - self._status[0] < self.status_ttl:
+                return self._status[1]
         st = self.rpc.status()
         sync = st["sync_info"]
-        return {"chain_id": st["node_info"]["network"], "moniker": st["node_info"].get("moniker", ""),
-                "height": int(sync["latest_block_height"]), "time": sync.get("latest_block_time", ""),
-                "app_hash": sync.get("latest_app_hash", ""), "catching_up": bool(sync.get("catching_up", False))}
+        height = int(sync["latest_block_height"])
+        if height < 0:
+            raise ValueError(f"negative height {height}")
+        found = {"chain_id": str(st["node_info"]["network"]), "moniker": str(st["node_info"].get("moniker", "")),
+                 "height": height, "time": str(sync.get("latest_block_time", "")),
+                 "app_hash": str(sync.get("latest_app_hash", "")), "catching_up": bool(sync.get("catching_up", False))}
+        with self._lock:
+            self._status = (time.monotonic(), found)
+        return found
+
+    def page(self, key: tuple, compute) -> dict:
+        """`compute()` once per (key, node height): N visitors of a page cost the node one computation a block."""
+        height = self.status()["height"]
+        with self._lock:
+            held = self._pages.get(key)
+            if held is not None and held[0] == height:
+                self._pages.move_to_end(key)
+                return held[1]
+        data = compute()
+        with self._lock:
+            self._pages[key] = (height, data)
+            while len(self._pages) > MAX_CACHED_PAGES:
+                self._pages.popitem(last=False)
+        return data
+
+    def history(self) -> list[dict]:
+        """Every registered version, oldest first; per new height only the pages after the last known id are read."""
+        height = self.status()["height"]
+        with self._history_lock:
+            if height != self._history_height:
+                after = str(self._history[-1]["id"]) if self._history else ""
+                try:
+                    fresh = paging.walk(lambda data: self.chain.query("/registry/history", data), "", after)
+                except ValueError as exc:
+                    raise ChainError(f"query /registry/history: {exc}") from None
+                for entry in fresh:
+                    if not isinstance(entry, dict) or entry.get("id") != len(self._history):
+                        raise ValueError(f"registry history entry {len(self._history)} came with id {str(entry.get('id') if isinstance(entry, dict) else entry)[:40]}")
+                    self._history.append(entry)
+                self._history_height = height
+            return list(self._history)
+
+    def version_entry(self, version_id: int | None) -> dict:
+        """A registered version from the history cache (the node's answer for an id past it)."""
+        history = self.history()
+        if version_id is None:
+            if not history:
+                raise ModelError("no version is registered yet")
+            return history[-1]
+        if 0 <= version_id < len(history):
+            return history[version_id]
+        return version_entry(self.chain, version_id)
+
+    def dataset_entry(self, dataset_id: int) -> dict:
+        height = self.status()["height"]
+        with self._lock:
+            if self._datasets[0] != height:
+                self._datasets = (height, {})
+            held = self._datasets[1].get(dataset_id)
+        if held is None:
+            held = dataset_entry(self.chain, dataset_id)
+            with self._lock:
+                self._datasets[1][dataset_id] = held
+        return held
 
     def block_metas(self, top: int, count: int = PAGE_BLOCKS) -> list[dict]:
         """Headers of blocks top-count+1..top, newest first."""
@@ -107,6 +192,8 @@ class Reader:
             if round_id in self._closed_rounds:
                 return self._closed_rounds[round_id]
         found, _ = training_cli.fetch_round(self.rpc, round_id)
+        if found is not None and round_id is not None and found["id"] != round_id:
+            raise ValueError(f"asked for round {round_id}, the node answered with round {found['id']}")
         if found is not None and found["phase"] == "closed":
             with self._lock:
                 self._closed_rounds[found["id"]] = found
@@ -148,7 +235,7 @@ def home(r: Reader) -> dict:
     tx_rate = round(sum(b["txs"] for b in blocks[:-1]) / span, 3) if span > 0 else None  # the oldest block's txs precede the span
     validators = r.rpc.validators()
     rnd = r.round(None)
-    history = r.chain.query_pages("/registry/history")
+    history = r.history()
     return {
         **st, "block_time_s": block_time, "tx_per_s": tx_rate, "blocks_averaged": len(blocks), "recent_blocks": blocks[:8],
         "active_validators": sum(1 for v in validators if int(v["voting_power"]) > 0),
@@ -325,6 +412,9 @@ def training_round(r: Reader, round_id: int) -> dict:
     if rnd is None:
         latest = r.round(None)
         raise BadRequest(f"round {round_id} does not exist ({'the latest is round ' + str(latest['id']) if latest else 'no round has opened yet'})")
+    for s in rnd["submission_list"]:  # the mix below draws each submission's steps: a lying node's 10**9 would take hours
+        if not isinstance(s["steps"], int) or not 0 <= s["steps"] <= MAX_STEPS:
+            raise ValueError(f"submission {s.get('id')} claims {str(s['steps'])[:20]} steps; the chain allows at most {MAX_STEPS}")
     height = r.status()["height"]
     params = training_cli.round_params(r.rpc, r.node, rnd)
     subs = []
@@ -339,21 +429,24 @@ def training_round(r: Reader, round_id: int) -> dict:
 # --- model versions, datasets ----------------------------------------------------
 
 
-def pull_command(entry: dict, node: str, ipfs: str) -> str:
-    return f"gradchain model pull --version {entry['id']} --node {node} --ipfs {ipfs}"
+def pull_command(entry: dict, node: str | None, ipfs: str | None) -> str:
+    """The CLI line that pulls `entry`; the URLs only where the explorer may show them (server.public_url)."""
+    return f"gradchain model pull --version {entry['id']}" + (f" --node {node}" if node else "") + (f" --ipfs {ipfs}" if ipfs else "")
 
 
 def versions(r: Reader) -> dict:
-    history = r.chain.query_pages("/registry/history")
-    return {"versions": [v | {"pull_command": pull_command(v, r.node, r.ipfs)} for v in history], "chart": chart_series(history)}
+    history = r.history()
+    return {"versions": [v | {"pull_command": pull_command(v, r.public_node, r.public_ipfs)} for v in history], "chart": chart_series(history)}
 
 
 def version(r: Reader, version_id: int) -> dict:
     try:
-        entry = version_entry(r.chain, version_id)
+        entry = r.version_entry(version_id)
     except ModelError as exc:
         raise BadRequest(str(exc)) from None
-    return {"version": entry, "pull_command": pull_command(entry, r.node, r.ipfs), "lineage": lineage(r.chain, version_id)}
+    # versions never change: the ancestors come from the history cache, not one node query each
+    doc = lineage(r.chain, version_id, entry_of=r.version_entry, dataset_of=r.dataset_entry)
+    return {"version": entry, "pull_command": pull_command(entry, r.public_node, r.public_ipfs), "lineage": doc}
 
 
 def datasets(r: Reader) -> dict:

@@ -37,15 +37,17 @@ and signatures, so block time does not depend on model size. A round:
 5. DISPUTE (only if some member claimed fraud): every snapshotted validator
    recomputes the claimed single steps and `judge_claims` in one tx (or
    abstains on a claim that needs a mixed dataset it cannot load: a dataset
-   its owner withholds is nobody's fault the chain can see, so such a claim,
-   and a "dataset unavailable" claim (k + 2), ends at worst undecided and
-   expires the submission, check fee refunded, nobody charged). A claim
-   upheld by `quorum_bps` of the snapshot power rejects the submission:
-   `slash_bps` of the trainer's locked bond is slashed (part to the
-   claimants), and committee members who called it valid pay
-   `fraud_proof_slash_bps`. A claim refuted by the quorum costs its claimant
-   `false_claim_penalty_bps`; judges against the quorum, or absent where
-   their vote was needed, pay `verifier_penalty_bps`;
+   its owner withholds is nobody's fault the chain can see, so a claim nobody
+   could check ends undecided and expires the submission, check fee
+   refunded, nobody charged but absent judges). A claim upheld by
+   `quorum_bps` of the snapshot power rejects the submission: `slash_bps` of
+   the trainer's locked bond is slashed (part to the claimants, except those
+   of an upheld "dataset unavailable" claim, k + 2, whose part is burned),
+   and committee members who called it valid pay `fraud_proof_slash_bps`. A
+   claim refuted by the quorum costs its claimant `false_claim_penalty_bps`
+   (`verifier_penalty_bps` for k + 2, nothing for k + 1); judges against a
+   decided claim, abstaining on one, or absent where it stayed undecided pay
+   `verifier_penalty_bps`;
 6. decisions: without an upheld claim, a submission is accepted when
    committee members with `quorum_bps` of the committee's power revealed
    accept (reward minted, less each drawn dataset's royalty to its owner
@@ -353,7 +355,7 @@ class Claim:
     claimants: list[str]  # in reveal order
     valid_power: int = 0  # judged: the step reproduces (the claim is false)
     invalid_power: int = 0  # judged: it does not (the claim holds)
-    abstain_power: int = 0  # could not load a dataset the claim needs: no judgement (and not absent)
+    abstain_power: int = 0  # could not load a dataset the claim needs: no judgement (charged like absence once the claim is decided)
     outcome: str = ""  # upheld | refuted | undecided, set when the dispute ends
 
 
@@ -761,7 +763,7 @@ class VerifierPaid(EventType):
 
 @dataclass(frozen=True)
 class VerifierPenalized(EventType):
-    """A validator's stake was burned; reason: unrevealed, bad_proof, accepted_fraud, false_claim, wrong, absent, merge_wrong or merge_absent."""
+    """A validator's stake was burned; reason: unrevealed, bad_proof, accepted_fraud, false_claim, false_dataset_claim, wrong, absent, merge_wrong or merge_absent."""
 
     type = "verifier_penalized"
     round: int
@@ -1317,18 +1319,20 @@ def _expire(ctx: Context, rnd: Round, sub: Submission, refund: bool = True) -> N
     _put_submission(ctx.state, replace(sub, status=EXPIRED))
 
 
-def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission, claimants: list[str], upheld_steps: list[int]) -> None:
+def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission, claimants: list[str], upheld_steps: list[int],
+            unpaid: int = 0) -> None:
     """A fraud claim was upheld: slash slash_bps of the locked bond; the upheld claimants share attester_share_bps of it
-    and the check fee. Committee members pay fraud_proof_slash_bps when they called the submission valid although
-    their own proven sample held an upheld step (or the claim was on the endpoints, which every auditor checks
-    bitwise), or when they committed and then did not reveal on it (keeping quiet once a claim shows up is no way
-    out). A member whose sample missed the bad steps made an honest miss, and one on another kernel path compared
+    and the check fee, counting `unpaid` more claimants whose shares are burned (upheld dataset-unavailable claimants:
+    they proved nothing, and a dataset owner must not profit from withholding its own data). Committee members pay
+    fraud_proof_slash_bps when they called the submission valid although their own proven sample held an upheld step
+    (or the claim was on the endpoints, which every auditor checks bitwise), or when they committed and then did not
+    reveal on it (keeping quiet once a claim shows up is no way out). A member whose sample missed the bad steps made an honest miss, and one on another kernel path compared
     within tolerance: neither is charged."""
     slashed = sub.bond * params.slash_bps // BPS
     _release(ctx, sub, slashed=slashed)
     if slashed:
         bank.transfer(ctx, TRAINER_POOL, CHECK_FEE_POOL, slashed)
-    _pay_auditors(ctx, rnd, sub, claimants, 0, from_slash=slashed, slash_share=slashed * params.attester_share_bps // BPS)
+    _pay_auditors(ctx, rnd, sub, claimants, 0, from_slash=slashed, slash_share=slashed * params.attester_share_bps // BPS, unpaid=unpaid)
     entries = {e.validator: e for e in audit_entries(ctx.state, rnd.id, sub.index)}
     endpoints = sub.steps + CLAIM_ENDPOINTS_OFFSET
     for operator, _ in sub.committee:  # at most committee_size
@@ -1345,14 +1349,16 @@ def _reject(ctx: Context, params: Params, rnd: Round, sub: Submission, claimants
     _put_submission(ctx.state, replace(sub, status=REJECTED))
 
 
-def _pay_auditors(ctx: Context, rnd: Round, sub: Submission, payees: list[str], minted: int, from_slash: int = 0, slash_share: int = 0) -> None:
+def _pay_auditors(ctx: Context, rnd: Round, sub: Submission, payees: list[str], minted: int, from_slash: int = 0, slash_share: int = 0,
+                  unpaid: int = 0) -> None:
     """Split the check fee (+ `minted` new tokens, + `slash_share` of a slash sitting in the pool) equally among
-    `payees`; burn what is left (the rest of the slash, the remainder of the division, everything without payees)."""
+    `payees` and `unpaid` more shareholders; burn what is left (the rest of the slash, the unpaid shares, the remainder
+    of the division, everything without payees)."""
     if minted and payees:
         bank.mint(ctx, CHECK_FEE_POOL, minted)
     pool = sub.check_fee + (minted if payees else 0) + from_slash
     paid_out = sub.check_fee + (minted if payees else 0) + slash_share
-    share = paid_out // len(payees) if payees else 0
+    share = paid_out // (len(payees) + unpaid) if payees else 0
     for payee in payees:
         if share:
             bank.transfer(ctx, CHECK_FEE_POOL, payee, share)
@@ -1592,14 +1598,20 @@ def _end_reveal(ctx: Context, params: Params, rnd: Round) -> None:
 
 def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
     """Decide every claim by the snapshot's quorum; reject what an upheld claim shows, decide the rest by their verdicts;
-    charge false claimants, judges against a decided claim, and absent judges where a claim stayed undecided.
+    charge false claimants, judges against a decided claim or abstaining on one, and absent judges where a claim stayed
+    undecided.
 
     A judge that could not load a mixed dataset a claim needs abstained: it counts toward neither side, so a claim on
     data the snapshot could not check cannot be upheld by that (an upheld claim, and with it the trainer's slash and the
     accepting auditors' fraud_proof_slash_bps, always has a quorum of judges that loaded every input); it ends
-    undecided and the submission expires, check fee refunded, nobody charged. A dataset-unavailable claim (k + 2)
-    charges nobody either way: unless the quorum loaded the data and replayed the claimant's steps on it (refuted: the
-    submission is decided by its verdicts, the claimant's not among them), the submission expires, check fee refunded."""
+    undecided and the submission expires, check fee refunded, nobody charged but absent judges. Once a claim is decided
+    a quorum did load the data, so an abstention on it pays verifier_penalty_bps like absence: not recomputing is never
+    cheaper than recomputing.
+
+    A dataset-unavailable claim (k + 2) is judged on the data loaded at the dispute: upheld (the claimant's mixed steps
+    or the trainer's files failed), it rejects like any upheld claim, but its claimants' slash and check fee shares are
+    burned (they proved nothing, and a dataset owner must not profit from withholding its own data); refuted, the
+    claimant pays verifier_penalty_bps (not a free veto) and the submission is decided by its verdicts."""
     needed = quorum(params, rnd.total_power)
     # Each judge's judgements by (submission, step): one lookup per claim and judge, however many claims a round has.
     judgements = {op: {(i, step): valid for i, step, valid in decode_json(ctx.state.get(JUDGED_PREFIX + _u64(rnd.id) + _raw(op))) or []}
@@ -1607,44 +1619,55 @@ def _end_dispute(ctx: Context, params: Params, rnd: Round) -> None:
     wrong: dict[str, int] = {}
     absent: dict[str, int] = {}
     false_claims: dict[str, int] = {}
+    false_dataset_claims: dict[str, int] = {}
     for sub in submissions(ctx.state, rnd.id):  # at most max_submissions
         claimed = claims(ctx.state, rnd.id, sub.index)  # at most committee_size each
         if sub.status != PENDING or not claimed:
             continue
         upheld_by: list[str] = []
+        unpaid: list[str] = []  # claimants of an upheld k + 2 claim
         upheld_steps: list[int] = []
         undecided = False
         for claim in claimed:
             outcome = UPHELD if claim.invalid_power >= needed else REFUTED if claim.valid_power >= needed else UNDECIDED
             _put_claim(ctx.state, rnd.id, replace(claim, outcome=outcome))
             ctx.emit(ClaimDecided(round=rnd.id, submission=sub.index, step=claim.step, outcome=outcome))
-            if claim.step == sub.steps + CLAIM_DATASET_OFFSET:  # the dataset owner's doing: nobody's fault that the chain can see
-                undecided = undecided or outcome != REFUTED
-                continue
-            if outcome == UPHELD:
+            dataset_claim = claim.step == sub.steps + CLAIM_DATASET_OFFSET
+            if outcome == UPHELD and dataset_claim:
+                unpaid += [c for c in claim.claimants if c not in unpaid]  # the failing step is unknown: no upheld step
+            elif outcome == UPHELD:
                 upheld_by += [c for c in claim.claimants if c not in upheld_by]
                 upheld_steps.append(claim.step)
+            elif outcome == REFUTED and dataset_claim:
+                # A quorum loaded the data: "unavailable" was at best bad luck, charged as a wrong judge is.
+                for c in claim.claimants:
+                    false_dataset_claims[c] = false_dataset_claims.get(c, 0) + 1
             elif outcome == REFUTED and claim.step != sub.steps + CLAIM_UNAVAILABLE_OFFSET:
                 # Content found at the dispute may have been withheld at the audit: that cannot be proven either way,
-                # so a refuted availability claim costs its sender nothing (and the trainer its check fee, below).
+                # so a refuted availability claim on the trainer's files costs its sender nothing (and the trainer its
+                # check fee, below).
                 for c in claim.claimants:
                     false_claims[c] = false_claims.get(c, 0) + 1
             undecided = undecided or outcome == UNDECIDED
             for op, _ in rnd.powers:
                 said = judgements[op].get((claim.submission, claim.step), _ABSENT)
-                if said is _ABSENT and outcome == UNDECIDED:
+                if outcome == UNDECIDED:
+                    if said is _ABSENT:  # an abstention stays free: nobody could show the data was there
+                        absent[op] = absent.get(op, 0) + 1
+                elif said is None:  # abstained on a claim a quorum loaded the data for
                     absent[op] = absent.get(op, 0) + 1
-                elif said in (True, False) and outcome != UNDECIDED and said != (outcome == REFUTED):  # None: abstained
+                elif said in (True, False) and said != (outcome == REFUTED):
                     wrong[op] = wrong.get(op, 0) + 1
         availability = any(c.step == sub.steps + CLAIM_UNAVAILABLE_OFFSET for c in claimed)
-        if upheld_by:
-            _reject(ctx, params, rnd, sub, upheld_by, upheld_steps)
+        if upheld_by or unpaid:
+            _reject(ctx, params, rnd, sub, upheld_by, upheld_steps, unpaid=len([c for c in unpaid if c not in upheld_by]))
         elif undecided:
             _expire(ctx, rnd, sub, refund=not availability)
         else:
             _decide_valid(ctx, params, rnd, sub, refund=not availability)
     for operator, _ in rnd.powers:
         _penalize(ctx, rnd, operator, params.false_claim_penalty_bps, "false_claim", false_claims.get(operator, 0))
+        _penalize(ctx, rnd, operator, params.verifier_penalty_bps, "false_dataset_claim", false_dataset_claims.get(operator, 0))
         _penalize(ctx, rnd, operator, params.verifier_penalty_bps, "wrong", wrong.get(operator, 0))
         _penalize(ctx, rnd, operator, params.verifier_penalty_bps, "absent", absent.get(operator, 0))
     _finish_verification(ctx, params, get_round(ctx.state, rnd.id))

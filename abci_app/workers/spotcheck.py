@@ -209,7 +209,8 @@ class Auditor:
         """Check the endpoints and recompute the sampled steps; a mismatch is fraud at that step (k: endpoints,
         k + 1: the trainer's files unavailable); a match is accept, or no gain when the held-out loss regressed. A step
         whose mixed dataset cannot be loaded is skipped, and unless another step or file shows fraud the verdict is
-        k + 2, dataset unavailable: the trainer is not blamed for data its owner withholds."""
+        k + 2, dataset unavailable: the trainer is not blamed for data its owner withholds unless the judges load it
+        and find the skipped steps bad."""
         k = sub["steps"]
         proofs: list[bytes] = []
         worst = 0

@@ -171,7 +171,8 @@ class Validator(Worker):
                 steps = sorted({i for c in claim["claimants"] for i in claimants_steps.get(c, [])})
                 valid = auditor.judge(self._work(rnd, sub, entry, auditor.params), sub, claim["step"], steps)
                 # None: a mixed dataset the claim needs could not be loaded; abstaining keeps us from upholding a claim
-                # on data we could not check (and the chain does not count it absent)
+                # on data we could not check (free if the claim stays undecided; charged like absence if a quorum
+                # loaded the data and decided it)
                 judgements.append(txlib.ClaimJudgement(submission=sub["index"], step=claim["step"], valid=bool(valid), abstain=valid is None))
                 said = {True: "the step reproduces (claim false)", False: "the claim holds", None: "a dataset it needs cannot be loaded: abstained"}[valid]
                 report(f"round {rnd['id']}: claim on step {claim['step']} of submission {sub['index']}: {said}")

@@ -165,7 +165,7 @@ def check_pages(net: localnet.Network, driver, chain: ChainClient, shots: Path, 
 
     # Validators: each operator the chain lists, with its power.
     page("/validators")
-    for v in chain.query_json("/staking/validators"):
+    for v in chain.query_pages("/staking/validators"):
         assert driver.find_element(By.CSS_SELECTOR, f'tr[data-operator="{v["operator"]}"] [data-field="power"]').text == str(v["power"])
 
     for path, heading in (("/blocks", "Blocks"), ("/rounds", "Training rounds"), ("/datasets", "Datasets"), ("/proposals", "Proposals"),

@@ -19,14 +19,16 @@ from abci_app import crypto, light
 GENESIS_TIME = 1_735_689_600  # 2025-01-01T00:00:00Z; block h is stamped h seconds later
 
 
-def json_handler(answer: Callable[[str, dict], dict]) -> type[BaseHTTPRequestHandler]:
-    """An HTTP handler for fake and lying RPC nodes: GET /PATH?QUERY is answered with answer(PATH, params) as JSON."""
+def json_handler(answer: Callable[[str, dict], object]) -> type[BaseHTTPRequestHandler]:
+    """An HTTP handler for fake and lying RPC nodes: GET /PATH?QUERY is answered with answer(PATH, params) as JSON,
+    or as it is when answer gives bytes (a body that need not be JSON at all)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             url = urlparse(self.path)
             params = {k: v[0] for k, v in parse_qs(url.query).items()}
-            body = json.dumps(answer(url.path.strip("/"), params)).encode()
+            result = answer(url.path.strip("/"), params)
+            body = result if isinstance(result, bytes) else json.dumps(result).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

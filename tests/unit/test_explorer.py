@@ -166,10 +166,17 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "explorer-home"
 
 
+def explorer_client(node_url: str, home: Path) -> TestClient:
+    """A client of the explorer of `node_url` (port 9, discard: no IPFS here) that sees every new block at once
+    (no shared /status between requests), sent as a browser on this machine would (Host 127.0.0.1)."""
+    app = create_app(node_url, "http://127.0.0.1:9", home, preload_chat=False)
+    app.state.reader.status_ttl = 0.0
+    return TestClient(app, base_url="http://127.0.0.1")
+
+
 @pytest.fixture
 def client(node: ExplorerNode, home: Path) -> Iterator[TestClient]:
-    app = create_app(node.url, "http://127.0.0.1:9", home, preload_chat=False)  # port 9 (discard): no IPFS here
-    with TestClient(app) as test_client:
+    with explorer_client(node.url, home) as test_client:
         yield test_client
 
 
@@ -190,11 +197,11 @@ def get_json(client: TestClient, path: str, status: int = 200) -> Any:
 
 def test_every_page_has_a_json_twin_that_renders(client: TestClient, node: ExplorerNode) -> None:
     """Each page in PAGES answers in HTML and under /api with the same facts (no stack traces, no empty bodies)."""
-    concrete = {"{height:int}": "2", "{hash_text:str}": "", "{address_text:str}": node.keys["alice"].address, "{version_id:int}": "0"}
+    concrete = {"{height:id}": "2", "{hash_text:str}": "", "{address_text:str}": node.keys["alice"].address, "{version_id:id}": "0"}
     tx_hash = send(node, "alice", txlib.MsgSend(recipient=node.keys["bob"].address, amount=5))
     concrete["{hash_text:str}"] = tx_hash
     for page in PAGES:
-        if "{round_id:int}" in page.path or "{proposal_id:int}" in page.path:
+        if "{round_id:id}" in page.path or "{proposal_id:id}" in page.path:
             continue  # nothing to show yet: covered by the 404 test
         path = page.path
         for pattern, value in concrete.items():
@@ -288,7 +295,7 @@ def test_a_version_without_metrics_shows_dashes(tmp_path: Path, tiny_ckpt: Path,
     """A genesis version nobody evaluated (metrics {}) renders everywhere, its figures as `-`."""
     bare = make_node(tmp_path, tiny_ckpt, None)
     try:
-        with TestClient(create_app(bare.url, "http://127.0.0.1:9", home, preload_chat=False)) as client:
+        with explorer_client(bare.url, home) as client:
             for path in ("/", "/versions", "/versions/0"):
                 page = client.get(path)
                 assert page.status_code == 200 and 'id="problem"' not in page.text, (path, page.text)
@@ -319,7 +326,7 @@ def test_a_bad_argument_is_one_line_never_a_trace(client: TestClient, path: str,
 
 def test_a_node_that_is_down_shows_a_banner(home: Path) -> None:
     closed = f"http://127.0.0.1:{free_ports(1)[0]}"
-    with TestClient(create_app(closed, "http://127.0.0.1:9", home, preload_chat=False)) as client:
+    with explorer_client(closed, home) as client:
         page = client.get("/validators")
         assert page.status_code == 503
         assert 'id="node-banner"' in page.text and f"node {closed} could not answer" in page.text and "Traceback" not in page.text
@@ -397,7 +404,7 @@ def test_chat_refuses_bad_requests_in_one_line(client: TestClient, body: dict, f
     with client.stream("POST", "/api/chat", json=body) as response:
         events = [json.loads(line) for line in response.iter_lines() if line]
     assert len(events) == 1 and fragment in events[0]["error"]
-    assert client.post("/api/chat", content=b"not json").status_code == 400
+    assert client.post("/api/chat", content=b"not json", headers={"Content-Type": "application/json"}).status_code == 400
 
 
 # --- pure helpers ------------------------------------------------------------------

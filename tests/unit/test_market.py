@@ -244,11 +244,12 @@ def stakes(net) -> dict[str, int]:
 @pytest.mark.parametrize("withheld", ["dataset", "dataset-served-to-the-judges", "trainer-files"])
 def test_a_drawn_dataset_nobody_serves_expires_only_the_submission_that_needs_it(two, withheld):
     """Dataset 1 (or, last case, the trainer's own files) is withheld from the committee: every member sends the
-    verdict `spotcheck.Auditor` seals for it on submission 0 and accepts submission 1. No honest auditor or judge is
-    charged, and the round goes on to its merge. A withheld dataset (k + 2) is its owner's doing: submission 0 is never
-    accepted on data nobody could check, but it expires with its bond and check fee back, whether the judges cannot
-    load it either (they abstain: undecided) or it is served to them after all (refuted; no valid verdict, so it
-    expires). The trainer's own files withheld (k + 1) are still the trainer's fault: upheld, slash_bps of its bond."""
+    verdict `spotcheck.Auditor` seals for it on submission 0 and accepts submission 1, and the round goes on to its
+    merge. A withheld dataset (k + 2) is its owner's doing: submission 0 is never accepted on data nobody could check,
+    but it expires with its bond and check fee back, whether the judges cannot load it either (they abstain:
+    undecided, nobody charged) or it is served to them after all (refuted; no valid verdict, so it expires; each
+    claimant pays verifier_penalty_bps, as a false "unavailable" must not be a free veto). The trainer's own files
+    withheld (k + 1) are still the trainer's fault: upheld, slash_bps of its bond, nobody charged."""
     net = two
     bond_all(net)
     net.block([submit(net, net.trainers[0]), submit(net, net.trainers[1])])
@@ -267,7 +268,9 @@ def test_a_drawn_dataset_nobody_serves_expires_only_the_submission_that_needs_it
     claim = sub["claims"][0]
     assert claim["outcome"] == {"dataset": "undecided", "dataset-served-to-the-judges": "refuted", "trainer-files": "upheld"}[withheld]
     assert claim["abstain_power"] == (claim["valid_power"] + claim["invalid_power"] == 0) * net.round(0)["total_power"]
-    assert stakes(net) == staked  # not unrevealed, not a false claim, not a wrong or absent judge, not an accepted fraud
+    # Not unrevealed, not a wrong or absent judge, not an accepted fraud; only a refuted k + 2 claimant pays.
+    charge = PARAMS["verifier_penalty_bps"] * (withheld == "dataset-served-to-the-judges")
+    assert stakes(net) == {a: n - n * charge // 10_000 for a, n in staked.items()}
     if withheld == "trainer-files":
         assert sub["status"] == "rejected" and net.bond(net.trainers[0]) == {"bonded": 1_600, "locked": 0, "unbonding": 0}
         assert net.balance(net.trainers[0].address) == trainer_balance  # no reward, no royalty, no check fee back
@@ -302,6 +305,100 @@ def test_a_dataset_owner_that_withholds_its_data_cannot_get_an_honest_trainer_sl
     assert net.balance(net.trainers[0].address) == trainer_balance + PARAMS["check_fee"]
     assert net.balance(owner.address) == owner_balance - 3 and stakes(net) == staked  # paid nothing: only its 3 tx fees (1 each) spent
     assert net.round(0)["accepted"] == [] and net.round(0)["version"] is None
+
+
+def test_an_upheld_dataset_claim_rejects_and_slashes_but_pays_its_claimants_nothing(two):
+    """Review 14d F1: a trainer fakes only steps drawn from a mixed dataset whose owner withholds it from the auditors,
+    who all claim k + 2. At the dispute the data is served and every judge finds the steps bad: the quorum loaded the
+    data (a judge that cannot abstains), so this is proven fraud. The submission is rejected and slash_bps of the bond
+    taken, like any upheld claim; but the k + 2 claimants proved nothing and the owner must not profit from its own
+    withholding, so their slash shares and the check fee are burned: no claimant is paid or charged."""
+    net = two
+    bond_all(net)
+    net.block([submit(net, net.trainers[0])])
+    staked, bal = stakes(net), {a: net.balance(a) for a in [net.trainers[0].address] + [v.address for v in net.vals]}
+    supply = bank.supply(net.app.store.begin_block())
+    step = PARAMS["steps"] + training.CLAIM_DATASET_OFFSET
+    audit_round(net, {v: {0: ("fraud", step)} for v in net.vals})
+    net.block([judge(net, v, [(0, step, False)]) for v in net.vals])
+    until_phase(net, "closed")
+    sub = net.round(0)["submission_list"][0]
+    assert sub["claims"][0]["outcome"] == "upheld" and sub["status"] == "rejected"
+    slashed = 2_000 * PARAMS["slash_bps"] // 10_000
+    assert net.bond(net.trainers[0]) == {"bonded": 2_000 - slashed, "locked": 0, "unbonding": 0}
+    assert net.balance(net.trainers[0].address) == bal[net.trainers[0].address]  # no check fee back
+    assert stakes(net) == staked and all(net.balance(v.address) == bal[v.address] - 3 for v in net.vals)  # only tx fees
+    assert supply - bank.supply(net.app.store.begin_block()) == slashed + PARAMS["check_fee"]  # all burned
+
+
+def test_an_upheld_dataset_claim_beside_a_step_claim_burns_only_the_dataset_claimants_shares(two):
+    """The slash share an upheld k + 2 claimant would get is burned, not handed to the other upheld claimants: with
+    one step claimant and two k + 2 claimants, the step claimant gets a third of the check fee and slash share."""
+    net = two
+    bond_all(net)
+    net.block([submit(net, net.trainers[0])])
+    rnd = net.round(0)
+    target = training.draw_steps(rnd["seed"], net.trainers[0].address, rnd["mix"], PARAMS["steps"]).index(1)
+    step = PARAMS["steps"] + training.CLAIM_DATASET_OFFSET
+    prover, k2 = net.vals[2], net.vals[:2]
+    before = {v.address: net.balance(v.address) for v in net.vals}
+    audit_round(net, {prover: {0: ("fraud", target)}} | {v: {0: ("fraud", step)} for v in k2})
+    net.block([judge(net, v, [(0, target, False), (0, step, False)]) for v in net.vals])
+    until_phase(net, "closed")
+    sub = net.round(0)["submission_list"][0]
+    assert [c["outcome"] for c in sub["claims"]] == ["upheld", "upheld"] and sub["status"] == "rejected"
+    share = (PARAMS["check_fee"] + 2_000 * PARAMS["slash_bps"] // 10_000 * PARAMS["attester_share_bps"] // 10_000) // 3
+    assert net.balance(prover.address) - before[prover.address] == share - 3
+    assert all(net.balance(v.address) == before[v.address] - 3 for v in k2)
+
+
+@pytest.mark.parametrize("decided", [True, False])
+def test_an_abstention_on_a_decided_claim_is_charged_like_absence(two, decided):
+    """Review 14d F2: an abstention cannot be checked, so where a quorum of judges loaded the data and decided the
+    claim, abstaining pays verifier_penalty_bps as absence does (not recomputing is never cheaper than recomputing);
+    on a claim that stays undecided nobody showed the data was there, so it stays free while silence is charged."""
+    net = two
+    bond_all(net)
+    net.block([submit(net, net.trainers[0])])
+    rnd = net.round(0)
+    target = training.draw_steps(rnd["seed"], net.trainers[0].address, rnd["mix"], PARAMS["steps"]).index(1)
+    honest, lazy, other = net.vals[2], net.vals[0], net.vals[1]  # powers 20, 10, 10 of 40
+    staked = stakes(net)
+    # Accepts from another kernel path (no proofs) are never charged accepted_fraud: the judging alone is priced here.
+    audit_round(net, {honest: {0: ("fraud", target)}, lazy: {0: ("accept", "none")}, other: {0: ("accept", "none")}})
+    txs = [judge(net, honest, [(0, target, False)]), abstain(net, lazy, [(0, target)])]
+    net.block(txs + [judge(net, other, [(0, target, False)])] if decided else txs)  # undecided: `other` says nothing
+    until_phase(net, "closed")
+    sub = net.round(0)["submission_list"][0]
+    assert sub["claims"][0]["outcome"] == ("upheld" if decided else "undecided")
+    assert sub["status"] == ("rejected" if decided else "expired")
+    charged = {v.address: staked[v.address] - stakes(net)[v.address] for v in net.vals}
+    penalty = {v.address: staked[v.address] * PARAMS["verifier_penalty_bps"] // 10_000 for v in net.vals}
+    assert penalty[lazy.address] > 0
+    if decided:  # `other` judged with the quorum after accepting: only the abstention costs
+        assert charged == {honest.address: 0, lazy.address: penalty[lazy.address], other.address: 0}
+    else:  # the abstention is free, silence is absence
+        assert charged == {honest.address: 0, lazy.address: 0, other.address: penalty[other.address]}
+
+
+def test_a_refuted_dataset_claim_costs_its_claimant_the_verifier_penalty(two):
+    """Review 14d F3: a committee member that claims k + 2 instead of recomputing, refuted by every judge (the data
+    was there and the steps reproduce), pays verifier_penalty_bps like a wrong judge: "unavailable" is no free veto.
+    The judges that replayed the steps are not charged."""
+    net = two
+    bond_all(net)
+    net.block([submit(net, net.trainers[0])])
+    step = PARAMS["steps"] + training.CLAIM_DATASET_OFFSET
+    big = net.vals[2]
+    staked = stakes(net)
+    audit_round(net, {big: {0: ("fraud", step)}, net.vals[0]: {0: "accept"}, net.vals[1]: {0: "accept"}})
+    events = list(net.block([judge(net, v, [(0, step, True)]) for v in net.vals]).events)  # all judged: the dispute ends
+    while net.round(0)["phase"] != "closed":
+        events += net.block([]).events
+    assert net.round(0)["submission_list"][0]["claims"][0]["outcome"] == "refuted"
+    assert stakes(net) == staked | {big.address: staked[big.address] - staked[big.address] * PARAMS["verifier_penalty_bps"] // 10_000}
+    penalized = [{a.key: a.value for a in e.attributes} for e in events if e.type == "verifier_penalized"]
+    assert [(p["validator"], p["reason"]) for p in penalized] == [(big.address, "false_dataset_claim")]
 
 
 def test_an_abstention_is_refused_where_no_mixed_dataset_is_needed(two):

@@ -181,3 +181,19 @@ def test_walk_refuses_an_answer_that_is_not_a_page_or_does_not_move_on():
         paging.walk(lambda data: b'{"entries": [1], "next": "7"}')
     answers = {"x": b'{"entries":[1],"next":"a"}', "x/a": b'{"entries":[2,3],"next":null}'}
     assert paging.walk(answers.__getitem__, "x") == [1, 2, 3]
+
+
+def test_walk_refuses_a_node_whose_cursors_cycle():
+    """Review 14d F4: a node answering `next` a, b, a, ... would make every CLI list command loop for ever, its list
+    growing; the walk stops at the first cursor it has already fetched, after one pass over the cycle."""
+    calls = []
+
+    def fetch(data):
+        calls.append(data)
+        assert len(calls) <= 3, "still walking"
+        return json.dumps({"entries": [len(calls)], "next": "b" if data in ("", "/a") else "a"}).encode()
+    with pytest.raises(ValueError, match="after 'a' names 'b' as the next, a page already walked"):
+        paging.walk(fetch)
+    assert calls == ["", "/b", "/a"]
+    with pytest.raises(ValueError, match="already walked"):  # back to where the walk started from
+        paging.walk(lambda data: b'{"entries": [], "next": "s"}' if data == "/t" else b'{"entries": [], "next": "t"}', after="s")

@@ -60,7 +60,6 @@
   function setupChat() {
     const form = document.getElementById("chat-form");
     if (!form) return;
-    const session = form.dataset.session;
     const transcript = document.getElementById("transcript");
     const box = document.getElementById("chat-message");
     const status = document.getElementById("chat-status");
@@ -89,7 +88,21 @@
       status.textContent = "pulling, verifying and loading the model if needed…";
       try {
         const response = await fetch("/api/chat", {method: "POST", headers: {"Content-Type": "application/json"},
-          body: JSON.stringify({session, message, version: version === "" ? null : Number(version)})});
+          body: JSON.stringify({message, version: version === "" ? null : Number(version)})});
+        const showError = (text) => { answer.classList.add("error"); answer.textContent = text; status.textContent = text; };
+        const handle = (line) => {
+          if (!line.trim()) return;
+          let event;
+          try { event = JSON.parse(line); } catch (err) { showError(`the explorer answered HTTP ${response.status}: ${line.slice(0, 200)}`); return; }
+          if (event.error) showError(event.error);
+          if (event.version !== undefined) {
+            who.textContent = `v${event.version} (${event.family}) · cid ${event.cid}`;
+            who.dataset.version = event.version; who.dataset.cid = event.cid;
+            status.textContent = `answered by v${event.version}, cid ${event.cid}`;
+          }
+          if (event.text !== undefined) { answer.textContent += event.text; transcript.scrollTop = transcript.scrollHeight; }
+          if (event.done) answer.dataset.done = "1";
+        };
         const reader = response.body.getReader();
         const decoder = new TextDecoder();
         let buffered = "";
@@ -99,18 +112,12 @@
           buffered += decoder.decode(value, {stream: true});
           let newline;
           while ((newline = buffered.indexOf("\n")) >= 0) {
-            const event = JSON.parse(buffered.slice(0, newline));
+            handle(buffered.slice(0, newline));
             buffered = buffered.slice(newline + 1);
-            if (event.error) { answer.classList.add("error"); answer.textContent = event.error; status.textContent = event.error; }
-            if (event.version !== undefined) {
-              who.textContent = `v${event.version} (${event.family}) · cid ${event.cid}`;
-              who.dataset.version = event.version; who.dataset.cid = event.cid;
-              status.textContent = `answered by v${event.version}, cid ${event.cid}`;
-            }
-            if (event.text !== undefined) { answer.textContent += event.text; transcript.scrollTop = transcript.scrollHeight; }
-            if (event.done) answer.dataset.done = "1";
           }
         }
+        handle(buffered + decoder.decode());  // an answer without a final newline (an error page, a proxy's text)
+        if (!response.ok && !answer.classList.contains("error")) showError(`the explorer answered HTTP ${response.status}`);
       } catch (err) {
         answer.classList.add("error");
         answer.textContent = "the explorer did not answer: " + err.message;
@@ -120,7 +127,7 @@
     });
 
     document.getElementById("chat-reset").addEventListener("click", async () => {
-      await fetch("/api/chat/reset", {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify({session})});
+      await fetch("/api/chat/reset", {method: "POST", headers: {"Content-Type": "application/json"}, body: "{}"});
       transcript.replaceChildren();
       status.textContent = "conversation reset";
     });
