@@ -171,16 +171,24 @@ def signed_at(net: Network, address: str, height: int, node: int = 0) -> bool:
     return any(s.get("validator_address") == address and int(s.get("block_id_flag", 0)) == 2 for s in signatures)
 
 
-def wait_for_signature(net: Network, address: str, from_height: int, node: int = 0, limit: int = 10) -> int:
-    """The first height >= from_height whose commit `address` signed, sending transfers for new blocks as needed."""
+def wait_for_signature(net: Network, address: str, from_height: int, node: int = 0, timeout: float = 90.0) -> int:
+    """The first height >= from_height whose commit `address` signed, sending a transfer about once a second.
+
+    Bounded by time, not blocks: a node just restarted on a loaded machine
+    can need some seconds to reconnect to its peers and get its precommits
+    in before the proposer moves on, and blocks come sub-second here.
+    """
     checked = from_height
-    for _ in range(limit):
+    deadline = time.monotonic() + timeout
+    while True:
         top = advance_to(net, checked, node)
         for height in range(checked, top + 1):
             if signed_at(net, address, height, node):
                 return height
         checked = top + 1
-    raise AssertionError(f"{address} signed no commit in heights {from_height}..{checked - 1}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{address} signed no commit in heights {from_height}..{checked - 1} ({timeout:.0f}s)")
+        time.sleep(1.0)
 
 
 def tx_height(result: subprocess.CompletedProcess) -> int:
