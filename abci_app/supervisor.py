@@ -284,11 +284,15 @@ def rotate_log(path: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP)
             return False
     except OSError:
         return False
-    for n in range(keep - 1, 0, -1):
-        older = path.with_name(f"{path.name}.{n}")
-        if older.exists():
-            older.replace(path.with_name(f"{path.name}.{n + 1}"))
-    shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    try:
+        for n in range(keep - 1, 0, -1):
+            older = path.with_name(f"{path.name}.{n}")
+            if older.exists():
+                older.replace(path.with_name(f"{path.name}.{n + 1}"))
+        shutil.copyfile(path, path.with_name(f"{path.name}.1"))
+    except OSError:
+        # A full disk must not end supervision; truncating still frees the space the log took.
+        pass
     with open(path, "r+b") as log:
         log.truncate(0)
     return True
@@ -321,6 +325,7 @@ class Supervisor:
         self.log_keep = log_keep
         self.poll = poll
         self._stop_requested = False
+        self._status_failing = False
 
     # --- control -----------------------------------------------------------------
 
@@ -341,13 +346,20 @@ class Supervisor:
                 signal.signal(sig, handler)
 
     def stop(self) -> None:
-        """Terminate every child, last in the list first; idempotent."""
+        """Terminate every child, last in the list first; idempotent. One child that cannot be
+        stopped cleanly does not keep the others running."""
+        failed = []
         for state in reversed(list(self.children.values())):
-            if state.child is not None:
-                state.child.terminate()
-                state.last_exit = state.child.returncode
-            if state.state != "stopped":
-                self._set(state, "stopped")
+            try:
+                if state.child is not None:
+                    state.child.terminate()
+                    state.last_exit = state.child.returncode
+                if state.state != "stopped":
+                    self._set(state, "stopped")
+            except Exception as exc:  # noqa: BLE001 - reported below, after every child had its turn
+                failed.append(f"{state.spec.name}: {exc}")
+        if failed:
+            self.echo(f"could not stop cleanly: {'; '.join(failed)}")
 
     # --- one pass of the loop ------------------------------------------------------
 
@@ -408,5 +420,13 @@ class Supervisor:
         if self.status_path is not None:
             data = {"supervisor_pid": os.getpid(), "updated": int(time.time()), "children": self.status()}
             tmp = Path(self.status_path).with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=2) + "\n")
-            tmp.replace(self.status_path)
+            try:
+                tmp.write_text(json.dumps(data, indent=2) + "\n")
+                tmp.replace(self.status_path)
+            except OSError as exc:
+                # The status file is for `node status`; a full disk must not end supervision of the children.
+                if not self._status_failing:
+                    self.echo(f"cannot write {self.status_path} ({exc}): `node status` shows stale data until it can")
+                self._status_failing = True
+            else:
+                self._status_failing = False

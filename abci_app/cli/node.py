@@ -135,17 +135,30 @@ def join(cli: Cli, peer: str, genesis_sha256: str | None, trust_height: int | No
         joining.parse_ipfs_peer(text)
     if swarm_key is not None:
         nodehome.check_swarm_key(swarm_key.read_bytes())
-    if (swarm_key is not None or ipfs_peers or gentx_dir is not None) and not (nodehome.Layout(cli.home).ipfs_repo / "config").exists():
+    has_kubo = (nodehome.Layout(cli.home).ipfs_repo / "config").exists()
+    if (swarm_key is not None or ipfs_peers or gentx_dir is not None) and not has_kubo:
         raise CliError(f"{cli.home} has no Kubo repo (made with --no-ipfs): --swarm-key, --ipfs-peer and --gentx-dir configure it")
+    generated = nodehome.load_settings(cli.home).generated_swarm_key_sha256
+    own_key = has_kubo and swarm_key is None and bool(generated) and nodehome.swarm_key_sha256(cli.home) == generated
+    if own_key and (ipfs_peers or gentx_dir is not None):
+        # A fresh key makes a swarm of one: every handshake with the network's Kubo nodes would fail, every fetch time out.
+        raise CliError("this node's IPFS swarm key is the one `node init` made for a new network: pass the network's with --swarm-key FILE")
     result = joining.join(cli.home, peer, genesis_sha256=genesis_sha256, trust_height=trust_height, trust_hash=trust_hash,
                           rpc_servers=list(rpc_servers) or None, trust_period=trust_period, state_sync=not no_state_sync)
     ipfs = []
     if swarm_key is not None or ipfs_peers or gentx_dir is not None:
-        ipfs = joining.configure_ipfs(cli.home, swarm_key.read_bytes() if swarm_key else None, list(ipfs_peers), gentx_dir)
-    data = result.as_dict() | {"ipfs_peers": ipfs}
+        try:
+            ipfs = joining.configure_ipfs(cli.home, swarm_key.read_bytes() if swarm_key else None, list(ipfs_peers), gentx_dir,
+                                          report=lambda line: click.echo(f"warning: {line}", err=True))
+        except nodehome.NodeError as exc:
+            raise CliError(f"{exc} (genesis and config are written; fix this and run `node join` again)") from None
+    data = result.as_dict() | {"ipfs_peers": ipfs} | ({"swarm_key_sha256": nodehome.swarm_key_sha256(cli.home)} if has_kubo else {})
     cli.emit(data, "\n".join(f"{key + ':':<18}{value}" for key, value in data.items()))
-    if (nodehome.Layout(cli.home).ipfs_repo / "config").exists() and not ipfs:
+    if has_kubo and not ipfs:
         click.echo("warning: no IPFS peers given (--ipfs-peer or --gentx-dir): this node's Kubo will find no one to fetch the chain's files from", err=True)
+    if own_key:
+        click.echo("warning: this node's IPFS swarm key was made by `node init` for a new network: to join this one's swarm, "
+                   "rerun `node join` with --swarm-key FILE (the network's)", err=True)
     if not no_state_sync and not result.trust_checked:
         click.echo(joining.TRUST_WARNING.format(height=result.trust_height, hash=result.trust_hash, peer=peer), err=True)
     if genesis_sha256 is None:

@@ -126,9 +126,23 @@ def init_node(repo: Path, api_port: int, gateway_port: int, swarm_port: int, swa
     _set(config, "Addresses.Gateway", f"/ip4/127.0.0.1/tcp/{gateway_port}")
     _set(config, "Addresses.Swarm", [swarm_multiaddr(swarm_port)])
     _write_config(repo, config)
-    (repo / "swarm.key").write_bytes(swarm_key)
-    (repo / "swarm.key").chmod(0o600)
+    write_swarm_key(repo, swarm_key)
     return str(config["Identity"]["PeerID"])
+
+
+def write_swarm_key(repo: Path, swarm_key: bytes) -> None:
+    """Install `swarm_key` as REPO/swarm.key, readable by its owner only from its first byte (created 0600,
+    then renamed over any old key, so no reader ever sees it world-readable or half written)."""
+    path = Path(repo) / "swarm.key"
+    tmp = path.with_name(".swarm.key.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a file left over from a crash
+        os.write(fd, swarm_key)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
 
 
 def peer_id(repo: Path) -> str:

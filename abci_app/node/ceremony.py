@@ -173,10 +173,10 @@ def parse_memo(memo: str, where: str) -> tuple[str, str]:
         raise NodeError(f"{where}: peer host '{host}' is not an IP address or DNS name")
     if len(parts) == 1:
         return parts[0], ""
-    return parts[0], _check_kubo_peer(parts[1], where)
+    return parts[0], check_kubo_peer(parts[1], where)
 
 
-def _check_kubo_peer(text: str, where: str) -> str:
+def check_kubo_peer(text: str, where: str) -> str:
     """'PEERID@/ip4|ip6|dns/HOST/tcp/PORT', checked: Kubo does not start on a Peering entry it cannot parse."""
     peer_id, at, multiaddr = text.partition("@")
     fields = multiaddr.split("/")

@@ -13,7 +13,9 @@ CometBFT's home is HOME itself, as for `cometbft --home HOME`.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import subprocess
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -70,6 +72,7 @@ class Settings:
     ipfs_swarm: str = DEFAULT_IPFS_SWARM
     private_network: bool = False  # peers on private/loopback addresses, several per IP (tests, LANs)
     app_args: list[str] = field(default_factory=list)  # extra flags for `python -m abci_app` (snapshots, pruning)
+    generated_swarm_key_sha256: str = ""  # set when `node init` made a fresh swarm key: a joiner must replace it
 
     @property
     def rpc_url(self) -> str:
@@ -235,7 +238,10 @@ def init_ipfs(layout: Layout, settings: Settings, swarm_key: bytes | None) -> st
     _, api = host_port(settings.ipfs_api, "--ipfs-api")
     _, gateway = host_port(settings.ipfs_gateway, "--ipfs-gateway")
     swarm_host, swarm = host_port(settings.ipfs_swarm, "--ipfs-swarm")
-    peer = kubo.init_node(layout.ipfs_repo, api, gateway, swarm, check_swarm_key(swarm_key) if swarm_key else kubo.generate_swarm_key())
+    if swarm_key is None:
+        swarm_key = kubo.generate_swarm_key()
+        settings.generated_swarm_key_sha256 = hashlib.sha256(swarm_key).hexdigest()
+    peer = kubo.init_node(layout.ipfs_repo, api, gateway, swarm, check_swarm_key(swarm_key))
     config_path = layout.ipfs_repo / "config"
     config = json.loads(config_path.read_text())
     api_host, _ = host_port(settings.ipfs_api, "--ipfs-api")
@@ -248,15 +254,24 @@ def init_ipfs(layout: Layout, settings: Settings, swarm_key: bytes | None) -> st
 
 
 def check_swarm_key(swarm_key: bytes) -> bytes:
-    """`swarm_key` if it is a Kubo pre-shared key file; NodeError otherwise."""
-    if not swarm_key.startswith(b"/key/swarm/psk/1.0.0/"):
-        raise NodeError("the swarm key is not a Kubo pre-shared key (it starts with /key/swarm/psk/1.0.0/)")
+    """`swarm_key` if it is a Kubo pre-shared key file (three lines: the header, /base16/, 64 hex digits); NodeError
+    otherwise: Kubo refuses to start on anything else, and would restart in a loop under `node start`."""
+    lines = swarm_key.decode("ascii", "replace").strip().splitlines()
+    if len(lines) != 3 or lines[0] != "/key/swarm/psk/1.0.0/" or lines[1] != "/base16/" or not re.fullmatch(r"[0-9a-fA-F]{64}", lines[2]):
+        raise NodeError("the swarm key is not a Kubo pre-shared key (/key/swarm/psk/1.0.0/, /base16/, then 64 hex digits)")
     return swarm_key
+
+
+def swarm_key_sha256(home: Path) -> str:
+    """sha256 of this node's swarm key file, to compare with the network's (`sha256sum swarm.key`); "" without one."""
+    try:
+        return hashlib.sha256((Layout(home).ipfs_repo / "swarm.key").read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def set_swarm_key(home: Path, swarm_key: bytes) -> None:
     """Install the network's swarm key (received from its operators) in this node's Kubo repo."""
-    check_swarm_key(swarm_key)
-    path = Layout(home).ipfs_repo / "swarm.key"
-    path.write_bytes(swarm_key)
-    path.chmod(0o600)
+    from abci_app.ipfs import node as kubo
+
+    kubo.write_swarm_key(Layout(home).ipfs_repo, check_swarm_key(swarm_key))

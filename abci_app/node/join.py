@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -134,31 +135,49 @@ def join(home: Path, peer: str, *, genesis_sha256: str | None = None, trust_heig
     return JoinResult(genesis["chain_id"], digest, peers, servers if state_sync else [], int(trust_height or 0), trust_hash or "", supplied)
 
 
-def parse_ipfs_peer(text: str) -> tuple[str, str]:
-    """'PEERID@/ip4/HOST/tcp/PORT' -> (peer id, multiaddr); NodeError if it is not one."""
-    peer_id, at, multiaddr = text.partition("@")
-    if not at or not peer_id or not multiaddr.startswith("/"):
-        raise NodeError(f"IPFS peer '{text}' is not PEERID@/ip4/HOST/tcp/PORT")
+def parse_ipfs_peer(text: str, where: str = "--ipfs-peer") -> tuple[str, str]:
+    """'PEERID@/ip4|ip6|dns/HOST/tcp/PORT' -> (peer id, multiaddr); NodeError if Kubo could not parse it (it would not start)."""
+    from abci_app.node.ceremony import check_kubo_peer
+
+    peer_id, _, multiaddr = check_kubo_peer(text, where).partition("@")
     return peer_id, multiaddr
 
 
-def configure_ipfs(home: Path, swarm_key: bytes | None = None, peers: list[str] = (), gentx_dir: Path | None = None) -> list[str]:
+def founders_gentxs(gentx_dir: Path, genesis: dict) -> tuple[list, list[str]]:
+    """The gentxs in `gentx_dir` whose (operator, consensus key) are validators of `genesis`, and a line for each other
+    one: anyone can sign a gentx for a chain id, and only the founders' name Kubo peers worth dialling."""
+    from abci_app.node.ceremony import read_gentxs
+
+    founders = {(v.get("operator"), v.get("pubkey")) for v in genesis.get("app_state", {}).get("staking", {}).get("validators") or []
+                if isinstance(v, dict)}
+    kept, skipped = [], []
+    for gentx in read_gentxs(gentx_dir, genesis["chain_id"]):
+        if (gentx.operator, base64.b64encode(gentx.pubkey).decode()) in founders:
+            kept.append(gentx)
+        else:
+            skipped.append(f"gentx of {gentx.moniker} ({gentx.operator}) is not a validator in this network's genesis: its Kubo peer is not used")
+    return kept, skipped
+
+
+def configure_ipfs(home: Path, swarm_key: bytes | None = None, peers: list[str] = (), gentx_dir: Path | None = None,
+                   report: Callable[[str], None] = print) -> list[str]:
     """Put this node's Kubo in the network's private swarm: its swarm key (received out of band) and Peering.Peers
     from `peers` (PEERID@MULTIADDR) and the founders' gentx files in `gentx_dir` (each names its Kubo peer).
     Returns the peers set; NodeError when the node has no Kubo repo or a peer is malformed."""
     from abci_app.ipfs import node as kubo
-    from abci_app.node.ceremony import read_genesis, read_gentxs
+    from abci_app.node.ceremony import read_genesis
     from abci_app.node.home import set_swarm_key
 
     home = Path(home).resolve()
     layout = Layout(home)
     if not (layout.ipfs_repo / "config").exists():
         raise NodeError(f"{home} has no Kubo repo (it was made with --no-ipfs): a swarm key or IPFS peers have nothing to configure")
-    texts = list(peers)
+    pairs = [parse_ipfs_peer(text) for text in peers]
     if gentx_dir is not None:
-        chain_id = read_genesis(layout.genesis)["chain_id"]
-        texts += [gentx.ipfs_peer for gentx in read_gentxs(gentx_dir, chain_id) if gentx.ipfs_peer]
-    pairs = [parse_ipfs_peer(text) for text in texts]
+        gentxs, skipped = founders_gentxs(gentx_dir, read_genesis(layout.genesis))
+        for line in skipped:
+            report(line)
+        pairs += [parse_ipfs_peer(gentx.ipfs_peer, "gentx") for gentx in gentxs if gentx.ipfs_peer]
     if swarm_key is not None:
         set_swarm_key(home, swarm_key)
     if pairs:

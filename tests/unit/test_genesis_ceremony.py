@@ -295,3 +295,22 @@ def test_collect_is_the_same_whatever_the_gentx_files_are_called(network: list[P
     assert a["sha256"] == b["sha256"]
     operators = [v["operator"] for v in json.loads(Layout(network[0]).genesis.read_text())["app_state"]["staking"]["validators"]]
     assert operators == sorted(operators)
+
+
+def test_a_joiner_uses_only_the_founders_gentxs(network: list[Path], tmp_path: Path) -> None:
+    """Anyone can sign a gentx for a chain id: a joiner's --gentx-dir keeps those of genesis validators and names the rest."""
+    from abci_app.node.join import founders_gentxs
+
+    ceremony.collect(network[0])
+    genesis = ceremony.read_genesis(Layout(network[0]).genesis)
+    published = tmp_path / "published"
+    published.mkdir()
+    for path in gentx_files(network[0]):
+        shutil.copy(path, published)
+    stranger = init_home(tmp_path, 7)
+    shutil.copyfile(Layout(network[1]).genesis, Layout(stranger).genesis)
+    ceremony.add_account(Layout(stranger).genesis, operator(7).address, FUNDS)
+    shutil.copy(ceremony.make_gentx(stranger, operator(7), BOND, "v7", "127.0.0.9:26656"), published / "zz-stranger.json")
+    kept, skipped = founders_gentxs(published, genesis)
+    assert sorted(g.operator for g in kept) == sorted(operator(i).address for i in range(3))
+    assert len(skipped) == 1 and operator(7).address in skipped[0] and "not a validator" in skipped[0]

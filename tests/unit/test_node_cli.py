@@ -270,6 +270,9 @@ def test_metrics_are_served_over_http() -> None:
     assert "gradchain_height 7.0" in text and "gradchain_blocks_total" in text and "process_start_time_seconds" in text
 
 
+PEER = "12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp@/ip4/203.0.113.7/tcp/4001"
+
+
 def init_with_kubo(home: Path) -> None:
     result = run(home, "node", "init", "--moniker", "carol", "--chain-id", "net-1", "--ipfs-api", "127.0.0.3:35001",
                  "--ipfs-gateway", "127.0.0.3:35080", "--ipfs-swarm", "127.0.0.3:34001")
@@ -297,13 +300,43 @@ def test_join_refuses_ipfs_flags_it_cannot_apply_before_writing_anything(tmp_pat
     home = tmp_path / "carol"
     init(home)  # --no-ipfs
     before = Layout(home).genesis.read_text()
-    one_error_line(run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--ipfs-peer", "12D3KooW@/ip4/1.2.3.4/tcp/4001"),
-                   "has no Kubo repo")
-    one_error_line(run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--ipfs-peer", "nonsense"), "is not PEERID@/ip4/HOST/tcp/PORT")
+    one_error_line(run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--ipfs-peer", PEER), "has no Kubo repo")
+    for bad in ("nonsense", "x@/garbage", "12D3KooWfoo@/ip4/1.2.3.4/tcp/99999", "a b@/ip4/1.2.3.4/tcp/4001", PEER.replace("4001", "99999")):
+        one_error_line(run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--ipfs-peer", bad), "is not PEERID@/ip4|ip6|dns/HOST/tcp/PORT")
     bad_key = tmp_path / "bad.key"
-    bad_key.write_text("not a key")
-    one_error_line(run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--swarm-key", str(bad_key)), "not a Kubo pre-shared key")
+    for text in ("not a key", "/key/swarm/psk/1.0.0/\n/base16/\nabc\n", "/key/swarm/psk/1.0.0/\n/base64/\n" + "a" * 64 + "\n"):
+        bad_key.write_text(text)
+        one_error_line(run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--swarm-key", str(bad_key)), "not a Kubo pre-shared key")
     assert Layout(home).genesis.read_text() == before
+
+
+def test_join_refuses_ipfs_peers_with_the_swarm_key_init_made(tmp_path: Path, fake_rpc: None) -> None:
+    """A swarm key `node init` generated makes a swarm of one: joining a network's Kubo nodes with it cannot work."""
+    home = tmp_path / "carol"
+    init_with_kubo(home)
+    before = Layout(home).genesis.read_text()
+    one_error_line(run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--ipfs-peer", PEER), "pass the network's with --swarm-key")
+    assert Layout(home).genesis.read_text() == before
+    result = run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "-o", "json")  # no IPFS flags: joins, and says why Kubo is alone
+    assert result.exit_code == 0, result.output
+    assert "made by `node init` for a new network" in result.stderr
+
+
+def test_the_swarm_key_is_installed_owner_only_and_its_digest_shown(tmp_path: Path, fake_rpc: None) -> None:
+    import hashlib
+    import stat
+
+    from abci_app.ipfs import node as kubo
+
+    home = tmp_path / "carol"
+    init_with_kubo(home)
+    key = tmp_path / "swarm.key"
+    key.write_bytes(kubo.generate_swarm_key())
+    result = run(home, "node", "join", "--peer", "http://203.0.113.7:26657", "--swarm-key", str(key), "--ipfs-peer", PEER, "-o", "json")
+    assert result.exit_code == 0, result.output
+    installed = Layout(home).ipfs_repo / "swarm.key"
+    assert stat.S_IMODE(installed.stat().st_mode) == 0o600 and installed.read_bytes() == key.read_bytes()
+    assert json.loads(result.stdout)["swarm_key_sha256"] == hashlib.sha256(key.read_bytes()).hexdigest()
 
 
 def test_start_with_kubo_runs_the_pin_sync_after_cometbft_and_kubo(tmp_path: Path) -> None:

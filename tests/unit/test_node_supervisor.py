@@ -206,3 +206,19 @@ def test_sigterm_stops_every_child_and_run_returns(tmp_path: Path, lines: list[s
     data = json.loads(status.read_text())
     assert [(c["name"], c["state"], c["up"]) for c in data["children"]] == [("app", "stopped", False), ("cometbft", "stopped", False)]
     assert data["supervisor_pid"] == os.getpid()
+
+
+def test_a_status_file_that_cannot_be_written_does_not_end_supervision(tmp_path: Path, lines: list[str]) -> None:
+    """A full disk (any OSError on the status write) is reported once; children still start, and stop() stops them all."""
+    status = tmp_path / "status.json"
+    status.with_suffix(".tmp").mkdir()  # writing the status file's temp name fails, as on ENOSPC
+    specs = [sh_spec(tmp_path, name, "sleep 30") for name in ("a", "b")]
+    sup = make(specs, lines, status_path=status)
+    sup.step()
+    sup.step()
+    children = [sup.children[name].child for name in ("a", "b")]
+    assert all(child is not None and child.is_running() for child in children)
+    assert sum("cannot write" in line for line in lines) == 1, lines
+    sup.stop()
+    assert not any(child.is_running() for child in children)
+    assert not status.exists()
