@@ -121,7 +121,7 @@ def join(cli: Cli, peer: str, genesis_sha256: str | None, trust_height: int | No
     """Configure the fresh node in --home to join the network that PEER runs: genesis, peers, state sync, IPFS swarm.
 
     Once started, the node's Kubo joins the network's private swarm (swarm key
-    and peers given here) and pins every file the chain registered.
+    and peers given here) and pins every file the chain uses.
 
     \b
     Example:
@@ -204,15 +204,21 @@ def start(cli: Cli, validate: bool, key: str | None, train: str | None, no_ipfs:
 
 
 @node.command("pin-sync")
-@click.option("--poll", type=click.FloatRange(min=0.5), default=10.0, show_default=True, help="Seconds between passes over the chain's registered files.")
+@click.option("--poll", type=click.FloatRange(min=0.5), default=10.0, show_default=True, help="Seconds between passes over the files the chain uses.")
 @click.option("--once", is_flag=True, help="One pass, then exit.")
+@click.option("--max-file-bytes", type=click.IntRange(min=1), default=None,
+              help="Skip larger files [default: node.json's pin_max_file_bytes, else 8 GiB].")
+@click.option("--free-floor-bytes", type=click.IntRange(min=0), default=None,
+              help="Skip a file that would leave less free disk under --home [default: node.json's pin_free_floor_bytes, else 2 GiB].")
 @shared_flags(node=False)
 @_node_errors
-def pin_sync(cli: Cli, poll: float, once: bool) -> None:
-    """Fetch, verify and pin on this node's Kubo every file the chain registered (model versions, deltas, datasets).
+def pin_sync(cli: Cli, poll: float, once: bool, max_file_bytes: int | None, free_floor_bytes: int | None) -> None:
+    """Fetch, verify and pin on this node's Kubo every file the chain uses: each model version's checkpoint, its
+    accepted deltas, and the datasets admitted or trained on (a dataset only registered is not fetched).
 
     `node start` runs it as its "pins" child; HOME/pins.json remembers what is
-    pinned, and `node status` shows the counts.
+    pinned, refused (bytes that do not match the chain's CID or sha256: never
+    tried again) and failing (retried with back-off), and `node status` shows the counts.
 
     \b
     Example:
@@ -220,7 +226,8 @@ def pin_sync(cli: Cli, poll: float, once: bool) -> None:
     """
     from abci_app.node import pins
 
-    pins.run(cli.home, poll=poll, once=once, report=lambda line: click.echo(line, err=cli.output == "json"))
+    pins.run(cli.home, poll=poll, once=once, report=lambda line: click.echo(line, err=cli.output == "json"),
+             max_file_bytes=max_file_bytes, free_floor=free_floor_bytes)
 
 
 @node.command("status")
@@ -242,7 +249,8 @@ def status(cli: Cli) -> None:
     for key in ("height", "catching_up", "peers", "voting_power"):
         lines.append(f"{key:<14}{'-' if info[key] is None else info[key]}")
     pins = info["pins"]
-    lines.append(f"{'pinned':<14}" + ("-" if pins is None else f"{pins['pinned']} of {pins['wanted']} registered files, {pins['failing']} failing"))
+    lines.append(f"{'pinned':<14}" + ("-" if pins is None else f"{pins['pinned']} of {pins['wanted']} files the chain uses, {pins['failing']} failing, "
+                                                               f"{pins.get('refused', 0)} refused, {pins.get('skipped', 0)} skipped"))
     cli.emit(info, "\n".join(lines))
 
 

@@ -54,6 +54,10 @@ class IpfsError(Exception):
     """Kubo could not be reached, did not find the content in time, or refused the request."""
 
 
+class IpfsUnreachable(IpfsError):
+    """No Kubo answers at the API URL: no call can succeed until it runs (nothing is wrong with any CID)."""
+
+
 def _check_cid(cid: str) -> None:
     """Reject a malformed CID here: Kubo's files/stat answers "file does not exist" for one."""
     try:
@@ -81,7 +85,7 @@ class IpfsClient:
     # --- transport -----------------------------------------------------------
 
     def _not_running(self) -> IpfsError:
-        return IpfsError(
+        return IpfsUnreachable(
             f"IPFS (Kubo) is not running at {self.api}: start the localnet with `make localnet`, "
             f"or a node with `IPFS_PATH=<repo> bin/ipfs daemon`, or pass the right API URL"
         )
@@ -183,8 +187,9 @@ class IpfsClient:
         """The whole content of `cid` in memory (small files; see cat_stream for big ones)."""
         return b"".join(self.cat_stream(cid, timeout=timeout))
 
-    def cat_stream(self, cid: str, chunk_size: int = 1 << 20, timeout: float | None = None) -> Iterator[bytes]:
-        """Yield the content of `cid` in pieces of up to `chunk_size` bytes, as it arrives.
+    def cat_stream(self, cid: str, chunk_size: int | None = 1 << 20, timeout: float | None = None) -> Iterator[bytes]:
+        """Yield the content of `cid` in pieces of up to `chunk_size` bytes, as it arrives (None: each piece as
+        the network delivers it, so a caller can stop at its own deadline however slowly bytes trickle in).
 
         Fails with IpfsError when no node has the CID within `timeout` seconds, or when
         the transfer stalls for that long. The bytes are not checked: use cid.CidVerifier.
@@ -193,7 +198,7 @@ class IpfsClient:
         self.stat(cid, timeout=wait)  # bounded search for the root; cat itself gets no deadline
         return iter(()) if cid == EMPTY_FILE_CID else self._cat(cid, chunk_size, wait)
 
-    def _cat(self, cid: str, chunk_size: int, wait: float) -> Iterator[bytes]:
+    def _cat(self, cid: str, chunk_size: int | None, wait: float) -> Iterator[bytes]:
         try:
             with self._http.stream("POST", "/cat", params={"arg": cid}, timeout=httpx.Timeout(wait, read=wait)) as response:
                 if response.status_code != 200:
@@ -235,3 +240,8 @@ class IpfsClient:
                 return False
             raise
         return True
+
+    def recursive_pins(self, *, timeout: float = 60.0) -> set[str]:
+        """Every CID pinned recursively on this node (`pin/ls?type=recursive`; `timeout` bounds the listing)."""
+        keys = self._json("pin/ls", params={"type": "recursive"}, timeout=timeout).get("Keys") or {}
+        return set(keys)

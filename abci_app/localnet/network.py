@@ -439,7 +439,7 @@ class Network:
         node.explorer_home.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "abci_app.cli", "explorer", "--node", node.rpc_url, "--ipfs", node.ipfs_url,
                 "--port", str(self.explorer_port), "--home", str(node.explorer_home)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        env = commands.child_env()
         env.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # its chat shares the cores with the workers
         self._spawn(0, "explorer", argv, env)
         self._wait_all([0], "explorer", timeout)

@@ -39,5 +39,5 @@ PIN_SYNC = "pin-sync"  # the subcommand; also the marker that tells the pin sync
 
 
 def pins_argv(home: Path) -> list[str]:
-    """`gradchain node pin-sync`: keeps the node's Kubo pinning every file the chain registered (abci_app.node.pins)."""
+    """`gradchain node pin-sync`: keeps the node's Kubo pinning every file the chain uses (abci_app.node.pins)."""
     return [sys.executable, "-m", "abci_app.cli", "node", PIN_SYNC, "--home", str(home)]

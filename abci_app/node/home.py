@@ -73,6 +73,8 @@ class Settings:
     private_network: bool = False  # peers on private/loopback addresses, several per IP (tests, LANs)
     app_args: list[str] = field(default_factory=list)  # extra flags for `python -m abci_app` (snapshots, pruning)
     generated_swarm_key_sha256: str = ""  # set when `node init` made a fresh swarm key: a joiner must replace it
+    pin_max_file_bytes: int = 0  # pin sync skips larger files (0: abci_app.node.pins.MAX_FILE_BYTES)
+    pin_free_floor_bytes: int = 0  # pin sync skips a file that would leave less free under HOME (0: pins.FREE_FLOOR_BYTES)
 
     @property
     def rpc_url(self) -> str:
