@@ -50,6 +50,7 @@ class Result:
     blocks: int
     latencies: list[float]
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds used during the run, apps vs nodes
+    timeline: list[tuple[float, int, int, int]] = field(default_factory=list)  # (seconds, height, txs, broadcasts answered)
 
     @property
     def tps(self) -> float:
@@ -89,6 +90,8 @@ def run_load(net: localnet.Network, plan: list[list[bytes]], in_flight: int, tim
     stop = threading.Event()
     start_height = RpcClient(net.rpc_url(0)).latest_height()
     heights = [start_height]
+    answered = [0]  # broadcast_tx_sync calls answered so far (the txs in some mempool)
+    timeline: list[tuple[float, int, int, int]] = []
 
     def watch() -> None:
         with RpcClient(net.rpc_url(0), timeout=10) as rpc:
@@ -102,6 +105,7 @@ def run_load(net: localnet.Network, plan: list[list[bytes]], in_flight: int, tim
                         # exist only after FinalizeBlock: until then RpcError, retried below
                         codes = [int(r.get("code", 0)) for r in rpc.call("block_results", height=h)["txs_results"] or []]
                         with cond:
+                            timeline.append((now, h, len(txs), answered[0]))
                             for raw, code in zip(txs, codes):
                                 tx_hash = hashlib.sha256(base64.b64decode(raw)).hexdigest().upper()
                                 if tx_hash in owner and tx_hash not in committed_at:
@@ -130,6 +134,8 @@ def run_load(net: localnet.Network, plan: list[list[bytes]], in_flight: int, tim
                 sent_at[hashlib.sha256(raw).hexdigest().upper()] = time.monotonic()
                 try:
                     chain.broadcast(raw)
+                    with cond:
+                        answered[0] += 1
                 except ChainError as exc:  # TxRejected (CheckTx said no) or no answer
                     with cond:
                         errors.append(f"sender {s}: tx {j}: {exc}")
@@ -155,7 +161,8 @@ def run_load(net: localnet.Network, plan: list[list[bytes]], in_flight: int, tim
         raise SystemExit(f"{net.app}: only {len(committed_at)}/{n} txs committed within {timeout:.0f}s")
     first = min(sent_at.values())
     latencies = sorted(committed_at[h] - sent_at[h] for h in committed_at)
-    return Result(net.app, n, len(committed_at), failed[0], max(committed_at.values()) - first, heights[-1] - start_height, latencies)
+    return Result(net.app, n, len(committed_at), failed[0], max(committed_at.values()) - first, heights[-1] - start_height, latencies,
+                  timeline=[(at - first, h, count, sent) for at, h, count, sent in timeline])
 
 
 def cpu_seconds(net: localnet.Network) -> dict[str, float]:
@@ -194,6 +201,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=16, help="uncommitted txs per sender (default 16)")
     parser.add_argument("--validators", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds without progress before giving up")
+    parser.add_argument("--timeline", action="store_true", help="print when node0 served each block, its txs, and how many broadcasts were answered by then")
     args = parser.parse_args()
     if not localnet.COMETBFT.exists():
         raise SystemExit(f"CometBFT binary missing at {localnet.COMETBFT}: run `make install-go`")
@@ -208,6 +216,9 @@ def main() -> None:
             f" {r.pct(50) * 1000:>8.0f} {r.pct(95) * 1000:>8.0f} {r.cpu['app']:>9.1f} {r.cpu['cometbft']:>11.1f}"
         )
     print(f"ratio ours/kvstore: TPS {ours.tps / base.tps:.2f}x, p50 latency {ours.pct(50) / base.pct(50):.2f}x, p95 latency {ours.pct(95) / base.pct(95):.2f}x")
+    if args.timeline:
+        for r in (ours, base):
+            print(f"{r.app}: " + "; ".join(f"h{h} +{at:.2f}s {count} txs ({sent} in)" for at, h, count, sent in r.timeline))
     print(f"app CPU per committed transfer per validator: {ours.cpu['app'] / ours.committed / args.validators * 1000:.2f} ms"
           f" (load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
