@@ -175,11 +175,20 @@ def _worker(validate: bool, key: str | None, train: str | None) -> tuple[str, st
     return ("train", train) if train else None
 
 
+def _child_options(command):
+    """What `node start` runs besides the app and CometBFT; `node systemd` passes the same flags on to it."""
+    for option in reversed([
+        click.option("--validate", is_flag=True, help="Also run the validator worker (`gradchain validate`), signing with --key."),
+        click.option("--key", default=None, help="Operator key for --validate."),
+        click.option("--train", default=None, metavar="KEY", help="Also run a trainer (`gradchain train`), signing with KEY."),
+        click.option("--no-ipfs", is_flag=True, help="Run no Kubo node (a full node that serves no files; no worker)."),
+    ]):
+        command = option(command)
+    return command
+
+
 @node.command("start")
-@click.option("--validate", is_flag=True, help="Also run the validator worker (`gradchain validate`), signing with --key.")
-@click.option("--key", default=None, help="Operator key for --validate.")
-@click.option("--train", default=None, metavar="KEY", help="Also run a trainer (`gradchain train`), signing with KEY.")
-@click.option("--no-ipfs", is_flag=True, help="Run no Kubo node (a full node that serves no files; no worker).")
+@_child_options
 @shared_flags(node=False)
 @_node_errors
 def start(cli: Cli, validate: bool, key: str | None, train: str | None, no_ipfs: bool) -> None:
@@ -258,10 +267,7 @@ def status(cli: Cli) -> None:
 @click.option("--user", default=None, help="The user the service runs as [default: the current user].")
 @click.option("--write", "write_to", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the unit to this file (e.g. /etc/systemd/system/gradchain.service) instead of printing it.")
-@click.option("--validate", is_flag=True, help="Run the validator worker too (with --key).")
-@click.option("--key", default=None, help="Operator key for --validate.")
-@click.option("--train", default=None, metavar="KEY", help="Run a trainer too.")
-@click.option("--no-ipfs", is_flag=True, help="Run no Kubo node.")
+@_child_options
 @shared_flags(node=False)
 @_node_errors
 def systemd(cli: Cli, user: str | None, write_to: Path | None, validate: bool, key: str | None, train: str | None, no_ipfs: bool) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,17 @@ APP_KVSTORE = "kvstore"  # CometBFT's built-in app, compiled into the binary
 
 class LocalnetError(Exception):
     """The localnet could not be created, started or reached; the message says why."""
+
+
+def run_cometbft(*args: str, error: type[Exception] = LocalnetError) -> str:
+    """Run the pinned CometBFT binary and return its output; `error` with its last line if it fails."""
+    if not COMETBFT.exists():
+        raise error(f"CometBFT binary not found at {COMETBFT}: run `make install-go`")
+    result = subprocess.run([str(COMETBFT), *args], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        last = ((result.stderr or result.stdout).strip().splitlines() or ["no output"])[-1]
+        raise error(f"`cometbft {' '.join(args)}` failed: {last}")
+    return result.stdout.strip()
 
 
 @dataclass

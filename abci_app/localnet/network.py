@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -34,6 +33,7 @@ from abci_app.localnet.config import (
     allocate_ipfs_ports,
     allocate_ports,
     node_config,
+    run_cometbft,
     set_toml_values,
 )
 from abci_app.localnet.genesis import (
@@ -73,16 +73,6 @@ class NodeStatus:
 
 
 # --- create ------------------------------------------------------------------
-
-
-def _cometbft(*args: str) -> str:
-    if not COMETBFT.exists():
-        raise LocalnetError(f"CometBFT binary not found at {COMETBFT}: run `make install-go`")
-    result = subprocess.run([str(COMETBFT), *args], capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        last = ((result.stderr or result.stdout).strip().splitlines() or ["no output"])[-1]
-        raise LocalnetError(f"`cometbft {' '.join(args)}` failed: {last}")
-    return result.stdout.strip()
 
 
 def _init_ipfs(nodes: list[Node], base_port: int | None) -> None:
@@ -143,11 +133,11 @@ def create(
     created_root = not root.exists()
     try:
         root.mkdir(parents=True, exist_ok=True)
-        _cometbft("testnet", "--v", str(validators), "--o", str(root), "--populate-persistent-peers=false")
+        run_cometbft("testnet", "--v", str(validators), "--o", str(root), "--populate-persistent-peers=false")
         nodes = []
         for i, (p2p, rpc, app_port) in enumerate(allocate_ports(validators, base_port)):
             home = root / f"node{i}"
-            nodes.append(Node(i, home, _cometbft("show-node-id", "--home", str(home)), p2p, rpc, app_port))
+            nodes.append(Node(i, home, run_cometbft("show-node-id", "--home", str(home)), p2p, rpc, app_port))
 
         keyring = dev_keyring(Path(keyring_home or root), pin=keyring_home is None or Path(keyring_home).resolve() == root)
         genesis = json.loads((nodes[0].home / "config" / "genesis.json").read_text())
@@ -326,7 +316,7 @@ class Network:
                 self._publish_genesis()
             if self.has_app_process:
                 self._wait_all([i for i in everyone if self._spawn_app(i)], "app", timeout)
-            self._wait_all([i for i in everyone if self._spawn_cometbft(i)], "cometbft", timeout)
+            self._wait_all([i for i in everyone if self._spawnrun_cometbft(i)], "cometbft", timeout)
             if self.workers:
                 for i in everyone:
                     self._spawn_worker(i)
@@ -345,7 +335,7 @@ class Network:
     def start_node(self, i: int, timeout: float = START_TIMEOUT) -> None:
         """Start validator i: its app if needed, then its CometBFT node."""
         self.start_app(i, timeout)
-        if self._spawn_cometbft(i):
+        if self._spawnrun_cometbft(i):
             self._wait_all([i], "cometbft", timeout)
 
     def stop_node(self, i: int, app: bool = True) -> None:
@@ -444,7 +434,7 @@ class Network:
         self._spawn(0, "explorer", argv, env)
         self._wait_all([0], "explorer", timeout)
 
-    def _spawn_cometbft(self, i: int) -> bool:
+    def _spawnrun_cometbft(self, i: int) -> bool:
         if self.pid(i, "cometbft"):
             return False
         node = self.nodes[i]
@@ -575,8 +565,8 @@ class Network:
             raise LocalnetError(f"{home} already exists but is not in {self.root / NETWORK_FILE}; remove it first")
         p2p, rpc, app_port = self._join_ports(index)
         try:
-            _cometbft("init", "--home", str(home))
-            node = Node(index=index, home=home, node_id=_cometbft("show-node-id", "--home", str(home)), p2p_port=p2p, rpc_port=rpc, app_port=app_port)
+            run_cometbft("init", "--home", str(home))
+            node = Node(index=index, home=home, node_id=run_cometbft("show-node-id", "--home", str(home)), p2p_port=p2p, rpc_port=rpc, app_port=app_port)
             shutil.copyfile(self.nodes[0].home / "config" / "genesis.json", home / "config" / "genesis.json")
             wanted = node_config(node, self.nodes, self.app)
             values = {key: wanted[key] for key in self.JOIN_NODE_OPTIONS}

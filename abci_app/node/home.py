@@ -16,11 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import subprocess
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from abci_app.localnet.config import COMETBFT, set_toml_values
+from abci_app.localnet.config import run_cometbft, set_toml_values
 
 SETTINGS_FILE = "node.json"
 DEFAULT_CHAIN_ID = "gradchain-1"
@@ -165,13 +164,7 @@ def save_settings(home: Path, settings: Settings) -> None:
 
 def cometbft(*args: str) -> str:
     """Run the pinned CometBFT binary; NodeError with its last line if it fails."""
-    if not COMETBFT.exists():
-        raise NodeError(f"CometBFT binary not found at {COMETBFT}: run `make install-go`")
-    result = subprocess.run([str(COMETBFT), *args], capture_output=True, text=True, timeout=60)
-    if result.returncode != 0:
-        last = ((result.stderr or result.stdout).strip().splitlines() or ["no output"])[-1]
-        raise NodeError(f"`cometbft {' '.join(args)}` failed: {last}")
-    return result.stdout.strip()
+    return run_cometbft(*args, error=NodeError)
 
 
 def config_options(settings: Settings) -> dict[tuple[str, str], object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,24 @@ def require_kubo() -> None:
 
     if not kubo.IPFS.exists():
         pytest.fail(f"Kubo binary missing at {kubo.IPFS}: run `make install`", pytrace=False)
+
+
+@contextmanager
+def running_swarm(root: Path, n: int) -> Iterator:
+    """n Kubo nodes in one private swarm under `root`, started; their logs printed if the test fails; always stopped."""
+    from abci_app.ipfs import node as kubo
+
+    require_kubo()
+    swarm = kubo.Swarm.create(root, n)
+    try:
+        swarm.start()
+        yield swarm
+    except BaseException:
+        for n in swarm.nodes:
+            print(f"--- {n.log_path}\n{kubo.log_tail(n.log_path)}")
+        raise
+    finally:
+        swarm.stop()
 
 
 def training_localnet(root: Path, chain_id: str, app_state: dict, model: str, eval_prompts: int = 0) -> localnet.Network:

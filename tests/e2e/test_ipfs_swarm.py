@@ -12,6 +12,7 @@ import pytest
 from abci_app.ipfs import node
 from abci_app.ipfs.cid import CidVerifier, cid_of_bytes
 from abci_app.ipfs.client import IpfsClient, IpfsError
+from tests.e2e.conftest import running_swarm
 
 pytestmark = pytest.mark.e2e
 
@@ -21,18 +22,8 @@ WAIT = 3.0  # seconds we allow a lookup of a CID nobody has
 
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[node.Swarm]:
-    if not node.IPFS.exists():
-        pytest.fail(f"Kubo binary missing at {node.IPFS}: run `make install`", pytrace=False)
-    swarm = node.Swarm.create(tmp_path_factory.mktemp("ipfs"), NODES)
-    try:
-        swarm.start()
-        yield swarm
-    except BaseException:
-        for n in swarm.nodes:
-            print(f"--- {n.log_path}\n{node.log_tail(n.log_path)}")
-        raise
-    finally:
-        swarm.stop()
+    with running_swarm(tmp_path_factory.mktemp("ipfs"), NODES) as started:
+        yield started
 
 
 def test_all_peered_privately(swarm: node.Swarm) -> None:

@@ -13,24 +13,15 @@ import pytest
 from abci_app.ipfs import node
 from abci_app.node import pins
 from abci_app.node.pins import PinSync, Wanted
-from tests.e2e.conftest import require_kubo
+from tests.e2e.conftest import running_swarm
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 
 @pytest.fixture
 def swarm(tmp_path: Path) -> Iterator[node.Swarm]:
-    require_kubo()
-    swarm = node.Swarm.create(tmp_path / "ipfs", 2)
-    try:
-        swarm.start()
-        yield swarm
-    except BaseException:
-        for n in swarm.nodes:
-            print(f"--- {n.log_path}\n{node.log_tail(n.log_path)}")
-        raise
-    finally:
-        swarm.stop()
+    with running_swarm(tmp_path / "ipfs", 2) as started:
+        yield started
 
 
 def test_registered_files_added_elsewhere_end_pinned_here(swarm: node.Swarm, tmp_path: Path) -> None:
