@@ -4,12 +4,14 @@ a stand-in for a running node's RPC, and flags checked before anything starts.""
 from __future__ import annotations
 
 import json
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from abci_app import supervisor
 from abci_app.cli.main import cli
 from abci_app.localnet.config import COMETBFT
 from abci_app.node import join as joining
@@ -245,6 +247,11 @@ def test_start_refuses_a_home_whose_supervisor_runs(tmp_path: Path) -> None:
     # a process whose argv reads like `... node start ...`, named by the home's supervisor pid file
     other = subprocess.Popen(["sh", "-c", "sleep 30", "node", "start"])
     try:
+        # until the child has exec'd, /proc shows the forked Python's argv (seen once on a loaded CI machine)
+        deadline = time.monotonic() + 30
+        while "start" not in (supervisor.proc_argv(other.pid) or []):
+            assert time.monotonic() < deadline, "the stand-in supervisor did not start"
+            time.sleep(0.05)
         (Layout(home.resolve()).logs / "supervisor.pid").write_text(f"{other.pid}\n")
         one_error_line(run(home, "node", "start", "--no-ipfs"), f"already runs (supervisor pid {other.pid})")
         assert json.loads(run(home, "node", "status", "-o", "json").stdout)["supervisor_pid"] == other.pid
