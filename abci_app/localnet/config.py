@@ -49,8 +49,28 @@ def run_cometbft(*args: str, error: type[Exception] = LocalnetError) -> str:
     return result.stdout.strip()
 
 
+class NodeDirs:
+    """Where a node's home keeps the app's state, its Kubo repo and its worker's cache: one layout for the
+    localnet's nodes and for `gradchain node init` homes (abci_app.node.home.Layout), whose children run alike."""
+
+    home: Path
+
+    @property
+    def app_home(self) -> Path:
+        return self.home / "app"
+
+    @property
+    def ipfs_repo(self) -> Path:
+        return self.home / "ipfs"
+
+    @property
+    def worker_home(self) -> Path:
+        """The validator worker's cache of pulled checkpoints and deltas."""
+        return self.home / "worker"
+
+
 @dataclass
-class Node:
+class Node(NodeDirs):
     index: int
     home: Path  # CometBFT home (config/, data/); the app's state lives in home/app
     node_id: str
@@ -63,21 +83,8 @@ class Node:
     ipfs_peer_id: str = ""
 
     @property
-    def app_home(self) -> Path:
-        return self.home / "app"
-
-    @property
-    def ipfs_repo(self) -> Path:
-        return self.home / "ipfs"
-
-    @property
     def ipfs_url(self) -> str:
         return f"http://127.0.0.1:{self.ipfs_api_port}"
-
-    @property
-    def worker_home(self) -> Path:
-        """The validator worker's cache of pulled checkpoints and deltas."""
-        return self.home / "worker"
 
     @property
     def explorer_home(self) -> Path:

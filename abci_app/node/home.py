@@ -19,7 +19,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from abci_app.localnet.config import run_cometbft, set_toml_values
+from abci_app.localnet.config import NodeDirs, run_cometbft, set_toml_values
 
 SETTINGS_FILE = "node.json"
 DEFAULT_CHAIN_ID = "gradchain-1"
@@ -96,7 +96,7 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class Layout:
+class Layout(NodeDirs):
     home: Path
 
     @property
@@ -114,18 +114,6 @@ class Layout:
     @property
     def gentx_dir(self) -> Path:
         return self.config / "gentx"
-
-    @property
-    def app_home(self) -> Path:
-        return self.home / "app"
-
-    @property
-    def ipfs_repo(self) -> Path:
-        return self.home / "ipfs"
-
-    @property
-    def worker_home(self) -> Path:
-        return self.home / "worker"
 
     @property
     def logs(self) -> Path:

@@ -175,8 +175,7 @@ class PinSync:
                 if isinstance(entry, dict) and entry.get("skipped"):
                     continue  # skipped for this node's limits, which a restart may have changed: looked at again now (one stat)
                 try:
-                    self.failing[cid] = Retry(int(entry["failures"]), min(float(entry["next_at"]), latest), str(entry["error"]),
-                                              bool(entry.get("skipped", False)))
+                    self.failing[cid] = Retry(int(entry["failures"]), min(float(entry["next_at"]), latest), str(entry["error"]))
                 except (KeyError, TypeError, ValueError):
                     continue
         except FileNotFoundError:

@@ -3,7 +3,7 @@
     app       python -m abci_app (ABCI socket, metrics port)
     cometbft  cometbft start --home HOME           after the app: it exits when its app dies
     ipfs      ipfs daemon on HOME/ipfs             (unless --no-ipfs)
-    pins      gradchain node pin-sync              with Kubo: pins every file the chain registered (abci_app.node.pins)
+    pins      gradchain node pin-sync              with Kubo: pins every file the chain uses (abci_app.node.pins)
     worker    gradchain validate|train --key KEY   (with --validate/--train), after CometBFT and Kubo
 The child commands (abci_app.node.commands) are the ones the localnet's nodes run.
 """
@@ -55,8 +55,8 @@ def child_specs(home: Path, settings: Settings, *, ipfs: bool = True, worker: tu
         from abci_app.ipfs import node as kubo
 
         peer = kubo.peer_id(layout.ipfs_repo)
-        specs.append(supervisor.ChildSpec("ipfs", kubo.daemon_argv(layout.ipfs_repo), kubo._ipfs_env(layout.ipfs_repo), layout.log("ipfs"),
-                                          layout.pid("ipfs"), lambda: kubo.answers(settings.ipfs_url, peer), marker=str(layout.ipfs_repo), cwd=home))
+        specs.append(spec("ipfs", kubo.daemon_argv(layout.ipfs_repo), kubo._ipfs_env(layout.ipfs_repo),
+                          lambda: kubo.answers(settings.ipfs_url, peer), str(layout.ipfs_repo)))
     app = app_argv(layout.app_home, settings.app_addr, settings.metrics, settings.ipfs_url if ipfs else None, settings.app_args)
     specs.append(spec("app", app, child_env(), lambda: supervisor.port_listening(app_port), str(layout.app_home)))
     specs.append(spec("cometbft", cometbft_argv(home), dict(os.environ), lambda: rpc_answers(settings.rpc_url), str(home), after=("app",)))
