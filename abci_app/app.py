@@ -1,7 +1,10 @@
 """The ABCI Application: maps CometBFT's calls onto the runtime and the store.
 
-Methods appear in lifecycle order. FinalizeBlock executes on a block overlay
-and returns the app hash; Commit only persists; Info reports what was
+Methods appear in lifecycle order. A block executes on a block overlay:
+begin_block, its txs, end_block, app hash. ProcessProposal executes the block
+it judges (and PrepareProposal the one it builds) and keeps the result, so
+FinalizeBlock of that same block only hands it over (optimistic execution);
+any other block is executed there. Commit only persists; Info reports what was
 persisted, so CometBFT's handshake replays whatever we lost in a crash.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import rlp
@@ -45,15 +49,34 @@ def _validator_updates(ctx: Context) -> list[abci.ValidatorUpdate]:
 _MISBEHAVIOR_KINDS = {abci.DUPLICATE_VOTE: "duplicate_vote", abci.LIGHT_CLIENT_ATTACK: "light_client_attack"}
 
 
-def _block_info(req: abci.RequestFinalizeBlock) -> BlockInfo:
-    """The parts of FinalizeBlock that modules may act on: proposer, last commit, evidence."""
+def _block_info(proposer: bytes, block_hash: bytes, last_commit, misbehavior) -> BlockInfo:
+    """The parts of a block that modules may act on: proposer, hash, last commit, evidence. PrepareProposal,
+    ProcessProposal and FinalizeBlock each carry them (the proposer's copy before the block has a hash)."""
     return BlockInfo(
-        proposer=req.proposer_address,
-        hash=req.hash,
+        proposer=proposer,
+        hash=block_hash,
         # BLOCK_ID_FLAG_ABSENT is a missed signature; COMMIT and NIL votes show the validator was online.
-        votes=tuple(Vote(v.validator.address, v.validator.power, v.block_id_flag != validator_pb2.BLOCK_ID_FLAG_ABSENT) for v in req.decided_last_commit.votes),
-        misbehavior=tuple(Misbehavior(_MISBEHAVIOR_KINDS.get(m.type, "unknown"), m.validator.address, m.height) for m in req.misbehavior),
+        votes=tuple(Vote(v.validator.address, v.validator.power, v.block_id_flag != validator_pb2.BLOCK_ID_FLAG_ABSENT) for v in last_commit.votes),
+        misbehavior=tuple(Misbehavior(_MISBEHAVIOR_KINDS.get(m.type, "unknown"), m.validator.address, m.height) for m in misbehavior),
     )
+
+
+@dataclass
+class _Prepared:
+    """Our last proposal, executed as far as a proposer can before the block has a hash (end_block needs it)."""
+
+    key: tuple  # _execution_key with the hash left empty
+    ctx: Context
+    results: list[abci.ExecTxResult]
+
+
+@dataclass
+class _Executed:
+    """A block executed ahead of FinalizeBlock, and everything its execution depended on."""
+
+    key: tuple
+    block: Overlay
+    response: abci.ResponseFinalizeBlock
 
 
 class Application:
@@ -69,7 +92,8 @@ class Application:
         self._block: Overlay | None = None  # executed by FinalizeBlock, awaiting Commit
         self._block_height = 0
         self._check_state = self._base()  # mempool view: committed state + accepted txs
-        self._prepared: tuple | None = None  # the last proposal we built, and what it was built on
+        self._prepared: _Prepared | None = None  # the last proposal we built
+        self._executed: _Executed | None = None  # the last block ProcessProposal accepted, executed
 
     def close(self) -> None:
         self._end_restore()
@@ -85,6 +109,29 @@ class Application:
     def _base(self) -> Overlay:
         """A fresh overlay over the latest state a new block would start from."""
         return self._genesis.child() if self._genesis is not None else self.store.begin_block()
+
+    def _begin(self, height: int, time_ns: int, info: BlockInfo) -> Context:
+        """A fresh block overlay over the latest state (InitChain's writes for block 1), begin_block run on it."""
+        block = self._genesis.fork() if self._genesis is not None else self.store.begin_block()
+        ctx = Context(block, runtime.chain_id(block), height, time_ns, info)
+        runtime.begin_block(ctx)
+        return ctx
+
+    def _finish(self, ctx: Context, info: BlockInfo, results: list[abci.ExecTxResult]) -> abci.ResponseFinalizeBlock:
+        """end_block (which may use the block's hash, so `info` has it) and the response FinalizeBlock returns."""
+        ctx.block = info
+        runtime.end_block(ctx)
+        return abci.ResponseFinalizeBlock(
+            tx_results=results,
+            events=_abci_events(ctx.events),
+            validator_updates=_validator_updates(ctx),
+            app_hash=ctx.state.app_hash(),
+        )
+
+    def _execution_key(self, height: int, time_ns: int, info: BlockInfo, txs) -> tuple:
+        """Everything a block's execution depends on: the block (txs, height, time, proposer, hash, last
+        commit, evidence) and the committed state under it. Equal keys, equal results."""
+        return (height, time_ns, info, tuple(txs), self.store.height, self.store.app_hash)
 
     # --- Info: on connect, and for CometBFT's handshake after a restart ---------
 
@@ -108,7 +155,7 @@ class Application:
         if req.consensus_params.HasField("evidence"):
             staking.check_evidence_age(genesis, req.consensus_params.evidence.max_age_num_blocks)
         self._genesis = genesis
-        self._prepared = None  # a proposal built on an earlier genesis is not ours to skip
+        self._prepared = self._executed = None  # built on an earlier genesis: not to be reused
         self._check_state = self._base()
         # An empty list keeps CometBFT's genesis validators; ours replace them when staking has any.
         log.info("InitChain: chain %s, %d validators from staking genesis", req.chain_id, len(ctx.validator_updates))
@@ -135,68 +182,84 @@ class Application:
     # --- PrepareProposal: we are the proposer and may reorder or drop txs -------
 
     def prepare_proposal(self, req: abci.RequestPrepareProposal) -> abci.ResponsePrepareProposal:
-        """Keep, in order, the txs that runtime.admit accepts on a scratch copy of the
-        state: the same check ProcessProposal applies, so our proposal is never refused."""
-        base = self._base()
-        scratch = Context(base, runtime.chain_id(base), req.height, req.time.ToNanoseconds())
-        chosen, size = [], 0
+        """Keep, in order, the txs that runtime.admit accepts on the block as FinalizeBlock would
+        execute it (after begin_block): the same check ProcessProposal applies, so our proposal is
+        never refused. The execution is kept for our own ProcessProposal to finish."""
+        time_ns = req.time.ToNanoseconds()
+        info = _block_info(req.proposer_address, b"", req.local_last_commit, req.misbehavior)
+        self._prepared = None
+        try:
+            ctx = self._begin(req.height, time_ns, info)
+        except Exception:  # a bug in begin_block: FinalizeBlock will meet it on every node; propose nothing meanwhile
+            log.exception("internal error in begin_block while preparing height %d; proposing no txs", req.height)
+            return abci.ResponsePrepareProposal(txs=[])
+        chosen, results, size = [], [], 0
         for raw in runtime.order_by_nonce(list(req.txs)):
             if size + len(raw) > req.max_tx_bytes:
                 break
             try:
-                admitted = runtime.admit(scratch, raw, runtime.PREPARE).admitted
-            except Exception:
+                result = runtime.admit(ctx, raw, runtime.PREPARE)
+                if result.admitted:
+                    results.append(_exec_result(result))
+            except Exception:  # admit writes nothing to ctx when it raises
                 log.exception("internal error in PrepareProposal; leaving the tx out")
-                admitted = False
-            if admitted:
+                continue
+            if result.admitted:
                 chosen.append(raw)
                 size += len(raw)
-        self._prepared = self._proposal_key(req.height, req.time.ToNanoseconds(), chosen)
+        self._prepared = _Prepared(self._execution_key(req.height, time_ns, info, chosen), ctx, results)
         return abci.ResponsePrepareProposal(txs=chosen)
 
-    def _proposal_key(self, height: int, time_ns: int, txs) -> tuple:
-        """What ProcessProposal's answer depends on: the same txs, height and time over the same committed state."""
-        return (height, time_ns, self.store.height, self.store.app_hash, tuple(txs))
-
-    # --- ProcessProposal: another validator proposed; the same validity check ---
+    # --- ProcessProposal: a proposal to vote on; the same validity check --------
 
     def process_proposal(self, req: abci.RequestProcessProposal) -> abci.ResponseProcessProposal:
-        """ACCEPT only if every tx, in block order, passes runtime.admit as in
-        PrepareProposal: a proposer cannot fill blocks with txs that pay no fee.
+        """ACCEPT only if every tx, in block order, passes runtime.admit as in PrepareProposal
+        (after begin_block, as FinalizeBlock will execute it): a proposer cannot fill blocks with
+        txs that pay no fee. The accepted block's execution is kept for FinalizeBlock. Our own
+        proposal is finished from PrepareProposal's execution, not executed again.
         Always answers: an exception here would halt the node."""
         reject = abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.REJECT)
         accept = abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.ACCEPT)
+        time_ns = req.time.ToNanoseconds()
+        info = _block_info(req.proposer_address, req.hash, req.proposed_last_commit, req.misbehavior)
+        ours, self._prepared, self._executed = self._prepared, None, None
         try:
-            if self._prepared is not None and self._prepared == self._proposal_key(req.height, req.time.ToNanoseconds(), req.txs):
-                return accept  # our own proposal: PrepareProposal admitted exactly these txs, in order, on this state
-            base = self._base()
-            scratch = Context(base, runtime.chain_id(base), req.height, req.time.ToNanoseconds())
-            for index, raw in enumerate(req.txs):
-                result = runtime.admit(scratch, raw, runtime.PROCESS)
-                if not result.admitted:
-                    log.warning("rejecting proposal at height %d: tx %d fails ante: %s", req.height, index, result.log)
-                    return reject
+            if ours is not None and ours.key == self._execution_key(req.height, time_ns, replace(info, hash=b""), req.txs):
+                ctx, results = ours.ctx, ours.results  # PrepareProposal admitted exactly these txs, in order, on this state
+            else:
+                ctx, results = self._begin(req.height, time_ns, info), []
+                for index, raw in enumerate(req.txs):
+                    result = runtime.admit(ctx, raw, runtime.PROCESS)
+                    if not result.admitted:
+                        log.warning("rejecting proposal at height %d: tx %d fails ante: %s", req.height, index, result.log)
+                        return reject
+                    results.append(_exec_result(result))
         except Exception:
             log.exception("internal error in ProcessProposal at height %d; rejecting", req.height)
             return reject
+        try:
+            response = self._finish(ctx, info, results)
+            self._executed = _Executed(self._execution_key(req.height, time_ns, info, req.txs), ctx.state, response)
+        except Exception:  # every tx was admitted; FinalizeBlock executes the block itself and meets the bug there
+            log.exception("internal error finishing height %d ahead of FinalizeBlock", req.height)
         return accept
 
     # --- FinalizeBlock: execute the decided block, return results and app hash --
 
     def finalize_block(self, req: abci.RequestFinalizeBlock) -> abci.ResponseFinalizeBlock:
-        block = self._genesis if self._genesis is not None else self.store.begin_block()
-        ctx = Context(block, runtime.chain_id(block), req.height, req.time.ToNanoseconds(), _block_info(req))
-        runtime.begin_block(ctx)
-        results = [_exec_result(runtime.execute(ctx, raw)) for raw in req.txs]
-        runtime.end_block(ctx)
+        time_ns = req.time.ToNanoseconds()
+        info = _block_info(req.proposer_address, req.hash, req.decided_last_commit, req.misbehavior)
+        executed, self._executed, self._prepared = self._executed, None, None
+        ahead = executed is not None and executed.key == self._execution_key(req.height, time_ns, info, req.txs)
+        if ahead:
+            block, response = executed.block, executed.response
+        else:
+            ctx = self._begin(req.height, time_ns, info)
+            results = [_exec_result(runtime.execute(ctx, raw)) for raw in req.txs]
+            response = self._finish(ctx, info, results)
+            block = ctx.state
         self._block, self._block_height = block, req.height
-        response = abci.ResponseFinalizeBlock(
-            tx_results=results,
-            events=_abci_events(ctx.events),
-            validator_updates=_validator_updates(ctx),
-            app_hash=block.app_hash(),
-        )
-        metrics.record_block(req.height, response)  # operator metrics: reads the response, never raises
+        metrics.record_block(req.height, response, executed_ahead=ahead)  # operator metrics: reads the response, never raises
         return response
 
     # --- Commit: persist what FinalizeBlock executed ----------------------------
@@ -205,7 +268,7 @@ class Application:
         assert self._block is not None, "Commit without FinalizeBlock"
         app_hash = self.store.commit(self._block, self._block_height, protect=self.snapshots.heights())
         log.info("committed height %d app hash %s", self._block_height, app_hash.hex().upper())
-        self._genesis, self._block, self._prepared = None, None, None
+        self._genesis, self._block, self._prepared, self._executed = None, None, None, None
         self._check_state = self.store.begin_block()  # CheckTx(RECHECK) rebuilds the mempool view
         try:
             self.snapshots.maybe_take(self.store)
@@ -303,5 +366,5 @@ class Application:
 
     def _restored(self) -> None:
         """The store holds a restored height: start the next block, the mempool and proposals from it."""
-        self._genesis, self._block, self._prepared = None, None, None
+        self._genesis, self._block, self._prepared, self._executed = None, None, None, None
         self._check_state = self.store.begin_block()

@@ -540,6 +540,7 @@ class Stats:
     checks: int = 0  # invariant checks passed
     queries: int = 0
     reopens: int = 0
+    executed_ahead: int = 0  # blocks the lead replica finalized from its ProcessProposal's execution
     messages: Counter = field(default_factory=Counter)  # message name -> txs carrying it
     messages_ok: Counter = field(default_factory=Counter)
     events: Counter = field(default_factory=Counter)  # event type -> count (block and tx events)
@@ -642,6 +643,8 @@ class Fuzzer:
                            f"evidence {[m.validator.address.hex()[:8] for m in req.misbehavior]}\n" + "\n".join(f"    {n}" for n in notes))
         if self.probe_enabled:
             self.probe(lead, txs, h)
+        if len(self.replicas) > 1:  # the lead votes on the decided block first and so finalizes it from that execution
+            self._process_decided(lead, req)
         responses = [self._call(f"FinalizeBlock on replica {i}", rep.app.finalize_block, req, recoverable=True) for i, rep in enumerate(self.replicas)]
         if any(r is None for r in responses):  # keep_going: every node would halt here; go on with an empty block instead
             req = self.random_block(h, [])
@@ -681,6 +684,15 @@ class Fuzzer:
                 raise self.failure(f"reopened replica's Info says height {info.last_block_height} hash {info.last_block_app_hash.hex()}, "
                                    f"expected {h} {responses[0].app_hash.hex()}")
             self.stats.reopens += 1
+
+    def _process_decided(self, app: Application, req: abci.RequestFinalizeBlock) -> None:
+        """ProcessProposal of exactly the block FinalizeBlock will get: when accepted, the lead's FinalizeBlock hands
+        over that execution while the other replicas execute the block there, and _same compares the two."""
+        resp = self._call("ProcessProposal of the decided block", app.process_proposal, abci.RequestProcessProposal(
+            txs=req.txs, height=req.height, time=req.time, proposer_address=req.proposer_address, hash=req.hash,
+            proposed_last_commit=req.decided_last_commit, misbehavior=req.misbehavior), recoverable=True)
+        if resp is not None and resp.status == abci.ResponseProcessProposal.ACCEPT:
+            self.stats.executed_ahead += 1
 
     def check(self, h: int, app_hash: bytes) -> None:
         for i, rep in enumerate(self.replicas):

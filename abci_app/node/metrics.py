@@ -2,6 +2,7 @@
 
     gradchain_height                          last finalized height
     gradchain_blocks_total                    blocks finalized by this process
+    gradchain_blocks_executed_ahead_total     of those, blocks FinalizeBlock found executed by the proposal calls
     gradchain_txs_total{code,codespace}       txs by result (code 0: ok)
     gradchain_rounds_total                    training rounds opened
     gradchain_submissions_total{verdict}      submissions decided: accepted, rejected, not_merged, expired
@@ -27,6 +28,8 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)  # process_start_time_seconds and friends: restarts show in Prometheus
 HEIGHT = Gauge("gradchain_height", "Last height finalized by this app.", registry=REGISTRY)
 BLOCKS = Counter("gradchain_blocks", "Blocks finalized by this app process.", registry=REGISTRY)
+BLOCKS_AHEAD = Counter("gradchain_blocks_executed_ahead", "Blocks finalized from their execution in PrepareProposal/ProcessProposal.",
+                       registry=REGISTRY)
 TXS = Counter("gradchain_txs", "Transactions executed, by result code.", ["code", "codespace"], registry=REGISTRY)
 ROUNDS = Counter("gradchain_rounds", "Training rounds opened.", registry=REGISTRY)
 SUBMISSIONS = Counter("gradchain_submissions", "Training submissions decided, by verdict.", ["verdict"], registry=REGISTRY)
@@ -51,11 +54,13 @@ def _count_event(event) -> None:
         VERDICTS.labels(_attribute(event, "verdict") or "unknown").inc()
 
 
-def record_block(height: int, response) -> None:
-    """Count a ResponseFinalizeBlock: height, tx results, training events. Never raises."""
+def record_block(height: int, response, executed_ahead: bool = False) -> None:
+    """Count a ResponseFinalizeBlock: height, tx results, training events, whether it was executed ahead. Never raises."""
     try:
         HEIGHT.set(height)
         BLOCKS.inc()
+        if executed_ahead:
+            BLOCKS_AHEAD.inc()
         for result in response.tx_results:
             TXS.labels(str(result.code), result.codespace).inc()
             for event in result.events:

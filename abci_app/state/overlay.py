@@ -81,6 +81,16 @@ class Overlay:
     def child(self) -> Overlay:
         return Overlay(self._committed, self._base_root, self._base_height, parent=self)
 
+    def fork(self) -> Overlay:
+        """An independent block overlay holding this block's writes so far (and the trie work done on them):
+        InitChain's writes, which each execution of block 1 builds on without changing them for the others."""
+        assert self._parent is None, "fork() is for block overlays"
+        fork = Overlay(self._committed, self._base_root, self._base_height)
+        fork._writes = dict(self._writes)
+        fork._nodes.new = dict(self._nodes.new)
+        fork._root, fork._hashed = self._root, dict(self._hashed)
+        return fork
+
     def write(self) -> None:
         """Merge this child's writes into its parent; the child stays usable and starts empty."""
         assert self._parent is not None, "write() merges a tx overlay into its block; commit a block with Store.commit"

@@ -1,5 +1,6 @@
 """The fast path of a tx (issue 13): each signature verified once per node, a cache that can only
-skip work, the proposer's own proposal not re-executed, committed values cached coherently."""
+skip work, the proposer's own proposal not re-executed, a block executed once per node (FinalizeBlock
+hands over what ProcessProposal executed), committed values cached coherently."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from abci_app import crypto, runtime
+from abci_app.modules import bank
 from abci_app import tx as txlib
 from abci_app.app import Application
 from abci_app.pb.tendermint.abci import types_pb2 as abci
@@ -167,6 +169,168 @@ def test_our_own_proposal_is_accepted_without_executing_it_again_and_any_other_i
     assert app.process_proposal(abci.RequestProcessProposal(txs=txs, height=1, time=later)).status == abci.ResponseProcessProposal.ACCEPT
     assert admitted.count(runtime.PROCESS) == 6
     app.close()
+
+
+# --- optimistic execution: FinalizeBlock hands over the block the proposal calls executed ---------------------
+
+
+def decided(txs: list[bytes], height: int, seconds: int = TIME.seconds) -> abci.RequestFinalizeBlock:
+    """A decided block with everything begin_block and end_block read: proposer, hash, last commit, evidence."""
+    return abci.RequestFinalizeBlock(
+        txs=txs, height=height, time=Timestamp(seconds=seconds), proposer_address=b"\x07" * 20,
+        hash=hashlib.sha256(b"block %d %d" % (height, seconds)).digest(),
+        decided_last_commit=abci.CommitInfo(votes=[abci.VoteInfo(validator=abci.Validator(address=b"\x05" * 20, power=10), block_id_flag=1)]),
+        misbehavior=[abci.Misbehavior(type=abci.DUPLICATE_VOTE, validator=abci.Validator(address=b"\x06" * 20, power=3), height=1)],
+    )
+
+
+def proposal_of(block: abci.RequestFinalizeBlock) -> abci.RequestProcessProposal:
+    return abci.RequestProcessProposal(txs=block.txs, height=block.height, time=block.time, proposer_address=block.proposer_address,
+                                       hash=block.hash, proposed_last_commit=block.decided_last_commit, misbehavior=block.misbehavior)
+
+
+def preparation_of(block: abci.RequestFinalizeBlock) -> abci.RequestPrepareProposal:
+    votes = [abci.ExtendedVoteInfo(validator=v.validator, block_id_flag=v.block_id_flag) for v in block.decided_last_commit.votes]
+    return abci.RequestPrepareProposal(txs=block.txs, height=block.height, time=block.time, max_tx_bytes=10**7,
+                                       proposer_address=block.proposer_address, local_last_commit=abci.ExtendedCommitInfo(votes=votes),
+                                       misbehavior=block.misbehavior)
+
+
+def transfers(keys, first_nonce: int) -> list[bytes]:
+    """Four transfers from each of two keys, the last of which overdraws (its message fails, its fee is paid)."""
+    sink = crypto.PrivateKey(b"\x09" * 32).address
+    txs = [txlib.build(keys[i % 2], CHAIN, first_nonce + i // 2, 1, txlib.MsgSend(recipient=sink, amount=5)) for i in range(6)]
+    return txs + [txlib.build(keys[1], CHAIN, first_nonce + 3, 1, txlib.MsgSend(recipient=sink, amount=5)),
+                  txlib.build(keys[0], CHAIN, first_nonce + 3, 1, txlib.MsgSend(recipient=sink, amount=10**9))]
+
+
+@pytest.fixture
+def counted_admits(monkeypatch) -> list[str]:
+    """The mode of every runtime.admit call (DELIVER: a tx FinalizeBlock executed itself)."""
+    modes: list[str] = []
+    real_admit = runtime.admit
+    monkeypatch.setattr(runtime, "admit", lambda ctx, raw, mode: modes.append(mode) or real_admit(ctx, raw, mode))
+    return modes
+
+
+def finalized_alone(home, keys, blocks: list[abci.RequestFinalizeBlock]) -> list[bytes]:
+    """What a node that saw no proposal answers for each block (it executes each in FinalizeBlock), and its app hash."""
+    app = make_app(home, keys)
+    answers = []
+    for block in blocks:
+        answers.append(app.finalize_block(block).SerializeToString(deterministic=True))
+        app.commit(abci.RequestCommit())
+    answers.append(app.store.app_hash)
+    app.close()
+    return answers
+
+
+def test_finalize_block_hands_over_the_block_process_proposal_executed(tmp_path, counted_admits):
+    """Blocks 1 (on InitChain's writes) and 2: ProcessProposal executes, FinalizeBlock executes no tx again, and every
+    answer and the committed app hash equal those of a node that executed the blocks in FinalizeBlock."""
+    keys = [fixed_key(i) for i in range(1, 3)]
+    blocks = [decided(transfers(keys, 0), 1), decided(transfers(keys, 4), 2)]
+    app = make_app(tmp_path / "ahead", keys)
+    answers = []
+    for block in blocks:
+        assert app.process_proposal(proposal_of(block)).status == abci.ResponseProcessProposal.ACCEPT
+        counted_admits.clear()
+        response = app.finalize_block(block)
+        assert runtime.DELIVER not in counted_admits
+        assert response.tx_results[-1].code == bank.InsufficientBalance.code  # the overdraft failed as it would have
+        answers.append(response.SerializeToString(deterministic=True))
+        app.commit(abci.RequestCommit())
+    answers.append(app.store.app_hash)
+    app.close()
+    assert answers == finalized_alone(tmp_path / "alone", keys, blocks)
+
+
+def test_our_own_proposal_is_finished_from_prepare_proposal(tmp_path, counted_admits):
+    keys = [fixed_key(i) for i in range(1, 3)]
+    block = decided(transfers(keys, 0), 1)
+    app = make_app(tmp_path / "proposer", keys)
+    assert list(app.prepare_proposal(preparation_of(block)).txs) == list(block.txs)
+    assert app.process_proposal(proposal_of(block)).status == abci.ResponseProcessProposal.ACCEPT
+    response = app.finalize_block(block)
+    assert counted_admits == [runtime.PREPARE] * len(block.txs)  # executed once, while building the proposal
+    app.commit(abci.RequestCommit())
+    answers = [response.SerializeToString(deterministic=True), app.store.app_hash]
+    app.close()
+    assert answers == finalized_alone(tmp_path / "alone", keys, [block])
+
+
+@pytest.mark.parametrize("change", ["time", "hash", "last commit", "evidence", "proposer", "a rejected proposal in between"])
+def test_a_block_other_than_the_one_executed_is_executed_in_full(tmp_path, counted_admits, change):
+    """The decided block differs from the one ProcessProposal executed (another round's, say) in one respect: FinalizeBlock
+    executes it itself, and answers as a node that saw no proposal."""
+    keys = [fixed_key(i) for i in range(1, 3)]
+    processed = decided(transfers(keys, 0), 1)
+    block = abci.RequestFinalizeBlock()
+    block.CopyFrom(processed)
+    if change == "time":
+        block.time.seconds += 1
+    elif change == "hash":
+        block.hash = bytes(32)
+    elif change == "last commit":
+        block.decided_last_commit.votes[0].block_id_flag = 2
+    elif change == "evidence":
+        del block.misbehavior[:]
+    elif change == "proposer":
+        block.proposer_address = b"\x08" * 20
+    app = make_app(tmp_path / "app", keys)
+    assert app.process_proposal(proposal_of(processed)).status == abci.ResponseProcessProposal.ACCEPT
+    if change == "a rejected proposal in between":
+        bad = proposal_of(processed)
+        bad.txs.append(b"junk")
+        assert app.process_proposal(bad).status == abci.ResponseProcessProposal.REJECT
+    counted_admits.clear()
+    answer = app.finalize_block(block).SerializeToString(deterministic=True)
+    assert counted_admits == [runtime.DELIVER] * len(block.txs)
+    app.commit(abci.RequestCommit())
+    answers = [answer, app.store.app_hash]
+    app.close()
+    assert answers == finalized_alone(tmp_path / "alone", keys, [block])
+
+
+def test_a_bug_in_end_block_does_not_turn_into_a_rejected_proposal(tmp_path, monkeypatch):
+    """Every tx was admitted, so ProcessProposal accepts (rejecting would stall the chain without a word);
+    FinalizeBlock then executes the block itself and meets the bug, as every node would."""
+    keys = [fixed_key(1)]
+    block = decided([txlib.build(keys[0], CHAIN, 0, 1, txlib.MsgSend(recipient=keys[0].address, amount=1))], 1)
+    app = make_app(tmp_path / "app", keys)
+    monkeypatch.setattr(runtime, "end_block", lambda ctx: 1 / 0)
+    assert app.process_proposal(proposal_of(block)).status == abci.ResponseProcessProposal.ACCEPT
+    with pytest.raises(ZeroDivisionError):
+        app.finalize_block(block)
+    app.close()
+
+
+def test_a_bug_in_begin_block_makes_an_empty_proposal_not_a_crash(tmp_path, monkeypatch):
+    keys = [fixed_key(1)]
+    block = decided([txlib.build(keys[0], CHAIN, 0, 1, txlib.MsgSend(recipient=keys[0].address, amount=1))], 1)
+    app = make_app(tmp_path / "app", keys)
+    monkeypatch.setattr(runtime, "begin_block", lambda ctx: 1 / 0)
+    assert list(app.prepare_proposal(preparation_of(block)).txs) == []
+    app.close()
+
+
+def test_a_fork_of_a_block_overlay_is_independent_of_it(tmp_path):
+    store = Store(tmp_path / "state.sqlite")
+    genesis = store.begin_block()
+    genesis.set(b"a", b"1")
+    root = genesis.app_hash()
+    first, second = genesis.fork(), genesis.fork()
+    first.set(b"b", b"2")
+    second.set(b"a", b"3")
+    assert (genesis.get(b"b"), genesis.get(b"a"), genesis.app_hash()) == (None, b"1", root)
+    assert (first.get(b"a"), second.get(b"b")) == (b"1", None)
+    assert first.app_hash() != root != second.app_hash()
+    straight = store.begin_block()
+    straight.set(b"a", b"1")
+    straight.set(b"b", b"2")
+    assert straight.app_hash() == first.app_hash()
+    assert store.commit(first, 1) == straight.app_hash()
+    store.close()
 
 
 @pytest.mark.parametrize("reopen", [False, True])
