@@ -1,11 +1,13 @@
 """The ABCI Application: maps CometBFT's calls onto the runtime and the store.
 
 Methods appear in lifecycle order. A block executes on a block overlay:
-begin_block, its txs, end_block, app hash. ProcessProposal executes the block
-it judges (and PrepareProposal the one it builds) and keeps the result, so
-FinalizeBlock of that same block only hands it over (optimistic execution);
-any other block is executed there. Commit only persists; Info reports what was
-persisted, so CometBFT's handshake replays whatever we lost in a crash.
+begin_block, its txs, end_block, app hash. ProcessProposal must execute the
+txs of the block it judges to judge them (and PrepareProposal those of the
+block it builds); the execution is kept, and FinalizeBlock of that same block
+only finishes it (end_block, results, app hash: work CometBFT overlaps with
+timeout_commit, unlike the proposal calls, which hold up the votes). Any
+other block is executed in FinalizeBlock. Commit only persists; Info reports
+what was persisted, so CometBFT's handshake replays whatever we lost in a crash.
 """
 
 from __future__ import annotations
@@ -62,21 +64,13 @@ def _block_info(proposer: bytes, block_hash: bytes, last_commit, misbehavior) ->
 
 
 @dataclass
-class _Prepared:
-    """Our last proposal, executed as far as a proposer can before the block has a hash (end_block needs it)."""
-
-    key: tuple  # _execution_key with the hash left empty
-    ctx: Context
-    results: list[abci.ExecTxResult]
-
-
-@dataclass
 class _Executed:
-    """A block executed ahead of FinalizeBlock, and everything its execution depended on."""
+    """A block's txs executed ahead of FinalizeBlock (begin_block and txs; end_block waits for the decided
+    block), and everything the execution depended on: equal keys, equal execution."""
 
-    key: tuple
-    block: Overlay
-    response: abci.ResponseFinalizeBlock
+    key: tuple  # _execution_key; PrepareProposal's has no block hash yet
+    ctx: Context
+    results: list[runtime.TxResult]
 
 
 class Application:
@@ -92,8 +86,8 @@ class Application:
         self._block: Overlay | None = None  # executed by FinalizeBlock, awaiting Commit
         self._block_height = 0
         self._check_state = self._base()  # mempool view: committed state + accepted txs
-        self._prepared: _Prepared | None = None  # the last proposal we built
-        self._executed: _Executed | None = None  # the last block ProcessProposal accepted, executed
+        self._prepared: _Executed | None = None  # the last proposal we built
+        self._executed: _Executed | None = None  # the last proposal we accepted
 
     def close(self) -> None:
         self._end_restore()
@@ -117,12 +111,12 @@ class Application:
         runtime.begin_block(ctx)
         return ctx
 
-    def _finish(self, ctx: Context, info: BlockInfo, results: list[abci.ExecTxResult]) -> abci.ResponseFinalizeBlock:
+    def _finish(self, ctx: Context, info: BlockInfo, results: list[runtime.TxResult]) -> abci.ResponseFinalizeBlock:
         """end_block (which may use the block's hash, so `info` has it) and the response FinalizeBlock returns."""
         ctx.block = info
         runtime.end_block(ctx)
         return abci.ResponseFinalizeBlock(
-            tx_results=results,
+            tx_results=[_exec_result(result) for result in results],
             events=_abci_events(ctx.events),
             validator_updates=_validator_updates(ctx),
             app_hash=ctx.state.app_hash(),
@@ -184,7 +178,7 @@ class Application:
     def prepare_proposal(self, req: abci.RequestPrepareProposal) -> abci.ResponsePrepareProposal:
         """Keep, in order, the txs that runtime.admit accepts on the block as FinalizeBlock would
         execute it (after begin_block): the same check ProcessProposal applies, so our proposal is
-        never refused. The execution is kept for our own ProcessProposal to finish."""
+        never refused. The execution is kept: our ProcessProposal of this very proposal does not repeat it."""
         time_ns = req.time.ToNanoseconds()
         info = _block_info(req.proposer_address, b"", req.local_last_commit, req.misbehavior)
         self._prepared = None
@@ -199,15 +193,14 @@ class Application:
                 break
             try:
                 result = runtime.admit(ctx, raw, runtime.PREPARE)
-                if result.admitted:
-                    results.append(_exec_result(result))
             except Exception:  # admit writes nothing to ctx when it raises
                 log.exception("internal error in PrepareProposal; leaving the tx out")
                 continue
             if result.admitted:
                 chosen.append(raw)
+                results.append(result)
                 size += len(raw)
-        self._prepared = _Prepared(self._execution_key(req.height, time_ns, info, chosen), ctx, results)
+        self._prepared = _Executed(self._execution_key(req.height, time_ns, info, chosen), ctx, results)
         return abci.ResponsePrepareProposal(txs=chosen)
 
     # --- ProcessProposal: a proposal to vote on; the same validity check --------
@@ -215,14 +208,15 @@ class Application:
     def process_proposal(self, req: abci.RequestProcessProposal) -> abci.ResponseProcessProposal:
         """ACCEPT only if every tx, in block order, passes runtime.admit as in PrepareProposal
         (after begin_block, as FinalizeBlock will execute it): a proposer cannot fill blocks with
-        txs that pay no fee. The accepted block's execution is kept for FinalizeBlock. Our own
-        proposal is finished from PrepareProposal's execution, not executed again.
+        txs that pay no fee. The accepted block's execution is kept for FinalizeBlock; our own
+        proposal was executed by PrepareProposal and is not executed again.
         Always answers: an exception here would halt the node."""
         reject = abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.REJECT)
         accept = abci.ResponseProcessProposal(status=abci.ResponseProcessProposal.ACCEPT)
         time_ns = req.time.ToNanoseconds()
         info = _block_info(req.proposer_address, req.hash, req.proposed_last_commit, req.misbehavior)
         ours, self._prepared, self._executed = self._prepared, None, None
+        key = self._execution_key(req.height, time_ns, info, req.txs)
         try:
             if ours is not None and ours.key == self._execution_key(req.height, time_ns, replace(info, hash=b""), req.txs):
                 ctx, results = ours.ctx, ours.results  # PrepareProposal admitted exactly these txs, in order, on this state
@@ -233,15 +227,11 @@ class Application:
                     if not result.admitted:
                         log.warning("rejecting proposal at height %d: tx %d fails ante: %s", req.height, index, result.log)
                         return reject
-                    results.append(_exec_result(result))
+                    results.append(result)
         except Exception:
             log.exception("internal error in ProcessProposal at height %d; rejecting", req.height)
             return reject
-        try:
-            response = self._finish(ctx, info, results)
-            self._executed = _Executed(self._execution_key(req.height, time_ns, info, req.txs), ctx.state, response)
-        except Exception:  # every tx was admitted; FinalizeBlock executes the block itself and meets the bug there
-            log.exception("internal error finishing height %d ahead of FinalizeBlock", req.height)
+        self._executed = _Executed(key, ctx, results)
         return accept
 
     # --- FinalizeBlock: execute the decided block, return results and app hash --
@@ -252,13 +242,12 @@ class Application:
         executed, self._executed, self._prepared = self._executed, None, None
         ahead = executed is not None and executed.key == self._execution_key(req.height, time_ns, info, req.txs)
         if ahead:
-            block, response = executed.block, executed.response
+            ctx, results = executed.ctx, executed.results
         else:
             ctx = self._begin(req.height, time_ns, info)
-            results = [_exec_result(runtime.execute(ctx, raw)) for raw in req.txs]
-            response = self._finish(ctx, info, results)
-            block = ctx.state
-        self._block, self._block_height = block, req.height
+            results = [runtime.execute(ctx, raw) for raw in req.txs]
+        response = self._finish(ctx, info, results)
+        self._block, self._block_height = ctx.state, req.height
         metrics.record_block(req.height, response, executed_ahead=ahead)  # operator metrics: reads the response, never raises
         return response
 

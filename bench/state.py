@@ -146,8 +146,10 @@ def call_costs(txs: int) -> dict[str, float]:
         costs["CheckTx"] /= 2  # 2 x txs were checked
         proposal = timed("PrepareProposal", lambda: app.prepare_proposal(abci.RequestPrepareProposal(txs=block, height=2, time=at, max_tx_bytes=10**8)))
         app._prepared = None  # as a validator that did not propose it: the proposer's own is not executed again
-        timed("ProcessProposal", lambda: app.process_proposal(abci.RequestProcessProposal(txs=proposal.txs, height=2, time=at)))
-        response = timed("FinalizeBlock", lambda: app.finalize_block(abci.RequestFinalizeBlock(txs=proposal.txs, height=2, time=at, hash=b"%032d" % 2)))
+        block_hash = b"%032d" % 2
+        timed("ProcessProposal", lambda: app.process_proposal(abci.RequestProcessProposal(txs=proposal.txs, height=2, time=at, hash=block_hash)))
+        # The same block, decided: FinalizeBlock finishes what ProcessProposal executed.
+        response = timed("FinalizeBlock", lambda: app.finalize_block(abci.RequestFinalizeBlock(txs=proposal.txs, height=2, time=at, hash=block_hash)))
         assert all(r.code == 0 for r in response.tx_results), "a transfer failed"
         timed("Commit", lambda: app.commit(abci.RequestCommit()))
         timed("RECHECK", lambda: [app.check_tx(abci.RequestCheckTx(tx=raw, type=abci.CheckTxType.RECHECK)) for raw in later])

@@ -2,7 +2,7 @@
 
     gradchain_height                          last finalized height
     gradchain_blocks_total                    blocks finalized by this process
-    gradchain_blocks_executed_ahead_total     of those, blocks FinalizeBlock found executed by the proposal calls
+    gradchain_blocks_executed_ahead_total     of those, blocks whose txs ProcessProposal (or our PrepareProposal) had executed
     gradchain_txs_total{code,codespace}       txs by result (code 0: ok)
     gradchain_rounds_total                    training rounds opened
     gradchain_submissions_total{verdict}      submissions decided: accepted, rejected, not_merged, expired
@@ -28,7 +28,7 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)  # process_start_time_seconds and friends: restarts show in Prometheus
 HEIGHT = Gauge("gradchain_height", "Last height finalized by this app.", registry=REGISTRY)
 BLOCKS = Counter("gradchain_blocks", "Blocks finalized by this app process.", registry=REGISTRY)
-BLOCKS_AHEAD = Counter("gradchain_blocks_executed_ahead", "Blocks finalized from their execution in PrepareProposal/ProcessProposal.",
+BLOCKS_AHEAD = Counter("gradchain_blocks_executed_ahead", "Blocks whose txs ProcessProposal (or our PrepareProposal) had executed before FinalizeBlock.",
                        registry=REGISTRY)
 TXS = Counter("gradchain_txs", "Transactions executed, by result code.", ["code", "codespace"], registry=REGISTRY)
 ROUNDS = Counter("gradchain_rounds", "Training rounds opened.", registry=REGISTRY)

@@ -25,10 +25,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
 
+import httpx
 import pytest
 
 from abci_app import supervisor
@@ -133,6 +135,11 @@ class Host:
         with self.client() as client:
             return client.latest_height()
 
+    def app_metric(self, name: str) -> float:
+        """One sample of the app's own Prometheus metrics (`node init --metrics`)."""
+        text = httpx.get(f"http://{self.ip}:{self.metrics}/metrics", timeout=5.0).text
+        return float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE).group(1))
+
     def tails(self) -> str:
         parts = []
         for name in ("supervisor.out", "logs/app.log", "logs/cometbft.log") + (("logs/ipfs.log", "logs/pins.log") if self.kubo else ()):
@@ -210,6 +217,11 @@ def test_a_network_made_by_ceremony_is_joined_from_another_host(hosts: list[Host
     ok(run(founders[0].home, "tx", "bank", "send", "op", recipient_address, str(SENT), "--yes", node=founders[0].rpc_url))
     passed = 3 * SNAPSHOT_INTERVAL if SNAPSHOT_FLAGS else 8
     wait_until(lambda: founders[0].height() >= passed, 180, f"height {passed}", poll=0.5)
+    # Optimistic execution under real CometBFT: FinalizeBlock found (nearly) every block's txs executed by the
+    # proposal calls; one executed again means what ProcessProposal saw and what was decided did not match.
+    for host in founders:
+        blocks, ahead = host.app_metric("gradchain_blocks_total"), host.app_metric("gradchain_blocks_executed_ahead_total")
+        assert blocks >= passed - 1 and ahead >= blocks - 2, f"host{host.index}: {ahead:.0f} of {blocks:.0f} blocks executed ahead"
 
     # the joiner: genesis, peers and trust point from one founder's RPC, checked against the published digest
     joined = json_out(run(joiner.home, "node", "join", "--peer", founders[0].rpc_url, "--genesis-sha256", digest, "-o", "json",

@@ -81,7 +81,12 @@ async def _roundtrip(server_addr_factory):
             abci.Request(echo=abci.RequestEcho(message="b")),
             abci.Request(flush=abci.RequestFlush()),
         ]
-        writer.write(b"".join(encode_frame(r.SerializeToString()) for r in requests))
+        writer.write(b"".join(encode_frame(r.SerializeToString()) for r in requests[:3]))
+        await writer.drain()
+        # Answers wait for the Flush (CometBFT sends one after every request or batch): one write per batch.
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(reader.read(4096), 0.3)
+        writer.write(encode_frame(requests[3].SerializeToString()))
         await writer.drain()
         decoder, responses = FrameDecoder(), []
         while len(responses) < 4:

@@ -219,10 +219,14 @@ def test_metrics_count_blocks_txs_rounds_and_verdicts() -> None:
         tx_results=[abci.ExecTxResult(code=5, codespace="bank"), abci.ExecTxResult(code=0, events=[event("verdict_revealed", verdict="fraud")])],
         events=[event("round_opened", round="3"), event("delta_accepted", round="2")],
     )
+    ahead = sample("gradchain_blocks_executed_ahead_total")
     metrics.record_block(41, response)
     assert sample("gradchain_height") == 41
     assert [sample(name, labels) for name, labels in counted] == [b + 1 for b in before]
-    metrics.record_block(42, object())  # not a response: logged, never raised into FinalizeBlock
+    assert sample("gradchain_blocks_executed_ahead_total") == ahead
+    metrics.record_block(42, abci.ResponseFinalizeBlock(), executed_ahead=True)
+    assert sample("gradchain_blocks_executed_ahead_total") == ahead + 1
+    metrics.record_block(43, object())  # not a response: logged, never raised into FinalizeBlock
 
 
 def test_start_runs_the_app_then_cometbft_with_the_settings_flags(tmp_path: Path) -> None:
