@@ -104,12 +104,27 @@ class Application:
         """A fresh overlay over the latest state a new block would start from."""
         return self._genesis.child() if self._genesis is not None else self.store.begin_block()
 
-    def _begin(self, height: int, time_ns: int, info: BlockInfo) -> Context:
-        """A fresh block overlay over the latest state (InitChain's writes for block 1), begin_block run on it."""
+    def _block_context(self, height: int, time_ns: int, info: BlockInfo) -> Context:
+        """A fresh block overlay over the latest state (InitChain's writes for block 1). begin_block and the txs
+        see no block hash (PrepareProposal has none yet, and all three calls must execute alike); end_block does."""
         block = self._genesis.fork() if self._genesis is not None else self.store.begin_block()
-        ctx = Context(block, runtime.chain_id(block), height, time_ns, info)
+        return Context(block, runtime.chain_id(block), height, time_ns, replace(info, hash=b""))
+
+    def _begin(self, height: int, time_ns: int, info: BlockInfo) -> Context:
+        ctx = self._block_context(height, time_ns, info)
         runtime.begin_block(ctx)
         return ctx
+
+    def _proposal_context(self, height: int, time_ns: int, info: BlockInfo) -> tuple[Context, bool]:
+        """For PrepareProposal and ProcessProposal: begin_block run, and True (the execution may be kept); or, when
+        begin_block raises (a bug), a context without it and False: txs are judged as they would be otherwise (begin_block
+        touches no nonce, fee or liquid balance), nothing is kept, and FinalizeBlock meets the bug on every node, a
+        halt that shows, rather than every proposal rejected in silence."""
+        try:
+            return self._begin(height, time_ns, info), True
+        except Exception:
+            log.exception("internal error in begin_block at height %d; judging the proposal's txs without it", height)
+            return self._block_context(height, time_ns, info), False
 
     def _finish(self, ctx: Context, info: BlockInfo, results: list[runtime.TxResult]) -> abci.ResponseFinalizeBlock:
         """end_block (which may use the block's hash, so `info` has it) and the response FinalizeBlock returns."""
@@ -182,11 +197,7 @@ class Application:
         time_ns = req.time.ToNanoseconds()
         info = _block_info(req.proposer_address, b"", req.local_last_commit, req.misbehavior)
         self._prepared = None
-        try:
-            ctx = self._begin(req.height, time_ns, info)
-        except Exception:  # a bug in begin_block: FinalizeBlock will meet it on every node; propose nothing meanwhile
-            log.exception("internal error in begin_block while preparing height %d; proposing no txs", req.height)
-            return abci.ResponsePrepareProposal(txs=[])
+        ctx, keep = self._proposal_context(req.height, time_ns, info)
         chosen, results, size = [], [], 0
         for raw in runtime.order_by_nonce(list(req.txs)):
             if size + len(raw) > req.max_tx_bytes:
@@ -200,7 +211,8 @@ class Application:
                 chosen.append(raw)
                 results.append(result)
                 size += len(raw)
-        self._prepared = _Executed(self._execution_key(req.height, time_ns, info, chosen), ctx, results)
+        if keep:
+            self._prepared = _Executed(self._execution_key(req.height, time_ns, info, chosen), ctx, results)
         return abci.ResponsePrepareProposal(txs=chosen)
 
     # --- ProcessProposal: a proposal to vote on; the same validity check --------
@@ -219,9 +231,9 @@ class Application:
         key = self._execution_key(req.height, time_ns, info, req.txs)
         try:
             if ours is not None and ours.key == self._execution_key(req.height, time_ns, replace(info, hash=b""), req.txs):
-                ctx, results = ours.ctx, ours.results  # PrepareProposal admitted exactly these txs, in order, on this state
+                ctx, results, keep = ours.ctx, ours.results, True  # PrepareProposal admitted exactly these txs, in order, on this state
             else:
-                ctx, results = self._begin(req.height, time_ns, info), []
+                (ctx, keep), results = self._proposal_context(req.height, time_ns, info), []
                 for index, raw in enumerate(req.txs):
                     result = runtime.admit(ctx, raw, runtime.PROCESS)
                     if not result.admitted:
@@ -231,7 +243,8 @@ class Application:
         except Exception:
             log.exception("internal error in ProcessProposal at height %d; rejecting", req.height)
             return reject
-        self._executed = _Executed(key, ctx, results)
+        if keep:
+            self._executed = _Executed(key, ctx, results)
         return accept
 
     # --- FinalizeBlock: execute the decided block, return results and app hash --

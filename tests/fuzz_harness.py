@@ -686,8 +686,15 @@ class Fuzzer:
             self.stats.reopens += 1
 
     def _process_decided(self, app: Application, req: abci.RequestFinalizeBlock) -> None:
-        """ProcessProposal of exactly the block FinalizeBlock will get: when accepted, the lead's FinalizeBlock hands
-        over that execution while the other replicas execute the block there, and _same compares the two."""
+        """ProcessProposal of exactly the block FinalizeBlock will get: when accepted, the lead's FinalizeBlock takes
+        over that execution while the other replicas execute the block there, and _same compares the two. At even
+        heights the lead first prepares the block as its proposer would: when that keeps the txs as they are,
+        ProcessProposal takes its execution over from PrepareProposal."""
+        if req.height % 2 == 0:
+            votes = [abci.ExtendedVoteInfo(validator=v.validator, block_id_flag=v.block_id_flag) for v in req.decided_last_commit.votes]
+            self._call("PrepareProposal of the decided block", app.prepare_proposal, abci.RequestPrepareProposal(
+                txs=req.txs, max_tx_bytes=1 << 30, height=req.height, time=req.time, proposer_address=req.proposer_address,
+                local_last_commit=abci.ExtendedCommitInfo(votes=votes), misbehavior=req.misbehavior), recoverable=True)
         resp = self._call("ProcessProposal of the decided block", app.process_proposal, abci.RequestProcessProposal(
             txs=req.txs, height=req.height, time=req.time, proposer_address=req.proposer_address, hash=req.hash,
             proposed_last_commit=req.decided_last_commit, misbehavior=req.misbehavior), recoverable=True)

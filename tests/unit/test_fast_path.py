@@ -305,13 +305,39 @@ def test_a_bug_in_end_block_does_not_turn_into_a_rejected_proposal(tmp_path, mon
     app.close()
 
 
-def test_a_bug_in_begin_block_makes_an_empty_proposal_not_a_crash(tmp_path, monkeypatch):
+def test_a_bug_in_begin_block_halts_the_chain_in_finalize_block_not_in_silent_rejections(tmp_path, monkeypatch):
+    """The proposal calls judge the txs without begin_block (it touches no nonce, fee or liquid balance) and keep
+    nothing, so FinalizeBlock meets the bug on every node: a halt that shows, as before the proposal calls ran it."""
     keys = [fixed_key(1)]
     block = decided([txlib.build(keys[0], CHAIN, 0, 1, txlib.MsgSend(recipient=keys[0].address, amount=1))], 1)
     app = make_app(tmp_path / "app", keys)
     monkeypatch.setattr(runtime, "begin_block", lambda ctx: 1 / 0)
-    assert list(app.prepare_proposal(preparation_of(block)).txs) == []
+    assert list(app.prepare_proposal(preparation_of(block)).txs) == list(block.txs)
+    assert app.process_proposal(proposal_of(block)).status == abci.ResponseProcessProposal.ACCEPT
+    assert app._prepared is None and app._executed is None
+    with pytest.raises(ZeroDivisionError):
+        app.finalize_block(block)
     app.close()
+
+
+@pytest.mark.parametrize("path", ["our own proposal", "another's proposal", "a block first seen in FinalizeBlock"])
+def test_begin_block_and_txs_never_see_the_block_hash_and_end_block_always_does(tmp_path, monkeypatch, path):
+    """PrepareProposal cannot know the hash, so no path shows it before end_block: otherwise a module reading it
+    there would make the proposer's app hash differ from everyone else's."""
+    keys = [fixed_key(1)]
+    block = decided([txlib.build(keys[0], CHAIN, 0, 1, txlib.MsgSend(recipient=keys[0].address, amount=1))], 1)
+    seen: list[tuple[str, bytes]] = []
+    real_begin, real_end = runtime.begin_block, runtime.end_block
+    monkeypatch.setattr(runtime, "begin_block", lambda ctx: seen.append(("begin", ctx.block.hash)) or real_begin(ctx))
+    monkeypatch.setattr(runtime, "end_block", lambda ctx: seen.append(("end", ctx.block.hash)) or real_end(ctx))
+    app = make_app(tmp_path / "app", keys)
+    if path == "our own proposal":
+        app.prepare_proposal(preparation_of(block))
+    if path != "a block first seen in FinalizeBlock":
+        assert app.process_proposal(proposal_of(block)).status == abci.ResponseProcessProposal.ACCEPT
+    app.finalize_block(block)
+    app.close()
+    assert seen == [("begin", b""), ("end", block.hash)]
 
 
 def test_a_fork_of_a_block_overlay_is_independent_of_it(tmp_path):

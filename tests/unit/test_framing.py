@@ -83,12 +83,13 @@ async def _roundtrip(server_addr_factory):
         ]
         writer.write(b"".join(encode_frame(r.SerializeToString()) for r in requests[:3]))
         await writer.drain()
-        # Answers wait for the Flush (CometBFT sends one after every request or batch): one write per batch.
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(reader.read(4096), 0.3)
+        # Answers wait for a Flush (CometBFT sends one after every request or batch), but not for ever:
+        # CometBFT drops its timer's Flush when its queue is full.
+        decoder, responses = FrameDecoder(), []
+        while len(responses) < 3:
+            responses += [abci.Response.FromString(f) for f in decoder.feed(await reader.read(4096))]
         writer.write(encode_frame(requests[3].SerializeToString()))
         await writer.drain()
-        decoder, responses = FrameDecoder(), []
         while len(responses) < 4:
             responses += [abci.Response.FromString(f) for f in decoder.feed(await reader.read(4096))]
         assert [r.WhichOneof("value") for r in responses] == ["echo", "info", "echo", "flush"]
