@@ -548,6 +548,20 @@ class Stats:
     sample_logs: dict = field(default_factory=dict)  # (message, codespace, code) -> one log
 
 
+def proposal_of(block: abci.RequestFinalizeBlock) -> abci.RequestProcessProposal:
+    """The ProcessProposal request CometBFT sends for the block that FinalizeBlock `block` decides."""
+    return abci.RequestProcessProposal(txs=block.txs, height=block.height, time=block.time, proposer_address=block.proposer_address,
+                                       hash=block.hash, proposed_last_commit=block.decided_last_commit, misbehavior=block.misbehavior)
+
+
+def preparation_of(block: abci.RequestFinalizeBlock) -> abci.RequestPrepareProposal:
+    """The PrepareProposal request of `block`'s proposer, offering exactly its txs (no hash yet)."""
+    votes = [abci.ExtendedVoteInfo(validator=v.validator, block_id_flag=v.block_id_flag) for v in block.decided_last_commit.votes]
+    return abci.RequestPrepareProposal(txs=block.txs, height=block.height, time=block.time, max_tx_bytes=1 << 30,
+                                       proposer_address=block.proposer_address, local_last_commit=abci.ExtendedCommitInfo(votes=votes),
+                                       misbehavior=block.misbehavior)
+
+
 class Fuzzer:
     def __init__(self, root: Path, seed: int, txs_per_block: int = 6, replicas: int = 2, reopen_every: int = 25, probe: bool = True,
                  keep_going: bool = False, extreme_params: bool = True):
@@ -691,13 +705,8 @@ class Fuzzer:
         heights the lead first prepares the block as its proposer would: when that keeps the txs as they are,
         ProcessProposal takes its execution over from PrepareProposal."""
         if req.height % 2 == 0:
-            votes = [abci.ExtendedVoteInfo(validator=v.validator, block_id_flag=v.block_id_flag) for v in req.decided_last_commit.votes]
-            self._call("PrepareProposal of the decided block", app.prepare_proposal, abci.RequestPrepareProposal(
-                txs=req.txs, max_tx_bytes=1 << 30, height=req.height, time=req.time, proposer_address=req.proposer_address,
-                local_last_commit=abci.ExtendedCommitInfo(votes=votes), misbehavior=req.misbehavior), recoverable=True)
-        resp = self._call("ProcessProposal of the decided block", app.process_proposal, abci.RequestProcessProposal(
-            txs=req.txs, height=req.height, time=req.time, proposer_address=req.proposer_address, hash=req.hash,
-            proposed_last_commit=req.decided_last_commit, misbehavior=req.misbehavior), recoverable=True)
+            self._call("PrepareProposal of the decided block", app.prepare_proposal, preparation_of(req), recoverable=True)
+        resp = self._call("ProcessProposal of the decided block", app.process_proposal, proposal_of(req), recoverable=True)
         if resp is not None and resp.status == abci.ResponseProcessProposal.ACCEPT:
             self.stats.executed_ahead += 1
 

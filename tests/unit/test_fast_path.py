@@ -16,6 +16,7 @@ from abci_app import tx as txlib
 from abci_app.app import Application
 from abci_app.pb.tendermint.abci import types_pb2 as abci
 from abci_app.state import Store
+from tests.fuzz_harness import preparation_of, proposal_of
 from tests.unit.conftest import fixed_key
 
 CHAIN = "fast-path"
@@ -182,18 +183,6 @@ def decided(txs: list[bytes], height: int, seconds: int = TIME.seconds) -> abci.
         decided_last_commit=abci.CommitInfo(votes=[abci.VoteInfo(validator=abci.Validator(address=b"\x05" * 20, power=10), block_id_flag=1)]),
         misbehavior=[abci.Misbehavior(type=abci.DUPLICATE_VOTE, validator=abci.Validator(address=b"\x06" * 20, power=3), height=1)],
     )
-
-
-def proposal_of(block: abci.RequestFinalizeBlock) -> abci.RequestProcessProposal:
-    return abci.RequestProcessProposal(txs=block.txs, height=block.height, time=block.time, proposer_address=block.proposer_address,
-                                       hash=block.hash, proposed_last_commit=block.decided_last_commit, misbehavior=block.misbehavior)
-
-
-def preparation_of(block: abci.RequestFinalizeBlock) -> abci.RequestPrepareProposal:
-    votes = [abci.ExtendedVoteInfo(validator=v.validator, block_id_flag=v.block_id_flag) for v in block.decided_last_commit.votes]
-    return abci.RequestPrepareProposal(txs=block.txs, height=block.height, time=block.time, max_tx_bytes=10**7,
-                                       proposer_address=block.proposer_address, local_last_commit=abci.ExtendedCommitInfo(votes=votes),
-                                       misbehavior=block.misbehavior)
 
 
 def transfers(keys, first_nonce: int) -> list[bytes]:
