@@ -8,9 +8,10 @@ ABCI result, an event becomes an ABCI event that `tx_search` can find.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar, TypeVar
+from typing import Callable, ClassVar, TypeVar
 
 from abci_app.state import Overlay
 
@@ -57,6 +58,22 @@ class EventType:
             raise TypeError(f"event {cls.__name__} must set its ABCI event type: type = \"...\"")
 
 
+# Per event class: its field names in order and a getter of their values as a tuple, made on its first emit
+# (@dataclass sets __match_args__ to the field names when the class is made): no reflection per event.
+_EVENT_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[EventType], tuple]]] = {}
+
+
+def _event_fields(cls: type) -> tuple[tuple[str, ...], Callable[[EventType], tuple]]:
+    names = cls.__match_args__
+    if len(names) == 1:
+        one = operator.attrgetter(names[0])
+        values = lambda event: (one(event),)  # noqa: E731
+    else:
+        values = operator.attrgetter(*names) if names else (lambda event: ())
+    _EVENT_FIELDS[cls] = (names, values)
+    return names, values
+
+
 @dataclass(frozen=True)
 class Vote:
     """One validator's part in the last block's commit (from FinalizeBlock)."""
@@ -100,17 +117,20 @@ class Context:
     block: BlockInfo = field(default_factory=BlockInfo)
     events: list[Event] = field(default_factory=list)
     validator_updates: list[ValidatorUpdate] = field(default_factory=list)
+    record_events: bool = True  # False where no one reads them (CheckTx): emit only checks the type
 
     def emit(self, event: EventType) -> None:
         """Record a declared event; anything else is a bug (TypeError), so no undeclared event reaches CometBFT."""
         if not isinstance(event, EventType):
             raise TypeError(f"emit takes a declared event (an EventType dataclass), not {type(event).__name__}")
-        # @dataclass sets __match_args__ to the field names, in order, once when the class is made: no reflection per event.
-        self.events.append(Event(event.type, {name: str(getattr(event, name)) for name in event.__match_args__}))
+        if not self.record_events:
+            return
+        fields = _EVENT_FIELDS.get(type(event)) or _event_fields(type(event))
+        self.events.append(Event(event.type, dict(zip(fields[0], map(str, fields[1](event))))))
 
     def child(self) -> "Context":
         """A context for one tx (or one message) whose writes and events can be dropped."""
-        return Context(self.state.child(), self.chain_id, self.height, self.time_unix_ns, self.block)
+        return Context(self.state.child(), self.chain_id, self.height, self.time_unix_ns, self.block, record_events=self.record_events)
 
     def merge(self, child: "Context") -> None:
         """Keep a child's writes and events: the tx (or message) succeeded."""
@@ -246,6 +266,12 @@ def is_utf8_encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def events_encodable(events: list[Event]) -> bool:
+    """Whether every type, key and value of `events` is UTF-8 encodable, as CometBFT needs. One encode of
+    their concatenation: joining never pairs two lone surrogates into a valid character in a Python str."""
+    return is_utf8_encodable("".join([text for e in events for text in (e.type, *e.attributes, *e.attributes.values())]))
 
 
 # --- queues keyed by due height: hooks read only what is due ---------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from google.protobuf.message import Message
 
 from abci_app import tx as txcodec
-from abci_app.context import Context, Event, EventType, ModuleError, is_utf8_encodable
+from abci_app.context import Context, Event, EventType, ModuleError, events_encodable
 from abci_app.modules import auth, bank, datasets, gov, registry, staking, training
 from abci_app.state import Overlay
 from abci_app.state.cache import BoundedCache
@@ -235,11 +235,9 @@ def admit(ctx: Context, raw: bytes, mode: str) -> TxResult:
         result = _run(ctx, signed)
         result.admitted = True
         return result
-    tx_ctx = ctx.child()
-    result = _run(tx_ctx, signed)
+    # The mempool keeps nothing of a tx it refuses, not even its fee; and CheckTx answers carry no events.
+    result = _run(ctx, signed, keep_failed=False, record_events=False)
     result.admitted = result.code == 0
-    if result.admitted:
-        ctx.merge(tx_ctx)
     return result
 
 
@@ -249,9 +247,11 @@ def execute(block: Context, raw: bytes) -> TxResult:
     return admit(block, raw, DELIVER)
 
 
-def _run(block: Context, signed: txcodec.SignedTx) -> TxResult:
-    """Charge the fee, use the nonce, run the message on a child context kept only on success."""
+def _run(block: Context, signed: txcodec.SignedTx, keep_failed: bool = True, record_events: bool = True) -> TxResult:
+    """Charge the fee, use the nonce, run the message on a child context kept only on success. A failed
+    message still pays and uses its nonce, unless `keep_failed` is False: then block gets nothing of it."""
     tx_ctx = block.child()
+    tx_ctx.record_events = record_events
     bank.charge_fee(tx_ctx, signed.signer, signed.body.fee)
     auth.bump_nonce(tx_ctx.state, signed.signer_id)
     module, call = CALLS[signed.msg_name]
@@ -267,7 +267,7 @@ def _run(block: Context, signed: txcodec.SignedTx) -> TxResult:
                 f"fee too low for {result.bytes_written} bytes of state: need {result.fee_needed}{bank.DENOM}, "
                 f"got {signed.body.fee}{bank.DENOM}"
             )
-        if not all(is_utf8_encodable(text) for e in msg_ctx.events for text in (e.type, *e.attributes, *e.attributes.values())):
+        if not events_encodable(msg_ctx.events):
             raise Internal(f"internal error in {signed.msg_name}: an event is not valid UTF-8")
         tx_ctx.merge(msg_ctx)
     except ModuleError as exc:
@@ -275,7 +275,8 @@ def _run(block: Context, signed: txcodec.SignedTx) -> TxResult:
     except Exception as exc:  # a bug in a message handler: this tx fails alone, the same way on every node
         log.exception("internal error in %s", signed.msg_name)
         result.fail(Internal(f"internal error in {signed.msg_name}: {type(exc).__name__}"))
-    tx_ctx.state.write()  # the fee and nonce stay, and the message's writes when it succeeded
+    if keep_failed or result.code == 0:
+        tx_ctx.state.write()  # the fee and nonce stay, and the message's writes when it succeeded
     result.events = tx_ctx.events  # the tx's result carries its events; the block's own are begin/end-block facts
     return result
 
@@ -337,7 +338,7 @@ def execute_as(ctx: Context, signer: str, bodies: list[txcodec.TxBody]) -> str:
         except Exception as exc:  # a bug in a handler: the batch fails alone, the same way on every node
             log.exception("internal error in %s executed by %s", name, signer)
             return _reason(f"message {index} ({name}) failed (runtime code {Internal.code}): internal error {type(exc).__name__}")
-    if not all(is_utf8_encodable(text) for e in batch.events for text in (e.type, *e.attributes, *e.attributes.values())):
+    if not events_encodable(batch.events):
         return "an event of the messages is not valid UTF-8"
     ctx.merge(batch)
     return ""

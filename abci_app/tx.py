@@ -6,7 +6,6 @@ with the same code, so both sides agree on the signed bytes by construction.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError, Message
@@ -45,6 +44,23 @@ MsgVote = tx_pb2.MsgVote
 MsgUpdateParams = tx_pb2.MsgUpdateParams
 
 
+class _once:
+    """functools.cached_property without the lock Python 3.11 takes on each first access: a SignedTx is
+    decoded afresh in every ABCI call, so first accesses are most accesses. Stored in the instance's
+    __dict__, which then answers (a frozen dataclass forbids setattr, not that)."""
+
+    def __init__(self, func) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
+
+
 class TxDecodeError(ValueError):
     """Bytes that are not a well-formed GradientChain transaction."""
 
@@ -58,21 +74,21 @@ class SignedTx:
     pubkey: bytes
     signature: bytes
 
-    @functools.cached_property
+    @_once
     def signer_id(self) -> bytes:
         """The signer's 20-byte account id: what auth and the fee path key state by."""
         return crypto.address_bytes(self.pubkey)
 
-    @functools.cached_property
+    @_once
     def signer(self) -> str:
         """The signer's address as text, for modules and events."""
         return crypto.address_of(self.pubkey)
 
-    @property
+    @_once
     def msg_name(self) -> str | None:
         return self.body.WhichOneof("msg")
 
-    @property
+    @_once
     def msg(self) -> Message:
         return getattr(self.body, self.msg_name)
 

@@ -17,6 +17,7 @@ cannot affect consensus; `record_block` swallows its own errors.
 
 from __future__ import annotations
 
+import collections
 import logging
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
@@ -61,8 +62,11 @@ def record_block(height: int, response, executed_ahead: bool = False) -> None:
         BLOCKS.inc()
         if executed_ahead:
             BLOCKS_AHEAD.inc()
+        # One labels() per distinct result, not per tx: it was 3% of a loaded node's CPU (py-spy).
+        by_result = collections.Counter((result.code, result.codespace) for result in response.tx_results)
+        for (code, codespace), count in by_result.items():
+            TXS.labels(str(code), codespace).inc(count)
         for result in response.tx_results:
-            TXS.labels(str(result.code), result.codespace).inc()
             for event in result.events:
                 _count_event(event)
         for event in response.events:

@@ -46,21 +46,30 @@ class NodeBuffer:
 class Overlay:
     """The write-set of a block (over committed state), or of one tx nested in a block."""
 
+    # Three of these are made per tx (CheckTx, proposals, blocks): slots, and no trie buffer for tx overlays.
+    __slots__ = ("_committed", "_parent", "_base_root", "_base_height", "_writes", "_nodes", "_root", "_hashed")
+
     def __init__(self, committed: Committed, root: bytes, height: int, parent: Overlay | None = None) -> None:
         self._committed = committed
         self._parent = parent
         self._base_root = root  # committed app hash this block builds on
         self._base_height = height  # committed height this block builds on; commit checks it is still current
         self._writes: dict[bytes, bytes | None] = {}  # None = delete
-        # Block overlays only: the root of what was hashed so far, so that each app_hash() applies only what changed since.
-        self._nodes = NodeBuffer(committed)
-        self._root = root
-        self._hashed: dict[bytes, bytes | None] = {}  # writes already applied to self._root
+        if parent is None:
+            # Block overlays only: the root of what was hashed so far, so that each app_hash() applies only what changed since.
+            self._nodes = NodeBuffer(committed)
+            self._root = root
+            self._hashed: dict[bytes, bytes | None] = {}  # writes already applied to self._root
 
     def get(self, key: bytes) -> bytes | None:
-        if key in self._writes:
-            return self._writes[key]
-        return self._parent.get(key) if self._parent is not None else self._committed.get(key)
+        overlay = self
+        while True:  # a loop, not recursion: tx reads pass through up to four overlays
+            writes = overlay._writes
+            if key in writes:
+                return writes[key]
+            if overlay._parent is None:
+                return overlay._committed.get(key)
+            overlay = overlay._parent
 
     def set(self, key: bytes, value: bytes) -> None:
         assert type(key) is bytes and type(value) is bytes, "state keys and values are bytes"

@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 from abci_app import tx
 from abci_app.modules import bank
 from abci_app.pb.tendermint.abci import types_pb2 as abci
@@ -96,6 +98,35 @@ def test_check_tx_codes_and_never_raises(chain, keys):
     for _ in range(200):
         garbage = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200)))
         assert chain.check(garbage).code != 0
+
+
+def test_a_tx_the_mempool_refuses_leaves_its_view_untouched(chain, keys):
+    """CheckTx runs the message on the mempool view itself and keeps nothing of a refused tx: not its fee,
+    not its nonce, so the same nonce is admitted next and the view's spending is what was admitted."""
+    a, b = keys[0], keys[1]  # a has 1,000
+    before = dict(chain.app._check_state._writes)
+    refused = chain.check(tx.build(a, CHAIN_ID, 0, 7, tx.MsgSend(recipient=b.address, amount=5_000)))
+    assert (refused.codespace, refused.code) == ("bank", bank.InsufficientBalance.code)
+    assert chain.app._check_state._writes == before
+    assert chain.check(tx.build(a, CHAIN_ID, 0, 1, tx.MsgSend(recipient=b.address, amount=999))).code == 0  # all 1,000, fee included
+
+
+def test_check_tx_builds_no_events_but_a_block_does(chain, keys):
+    from abci_app import runtime
+    from abci_app.context import Context
+
+    a, b = keys[0], keys[1]
+    raw = tx.build(a, CHAIN_ID, 0, 1, tx.MsgSend(recipient=b.address, amount=1))
+    results = {}
+    for mode in (runtime.CHECK, runtime.PREPARE):
+        state = chain.app._base()
+        results[mode] = runtime.admit(Context(state, CHAIN_ID, chain.height + 1, 0), raw, mode)
+    assert results[runtime.CHECK].admitted and results[runtime.CHECK].events == []
+    assert [e.type for e in results[runtime.PREPARE].events] == ["fee_paid", "message", "transfer"]
+    quiet = Context(chain.app._base(), CHAIN_ID, 1, 0, record_events=False)
+    with pytest.raises(TypeError):  # not recording is no licence to emit what no module declared
+        quiet.emit(("transfer", {}))
+    assert quiet.child().record_events is False
 
 
 def test_check_tx_accumulates_spending_in_the_mempool_view(chain, keys):

@@ -88,6 +88,19 @@ def test_emit_sends_each_field_in_order_as_text(empty_state):
     assert list(ctx.events[1].attributes) == ["round", "submission", "validator", "verdict", "steps", "proven", "proof_ok"]
 
 
+def test_emit_of_every_declared_event_is_its_fields_as_text(empty_state):
+    """emit reads fields through a getter made once per class (one field, or several): the same as reflection."""
+    ctx = Context(empty_state, CHAIN_ID, 1, 0)
+    declared = [cls for _, module in SECTIONS for cls in docs.events(module)]
+    assert {len(fields(cls)) for cls in declared} >= {1, 2}, "the one-field getter is exercised"
+    for cls in declared:
+        event = cls(**{f.name: f"{f.name}-{i}" if i % 2 else i for i, f in enumerate(fields(cls))})
+        ctx.emit(event)
+        ctx.emit(event)  # the second emit of a class takes the cached getter
+        expected = Event(cls.type, {f.name: str(getattr(event, f.name)) for f in fields(cls)})
+        assert ctx.events[-2:] == [expected, expected], cls.__name__
+
+
 def test_emit_refuses_anything_but_a_declared_event(empty_state):
     ctx = Context(empty_state, CHAIN_ID, 1, 0)
     with pytest.raises(TypeError):
@@ -203,3 +216,14 @@ def test_modules_doc_lists_every_event_error_and_param():
 
 def test_docs_are_what_the_code_declares():
     assert docs.stale() == [], "run `python -m abci_app.docs`"
+
+
+@pytest.mark.parametrize("where", ["type", "key", "value", "pair"])
+def test_events_encodable_finds_a_lone_surrogate_anywhere(where):
+    from abci_app.context import events_encodable
+
+    good = [Event("transfer", {"sender": "gc1a", "amount": "5"}), Event("note", {"text": "ünïcode ✓"})]
+    assert events_encodable(good) and events_encodable([])
+    bad = {"type": Event("a\ud800", {}), "key": Event("a", {"\udfff": "1"}), "value": Event("a", {"k": "x\ud800"}),
+           "pair": Event("a", {"k": "\ud800", "j": "\udc00"})}[where]  # two halves in two strings stay two lone halves
+    assert not events_encodable(good + [bad])

@@ -216,13 +216,14 @@ def test_metrics_count_blocks_txs_rounds_and_verdicts() -> None:
         return abci.Event(type=kind, attributes=[{"key": k, "value": v} for k, v in attributes.items()])
 
     response = abci.ResponseFinalizeBlock(
-        tx_results=[abci.ExecTxResult(code=5, codespace="bank"), abci.ExecTxResult(code=0, events=[event("verdict_revealed", verdict="fraud")])],
+        tx_results=[abci.ExecTxResult(code=5, codespace="bank"), abci.ExecTxResult(code=0, events=[event("verdict_revealed", verdict="fraud")]),
+                    abci.ExecTxResult(code=5, codespace="bank")],
         events=[event("round_opened", round="3"), event("delta_accepted", round="2")],
     )
     ahead = sample("gradchain_blocks_executed_ahead_total")
     metrics.record_block(41, response)
     assert sample("gradchain_height") == 41
-    assert [sample(name, labels) for name, labels in counted] == [b + 1 for b in before]
+    assert [sample(name, labels) for name, labels in counted] == [b + n for b, n in zip(before, [1, 2, 1, 1, 1])]
     assert sample("gradchain_blocks_executed_ahead_total") == ahead
     metrics.record_block(42, abci.ResponseFinalizeBlock(), executed_ahead=True)
     assert sample("gradchain_blocks_executed_ahead_total") == ahead + 1
