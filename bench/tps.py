@@ -11,7 +11,8 @@ is, after FinalizeBlock ran on node0).
 
     .venv/bin/python bench/tps.py [--n 500] [--senders 8] [--in-flight 16]
 
-Prints both results and the ratio ours/kvstore. Asserts nothing about timing.
+Prints both results, the ratio ours/kvstore and how fast the host was (ed25519 verify µs) just
+before and after. Asserts nothing about timing.
 """
 
 from __future__ import annotations
@@ -144,7 +145,6 @@ def run_load(net: localnet.Network, plan: list[list[bytes]], in_flight: int, tim
 
     watcher = threading.Thread(target=watch, daemon=True)
     threads = [threading.Thread(target=send, args=(s,), daemon=True) for s in range(len(plan))]
-    t0 = time.monotonic()
     watcher.start()
     for t in threads:
         t.start()
@@ -178,6 +178,18 @@ def cpu_seconds(net: localnet.Network) -> dict[str, float]:
     return totals
 
 
+def host_speed(rounds: int = 2000) -> float:
+    """Microseconds per ed25519 verification (what CheckTx spends most on): on a shared host it shows how
+    fast the machine was around the run, since a CPU-bound app loses more to a slow spell than kvstore."""
+    key = crypto.PrivateKey(hashlib.sha256(b"probe").digest())
+    message = b"\x01" * 150
+    signature = key.sign(message)
+    start = time.process_time()
+    for _ in range(rounds):
+        crypto.verify(key.pubkey, message, signature)
+    return (time.process_time() - start) / rounds * 1e6
+
+
 def bench(app: str, args: argparse.Namespace, pad_to: int | None) -> tuple[Result, int]:
     with tempfile.TemporaryDirectory(prefix=f"tps-{app}-") as tmp:
         net = localnet.create(Path(tmp) / "net", validators=args.validators, app=app, dev_accounts=args.senders, chain_id="gradchain-bench")
@@ -207,8 +219,10 @@ def main() -> None:
         raise SystemExit(f"CometBFT binary missing at {localnet.COMETBFT}: run `make install-go`")
 
     print(f"{args.n} txs, {args.senders} senders, <= {args.in_flight} uncommitted each, {args.validators} validators on loopback", flush=True)
+    speed_before = host_speed()
     ours, size = bench(localnet.APP_GRADCHAIN, args, None)
     base, _ = bench(localnet.APP_KVSTORE, args, size)
+    speed_after = host_speed()
     print(f"{'app':<10} {'tx bytes':>8} {'committed':>9} {'failed':>6} {'blocks':>6} {'seconds':>8} {'TPS':>8} {'p50 ms':>8} {'p95 ms':>8} {'CPU s app':>9} {'CPU s comet':>11}")
     for r in (ours, base):
         print(
@@ -221,6 +235,7 @@ def main() -> None:
             print(f"{r.app}: " + "; ".join(f"h{h} +{at:.2f}s {count} txs ({sent} in)" for at, h, count, sent in r.timeline))
     print(f"app CPU per committed transfer per validator: {ours.cpu['app'] / ours.committed / args.validators * 1000:.2f} ms"
           f" (load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+    print(f"host speed: ed25519 verify {speed_before:.0f} us before, {speed_after:.0f} us after (lower is faster)")
 
 
 if __name__ == "__main__":
