@@ -326,6 +326,7 @@ def execute_as(ctx: Context, signer: str, bodies: list[txcodec.TxBody]) -> str:
     succeeded (their writes and events join ctx), else why the first one failed (ctx unchanged). Never raises:
     a message that hits an unexpected exception fails the batch, as it would fail a tx."""
     batch = ctx.child()
+    batch.record_events = True  # the UTF-8 check below needs them, also in CheckTx's dry run of a proposal
     for index, body in enumerate(bodies):
         name = body.WhichOneof("msg")
         route = CALLS.get(name) if name else None

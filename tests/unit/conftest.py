@@ -134,3 +134,12 @@ def tiny_gpt(tmp_path_factory, seed: int):
     determinism.pin(2)
     family = TinyGPT()
     return family, family.build(model.TEST_CONFIG, seed=seed), load_dataset(synthetic_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt"))
+
+
+def overlay_levels(start, key) -> int:
+    """How many overlays a get of `key` passes through (each a dict lookup; the last may read committed state):
+    what the read-counting tests count, as Overlay.get walks the levels in one call."""
+    levels, current = 1, start
+    while key not in current._writes and current._parent is not None:
+        levels, current = levels + 1, current._parent
+    return levels

@@ -21,7 +21,7 @@ import pytest
 from abci_app import crypto, tx
 from abci_app.modules import audit, bank, training
 from abci_app.state import overlay
-from tests.unit.conftest import fixed_key
+from tests.unit.conftest import fixed_key, overlay_levels
 from tests.unit.test_staking import cons_key
 from tests.unit.test_training import (CID, PARAMS, TrainingChain, audit_round, bond_all, cid, codes, commit, judge, make_net, proof,
                                       reveal, salt_of, sha, submit, tokens, until_phase, verdict)
@@ -262,7 +262,8 @@ class OpCounter:
         counter = self
 
         def counted_get(self, key):
-            counter.reads += counter.active
+            if counter.active:
+                counter.reads += overlay_levels(self, key)
             return get(self, key)
 
         def counted_set(self, key, value):

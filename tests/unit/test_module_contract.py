@@ -227,3 +227,19 @@ def test_events_encodable_finds_a_lone_surrogate_anywhere(where):
     bad = {"type": Event("a\ud800", {}), "key": Event("a", {"\udfff": "1"}), "value": Event("a", {"k": "x\ud800"}),
            "pair": Event("a", {"k": "\ud800", "j": "\udc00"})}[where]  # two halves in two strings stay two lone halves
     assert not events_encodable(good + [bad])
+
+
+@pytest.mark.parametrize("record_events", [True, False])
+def test_a_message_batch_checks_its_events_even_where_events_are_not_kept(empty_state, monkeypatch, record_events):
+    """gov's dry run of a proposal's messages (execute_as) refuses an event that cannot be encoded, also under
+    CheckTx's context that builds no events: the mempool judges a proposal as its block will."""
+    from abci_app import tx as txlib
+
+    def bad_send(ctx, signer, msg):
+        ctx.emit(bank.Transfer(sender=signer, recipient="\ud800", amount=1))
+
+    monkeypatch.setitem(runtime.CALLS, "send", ("bank", bad_send))
+    body = txlib.TxBody(chain_id=CHAIN_ID, send=txlib.MsgSend(recipient="gc1x", amount=1))
+    ctx = Context(empty_state, CHAIN_ID, 1, 0, record_events=record_events)
+    assert runtime.execute_as(ctx, "gc1gov", [body]) == "an event of the messages is not valid UTF-8"
+    assert ctx.events == [] and empty_state.writes() == []

@@ -13,7 +13,7 @@ from abci_app import paging, runtime, tx
 from abci_app.context import encode_json
 from abci_app.modules import gov, training
 from abci_app.state import overlay
-from tests.unit.conftest import Chain, fixed_key
+from tests.unit.conftest import Chain, fixed_key, overlay_levels
 from tests.unit.test_gov import GOV_PARAMS, SUBMIT_FEE, body, params_msg
 from tests.unit.test_registry import CID_A, CID_B, CONFIG
 from tests.unit.test_staking import PARAMS as STAKING_PARAMS, cons_key
@@ -81,7 +81,7 @@ def reads(monkeypatch):
     get, iter_prefix = overlay.Overlay.get, overlay.Overlay.iter_prefix
 
     def counted_get(self, key):
-        counter["reads"] += 1
+        counter["reads"] += overlay_levels(self, key)
         return get(self, key)
 
     def counted_iter(self, prefix, after=b""):
